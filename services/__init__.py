@@ -1,0 +1,1 @@
+"""mesh-llm: four cooperating services per node (gateway, gossip, placement, runner) and the CLI."""

@@ -1,0 +1,105 @@
+"""The command line: parsing and checking flags, with one-line errors and exit code 2.
+
+Owns the flag surface and the checks done before anything starts; must not start processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from services.runner.models import ModelError, ModelRef, resolve
+
+NOT_BUILT_YET = {
+    "join": "--join (joining a mesh)",
+    "client": "--client (API-only nodes)",
+    "split": "--split (splitting a model over nodes)",
+    "standby": "--standby (standby nodes)",
+    "bind_port": "--bind-port (the QUIC endpoint)",
+}
+NOT_BUILT_COMMANDS = ("rotate-key", "admin", "drop", "moe")
+
+
+class UsageError(Exception):
+    """Bad input on the command line; the message is the one line the user sees."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, exit 2: argparse's usage block would bury the reason.
+        raise UsageError(message)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="mesh-llm", description="Serve LLMs from the pooled memory of several machines behind one OpenAI API.")
+    p.add_argument("command", nargs="?", help="subcommand (none yet: start a node with --model)")
+    p.add_argument("--model", action="append", default=[], help="model to serve (repeatable): catalog name, GGUF path, or a file in ~/.models")
+    p.add_argument("--port", type=int, default=9337, help="OpenAI API port (default 9337)")
+    p.add_argument("--console", type=int, default=3131, help="console port (default 3131)")
+    p.add_argument("--name", help="node name shown in the console (default: host name)")
+    p.add_argument("--max-vram", type=float, help="memory this node offers, in GB (default: all)")
+    p.add_argument("--device", default="", help="llama.cpp device for inference, e.g. CUDA0 (default: llama.cpp's choice)")
+    p.add_argument("--listen-all", action="store_true", help="expose the API on all interfaces (needs --api-key)")
+    p.add_argument("--api-key", default="", help="bearer key the API requires")
+    p.add_argument("--home", type=Path, help="node state folder (default ~/.mesh-llm)")
+    p.add_argument("--models-dir", type=Path, default=Path.home() / ".models", help="where model files are looked up by name")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--join", help=argparse.SUPPRESS)
+    p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--split", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--standby", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--bind-port", type=int, help=argparse.SUPPRESS)
+    return p
+
+
+@dataclass(frozen=True)
+class Options:
+    args: argparse.Namespace
+    models: tuple[ModelRef, ...]
+
+
+def check(argv: list[str]) -> Options:
+    """Parsed and checked options, or UsageError with the reason."""
+    args = parser().parse_args(argv)
+    if args.command:
+        known = args.command in NOT_BUILT_COMMANDS
+        raise UsageError(f"'{args.command}' is not built yet" if known else f"unknown command '{args.command}'")
+    for flag, label in NOT_BUILT_YET.items():
+        if getattr(args, flag):
+            raise UsageError(f"{label} is not built yet")
+    if args.listen_all and not args.api_key:
+        raise UsageError("--listen-all exposes the API to other machines: it needs --api-key")
+    if args.max_vram is not None and args.max_vram <= 0:
+        raise UsageError("--max-vram must be a positive number of GB")
+    for name, port in (("--port", args.port), ("--console", args.console)):
+        if not 0 < port < 65536:
+            raise UsageError(f"{name} {port} is not a valid port")
+        if args.port == args.console:
+            raise UsageError("--port and --console must differ")
+        host = "0.0.0.0" if args.listen_all and name == "--port" else "127.0.0.1"
+        if not port_free(host, port):
+            raise UsageError(f"{name} {port} is already in use")
+    try:
+        models = tuple(resolve(spec, args.models_dir) for spec in args.model)
+    except ModelError as bad:
+        raise UsageError(str(bad)) from None
+    return Options(args, models)
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def fail(message: str) -> NoReturn:
+    print(f"mesh-llm: error: {message}", file=sys.stderr)
+    raise SystemExit(2)

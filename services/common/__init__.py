@@ -1,0 +1,1 @@
+"""Pieces every service shares: node settings, logging, the gRPC server shell, the run loop."""

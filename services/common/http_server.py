@@ -1,0 +1,34 @@
+"""Serving a FastAPI app with uvicorn inside a service's own event loop.
+
+Owns the uvicorn shell: our lifecycle handles signals, so uvicorn must not install its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Generator
+
+import uvicorn
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The service's lifecycle owns SIGINT/SIGTERM and cancels us; uvicorn must not take them.
+        yield
+
+
+async def serve(app: object, host: str, port: int) -> None:
+    """Serve until cancelled, then close connections gracefully."""
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off", access_log=False,
+                            timeout_graceful_shutdown=2)
+    server = _Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await asyncio.shield(task)
+    finally:
+        server.should_exit = True
+        await task
+    if not server.started:
+        raise OSError(f"cannot listen on {host}:{port}")

@@ -1,0 +1,70 @@
+"""The mesh's domain types: a node's record, the models it serves, placement's assignments.
+
+Pure data; protobuf conversion lives in records_proto.py. Must not import grpc.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    model_id: str
+    path: str
+    state: str  # starting | ready | failed | stopped
+    port: int = 0
+    restarts: int = 0
+    last_error: str = ""
+    retry_at: float = 0.0
+    size_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Assignment:
+    model_id: str
+    mode: str  # solo | unserved
+    reason: str
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    node_id: str
+    name: str
+    role: str = "standby"  # serving | standby | client
+    memory_offered_bytes: int = 0
+    models_on_disk: tuple[str, ...] = ()
+    served: tuple[ServedModel, ...] = ()
+    assignments: tuple[Assignment, ...] = ()
+    version: int = 0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class SelfUpdate:
+    """Replaces the named fields of a record; the owner of each field sends it."""
+
+    fields: frozenset[str]
+    values: dict[str, object] = field(default_factory=dict)
+
+
+UPDATABLE = frozenset({"role", "served", "assignments", "memory_offered_bytes", "models_on_disk"})
+
+
+def apply_update(record: NodeRecord, update: SelfUpdate, now: float) -> NodeRecord:
+    """The record with the update applied and its version bumped, or unchanged if nothing differs."""
+    unknown = update.fields - UPDATABLE
+    if unknown:
+        raise ValueError(f"fields not updatable: {sorted(unknown)}")
+    changes = {name: update.values[name] for name in update.fields if getattr(record, name) != update.values[name]}
+    if not changes:
+        return record
+    return replace(record, **changes, version=record.version + 1, updated_at=now)
+
+
+@dataclass(frozen=True)
+class MeshView:
+    """This node's record and the peers it knows, as gossip last reported them."""
+
+    own: NodeRecord
+    peers: tuple[NodeRecord, ...] = ()

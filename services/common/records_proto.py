@@ -1,0 +1,85 @@
+"""Converting mesh records between domain types and protobuf, used at every servicer edge."""
+
+from __future__ import annotations
+
+from services.common.records import Assignment, MeshView, NodeRecord, SelfUpdate, ServedModel
+from services.proto.mesh.v1 import gossip_pb2, node_pb2
+
+_STATE_NAMES = {
+    node_pb2.PROCESS_STATE_STARTING: "starting",
+    node_pb2.PROCESS_STATE_READY: "ready",
+    node_pb2.PROCESS_STATE_FAILED: "failed",
+    node_pb2.PROCESS_STATE_STOPPED: "stopped",
+}
+_STATE_NUMBERS = {name: number for number, name in _STATE_NAMES.items()}
+
+
+def served_from_proto(message: node_pb2.ServedModel) -> ServedModel:
+    return ServedModel(
+        model_id=message.model_id, path=message.path, state=_STATE_NAMES.get(message.state, "stopped"),
+        port=message.port, restarts=message.restarts, last_error=message.last_error,
+        retry_at=message.retry_at, size_bytes=message.size_bytes,
+    )
+
+
+def served_to_proto(served: ServedModel) -> node_pb2.ServedModel:
+    return node_pb2.ServedModel(
+        model_id=served.model_id, path=served.path, state=_STATE_NUMBERS[served.state], port=served.port,
+        restarts=served.restarts, last_error=served.last_error, retry_at=served.retry_at, size_bytes=served.size_bytes,
+    )
+
+
+def assignment_from_proto(message: node_pb2.Assignment) -> Assignment:
+    return Assignment(model_id=message.model_id, mode=message.mode, reason=message.reason)
+
+
+def assignment_to_proto(assignment: Assignment) -> node_pb2.Assignment:
+    return node_pb2.Assignment(model_id=assignment.model_id, mode=assignment.mode, reason=assignment.reason)
+
+
+def record_from_proto(message: node_pb2.NodeRecord) -> NodeRecord:
+    return NodeRecord(
+        node_id=message.node_id, name=message.name, role=message.role,
+        memory_offered_bytes=message.memory_offered_bytes, models_on_disk=tuple(message.models_on_disk),
+        served=tuple(served_from_proto(s) for s in message.served),
+        assignments=tuple(assignment_from_proto(a) for a in message.assignments),
+        version=message.version, updated_at=message.updated_at,
+    )
+
+
+def record_to_proto(record: NodeRecord) -> node_pb2.NodeRecord:
+    return node_pb2.NodeRecord(
+        node_id=record.node_id, name=record.name, role=record.role,
+        memory_offered_bytes=record.memory_offered_bytes, models_on_disk=list(record.models_on_disk),
+        served=[served_to_proto(s) for s in record.served],
+        assignments=[assignment_to_proto(a) for a in record.assignments],
+        version=record.version, updated_at=record.updated_at,
+    )
+
+
+def update_to_proto(update: SelfUpdate) -> gossip_pb2.SelfUpdate:
+    values = update.values
+    return gossip_pb2.SelfUpdate(
+        fields=sorted(update.fields),
+        role=str(values.get("role", "")),
+        memory_offered_bytes=int(values.get("memory_offered_bytes", 0)),  # type: ignore[call-overload]
+        models_on_disk=list(values.get("models_on_disk", ())),  # type: ignore[call-overload]
+        served=[served_to_proto(s) for s in values.get("served", ())],  # type: ignore[attr-defined]
+        assignments=[assignment_to_proto(a) for a in values.get("assignments", ())],  # type: ignore[attr-defined]
+    )
+
+
+def update_from_proto(message: gossip_pb2.SelfUpdate) -> SelfUpdate:
+    values: dict[str, object] = {
+        "role": message.role,
+        "memory_offered_bytes": message.memory_offered_bytes,
+        "models_on_disk": tuple(message.models_on_disk),
+        "served": tuple(served_from_proto(s) for s in message.served),
+        "assignments": tuple(assignment_from_proto(a) for a in message.assignments),
+    }
+    fields = frozenset(message.fields)
+    return SelfUpdate(fields=fields, values={name: values[name] for name in fields if name in values})
+
+
+def view_from_proto(message: gossip_pb2.MeshView) -> MeshView:
+    return MeshView(own=record_from_proto(message.self), peers=tuple(record_from_proto(p) for p in message.peers))

@@ -1,0 +1,77 @@
+"""Node-wide settings every service reads, and turning settings objects into environments.
+
+Owns: the node's identity and the loopback gRPC ports of its four services. Each service
+has its own settings class beside its code; this module must not know their fields.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from pathlib import Path
+
+from pydantic import BaseModel
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class NodeSettings(BaseSettings):
+    """What all four services of one node agree on."""
+
+    model_config = SettingsConfigDict(env_prefix="MESH_NODE_", frozen=True)
+
+    # Human name shown in the console and logs; the host name is what people recognise.
+    name: str = socket.gethostname()
+    # State directory (keys, node id, caches); one per node so test nodes do not collide.
+    home: Path = Path.home() / ".mesh-llm"
+    # Loopback gRPC ports of the four services; fixed defaults so `honcho start` needs no setup.
+    gateway_grpc_port: int = 50431
+    gossip_grpc_port: int = 50432
+    placement_grpc_port: int = 50433
+    runner_grpc_port: int = 50434
+    # Python logging level name for every service.
+    log_level: str = "INFO"
+
+    def address(self, service: str) -> str:
+        """The loopback gRPC address of one of this node's services."""
+        return f"127.0.0.1:{getattr(self, f'{service}_grpc_port')}"
+
+
+def node_id(settings: NodeSettings) -> str:
+    """This node's stable id, created once under its home and shared by its services."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    path = settings.home / "node-id"
+    try:
+        # O_EXCL: the four services may start at once; exactly one of them writes the id.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return wait_for_text(path)
+    with os.fdopen(fd, "w") as f:
+        f.write(uuid.uuid4().hex[:16])
+    return path.read_text().strip()
+
+
+def wait_for_text(path: Path) -> str:
+    """The file's content once its writer has finished (it is tiny: a few tries at most)."""
+    for _ in range(100):
+        text = path.read_text().strip()
+        if text:
+            return text
+        import time
+
+        time.sleep(0.01)
+    raise RuntimeError(f"{path} stayed empty")
+
+
+def environment_for(settings: BaseModel) -> dict[str, str]:
+    """The environment variables that rebuild `settings` in a child process."""
+    prefix = settings.model_config.get("env_prefix", "")
+    variables = {}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            # Absent means "use the default" in the child too.
+            continue
+        text = value if isinstance(value, str) else json.dumps(value)
+        variables[f"{prefix}{name}".upper()] = text
+    return variables

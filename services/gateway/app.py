@@ -1,0 +1,44 @@
+"""FastAPI factories for the two HTTP surfaces of the gateway: the API (:9337) and the console (:3131)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.responses import JSONResponse, Response
+
+from services.gateway import errors
+from services.gateway.console.router import router as console_router
+from services.gateway.mesh_view import MeshMirror
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.middleware import RequestContext
+from services.gateway.openai.chat.router import router as chat_router
+from services.gateway.openai.completions.router import router as completions_router
+from services.gateway.openai.models.router import router as models_router
+from services.gateway.openai.relay import Relay
+from services.gateway.settings import GatewaySettings
+
+
+def create_api_app(settings: GatewaySettings, mirror: MeshMirror, relay: Relay, metrics: GatewayMetrics) -> FastAPI:
+    app = FastAPI(title="mesh-llm", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings, app.state.mirror, app.state.relay, app.state.metrics = settings, mirror, relay, metrics
+    for router in (chat_router, completions_router, models_router):
+        app.include_router(router)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ok", "node": mirror.view.own.node_id})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    errors.install(app)
+    app.add_middleware(RequestContext, api_key=settings.api_key)
+    return app
+
+
+def create_console_app(settings: GatewaySettings, mirror: MeshMirror) -> FastAPI:
+    app = FastAPI(title="mesh-llm console", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings, app.state.mirror = settings, mirror
+    app.include_router(console_router)
+    errors.install(app)
+    return app

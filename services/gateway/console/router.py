@@ -1,0 +1,41 @@
+"""Routes of the console: the page, /api/status and /api/events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+from sse_starlette.sse import EventSourceResponse
+
+from services.gateway.console.status import status
+
+STATIC = Path(__file__).parent / "static"
+
+router = APIRouter()
+
+
+@router.get("/")
+async def page() -> FileResponse:
+    return FileResponse(STATIC / "index.html")
+
+
+@router.get("/api/status")
+async def get_status(request: Request) -> dict:
+    return status(request.app.state.mirror.view)
+
+
+@router.get("/api/events")
+async def events(request: Request) -> EventSourceResponse:
+    mirror = request.app.state.mirror
+
+    async def stream() -> AsyncIterator[dict]:
+        seen = -1
+        while True:
+            # A slow browser only ever gets the latest status: versions in between are skipped.
+            seen = await mirror.changes.wait_newer(seen)
+            yield {"event": "status", "data": json.dumps(status(mirror.view))}
+
+    return EventSourceResponse(stream(), ping=request.app.state.settings.events_keepalive)

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible API surface: one folder per resource."""

@@ -1,0 +1,39 @@
+"""Token counts from llama-server responses: pure parsing, no I/O."""
+
+from __future__ import annotations
+
+import json
+
+
+def usage_of(body: dict) -> tuple[int, int]:
+    """(prompt, completion) tokens from a final response or stream chunk; zeros when absent."""
+    usage = body.get("usage")
+    if isinstance(usage, dict):
+        return int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+    timings = body.get("timings")
+    if isinstance(timings, dict):
+        return int(timings.get("prompt_n", 0)), int(timings.get("predicted_n", 0))
+    return 0, 0
+
+
+def usage_of_response(raw: bytes) -> tuple[int, int]:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return 0, 0
+    return usage_of(body) if isinstance(body, dict) else (0, 0)
+
+
+def usage_of_stream_tail(tail: bytes) -> tuple[int, int]:
+    """Usage from the last `data:` event that carries it (llama-server puts it in the final chunk)."""
+    for line in reversed(tail.split(b"\n")):
+        if not line.startswith(b"data: {"):
+            continue
+        try:
+            counts = usage_of(json.loads(line[len(b"data: "):]))
+        except ValueError:
+            # A line cut by the tail window: older events hold no usage anyway.
+            return 0, 0
+        if counts != (0, 0):
+            return counts
+    return 0, 0

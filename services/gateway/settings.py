@@ -1,0 +1,26 @@
+"""Gateway settings (prefix MESH_GATEWAY_)."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MESH_GATEWAY_", frozen=True)
+
+    # Address of the OpenAI API; loopback unless --listen-all (which then needs api_key).
+    api_host: str = "127.0.0.1"
+    # Port of the OpenAI API; 9337 is what clients and docs assume.
+    api_port: int = 9337
+    # False serves only the console (mesh-llm with no arguments).
+    api_enabled: bool = True
+    # Bearer key every API request must carry; empty means none (only allowed on loopback).
+    api_key: str = ""
+    # Address of the console; always loopback (it shows the invite token).
+    console_host: str = "127.0.0.1"
+    # Port of the console page and its /api/status and /api/events.
+    console_port: int = 3131
+    # Seconds to wait for a local llama-server to accept a connection before answering 503.
+    connect_timeout: float = 5.0
+    # Seconds an SSE client may sit without an event before a keepalive comment is sent.
+    events_keepalive: float = 15.0

@@ -1,0 +1,1 @@
+"""Gossip: this node's record, membership and failure detection, the demand map, the blackboard."""

@@ -1,0 +1,3 @@
+from services.placement.server import main_from_environment
+
+main_from_environment()

@@ -1,0 +1,29 @@
+"""Placement process: wires settings, the convergence loop and the gRPC servicer."""
+
+from __future__ import annotations
+
+from services.common import grpc_server, lifecycle, logs
+from services.common.settings import NodeSettings
+from services.placement.convergence import Convergence
+from services.placement.servicer import PlacementServicer
+from services.placement.settings import PlacementSettings
+from services.proto.mesh.v1 import placement_pb2_grpc
+
+
+async def main(node: NodeSettings, settings: PlacementSettings) -> None:
+    async with grpc_server.channel(node.address("gossip")) as gossip, grpc_server.channel(node.address("runner")) as runner:
+        convergence = Convergence(settings, gossip, runner)
+        server = await grpc_server.start(
+            node.placement_grpc_port,
+            lambda s: placement_pb2_grpc.add_PlacementServicer_to_server(PlacementServicer(convergence), s),
+        )
+        try:
+            await convergence.run()
+        finally:
+            await server.stop(grace=1.0)
+
+
+def main_from_environment() -> None:
+    node = NodeSettings()
+    logs.configure("placement", node.name, node.log_level)
+    lifecycle.run(main(node, PlacementSettings()))

@@ -1,0 +1,17 @@
+"""gRPC adapter of placement: proto in, Convergence state, proto out. Nothing else."""
+
+from __future__ import annotations
+
+import grpc
+
+from services.common.records_proto import assignment_to_proto
+from services.placement.convergence import Convergence
+from services.proto.mesh.v1 import placement_pb2, placement_pb2_grpc
+
+
+class PlacementServicer(placement_pb2_grpc.PlacementServicer):
+    def __init__(self, convergence: Convergence) -> None:
+        self.convergence = convergence
+
+    async def GetPlan(self, request: placement_pb2.GetPlanRequest, context: grpc.aio.ServicerContext) -> placement_pb2.Plan:
+        return placement_pb2.Plan(assignments=[assignment_to_proto(a) for a in self.convergence.assignments])

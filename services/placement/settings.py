@@ -1,0 +1,22 @@
+"""Placement settings (prefix MESH_PLACEMENT_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PlacementSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MESH_PLACEMENT_", frozen=True)
+
+    # Model specs this node was asked to serve (--model): catalog names, paths or names in models_dir.
+    models: list[str] = []
+    # Folder searched for GGUF files named by file name or stem.
+    models_dir: Path = Path.home() / ".models"
+    # Memory this node offers in bytes (--max-vram); 0 offers all of the machine's memory.
+    max_memory_bytes: int = 0
+    # Fraction of a model's size kept free on top of it (10%: llama.cpp's compute buffers).
+    headroom: float = 0.10
+    # Bytes set aside for the KV cache and buffers of one model at the runner's context size.
+    context_bytes: int = 256 * 1024 * 1024

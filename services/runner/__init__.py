@@ -1,0 +1,1 @@
+"""The runner: models on disk, GGUF work, and supervision of llama-server and rpc-server."""

@@ -1,0 +1,31 @@
+"""Runner process: wires settings, LlamaServers and the gRPC servicer, and stops children on exit."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.common import grpc_server, lifecycle, logs
+from services.common.settings import NodeSettings
+from services.proto.mesh.v1 import runner_pb2_grpc
+from services.runner.servers import LlamaServers
+from services.runner.servicer import RunnerServicer
+from services.runner.settings import RunnerSettings
+
+
+async def main(node: NodeSettings, settings: RunnerSettings) -> None:
+    servers = LlamaServers(settings)
+    server = await grpc_server.start(
+        node.runner_grpc_port, lambda s: runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(servers), s)
+    )
+    try:
+        await asyncio.Event().wait()
+    finally:
+        # Children first: no llama-server may outlive the runner.
+        await servers.stop_all()
+        await server.stop(grace=1.0)
+
+
+def main_from_environment() -> None:
+    node = NodeSettings()
+    logs.configure("runner", node.name, node.log_level)
+    lifecycle.run(main(node, RunnerSettings()))

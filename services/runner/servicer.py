@@ -1,0 +1,42 @@
+"""gRPC adapter of the runner: proto in, LlamaServers call, proto out. Nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+
+from services.common.records_proto import served_to_proto as to_proto
+from services.proto.mesh.v1 import node_pb2, runner_pb2, runner_pb2_grpc
+from services.runner.binaries import BinaryMissing
+from services.runner.servers import LlamaServers
+
+
+class RunnerServicer(runner_pb2_grpc.RunnerServicer):
+    def __init__(self, servers: LlamaServers) -> None:
+        self.servers = servers
+
+    async def Serve(self, request: runner_pb2.ServeRequest, context: grpc.aio.ServicerContext) -> node_pb2.ServedModel:
+        path = Path(request.path)
+        if not path.is_file():
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"{path} does not exist")
+        try:
+            return to_proto(self.servers.serve(request.model_id, path))
+        except BinaryMissing as missing:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(missing))
+
+    async def Stop(self, request: runner_pb2.StopRequest, context: grpc.aio.ServicerContext) -> runner_pb2.StopResponse:
+        return runner_pb2.StopResponse(stopped=await self.servers.stop(request.model_id))
+
+    async def List(self, request: runner_pb2.ListRequest, context: grpc.aio.ServicerContext) -> runner_pb2.ModelStates:
+        return self._snapshot()
+
+    async def Watch(self, request: runner_pb2.ListRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[runner_pb2.ModelStates]:
+        seen = -1
+        while True:
+            seen = await self.servers.changes.wait_newer(seen)
+            yield self._snapshot()
+
+    def _snapshot(self) -> runner_pb2.ModelStates:
+        return runner_pb2.ModelStates(models=[to_proto(state) for state in self.servers.states()])

@@ -1,0 +1,32 @@
+"""Runner settings (prefix MESH_RUNNER_)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RunnerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MESH_RUNNER_", frozen=True, populate_by_name=True)
+
+    # Folder with llama-server and ggml-rpc-server; empty means the build cache of llama.cpp/build.py.
+    llama_bin: Path | None = Field(default=None, validation_alias=AliasChoices("MESH_LLAMA_BIN", "MESH_RUNNER_LLAMA_BIN", "llama_bin"))
+    # Context window in tokens shared by all slots; 4096 keeps the KV cache small on CPUs.
+    ctx_size: int = 4096
+    # CPU threads for generation; all cores by default, as llama-server itself would.
+    threads: int = os.cpu_count() or 2
+    # Passed to llama-server --device (e.g. "CUDA0", "none"); empty lets llama.cpp choose.
+    device: str = ""
+    # Seconds before the first restart of a crashed server; doubles up to restart_backoff_max.
+    restart_backoff_initial: float = 0.5
+    # Seconds the restart delay never exceeds, so a recovered model comes back within this.
+    restart_backoff_max: float = 30.0
+    # Seconds a server must stay up before its backoff resets to the initial delay.
+    stable_after: float = 60.0
+    # Seconds a starting llama-server may take to answer /health before it counts as failed.
+    ready_timeout: float = 180.0
+    # Seconds between SIGTERM and SIGKILL when stopping a child.
+    stop_timeout: float = 5.0

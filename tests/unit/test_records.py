@@ -1,0 +1,27 @@
+import pytest
+
+from services.common.records import NodeRecord, SelfUpdate, ServedModel, apply_update
+from services.common.records_proto import record_from_proto, record_to_proto, update_from_proto, update_to_proto
+
+RECORD = NodeRecord(node_id="n1", name="box", version=3)
+
+
+def test_update_bumps_version_only_on_change() -> None:
+    served = (ServedModel("m", "/m.gguf", "ready", port=1234),)
+    updated = apply_update(RECORD, SelfUpdate(frozenset({"served"}), {"served": served}), now=10.0)
+    assert updated.served == served and updated.version == 4 and updated.updated_at == 10.0
+    again = apply_update(updated, SelfUpdate(frozenset({"served"}), {"served": served}), now=11.0)
+    assert again is updated
+
+
+def test_update_refuses_fields_it_does_not_own() -> None:
+    with pytest.raises(ValueError, match="node_id"):
+        apply_update(RECORD, SelfUpdate(frozenset({"node_id"}), {"node_id": "x"}), now=0.0)
+
+
+def test_record_and_update_survive_protobuf() -> None:
+    record = NodeRecord(node_id="n1", name="box", role="serving", memory_offered_bytes=7,
+                        served=(ServedModel("m", "/m.gguf", "failed", 1, 2, "boom", 3.5, 9),), version=2)
+    assert record_from_proto(record_to_proto(record)) == record
+    update = SelfUpdate(frozenset({"role", "served"}), {"role": "serving", "served": record.served})
+    assert update_from_proto(update_to_proto(update)) == update
