@@ -36,8 +36,10 @@ def configure(service: str, node: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Access logs duplicate our own request events.
+    # Access logs and per-call client logs duplicate our own request events.
     logging.getLogger("uvicorn.access").disabled = True
+    for noisy in ("uvicorn.error", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def event(logger: logging.Logger, message: str, level: int = logging.INFO, **fields: object) -> None:

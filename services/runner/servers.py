@@ -57,6 +57,10 @@ class LlamaServers:
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop(model_id) for model_id in list(self._served)))
 
+    def pid_of(self, model_id: str) -> int:
+        """The process id of the model's llama-server (0 while it is not running)."""
+        return self._served[model_id].supervisor.status.pid
+
     def states(self) -> list[ServedModel]:
         return [self.state_of(model_id) for model_id in sorted(self._served)]
 

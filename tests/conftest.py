@@ -1,0 +1,32 @@
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.runner import binaries
+from tests.nodes import NodeProcess
+
+SMOLLM2 = "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(scope="session")
+def llama_bin_dir() -> Path:
+    folder = binaries.default_bin_dir()
+    if not (folder / "llama-server").is_file():
+        raise RuntimeError(f"llama-server not built in {folder}: run `make llama` (make test does)")
+    return folder
+
+
+@pytest.fixture
+def start_node(tmp_path: Path, llama_bin_dir: Path) -> Iterator:
+    """Start a node with the given CLI args; every node started is stopped at teardown."""
+    started: list[NodeProcess] = []
+
+    def start(*args: str, name: str = "node") -> NodeProcess:
+        node = NodeProcess(tmp_path / f"{name}{len(started)}", *args).start()
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop()

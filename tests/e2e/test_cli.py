@@ -1,0 +1,83 @@
+"""The CLI's answers to bad input (one line, exit 2, nothing started) and its console-only mode."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.nodes import MESH_LLM, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(MESH_LLM), *args], capture_output=True, text=True, timeout=30)
+
+
+def mesh_processes() -> set[int]:
+    return {p.pid for p in psutil.process_iter(["cmdline"]) if any("services." in part for part in (p.info["cmdline"] or []))}
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--model", "/nowhere/model.gguf"], "does not exist"),
+        (["--model", "no-such-model"], "not found"),
+        (["--listen-all"], "--api-key"),
+        (["--join", "TOKEN"], "not built yet"),
+        (["--max-vram", "-1"], "positive"),
+        (["--port", "70000"], "not a valid port"),
+        (["--bogus"], "unrecognized arguments"),
+        (["rotate-key"], "not built yet"),
+        (["frobnicate"], "unknown command"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], fragment: str) -> None:
+    before = mesh_processes()
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr
+    assert mesh_processes() - before == set()
+
+
+def test_a_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "fake.gguf"
+    fake.write_text("not a model")
+    result = run_cli("--model", str(fake))
+    assert result.returncode == 2 and "not a GGUF" in result.stderr
+
+
+def test_a_port_in_use_is_refused() -> None:
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = run_cli("--port", str(port))
+    assert result.returncode == 2 and "in use" in result.stderr
+
+
+def test_no_arguments_prints_how_to_start_and_serves_only_the_console(start_node) -> None:
+    node = start_node()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        node.check_alive()
+        try:
+            status = node.status()
+            if status["id"]:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    assert status["models"] == [] and status["role"] == "standby"
+    assert "--model" in node.log_path.read_text()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{node.api}/v1/models", timeout=2)
+    assert node.interrupt() == 0

@@ -1,0 +1,135 @@
+"""One real node (CLI, four services, real llama-server with SmolLM2) seen as a user sees it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import openai
+import psutil
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import SMOLLM2
+
+pytestmark = pytest.mark.e2e
+
+GREEDY = {"temperature": 0, "seed": 7, "max_tokens": 24}
+HELLO = [{"role": "user", "content": "Name three colours."}]
+
+
+@pytest.fixture
+def node(start_node):
+    node = start_node("--model", SMOLLM2)
+    node.wait_ready(SMOLLM2)
+    return node
+
+
+def sdk(node) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{node.api}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def test_openai_sdk_chat_stream_completion_and_models(node) -> None:
+    client = sdk(node)
+    chat = client.chat.completions.create(model=SMOLLM2, messages=HELLO, **GREEDY)
+    answer = chat.choices[0].message.content
+    assert answer and chat.model == SMOLLM2 and chat.usage.completion_tokens > 0
+
+    chunks = list(client.chat.completions.create(model=SMOLLM2, messages=HELLO, stream=True, **GREEDY))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 1
+    # In order: greedy decoding streamed piece by piece spells the same answer.
+    assert "".join(pieces) == answer
+
+    completion = client.completions.create(model=SMOLLM2, prompt="The capital of France is", **GREEDY)
+    assert completion.choices[0].text
+
+    assert [m.id for m in client.models.list().data] == [SMOLLM2]
+
+
+def test_metrics_count_requests_and_tokens(node) -> None:
+    client = sdk(node)
+    completion_tokens = 0
+    for _ in range(3):
+        completion_tokens += client.chat.completions.create(model=SMOLLM2, messages=HELLO, **GREEDY).usage.completion_tokens
+    streamed = list(client.chat.completions.create(model=SMOLLM2, messages=HELLO, stream=True, **GREEDY))
+    completion_tokens += sum(1 for c in streamed if c.choices and c.choices[0].delta.content)
+
+    samples = {}
+    for family in text_string_to_metric_families(httpx.get(f"{node.api}/metrics").text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    requests = sum(v for (name, labels), v in samples.items() if name == "mesh_gateway_requests_total" and ("model", SMOLLM2) in labels)
+    assert requests == 4
+    assert samples[("mesh_gateway_completion_tokens_total", (("model", SMOLLM2),))] == completion_tokens
+    assert samples[("mesh_gateway_prompt_tokens_total", (("model", SMOLLM2),))] > 0
+    assert samples[("mesh_gateway_time_to_first_token_seconds_count", (("model", SMOLLM2),))] == 4
+
+
+def test_events_report_ready_within_a_second_of_llama_server(start_node) -> None:
+    node = start_node("--model", SMOLLM2)
+    seen: dict[str, float] = {}
+
+    def watch_health() -> None:
+        # The reference clock: the moment llama-server itself first answers /health with 200.
+        while "health" not in seen and "stop" not in seen:
+            port = seen.get("port")
+            if port:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{int(port)}/health", timeout=1).status_code == 200:
+                        seen["health"] = time.monotonic()
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch_health, daemon=True)
+    watcher.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        node.check_alive()
+        try:
+            with httpx.stream("GET", f"{node.console_url}/api/events", timeout=httpx.Timeout(5, read=120)) as events:
+                for line in events.iter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    models = json.loads(line[len("data: "):])["models"]
+                    if models and models[0]["port"]:
+                        seen.setdefault("port", models[0]["port"])
+                    if models and models[0]["state"] == "ready":
+                        seen["event"] = time.monotonic()
+                        break
+            break
+        except httpx.ConnectError:
+            time.sleep(0.1)
+    seen["stop"] = 1
+    watcher.join(5)
+    assert "event" in seen and "health" in seen, node.log_tail()
+    assert seen["event"] - seen["health"] < 1.0
+
+
+def test_sigkill_of_llama_server_is_survived(node) -> None:
+    client = sdk(node)
+    (server,) = node.llama_servers()
+    server.kill()
+    # Meanwhile: 503 with Retry-After (never a hang or a traceback).
+    response = httpx.post(f"{node.api}/v1/chat/completions", json={"model": SMOLLM2, "messages": HELLO}, timeout=30)
+    assert response.status_code == 503 and int(response.headers["retry-after"]) >= 1
+    assert response.json()["error"]["code"] == "model_not_ready"
+
+    state = node.wait_ready(SMOLLM2, timeout=60)
+    assert state["restarts"] == 1
+    (restarted,) = node.llama_servers()
+    assert restarted.pid != server.pid
+    assert client.chat.completions.create(model=SMOLLM2, messages=HELLO, **GREEDY).choices[0].message.content
+
+
+def test_ctrl_c_leaves_no_process_behind(node) -> None:
+    ours = [node.process.pid, *(p.pid for p in node.descendants())]
+    assert len(node.llama_servers()) == 1 and len(ours) >= 6
+    assert node.interrupt() == 0
+    alive = [pid for pid in ours if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{node.api}/health", timeout=2)

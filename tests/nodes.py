@@ -1,0 +1,118 @@
+"""Test helpers: run real `mesh-llm` nodes as child processes and wait on them.
+
+A node that dies while we wait fails the test at once, with the tail of its log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+MESH_LLM = Path(sys.executable).parent / "mesh-llm"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class NodeProcess:
+    """One node started with the CLI, its own ports, home and log file."""
+
+    def __init__(self, workdir: Path, *args: str) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.console = free_port()
+        self.home = workdir / "home"
+        self.log_path = workdir / "node.log"
+        self.argv = [str(MESH_LLM), "--port", str(self.port), "--console", str(self.console),
+                     "--home", str(self.home), "--models-dir", str(workdir / "models"), *args]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.console}"
+
+    def start(self) -> NodeProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        # Its own session, like a terminal's foreground job: Ctrl-C is SIGINT to the whole group.
+        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"node exited with {self.process.returncode}:\n{self.log_tail()}")
+
+    def status(self) -> dict:
+        return httpx.get(f"{self.console_url}/api/status", timeout=5).json()
+
+    def model_state(self, model_id: str) -> dict | None:
+        return next((m for m in self.status()["models"] if m["model_id"] == model_id), None)
+
+    def wait_ready(self, model_id: str, timeout: float = 120.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                state = self.model_state(model_id)
+            except httpx.HTTPError:
+                state = None
+            if state and state["state"] == "ready":
+                return state
+            time.sleep(0.1)
+        raise AssertionError(f"{model_id} not ready after {timeout}s:\n{self.log_tail()}")
+
+    def descendants(self) -> list[psutil.Process]:
+        assert self.process is not None
+        try:
+            return psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def llama_servers(self) -> list[psutil.Process]:
+        return [p for p in self.descendants() if _name(p) == "llama-server"]
+
+    def interrupt(self, timeout: float = 30.0) -> int:
+        """Ctrl-C: SIGINT to the node's process group; the exit code."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGINT)
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        """Stop whatever is left, in any state (test teardown)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        leftovers = self.descendants()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        for child in leftovers:
+            if child.is_running():
+                child.kill()
+
+
+def _name(process: psutil.Process) -> str:
+    try:
+        return process.name()
+    except psutil.NoSuchProcess:
+        return ""
