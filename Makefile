@@ -8,9 +8,20 @@ PROTOS := $(wildcard protos/mesh/v1/*.proto)
 GENERATED := services/proto/mesh/v1/.generated
 MODEL ?= SmolLM2-135M-Instruct
 
-.PHONY: setup venv proto llama run test bench clean
+.PHONY: setup tools venv proto llama run test bench clean
 
-setup: venv proto llama
+setup: tools venv proto llama
+
+# Build tools for llama.cpp; installed with apt-get where missing (Debian/Ubuntu, as root).
+tools:
+	@missing=""; \
+	for tool in cmake:cmake ninja:ninja-build patch:patch g++:g++ setpriv:util-linux; do \
+		command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 venv: $(INSTALLED)
 
@@ -32,7 +43,7 @@ $(GENERATED): $(PROTOS) $(INSTALLED)
 	sed -i -E 's/^from mesh\.v1 import/from services.proto.mesh.v1 import/' services/proto/mesh/v1/*.py services/proto/mesh/v1/*.pyi
 	touch services/proto/mesh/__init__.py services/proto/mesh/v1/__init__.py $@
 
-llama:
+llama: tools
 	$(PYTHON) llama.cpp/build.py
 
 run: setup

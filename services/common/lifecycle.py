@@ -7,8 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+Settings = TypeVar("Settings", bound=BaseSettings)
+
+
+def load(settings_class: type[Settings], service: str) -> Settings:
+    """Settings from the environment, or one line naming the bad variable and exit code 2."""
+    try:
+        return settings_class()
+    except ValidationError as invalid:
+        first = invalid.errors()[0]
+        prefix = settings_class.model_config.get("env_prefix", "")
+        variable = prefix + ".".join(str(part) for part in first["loc"]).upper()
+        print(f"mesh-llm {service}: bad setting {variable}: {first['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

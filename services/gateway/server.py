@@ -30,6 +30,6 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
 
 
 def main_from_environment() -> None:
-    node = NodeSettings()
+    node = lifecycle.load(NodeSettings, "gateway")
     logs.configure("gateway", node.name, node.log_level)
-    lifecycle.run(main(node, GatewaySettings()))
+    lifecycle.run(main(node, lifecycle.load(GatewaySettings, "gateway")))

@@ -26,6 +26,6 @@ async def main(node: NodeSettings, settings: GossipSettings) -> None:
 
 
 def main_from_environment() -> None:
-    node = NodeSettings()
+    node = lifecycle.load(NodeSettings, "gossip")
     logs.configure("gossip", node.name, node.log_level)
-    lifecycle.run(main(node, GossipSettings()))
+    lifecycle.run(main(node, lifecycle.load(GossipSettings, "gossip")))

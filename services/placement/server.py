@@ -24,6 +24,6 @@ async def main(node: NodeSettings, settings: PlacementSettings) -> None:
 
 
 def main_from_environment() -> None:
-    node = NodeSettings()
+    node = lifecycle.load(NodeSettings, "placement")
     logs.configure("placement", node.name, node.log_level)
-    lifecycle.run(main(node, PlacementSettings()))
+    lifecycle.run(main(node, lifecycle.load(PlacementSettings, "placement")))

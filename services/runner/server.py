@@ -26,6 +26,6 @@ async def main(node: NodeSettings, settings: RunnerSettings) -> None:
 
 
 def main_from_environment() -> None:
-    node = NodeSettings()
+    node = lifecycle.load(NodeSettings, "runner")
     logs.configure("runner", node.name, node.log_level)
-    lifecycle.run(main(node, RunnerSettings()))
+    lifecycle.run(main(node, lifecycle.load(RunnerSettings, "runner")))
