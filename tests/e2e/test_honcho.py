@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import SMOLLM2
 from tests.nodes import free_port
@@ -23,6 +25,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def procfile() -> dict[str, str]:
     lines = [line for line in (ROOT / "Procfile").read_text().splitlines() if line and not line.startswith("#")]
     return dict(line.split(": ", 1) for line in lines)
+
+
+def grpc_health(port: int) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
 
 
 def test_procfile_and_compose_run_the_same_four_services() -> None:
@@ -61,6 +68,8 @@ def test_honcho_start_serves_the_model(tmp_path: Path, llama_bin_dir: Path) -> N
                 pass
             time.sleep(0.2)
         assert answer is not None, (tmp_path / "honcho.log").read_text()[-3000:]
+        for service in ("gateway", "gossip", "placement", "runner"):
+            assert grpc_health(ports[service]) == health_pb2.HealthCheckResponse.SERVING, service
     finally:
         if honcho.poll() is None:
             os.killpg(honcho.pid, signal.SIGINT)
