@@ -8,11 +8,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
+
+from services.common import logs
+from services.common.settings import NodeSettings
 
 Settings = TypeVar("Settings", bound=BaseSettings)
 
@@ -27,6 +30,14 @@ def load(settings_class: type[Settings], service: str) -> Settings:
         variable = prefix + ".".join(str(part) for part in first["loc"]).upper()
         print(f"mesh-llm {service}: bad setting {variable}: {first['msg']}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def run_service(service: str, main: Callable[[NodeSettings, Settings], Coroutine[Any, Any, None]], settings_class: type[Settings]) -> None:
+    """Load the node's and the service's settings from the environment, set up logs, run `main`."""
+    node = load(NodeSettings, service)
+    settings = load(settings_class, service)
+    logs.configure(service, node.name, node.log_level)
+    run(main(node, settings))
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

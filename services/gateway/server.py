@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.common import grpc_server, http_server, lifecycle, logs
+from services.common import grpc_server, http_server, lifecycle
 from services.common.settings import NodeSettings
 from services.gateway.app import create_api_app, create_console_app
 from services.gateway.mesh_view import MeshMirror
@@ -30,6 +30,4 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
 
 
 def main_from_environment() -> None:
-    node = lifecycle.load(NodeSettings, "gateway")
-    logs.configure("gateway", node.name, node.log_level)
-    lifecycle.run(main(node, lifecycle.load(GatewaySettings, "gateway")))
+    lifecycle.run_service("gateway", main, GatewaySettings)

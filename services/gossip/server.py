@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from services.common import grpc_server, lifecycle, logs
+from services.common import grpc_server, lifecycle
 from services.common.records import NodeRecord
 from services.common.settings import NodeSettings, node_id
 from services.gossip.membership import Membership
@@ -26,6 +26,4 @@ async def main(node: NodeSettings, settings: GossipSettings) -> None:
 
 
 def main_from_environment() -> None:
-    node = lifecycle.load(NodeSettings, "gossip")
-    logs.configure("gossip", node.name, node.log_level)
-    lifecycle.run(main(node, lifecycle.load(GossipSettings, "gossip")))
+    lifecycle.run_service("gossip", main, GossipSettings)

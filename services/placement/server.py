@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.common import grpc_server, lifecycle, logs
+from services.common import grpc_server, lifecycle
 from services.common.settings import NodeSettings
 from services.placement.convergence import Convergence
 from services.placement.servicer import PlacementServicer
@@ -24,6 +24,4 @@ async def main(node: NodeSettings, settings: PlacementSettings) -> None:
 
 
 def main_from_environment() -> None:
-    node = lifecycle.load(NodeSettings, "placement")
-    logs.configure("placement", node.name, node.log_level)
-    lifecycle.run(main(node, lifecycle.load(PlacementSettings, "placement")))
+    lifecycle.run_service("placement", main, PlacementSettings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.common import grpc_server, lifecycle, logs
+from services.common import grpc_server, lifecycle
 from services.common.settings import NodeSettings
 from services.proto.mesh.v1 import runner_pb2_grpc
 from services.runner.servers import LlamaServers
@@ -26,6 +26,4 @@ async def main(node: NodeSettings, settings: RunnerSettings) -> None:
 
 
 def main_from_environment() -> None:
-    node = lifecycle.load(NodeSettings, "runner")
-    logs.configure("runner", node.name, node.log_level)
-    lifecycle.run(main(node, lifecycle.load(RunnerSettings, "runner")))
+    lifecycle.run_service("runner", main, RunnerSettings)
