@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from services.common.invite import InviteToken, TokenError, decode
+from services.gossip.settings import PROFILES
 from services.runner.models import ModelError, ModelRef, resolve
 
 NOT_BUILT_YET = {
-    "join": "--join (joining a mesh)",
-    "client": "--client (API-only nodes)",
     "split": "--split (splitting a model over nodes)",
     "standby": "--standby (standby nodes)",
-    "bind_port": "--bind-port (the QUIC endpoint)",
 }
-NOT_BUILT_COMMANDS = ("rotate-key", "admin", "drop", "moe")
+COMMANDS = ("rotate-key", "admin")
+NOT_BUILT_COMMANDS = ("drop", "moe")
 
 
 class UsageError(Exception):
@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mesh-llm", description="Serve LLMs from the pooled memory of several machines behind one OpenAI API.")
-    p.add_argument("command", nargs="?", help="subcommand (none yet: start a node with --model)")
+    p.add_argument("command", nargs="*", help="rotate-key | admin peers|self|leave (talk to the running node at --home)")
     p.add_argument("--model", action="append", default=[], help="model to serve (repeatable): catalog name, GGUF path, or a file in ~/.models")
     p.add_argument("--port", type=int, default=9337, help="OpenAI API port (default 9337)")
     p.add_argument("--console", type=int, default=3131, help="console port (default 3131)")
@@ -48,11 +48,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--home", type=Path, help="node state folder (default ~/.mesh-llm)")
     p.add_argument("--models-dir", type=Path, default=Path.home() / ".models", help="where model files are looked up by name")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    p.add_argument("--join", help=argparse.SUPPRESS)
-    p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--join", help="invite token printed by a node of the mesh to join")
+    p.add_argument("--client", action="store_true", help="join as an API-only node: serves no model, offers no memory")
+    p.add_argument("--bind-port", type=int, default=0, help="UDP port of the QUIC endpoint peers connect to (default: a free one)")
+    p.add_argument("--host", default="", help="bind the API, console and QUIC endpoint to this address (test meshes on 127.0.0.x)")
+    p.add_argument("--advertise", default="", help="host:port peers should dial instead of the bound address (NAT, test relays)")
+    p.add_argument("--profile", default="lan", choices=sorted(PROFILES), help="gossip timings (default lan)")
+    p.add_argument("--join-timeout", type=float, default=0.0, help="seconds to try joining before giving up (default: the profile's)")
     p.add_argument("--split", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--standby", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--bind-port", type=int, help=argparse.SUPPRESS)
     return p
 
 
@@ -60,14 +64,29 @@ def parser() -> argparse.ArgumentParser:
 class Options:
     args: argparse.Namespace
     models: tuple[ModelRef, ...]
+    token: InviteToken | None = None
 
 
 def check(argv: list[str]) -> Options:
     """Parsed and checked options, or UsageError with the reason."""
     args = parser().parse_args(argv)
     if args.command:
-        known = args.command in NOT_BUILT_COMMANDS
-        raise UsageError(f"'{args.command}' is not built yet" if known else f"unknown command '{args.command}'")
+        command = args.command[0]
+        if command in NOT_BUILT_COMMANDS:
+            raise UsageError(f"'{command}' is not built yet")
+        if command not in COMMANDS:
+            raise UsageError(f"unknown command '{command}'")
+        return Options(args, ())
+    token = None
+    if args.join:
+        try:
+            token = decode(args.join)
+        except TokenError as bad:
+            raise UsageError(str(bad)) from None
+    if args.client and args.model:
+        raise UsageError("--client serves no model: drop --model or --client")
+    if args.client and not args.join:
+        raise UsageError("--client needs --join TOKEN: a client node uses the models of a mesh")
     for flag, label in NOT_BUILT_YET.items():
         if getattr(args, flag):
             raise UsageError(f"{label} is not built yet")
@@ -75,23 +94,25 @@ def check(argv: list[str]) -> Options:
         raise UsageError("--listen-all exposes the API to other machines: it needs --api-key")
     if args.max_vram is not None and args.max_vram <= 0:
         raise UsageError("--max-vram must be a positive number of GB")
+    if args.port == args.console:
+        raise UsageError("--port and --console must differ")
     for name, port in (("--port", args.port), ("--console", args.console)):
         if not 0 < port < 65536:
             raise UsageError(f"{name} {port} is not a valid port")
-        if args.port == args.console:
-            raise UsageError("--port and --console must differ")
-        host = "0.0.0.0" if args.listen_all and name == "--port" else "127.0.0.1"
+        host = "0.0.0.0" if args.listen_all and name == "--port" else (args.host or "127.0.0.1")
         if not port_free(host, port):
             raise UsageError(f"{name} {port} is already in use")
+    if not 0 <= args.bind_port < 65536:
+        raise UsageError(f"--bind-port {args.bind_port} is not a valid port")
     try:
         models = tuple(resolve(spec, args.models_dir) for spec in args.model)
     except ModelError as bad:
         raise UsageError(str(bad)) from None
-    return Options(args, models)
+    return Options(args, models, token)
 
 
-def port_free(host: str, port: int) -> bool:
-    with socket.socket() as probe:
+def port_free(host: str, port: int, kind: int = socket.SOCK_STREAM) -> bool:
+    with socket.socket(socket.AF_INET, kind) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import signal
+import socket
 import sys
+import time
+from pathlib import Path
 
-from services.cli.flags import Options, UsageError, check, fail
+import httpx
+
+from services.cli import admin
+from services.cli.flags import Options, UsageError, check, fail, port_free
 from services.cli.node import Node
+from services.common import mesh_identity
+from services.common.invite import InviteToken
+from services.common.mesh_identity import MeshIdentity
 from services.common.settings import NodeSettings, environment_for
+from services.gateway.peers import identity
 from services.gateway.settings import GatewaySettings
-from services.gossip.settings import GossipSettings
+from services.gossip.settings import PROFILES, GossipSettings
 from services.placement.settings import PlacementSettings
 from services.runner import binaries
 from services.runner.settings import RunnerSettings
@@ -18,54 +28,127 @@ from services.runner.supervisor import free_port
 GB = 10**9
 
 
-def settings_for(options: Options) -> dict[str, dict[str, str]]:
+def free_udp_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def advertised_address(args: object, quic_host: str, quic_port: int) -> str:
+    """Where peers dial this node: --advertise, else the bound address, else this host's address."""
+    if args.advertise:
+        return args.advertise
+    host = quic_host if quic_host not in ("0.0.0.0", "") else socket.gethostbyname(socket.gethostname())
+    return f"{host}:{quic_port}"
+
+
+def mesh_of(home: Path, token: InviteToken | None) -> MeshIdentity:
+    """The mesh this node belongs to: the token's when joining, else the one stored (or a new one)."""
+    if token is None:
+        return mesh_identity.load_or_create(home)
+    stored = mesh_identity.load(home)
+    if stored and (stored.mesh_id, stored.secret) == (token.mesh_id, token.secret):
+        return stored
+    joined = MeshIdentity(token.mesh_id, token.secret)
+    mesh_identity.save(home, joined)
+    return joined
+
+
+def settings_for(options: Options, home: Path, quic_port: int, address: str) -> dict[str, dict[str, str]]:
     """The environment of each service, built once from the flags."""
     args = options.args
-    node_fields = {"gateway_grpc_port": free_port(), "gossip_grpc_port": free_port(),
-                   "placement_grpc_port": free_port(), "runner_grpc_port": free_port(), "log_level": args.log_level}
+    node_fields = {"gateway_grpc_port": free_port(), "gossip_grpc_port": free_port(), "placement_grpc_port": free_port(),
+                   "runner_grpc_port": free_port(), "log_level": args.log_level, "home": home}
     if args.name:
         node_fields["name"] = args.name
-    if args.home:
-        node_fields["home"] = args.home
     node = environment_for(NodeSettings(**node_fields))
-    runner = RunnerSettings(device=args.device)
-    placement = PlacementSettings(
-        models=list(args.model), models_dir=args.models_dir,
-        max_memory_bytes=int(args.max_vram * GB) if args.max_vram else 0,
-    )
-    gateway = GatewaySettings(
-        api_host="0.0.0.0" if args.listen_all else "127.0.0.1", api_port=args.port, api_key=args.api_key,
-        api_enabled=bool(options.models), console_port=args.console,
-    )
-    services = {"runner": runner, "gossip": GossipSettings(), "placement": placement, "gateway": gateway}
+    local_host = args.host or "127.0.0.1"
+    services = {
+        "runner": RunnerSettings(device=args.device),
+        "gossip": GossipSettings(profile=args.profile, seeds=list(options.token.bootstrap) if options.token else [],
+                                 address=address, join_timeout=args.join_timeout),
+        "placement": PlacementSettings(models=list(args.model), models_dir=args.models_dir, client=args.client,
+                                       max_memory_bytes=int(args.max_vram * GB) if args.max_vram else 0),
+        "gateway": GatewaySettings(
+            api_host="0.0.0.0" if args.listen_all else local_host, api_port=args.port, api_key=args.api_key,
+            api_enabled=bool(options.models) or args.client or bool(args.join), console_host=local_host,
+            console_port=args.console, peer_host=args.host or "0.0.0.0", peer_port=quic_port,
+        ),
+    }
     return {service: node | environment_for(settings) for service, settings in services.items()}
 
 
-def banner(options: Options) -> str:
+def banner(options: Options, token: str) -> str:
     args = options.args
-    console = f"console: http://127.0.0.1:{args.console}"
-    if not options.models:
-        return f"mesh-llm: no model given, serving only the console.\n  {console}\n  start serving with: mesh-llm --model SmolLM2-135M-Instruct"
-    names = ", ".join(model.model_id for model in options.models)
-    host = "0.0.0.0" if args.listen_all else "127.0.0.1"
-    return f"mesh-llm: serving {names}\n  API: http://{host}:{args.port}/v1\n  {console}"
+    host = "0.0.0.0" if args.listen_all else (args.host or "127.0.0.1")
+    lines = [f"  console: http://{args.host or '127.0.0.1'}:{args.console}", f"  invite token (mesh-llm --join TOKEN): {token}"]
+    if options.models:
+        lines.insert(0, f"mesh-llm: serving {', '.join(model.model_id for model in options.models)}")
+        lines.insert(1, f"  API: http://{host}:{args.port}/v1")
+    elif args.client or args.join:
+        lines.insert(0, f"mesh-llm: {'client node' if args.client else 'node'} joining the mesh")
+        lines.insert(1, f"  API: http://{host}:{args.port}/v1")
+    else:
+        lines.insert(0, "mesh-llm: no model given, serving only the console.")
+        lines.append("  start serving with: mesh-llm --model SmolLM2-135M-Instruct")
+    return "\n".join(lines)
+
+
+def wait_for_join(console: str, stop_requested: list[int], timeout: float) -> str:
+    """'' once the node has joined, else why it could not (the gossip service gives up on its own)."""
+    deadline = time.monotonic() + timeout + 10
+    while not stop_requested and time.monotonic() < deadline:
+        try:
+            status = httpx.get(f"{console}/api/status", timeout=2).json()
+            if status["join_state"] == "joined":
+                return ""
+            if status["join_state"] == "failed":
+                return status["join_error"] or "no answer"
+        except (httpx.HTTPError, ValueError, KeyError):
+            # The console is not up yet: keep waiting until the deadline.
+            pass
+        time.sleep(0.2)
+    return "" if stop_requested else "no answer from the mesh"
 
 
 def run() -> None:
     try:
         options = check(sys.argv[1:])
+        if options.args.command:
+            admin.run(options.args)
+            return
         if options.models:
             binaries.binary("llama-server", RunnerSettings().llama_bin)
+        args = options.args
+        quic_host = args.host or "0.0.0.0"
+        quic_port = args.bind_port or free_udp_port(quic_host)
+        if args.bind_port and not port_free(quic_host, quic_port, socket.SOCK_DGRAM):
+            raise UsageError(f"--bind-port {quic_port} is already in use")
     except (UsageError, binaries.BinaryMissing) as bad:
         fail(str(bad))
+    home = args.home or NodeSettings().home
+    mesh = mesh_of(home, options.token)
+    me = identity.load_or_create(home)
+    address = advertised_address(args, quic_host, quic_port)
+    token = InviteToken(mesh.mesh_id, mesh.secret, (address,), me.fingerprint).encode()
     stop_requested: list[int] = []
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda received, _frame: stop_requested.append(received))
-    node = Node(settings_for(options))
+    environments = settings_for(options, home, quic_port, address)
+    admin.save_ports(home, environments, address, args.console, args.host or "127.0.0.1")
+    node = Node(environments)
     node.start()
-    print(banner(options), flush=True)
+    print(banner(options, token), flush=True)
+    code = 0
     try:
-        code = node.wait(stop_requested)
+        if options.token:
+            timeout = args.join_timeout or PROFILES[args.profile].join_timeout
+            reason = wait_for_join(f"http://{args.host or '127.0.0.1'}:{args.console}", stop_requested, timeout)
+            if reason:
+                print(f"mesh-llm: error: could not join the mesh: {reason}", file=sys.stderr)
+                code = 2
+        if code == 0:
+            code = node.wait(stop_requested)
     finally:
         node.stop()
     raise SystemExit(code)

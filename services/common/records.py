@@ -63,8 +63,25 @@ def apply_update(record: NodeRecord, update: SelfUpdate, now: float) -> NodeReco
 
 
 @dataclass(frozen=True)
+class Peer:
+    """A live member of the mesh as this node sees it."""
+
+    record: NodeRecord
+    address: str
+    status: str  # alive | suspect
+    rtt: float = 0.0  # seconds, this node's last measurement
+
+
+@dataclass(frozen=True)
 class MeshView:
     """This node's record and the peers it knows, as gossip last reported them."""
 
     own: NodeRecord
-    peers: tuple[NodeRecord, ...] = ()
+    peers: tuple[Peer, ...] = ()
+    mesh_id: str = ""
+    secret: bytes = b""
+    secret_version: int = 0
+    address: str = ""  # this node's QUIC address
+    join_error: str = ""
+    join_state: str = ""  # "" (started the mesh) | joining | joined | failed
+    gossip_rounds: int = 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.common.records import Assignment, MeshView, NodeRecord, SelfUpdate, ServedModel
+from services.common.records import Assignment, MeshView, NodeRecord, Peer, SelfUpdate, ServedModel
 from services.proto.mesh.v1 import gossip_pb2, node_pb2
 
 _STATE_NAMES = {
@@ -82,4 +82,9 @@ def update_from_proto(message: gossip_pb2.SelfUpdate) -> SelfUpdate:
 
 
 def view_from_proto(message: gossip_pb2.MeshView) -> MeshView:
-    return MeshView(own=record_from_proto(message.self), peers=tuple(record_from_proto(p) for p in message.peers))
+    peers = tuple(Peer(record_from_proto(p.record), p.address, p.status, p.rtt) for p in message.peers)
+    return MeshView(
+        own=record_from_proto(message.self), peers=peers, mesh_id=message.mesh.mesh_id, secret=message.mesh.secret,
+        secret_version=message.mesh.secret_version, address=message.address, join_error=message.join_error,
+        gossip_rounds=message.gossip_rounds, join_state=message.join_state,
+    )

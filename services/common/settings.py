@@ -12,8 +12,21 @@ import socket
 import uuid
 from pathlib import Path
 
-from pydantic import BaseModel
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _list_from_text(value: object) -> object:
+    if isinstance(value, str):
+        text = value.strip()
+        return json.loads(text) if text.startswith("[") else [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+# A list setting given as a JSON list or as comma-separated text (what .env files for honcho hold).
+TextList = Annotated[list[str], NoDecode, BeforeValidator(_list_from_text)]
 
 
 class NodeSettings(BaseSettings):

@@ -36,9 +36,9 @@ def create_api_app(settings: GatewaySettings, mirror: MeshMirror, relay: Relay, 
     return app
 
 
-def create_console_app(settings: GatewaySettings, mirror: MeshMirror) -> FastAPI:
+def create_console_app(settings: GatewaySettings, mirror: MeshMirror, fingerprint: str) -> FastAPI:
     app = FastAPI(title="mesh-llm console", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.settings, app.state.mirror = settings, mirror
+    app.state.settings, app.state.mirror, app.state.fingerprint = settings, mirror, fingerprint
     app.include_router(console_router)
     errors.install(app)
     return app

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from services.gateway.mesh_view import MeshMirror
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
+class _MeshCollector(Collector):
+    """Peers by state and gossip rounds, read from the mesh view at scrape time."""
+
+    def __init__(self, mirror: MeshMirror) -> None:
+        self.mirror = mirror
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        view = self.mirror.view
+        peers = GaugeMetricFamily("mesh_gossip_peers", "Peers this node knows, by state", labels=["state"])
+        for state in ("alive", "suspect"):
+            peers.add_metric([state], sum(1 for p in view.peers if p.status == state))
+        yield peers
+        yield CounterMetricFamily("mesh_gossip_rounds", "Gossip state exchanges this node took part in", value=view.gossip_rounds)
+
+
 class GatewayMetrics:
-    def __init__(self) -> None:
+    def __init__(self, mirror: MeshMirror | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("mesh_gateway_requests", "API requests by model, endpoint and status", ["model", "endpoint", "status"], registry=r)
@@ -16,6 +37,13 @@ class GatewayMetrics:
         self.completion_tokens = Counter("mesh_gateway_completion_tokens", "Completion tokens generated", ["model"], registry=r)
         self.time_to_first_token = Histogram("mesh_gateway_time_to_first_token_seconds", "Seconds from request to first response byte", ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self.request_duration = Histogram("mesh_gateway_request_duration_seconds", "Seconds from request to last response byte", ["model"], buckets=LATENCY_BUCKETS, registry=r)
+
+        self.peer_bytes = Counter("mesh_peer_bytes", "Bytes over QUIC streams to and from peers", ["stream", "direction"], registry=r)
+        if mirror is not None:
+            r.register(_MeshCollector(mirror))
+
+    def count_peer_bytes(self, stream: str, direction: str, size: int) -> None:
+        self.peer_bytes.labels(stream, direction).inc(size)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,4 +1,4 @@
-"""Gateway process: follows gossip, serves the API and the console, answers gRPC health."""
+"""Gateway process: follows gossip, serves the API and the console, owns the QUIC endpoint to peers."""
 
 from __future__ import annotations
 
@@ -10,23 +10,49 @@ from services.gateway.app import create_api_app, create_console_app
 from services.gateway.mesh_view import MeshMirror
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.openai.relay import Relay
+from services.gateway.peers import identity
+from services.gateway.peers.endpoint import LocalNode, open_endpoint
+from services.gateway.peers.links import PeerLinks
+from services.gateway.servicer import GatewayServicer
 from services.gateway.settings import GatewaySettings
+from services.proto.mesh.v1 import gateway_pb2_grpc, gossip_pb2, gossip_pb2_grpc
 
 
 async def main(node: NodeSettings, settings: GatewaySettings) -> None:
     mirror = MeshMirror()
-    metrics = GatewayMetrics()
+    metrics = GatewayMetrics(mirror)
     relay = Relay(settings, mirror, metrics)
-    grpc = await grpc_server.start(node.gateway_grpc_port, lambda s: None)
-    try:
-        async with grpc_server.channel(node.address("gossip")) as gossip, asyncio.TaskGroup() as group:
-            group.create_task(mirror.follow(gossip))
-            group.create_task(http_server.serve(create_console_app(settings, mirror), settings.console_host, settings.console_port))
-            if settings.api_enabled:
-                group.create_task(http_server.serve(create_api_app(settings, mirror, relay, metrics), settings.api_host, settings.api_port))
-    finally:
-        await relay.close()
-        await grpc.stop(grace=1.0)
+    me = identity.load_or_create(node.home)
+    async with grpc_server.channel(node.address("gossip")) as gossip:
+        gossip_stub = gossip_pb2_grpc.GossipStub(gossip)
+
+        async def on_gossip(payload: bytes, peer: str) -> bytes:
+            reply = await gossip_stub.HandlePeerMessage(gossip_pb2.PeerMessage(payload=payload, peer_node_id=peer), timeout=5.0)
+            return reply.payload
+
+        def local() -> LocalNode:
+            view = mirror.view
+            return LocalNode(view.mesh_id, view.secret, view.own.node_id, view.address)
+
+        links = PeerLinks(on_gossip, metrics.count_peer_bytes)
+        links.endpoint = await open_endpoint(settings.peer_host, settings.peer_port, identity=me, local=local,
+                                             serve_stream=links.serve_stream, idle_timeout=settings.peer_idle_timeout)
+        grpc = await grpc_server.start(node.gateway_grpc_port, lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(links), s))
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(mirror.follow(gossip))
+                group.create_task(http_server.serve(create_console_app(settings, mirror, me.fingerprint), settings.console_host, settings.console_port))
+                if settings.api_enabled:
+                    group.create_task(http_server.serve(create_api_app(settings, mirror, relay, metrics), settings.api_host, settings.api_port))
+        finally:
+            # Leave while the endpoint still carries the farewell; gossip may be stopping too.
+            try:
+                await gossip_stub.Leave(gossip_pb2.LeaveRequest(), timeout=2.0)
+            except Exception:  # noqa: BLE001 - gossip already gone: peers will detect us as dead instead
+                pass
+            links.endpoint.close()
+            await relay.close()
+            await grpc.stop(grace=1.0)
 
 
 def main_from_environment() -> None:

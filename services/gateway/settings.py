@@ -22,5 +22,11 @@ class GatewaySettings(BaseSettings):
     console_port: int = 3131
     # Seconds to wait for a local llama-server to accept a connection before answering 503.
     connect_timeout: float = 5.0
+    # Address the QUIC endpoint binds: all interfaces, since it is the one port peers must reach.
+    peer_host: str = "0.0.0.0"
+    # UDP port of the QUIC endpoint (--bind-port); 0 picks a free one.
+    peer_port: int = 0
+    # Seconds a QUIC connection may stay silent before it is dropped (gossip pings keep live ones busy).
+    peer_idle_timeout: float = 30.0
     # Seconds an SSE client may sit without an event before a keepalive comment is sent.
     events_keepalive: float = 15.0

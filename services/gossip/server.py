@@ -1,28 +1,35 @@
-"""Gossip process: wires settings, Membership and the gRPC servicer."""
+"""Gossip process: wires settings, Membership, the gossip loop and the gRPC servicer; leaves on exit."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from services.common import grpc_server, lifecycle
+from services.common import grpc_server, lifecycle, mesh_identity
 from services.common.records import NodeRecord
 from services.common.settings import NodeSettings, node_id
 from services.gossip.membership import Membership
+from services.gossip.protocol import GossipProtocol
 from services.gossip.servicer import GossipServicer
 from services.gossip.settings import GossipSettings
 from services.proto.mesh.v1 import gossip_pb2_grpc
 
 
 async def main(node: NodeSettings, settings: GossipSettings) -> None:
-    membership = Membership(NodeRecord(node_id=node_id(node), name=node.name, version=1, updated_at=time.time()))
-    server = await grpc_server.start(
-        node.gossip_grpc_port, lambda s: gossip_pb2_grpc.add_GossipServicer_to_server(GossipServicer(membership), s)
-    )
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await server.stop(grace=1.0)
+    # Versions start from the clock so a restarted node's record outranks its previous life's.
+    own = NodeRecord(node_id=node_id(node), name=node.name, version=int(time.time() * 1000), updated_at=time.time())
+    membership = Membership(own, settings.address, mesh_identity.load_or_create(node.home), node.home)
+    async with grpc_server.channel(node.address("gateway")) as gateway:
+        protocol = GossipProtocol(membership, settings.timings(), gateway)
+        server = await grpc_server.start(
+            node.gossip_grpc_port, lambda s: gossip_pb2_grpc.add_GossipServicer_to_server(GossipServicer(membership, protocol), s)
+        )
+        try:
+            await protocol.run(settings.seeds, settings.join_timeout)
+        finally:
+            # Graceful leave: peers drop us at once instead of suspecting us.
+            await asyncio.wait_for(protocol.leave(), 2.0)
+            await server.stop(grace=1.0)
 
 
 def main_from_environment() -> None:

@@ -1,4 +1,4 @@
-"""gRPC adapter of gossip: proto in, Membership call, proto out. Nothing else."""
+"""gRPC adapter of gossip: proto in, Membership/GossipProtocol call, proto out. Nothing else."""
 
 from __future__ import annotations
 
@@ -6,14 +6,22 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from services.common.invite import new_secret
+from services.common.mesh_identity import MeshIdentity
 from services.common.records_proto import record_to_proto, update_from_proto
 from services.gossip.membership import Membership
-from services.proto.mesh.v1 import gossip_pb2, gossip_pb2_grpc, node_pb2
+from services.gossip.protocol import GossipProtocol
+from services.proto.mesh.v1 import gossip_pb2, gossip_pb2_grpc, node_pb2, peer_pb2
+
+
+def identity_to_proto(mesh: MeshIdentity) -> gossip_pb2.MeshIdentity:
+    return gossip_pb2.MeshIdentity(mesh_id=mesh.mesh_id, secret=mesh.secret, secret_version=mesh.secret_version)
 
 
 class GossipServicer(gossip_pb2_grpc.GossipServicer):
-    def __init__(self, membership: Membership) -> None:
+    def __init__(self, membership: Membership, protocol: GossipProtocol) -> None:
         self.membership = membership
+        self.protocol = protocol
 
     async def GetSelf(self, request: gossip_pb2.GetSelfRequest, context: grpc.aio.ServicerContext) -> node_pb2.NodeRecord:
         return record_to_proto(self.membership.own)
@@ -29,7 +37,28 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
         seen = -1
         while True:
             seen = await self.membership.changes.wait_newer(seen)
-            yield gossip_pb2.MeshView(
-                self=record_to_proto(self.membership.own),
-                peers=[record_to_proto(peer) for peer in self.membership.peers.values()],
-            )
+            yield self._view()
+
+    def _view(self) -> gossip_pb2.MeshView:
+        m = self.membership
+        peers = [
+            gossip_pb2.Peer(record=record_to_proto(p.record), address=p.address, status=p.status, rtt=m.rtt.get(p.node_id, 0.0))
+            for p in sorted(m.live_peers(), key=lambda p: p.record.name)
+        ]
+        return gossip_pb2.MeshView(self=record_to_proto(m.own), peers=peers, mesh=identity_to_proto(m.mesh), address=m.address,
+                                   join_error=m.join_error, gossip_rounds=self.protocol.rounds, join_state=m.join_state)
+
+    async def HandlePeerMessage(self, request: gossip_pb2.PeerMessage, context: grpc.aio.ServicerContext) -> gossip_pb2.PeerMessage:
+        try:
+            message = peer_pb2.GossipMessage.FromString(request.payload)
+        except Exception:  # noqa: BLE001 - protobuf raises DecodeError or others for garbage
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed gossip message")
+        reply = await self.protocol.handle(message)
+        return gossip_pb2.PeerMessage(payload=reply.SerializeToString())
+
+    async def Leave(self, request: gossip_pb2.LeaveRequest, context: grpc.aio.ServicerContext) -> gossip_pb2.LeaveResponse:
+        await self.protocol.leave()
+        return gossip_pb2.LeaveResponse()
+
+    async def RotateSecret(self, request: gossip_pb2.RotateSecretRequest, context: grpc.aio.ServicerContext) -> gossip_pb2.MeshIdentity:
+        return identity_to_proto(await self.membership.rotate_secret(new_secret()))

@@ -30,6 +30,8 @@ class Convergence:
         self.assignments: tuple[Assignment, ...] = ()
 
     def memory_offered(self) -> int:
+        if self.settings.client:
+            return 0
         return self.settings.max_memory_bytes or psutil.virtual_memory().total
 
     async def run(self) -> None:
@@ -44,7 +46,7 @@ class Convergence:
         for assignment in self.assignments:
             event(log, "placement decided", model=assignment.model_id, mode=assignment.mode, reason=assignment.reason)
         await self._update_self(
-            role=planner.role_of(self.assignments), assignments=self.assignments,
+            role="client" if s.client else planner.role_of(self.assignments), assignments=self.assignments,
             memory_offered_bytes=self.memory_offered(), models_on_disk=tuple(m.model_id for m in models),
         )
         paths = {m.model_id: m.path for m in models}

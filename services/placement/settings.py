@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated
 
-from pydantic import field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.settings import TextList
 
 
 class PlacementSettings(BaseSettings):
@@ -15,7 +14,9 @@ class PlacementSettings(BaseSettings):
 
     # Model specs this node was asked to serve (--model): catalog names, paths or names in models_dir.
     # Accepts a JSON list or comma-separated names (what a .env file for honcho holds).
-    models: Annotated[list[str], NoDecode] = []
+    models: TextList = []
+    # An API-only node (--client): serves nothing and offers no memory.
+    client: bool = False
     # Folder searched for GGUF files named by file name or stem.
     models_dir: Path = Path.home() / ".models"
     # Memory this node offers in bytes (--max-vram); 0 offers all of the machine's memory.
@@ -25,10 +26,3 @@ class PlacementSettings(BaseSettings):
     # Bytes set aside for the KV cache and buffers of one model at the runner's context size.
     context_bytes: int = 256 * 1024 * 1024
 
-    @field_validator("models", mode="before")
-    @classmethod
-    def _split_models(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            return json.loads(text) if text.startswith("[") else [part.strip() for part in text.split(",") if part.strip()]
-        return value

@@ -11,9 +11,12 @@ import httpx
 import psutil
 import pytest
 
+from services.common.invite import InviteToken, new_secret
 from tests.nodes import MESH_LLM, free_port
 
 pytestmark = pytest.mark.e2e
+
+GOOD_TOKEN = InviteToken("0123456789abcdef", new_secret(), ("127.0.0.9:9",), "f" * 64).encode()
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -30,11 +33,17 @@ def mesh_processes() -> set[int]:
         (["--model", "/nowhere/model.gguf"], "does not exist"),
         (["--model", "no-such-model"], "not found"),
         (["--listen-all"], "--api-key"),
-        (["--join", "TOKEN"], "not built yet"),
+        (["--join", "TOKEN"], "not a mesh-llm invite token"),
+        (["--join", GOOD_TOKEN[:-6]], "truncated or altered"),
+        (["--join", GOOD_TOKEN[:20] + ("A" if GOOD_TOKEN[20] != "A" else "B") + GOOD_TOKEN[21:]], "truncated or altered"),
+        (["--join", "mesh1-!!!"], "copy it again"),
+        (["--client"], "--join"),
+        (["--split"], "not built yet"),
         (["--max-vram", "-1"], "positive"),
         (["--port", "70000"], "not a valid port"),
         (["--bogus"], "unrecognized arguments"),
-        (["rotate-key"], "not built yet"),
+        (["drop", "x"], "not built yet"),
+        (["rotate-key", "--home", "/nonexistent-home"], "no node has run"),
         (["frobnicate"], "unknown command"),
     ],
 )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from services.common.records import MeshView, NodeRecord
+from services.common.invite import InviteToken
+from services.common.records import MeshView, NodeRecord, Peer
 
 
 def node_status(record: NodeRecord) -> dict:
@@ -19,7 +20,27 @@ def node_status(record: NodeRecord) -> dict:
     }
 
 
-def status(view: MeshView) -> dict:
+def peer_status(peer: Peer) -> dict:
+    return {**node_status(peer.record), "address": peer.address, "state": peer.status, "rtt_ms": round(peer.rtt * 1000, 2)}
+
+
+def invite_token(view: MeshView, fingerprint: str) -> str:
+    """The token that joins this mesh through this node ('' until gossip has reported the mesh)."""
+    if not (view.mesh_id and view.secret and view.address):
+        return ""
+    return InviteToken(view.mesh_id, view.secret, (view.address,), fingerprint).encode()
+
+
+def status(view: MeshView, fingerprint: str) -> dict:
     """What /api/status answers and every /api/events status event carries."""
     own = node_status(view.own)
-    return {**own, "node": own, "peers": [node_status(peer) for peer in view.peers]}
+    return {
+        **own,
+        "node": own,
+        "mesh_id": view.mesh_id,
+        "address": view.address,
+        "token": invite_token(view, fingerprint),
+        "join_error": view.join_error,
+        "join_state": view.join_state,
+        "peers": [peer_status(peer) for peer in view.peers],
+    }

@@ -8,7 +8,7 @@ from services.common.records import MeshView
 def model_list(view: MeshView) -> dict:
     """Each model served once, with the nodes serving it and their states (extra fields)."""
     models: dict[str, dict] = {}
-    for record in (view.own, *view.peers):
+    for record in (view.own, *(peer.record for peer in view.peers)):
         for served in record.served:
             entry = models.setdefault(served.model_id, {
                 "id": served.model_id, "object": "model", "created": int(record.updated_at), "owned_by": "mesh-llm", "nodes": [],

@@ -1,0 +1,62 @@
+"""`mesh-llm rotate-key` and `mesh-llm admin …`: gRPC calls to the running node found under --home.
+
+Owns the node.json file that tells these commands where the node's services listen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import grpc
+
+from services.cli.flags import UsageError
+from services.common.invite import InviteToken
+from services.common.settings import NodeSettings
+from services.gateway.peers import identity
+from services.proto.mesh.v1 import gossip_pb2, gossip_pb2_grpc
+
+NODE_FILE = "node.json"
+
+
+def save_ports(home: Path, environments: dict[str, dict[str, str]], address: str, console: int, host: str) -> None:
+    node = environments["gossip"]
+    ports = {name: int(node[f"MESH_NODE_{name.upper()}_GRPC_PORT"]) for name in ("gateway", "gossip", "placement", "runner")}
+    home.mkdir(parents=True, exist_ok=True)
+    (home / NODE_FILE).write_text(json.dumps({"grpc_ports": ports, "address": address, "console": f"http://{host}:{console}"}))
+
+
+def _gossip(home: Path) -> tuple[gossip_pb2_grpc.GossipStub, grpc.Channel, dict]:
+    try:
+        node = json.loads((home / NODE_FILE).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"no node has run with home {home} (start one, or pass --home)") from None
+    channel = grpc.insecure_channel(f"127.0.0.1:{node['grpc_ports']['gossip']}")
+    return gossip_pb2_grpc.GossipStub(channel), channel, node
+
+
+def run(args: argparse.Namespace) -> None:
+    home = args.home or NodeSettings().home
+    command = args.command
+    stub, channel, node = _gossip(home)
+    try:
+        if command[0] == "rotate-key":
+            mesh = stub.RotateSecret(gossip_pb2.RotateSecretRequest(), timeout=5)
+            token = InviteToken(mesh.mesh_id, mesh.secret, (node["address"],), identity.load_or_create(home).fingerprint)
+            print(f"new mesh secret (version {mesh.secret_version}); old invite tokens no longer admit new nodes.")
+            print(f"invite token: {token.encode()}")
+        elif command[1:] == ["leave"]:
+            stub.Leave(gossip_pb2.LeaveRequest(), timeout=5)
+            print("left the mesh")
+        elif command[1:] in (["peers"], ["self"]):
+            view = next(iter(stub.Watch(gossip_pb2.WatchRequest(), timeout=5)))
+            records = [(p.record, p.address, p.status, p.rtt) for p in view.peers] if command[1] == "peers" else [(view.self, view.address, "self", 0.0)]
+            for record, address, status, rtt in records:
+                print(f"{record.node_id}  {record.name:<16} {status:<8} {address:<22} rtt {rtt * 1000:6.1f} ms  role {record.role}")
+        else:
+            raise UsageError("admin commands: peers, self, leave")
+    except grpc.RpcError as failure:
+        raise UsageError(f"the node at {home} does not answer: {failure.code().name}") from None
+    finally:
+        channel.close()

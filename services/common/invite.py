@@ -1,0 +1,79 @@
+"""Invite tokens: what a node needs to join a mesh, as one URL-safe string.
+
+A token carries the mesh id, the 32-byte mesh secret, bootstrap addresses and the issuer's
+certificate fingerprint, with a checksum so that a truncated or edited token is caught before
+anything starts. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+
+PREFIX = "mesh1-"
+SECRET_BYTES = 32
+CHECKSUM_BYTES = 4
+
+
+class TokenError(Exception):
+    """A token that cannot be used; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class InviteToken:
+    mesh_id: str
+    secret: bytes
+    bootstrap: tuple[str, ...]
+    fingerprint: str
+
+    def encode(self) -> str:
+        body = json.dumps(
+            {"m": self.mesh_id, "s": self.secret.hex(), "b": list(self.bootstrap), "f": self.fingerprint},
+            separators=(",", ":"), sort_keys=True,
+        ).encode()
+        checksum = hashlib.sha256(body).digest()[:CHECKSUM_BYTES]
+        return PREFIX + base64.urlsafe_b64encode(body + checksum).decode().rstrip("=")
+
+
+def new_secret() -> bytes:
+    return secrets.token_bytes(SECRET_BYTES)
+
+
+def new_mesh_id() -> str:
+    return secrets.token_hex(8)
+
+
+def decode(text: str) -> InviteToken:
+    """The token's contents, or TokenError saying what is wrong with it."""
+    text = text.strip()
+    if not text.startswith(PREFIX):
+        raise TokenError("not a mesh-llm invite token (it should start with 'mesh1-')")
+    raw = _unbase64(text[len(PREFIX):])
+    body, checksum = raw[:-CHECKSUM_BYTES], raw[-CHECKSUM_BYTES:]
+    if len(raw) <= CHECKSUM_BYTES or hashlib.sha256(body).digest()[:CHECKSUM_BYTES] != checksum:
+        raise TokenError("invite token is truncated or altered (checksum mismatch): copy it again")
+    try:
+        fields = json.loads(body)
+        token = InviteToken(fields["m"], bytes.fromhex(fields["s"]), tuple(fields["b"]), fields["f"])
+    except (ValueError, KeyError, TypeError):
+        raise TokenError("invite token is malformed") from None
+    if len(token.secret) != SECRET_BYTES or not token.bootstrap or not all(_is_address(a) for a in token.bootstrap):
+        raise TokenError("invite token is malformed (secret or addresses)")
+    return token
+
+
+def _unbase64(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except ValueError:
+        raise TokenError("invite token is not valid base64: copy it again") from None
+
+
+def _is_address(address: object) -> bool:
+    if not isinstance(address, str) or ":" not in address:
+        return False
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536

@@ -1,0 +1,223 @@
+"""The node's one QUIC endpoint: a single UDP socket that accepts peers and connects to them.
+
+Owns the socket, the connections on it, admission on each connection, and reading typed
+streams. What a gossip message means is gossip's business (passed on through `on_gossip`).
+aioquic's QuicServer demultiplexes datagrams by connection id; we add outgoing connections to
+the same table so that the node never opens a second UDP socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import QuicServer
+from aioquic.quic import events
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+
+from services.common.logs import event
+from services.gateway.peers import admission
+from services.gateway.peers.framing import HEADER_BYTES, FrameError, StreamKind, encode_frame, frame_length, stream_kind
+from services.gateway.peers.identity import Identity, fingerprint_of
+from services.proto.mesh.v1 import peer_pb2
+
+log = logging.getLogger(__name__)
+
+ALPN = "mesh-llm/1"
+
+
+@dataclass(frozen=True)
+class LocalNode:
+    """What admission needs to know about this node, read fresh for every new connection."""
+
+    mesh_id: str
+    secret: bytes
+    node_id: str
+    address: str
+
+
+class AdmissionRefused(Exception):
+    """The other side is not (or could not prove it is) in our mesh; the message says why."""
+
+
+class MeshConnection(QuicConnectionProtocol):
+    """One QUIC connection to a peer; no stream but admission is served until it is admitted."""
+
+    def __init__(self, quic: QuicConnection, stream_handler: object = None, *, endpoint: PeerEndpoint) -> None:
+        super().__init__(quic, stream_handler=self._on_stream)
+        self.endpoint = endpoint
+        self.admitted = asyncio.Event()
+        self.peer_node_id = ""
+        self.peer_address = ""
+        self.closed_reason = ""
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _on_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve_stream(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            kind = stream_kind(await reader.readexactly(1))
+            if kind == StreamKind.ADMISSION and not self._quic.configuration.is_client and not self.admitted.is_set():
+                await self._admit_client(reader, writer)
+            elif not self.admitted.is_set():
+                self.refuse(f"{kind.name} stream before admission")
+            else:
+                await self.endpoint.serve_stream(self, kind, reader, writer)
+        except (FrameError, asyncio.IncompleteReadError, ValueError) as bad:
+            # A broken peer must not take the node down: drop its connection, keep serving others.
+            self.refuse(f"malformed stream: {bad}")
+        finally:
+            writer.close()
+
+    async def _admit_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        local = self.endpoint.local()
+        hello = peer_pb2.AdmissionHello.FromString(await read_frame(reader))
+        if hello.mesh_id != local.mesh_id:
+            await self._refuse_with(writer, f"unknown mesh {hello.mesh_id!r} (this is mesh {local.mesh_id!r})", hello, challenged=False)
+            return
+        nonce = admission.new_nonce()
+        writer.write(encode_frame(peer_pb2.AdmissionChallenge(nonce=nonce, node_id=local.node_id).SerializeToString()))
+        given = peer_pb2.AdmissionProof.FromString(await read_frame(reader)).proof
+        transcript = admission.transcript(local.mesh_id, hello.fingerprint, self.endpoint.identity.fingerprint, hello.nonce, nonce)
+        if not admission.check(local.secret, "client", transcript, given):
+            await self._refuse_with(writer, "wrong mesh secret (an old or forged invite token)", hello)
+            return
+        writer.write(encode_frame(peer_pb2.AdmissionResult(admitted=True, proof=admission.proof(local.secret, "server", transcript)).SerializeToString()))
+        self.peer_node_id, self.peer_address = hello.node_id, hello.address
+        self.admitted.set()
+        self.endpoint.on_admitted(self)
+        event(log, "peer admitted", peer=hello.node_id, address=hello.address)
+
+    async def _refuse_with(self, writer: asyncio.StreamWriter, reason: str, hello: peer_pb2.AdmissionHello, *, challenged: bool = True) -> None:
+        refusal = peer_pb2.AdmissionResult(admitted=False, reason=reason) if challenged else peer_pb2.AdmissionChallenge(refusal=reason)
+        writer.write(encode_frame(refusal.SerializeToString()))
+        await asyncio.sleep(0.05)  # let the refusal frame leave before the close
+        self.refuse(reason, peer=hello.node_id or "?", address=hello.address or "?")
+
+    async def admit_to_server(self) -> None:
+        """Client side: prove we hold the secret and check that the server does too."""
+        local = self.endpoint.local()
+        reader, writer = await self.create_stream()
+        nonce = admission.new_nonce()
+        writer.write(bytes([StreamKind.ADMISSION]) + encode_frame(peer_pb2.AdmissionHello(
+            mesh_id=local.mesh_id, nonce=nonce, fingerprint=self.endpoint.identity.fingerprint,
+            node_id=local.node_id, address=local.address).SerializeToString()))
+        try:
+            challenge = peer_pb2.AdmissionChallenge.FromString(await read_frame(reader))
+        except asyncio.IncompleteReadError:
+            raise AdmissionRefused(self._refusal_from(reader)) from None
+        if challenge.refusal or not challenge.nonce:
+            raise AdmissionRefused(challenge.refusal or "refused")
+        transcript = admission.transcript(local.mesh_id, self.endpoint.identity.fingerprint, server_fingerprint(self), nonce, challenge.nonce)
+        writer.write(encode_frame(peer_pb2.AdmissionProof(proof=admission.proof(local.secret, "client", transcript)).SerializeToString()))
+        try:
+            result = peer_pb2.AdmissionResult.FromString(await read_frame(reader))
+        except asyncio.IncompleteReadError:
+            raise AdmissionRefused(self._refusal_from(reader)) from None
+        if not result.admitted:
+            raise AdmissionRefused(result.reason)
+        if not admission.check(local.secret, "server", transcript, result.proof):
+            self.refuse("peer failed to prove it holds the mesh secret")
+            raise AdmissionRefused("peer failed to prove it holds the mesh secret")
+        self.peer_node_id = challenge.node_id
+        self.admitted.set()
+        writer.close()
+
+    def _refusal_from(self, reader: asyncio.StreamReader) -> str:
+        return self.closed_reason or "connection closed during admission"
+
+    def refuse(self, reason: str, **fields: object) -> None:
+        event(log, "peer refused", logging.WARNING, reason=reason, **fields)
+        self.close(error_code=0x100, reason_phrase=reason[:200])
+
+    def quic_event_received(self, quic_event: events.QuicEvent) -> None:
+        if isinstance(quic_event, events.ConnectionTerminated):
+            self.closed_reason = quic_event.reason_phrase or f"closed (error {quic_event.error_code})"
+            if quic_event.error_code == 0x100 and quic_event.reason_phrase:
+                event(log, "refused by peer", logging.WARNING, reason=quic_event.reason_phrase, peer=self.peer_node_id or "?")
+            self.endpoint.on_closed(self)
+        super().quic_event_received(quic_event)
+
+
+def server_fingerprint(connection: MeshConnection) -> str:
+    # aioquic keeps the peer's certificate on its TLS context without a public accessor.
+    certificate = connection._quic.tls._peer_certificate  # noqa: SLF001
+    return fingerprint_of(certificate) if certificate is not None else ""
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    length = frame_length(await reader.readexactly(HEADER_BYTES))
+    return await reader.readexactly(length)
+
+
+StreamServer = Callable[[MeshConnection, StreamKind, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class PeerEndpoint(QuicServer):
+    """The UDP socket plus every connection on it, inbound and outbound."""
+
+    def __init__(self, *, identity: Identity, local: Callable[[], LocalNode], serve_stream: StreamServer,
+                 idle_timeout: float, on_change: Callable[[], None] = lambda: None) -> None:
+        server_configuration = QuicConfiguration(is_client=False, alpn_protocols=[ALPN], idle_timeout=idle_timeout)
+        server_configuration.load_cert_chain(identity.certificate_path, identity.key_path)
+        super().__init__(configuration=server_configuration, create_protocol=partial(MeshConnection, endpoint=self))
+        # Peers' certificates are self-signed: trust comes from admission, which binds their fingerprint.
+        self.client_configuration = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], idle_timeout=idle_timeout,
+                                                      verify_mode=ssl.CERT_NONE, server_name="mesh-llm")
+        self.client_configuration.load_cert_chain(identity.certificate_path, identity.key_path)
+        self.identity = identity
+        self.local = local
+        self.serve_stream = serve_stream
+        self.connections: set[MeshConnection] = set()
+        self.on_change = on_change
+
+    async def connect(self, host: str, port: int, timeout: float) -> MeshConnection:
+        """A new admitted connection to host:port from our one socket, or an exception saying why not."""
+        quic = QuicConnection(configuration=self.client_configuration)
+        protocol = MeshConnection(quic, endpoint=self)
+        protocol.connection_made(self._transport)
+        protocol._connection_id_issued_handler = partial(self._connection_id_issued, protocol=protocol)  # noqa: SLF001
+        protocol._connection_id_retired_handler = partial(self._connection_id_retired, protocol=protocol)  # noqa: SLF001
+        protocol._connection_terminated_handler = partial(self._connection_terminated, protocol=protocol)  # noqa: SLF001
+        self._protocols[quic.host_cid] = protocol
+        self.connections.add(protocol)
+        try:
+            async with asyncio.timeout(timeout):
+                protocol.connect((host, port))
+                await protocol.wait_connected()
+                await protocol.admit_to_server()
+        except (TimeoutError, ConnectionError, AdmissionRefused):
+            protocol.close()
+            self.connections.discard(protocol)
+            raise
+        return protocol
+
+    def on_admitted(self, connection: MeshConnection) -> None:
+        self.connections.add(connection)
+        self.on_change()
+
+    def on_closed(self, connection: MeshConnection) -> None:
+        self.connections.discard(connection)
+        connection.admitted.clear()
+        self.on_change()
+
+    def close(self) -> None:
+        for connection in list(self.connections):
+            connection.close(reason_phrase="node stopping")
+        super().close()
+
+
+async def open_endpoint(host: str, port: int, **kwargs: object) -> PeerEndpoint:
+    loop = asyncio.get_running_loop()
+    _, endpoint = await loop.create_datagram_endpoint(lambda: PeerEndpoint(**kwargs), local_addr=(host, port))  # type: ignore[arg-type]
+    return endpoint
+

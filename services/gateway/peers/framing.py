@@ -1,0 +1,47 @@
+"""Stream framing on QUIC: a typed header opens each stream, then length-prefixed frames.
+
+Pure encoding and decoding; reading from streams lives in endpoint.py. Every stream starts with
+one byte naming its kind, so one connection carries gossip, HTTP tunnels and RPC tunnels.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+
+MAX_FRAME_BYTES = 1 << 20  # a gossip or admission frame is a few KB; 1 MiB is generous
+_LENGTH = struct.Struct("!I")
+
+
+class StreamKind(enum.IntEnum):
+    ADMISSION = 1
+    GOSSIP = 2
+    HTTP = 3  # a relayed HTTP request (routing issue)
+    RPC = 4  # a raw byte tunnel to an rpc-server (pipeline issue)
+
+
+class FrameError(Exception):
+    """A peer sent bytes that break the framing; the connection is closed."""
+
+
+def encode_frame(payload: bytes) -> bytes:
+    if len(payload) > MAX_FRAME_BYTES:
+        raise FrameError(f"frame of {len(payload)} bytes is over the {MAX_FRAME_BYTES} limit")
+    return _LENGTH.pack(len(payload)) + payload
+
+
+def frame_length(header: bytes) -> int:
+    (length,) = _LENGTH.unpack(header)
+    if length > MAX_FRAME_BYTES:
+        raise FrameError(f"peer announced a frame of {length} bytes (limit {MAX_FRAME_BYTES})")
+    return length
+
+
+def stream_kind(byte: bytes) -> StreamKind:
+    try:
+        return StreamKind(byte[0])
+    except (ValueError, IndexError):
+        raise FrameError(f"unknown stream kind {byte!r}") from None
+
+
+HEADER_BYTES = _LENGTH.size

@@ -1,0 +1,70 @@
+"""Links to peers: one admitted connection per peer address, reused for every request.
+
+Owns finding or opening the connection for an address and the request/reply exchange on a
+stream; admission and framing are endpoint.py's and framing.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from services.gateway.peers.endpoint import MeshConnection, PeerEndpoint, read_frame
+from services.gateway.peers.framing import StreamKind, encode_frame
+
+GossipHandler = Callable[[bytes, str], Awaitable[bytes]]
+ByteCounter = Callable[[str, str, int], None]
+
+
+class PeerLinks:
+    def __init__(self, on_gossip: GossipHandler, count: ByteCounter) -> None:
+        self.on_gossip = on_gossip
+        self.count = count
+        self.endpoint: PeerEndpoint | None = None
+        self._connecting: dict[str, asyncio.Task[MeshConnection]] = {}
+
+    async def request(self, address: str, kind: StreamKind, payload: bytes, timeout: float) -> tuple[bytes, str, float]:
+        """(reply, peer node id, seconds on the wire) for one message sent to the peer at address."""
+        async with asyncio.timeout(timeout):
+            connection = await self.connection_to(address, timeout)
+            reader, writer = await connection.create_stream()
+            started = time.monotonic()
+            writer.write(bytes([kind]) + encode_frame(payload))
+            writer.write_eof()
+            reply = await read_frame(reader)
+            rtt = time.monotonic() - started
+        self.count(kind.name.lower(), "sent", len(payload) + 5)
+        self.count(kind.name.lower(), "received", len(reply) + 4)
+        return reply, connection.peer_node_id, rtt
+
+    async def connection_to(self, address: str, timeout: float) -> MeshConnection:
+        assert self.endpoint is not None
+        for connection in self.endpoint.connections:
+            if connection.peer_address == address and connection.admitted.is_set():
+                return connection
+        # One connect per address at a time; concurrent requests share it.
+        task = self._connecting.get(address)
+        if task is None:
+            task = asyncio.create_task(self._connect(address, timeout))
+            self._connecting[address] = task
+            task.add_done_callback(lambda _: self._connecting.pop(address, None))
+        return await asyncio.shield(task)
+
+    async def _connect(self, address: str, timeout: float) -> MeshConnection:
+        assert self.endpoint is not None
+        host, _, port = address.rpartition(":")
+        connection = await self.endpoint.connect(host, int(port), timeout)
+        connection.peer_address = address
+        return connection
+
+    async def serve_stream(self, connection: MeshConnection, kind: StreamKind, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A stream a peer opened after admission."""
+        if kind != StreamKind.GOSSIP:
+            connection.refuse(f"{kind.name} streams are not served yet")
+            return
+        payload = await read_frame(reader)
+        self.count("gossip", "received", len(payload) + 5)
+        reply = await self.on_gossip(payload, connection.peer_node_id)
+        writer.write(encode_frame(reply))
+        self.count("gossip", "sent", len(reply) + 4)

@@ -1,0 +1,26 @@
+"""gRPC adapter of the gateway: proto in, PeerLinks call, proto out. Nothing else."""
+
+from __future__ import annotations
+
+import grpc
+
+from services.gateway.peers.endpoint import AdmissionRefused
+from services.gateway.peers.framing import FrameError, StreamKind
+from services.gateway.peers.links import PeerLinks
+from services.proto.mesh.v1 import gateway_pb2, gateway_pb2_grpc
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
+    def __init__(self, links: PeerLinks) -> None:
+        self.links = links
+
+    async def SendToPeer(self, request: gateway_pb2.PeerRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.PeerReply:
+        try:
+            reply, peer, rtt = await self.links.request(request.address, StreamKind.GOSSIP, request.payload, request.timeout or 5.0)
+        except AdmissionRefused as refused:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"refused: {refused}")
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer from {request.address} in {request.timeout:.1f}s")
+        except (ConnectionError, OSError, FrameError) as failure:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{request.address}: {failure}")
+        return gateway_pb2.PeerReply(payload=reply, peer_node_id=peer, rtt=rtt)

@@ -1,0 +1,158 @@
+"""The gossip loop: join through seeds, probe one member per interval (push-pull state on every
+ping), ask others to probe a silent member, suspect, declare dead, leave gracefully.
+
+Owns timing and the network calls (through the gateway's SendToPeer); merge rules are swim.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+import grpc
+
+from services.common.logs import event
+from services.gossip import swim
+from services.gossip.membership import GossipState, Membership
+from services.gossip.settings import Profile
+from services.gossip.wire import member_from_proto, member_to_proto, state_from_proto, state_to_proto
+from services.proto.mesh.v1 import gateway_pb2, gateway_pb2_grpc, peer_pb2
+
+log = logging.getLogger(__name__)
+
+
+class PeerUnreachable(Exception):
+    """A peer did not answer in time, or refused us; the message says which."""
+
+
+class GossipProtocol:
+    def __init__(self, membership: Membership, timings: Profile, gateway: grpc.aio.Channel) -> None:
+        self.membership = membership
+        self.timings = timings
+        self.gateway = gateway_pb2_grpc.GatewayStub(gateway)
+        self.rounds = 0
+        self._order: list[str] = []
+
+    async def run(self, seeds: list[str], join_timeout: float) -> None:
+        if seeds:
+            await self.join(seeds, join_timeout or self.timings.join_timeout)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._probe_forever())
+            group.create_task(self._expire_forever())
+
+    async def join(self, seeds: list[str], timeout: float) -> None:
+        """Exchange state with a seed; keep trying all seeds until `timeout`, then record why not."""
+        deadline = time.monotonic() + timeout
+        self.membership.join_state = "joining"
+        while time.monotonic() < deadline:
+            for seed in seeds:
+                try:
+                    await self.ping(seed, "")
+                    event(log, "joined mesh", seed=seed)
+                    self.membership.join_error = ""
+                    self.membership.join_state = "joined"
+                    await self.membership.changes.publish()
+                    return
+                except PeerUnreachable as failure:
+                    self.membership.join_error = f"{seed}: {failure}"
+            await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        event(log, "join failed", logging.WARNING, seeds=",".join(seeds), reason=self.membership.join_error)
+        self.membership.join_state = "failed"
+        await self.membership.changes.publish()
+
+    async def ping(self, address: str, node_id: str, timeout: float | None = None) -> None:
+        """Push our state to a peer and absorb its state from the ack."""
+        message = peer_pb2.GossipMessage(ping=state_to_proto(self.membership.state()))
+        reply = await self._send(address, message, timeout or self.timings.probe_timeout)
+        if not reply.HasField("ack"):
+            raise PeerUnreachable("peer answered a ping without an ack")
+        state = state_from_proto(reply.ack, self.membership.mesh.mesh_id)
+        await self.membership.absorb(state, time.monotonic())
+        self.rounds += 1
+
+    async def _send(self, address: str, message: peer_pb2.GossipMessage, timeout: float) -> peer_pb2.GossipMessage:
+        request = gateway_pb2.PeerRequest(address=address, payload=message.SerializeToString(), timeout=timeout)
+        try:
+            reply = await self.gateway.SendToPeer(request, timeout=timeout + 1.0, wait_for_ready=True)
+        except grpc.aio.AioRpcError as failure:
+            raise PeerUnreachable(failure.details() or failure.code().name) from None
+        if reply.peer_node_id:
+            await self.membership.heard_from(reply.peer_node_id, reply.rtt)
+        return peer_pb2.GossipMessage.FromString(reply.payload)
+
+    async def _probe_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.timings.probe_interval)
+            target = self._next_target()
+            if target is not None:
+                await self.probe(target)
+
+    def _next_target(self) -> swim.Member | None:
+        """Round-robin over live members in a shuffled order (SWIM's bounded detection time)."""
+        live = {m.node_id: m for m in self.membership.live_peers()}
+        self._order = [node_id for node_id in self._order if node_id in live]
+        if not self._order:
+            self._order = list(live)
+            random.shuffle(self._order)
+        return live[self._order.pop()] if self._order else None
+
+    async def probe(self, target: swim.Member) -> None:
+        try:
+            await self.ping(target.address, target.node_id)
+            return
+        except PeerUnreachable:
+            # Not proof of death: the path may be lossy. Ask others to try before suspecting.
+            pass
+        if await self._indirect_probe(target):
+            return
+        current = self.membership.members.get(target.node_id)
+        if current is not None and current.status == swim.ALIVE and current.incarnation == target.incarnation:
+            event(log, "member suspected", logging.WARNING, peer=target.node_id, address=target.address)
+            await self.membership.set_members({**self.membership.members, target.node_id: swim.suspect(current, time.monotonic())})
+
+    async def _indirect_probe(self, target: swim.Member) -> bool:
+        helpers = [m for m in self.membership.live_peers() if m.node_id != target.node_id and m.status == swim.ALIVE]
+        helpers = random.sample(helpers, min(len(helpers), self.timings.indirect_probes))
+        if not helpers:
+            return False
+        request = peer_pb2.GossipMessage(ping_request=peer_pb2.PingRequest(target_address=target.address, target_node_id=target.node_id))
+        results = await asyncio.gather(*(self._send(h.address, request, self.timings.probe_timeout * 2) for h in helpers), return_exceptions=True)
+        return any(isinstance(r, peer_pb2.GossipMessage) and r.indirect_ack for r in results)
+
+    async def _expire_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.timings.probe_interval / 2)
+            now = time.monotonic()
+            members = swim.expire(self.membership.members, now, self.timings.suspicion_timeout)
+            for node_id, member in members.items():
+                if member.status == swim.DEAD and self.membership.members[node_id].status != swim.DEAD:
+                    event(log, "member dead", logging.WARNING, peer=node_id, address=member.address)
+            await self.membership.set_members(swim.forget(members, now, self.timings.forget_after))
+
+    async def handle(self, message: peer_pb2.GossipMessage) -> peer_pb2.GossipMessage:
+        """Answer a message a peer sent us."""
+        kind = message.WhichOneof("kind")
+        if kind == "ping":
+            await self.membership.absorb(state_from_proto(message.ping, self.membership.mesh.mesh_id), time.monotonic())
+            self.rounds += 1
+            return peer_pb2.GossipMessage(ack=state_to_proto(self.membership.state()))
+        if kind == "ping_request":
+            try:
+                await self.ping(message.ping_request.target_address, message.ping_request.target_node_id)
+                return peer_pb2.GossipMessage(indirect_ack=True)
+            except PeerUnreachable:
+                return peer_pb2.GossipMessage(indirect_ack=False)
+        if kind == "leave":
+            farewell = member_from_proto(message.leave)
+            event(log, "member left", peer=farewell.node_id)
+            await self.membership.absorb(GossipState(farewell.node_id, (farewell,), self.membership.mesh), time.monotonic())
+        return peer_pb2.GossipMessage()
+
+    async def leave(self) -> None:
+        """Tell every live peer we are leaving, so they drop us at once instead of suspecting us."""
+        own = self.membership.own_member()
+        farewell = swim.Member(own.record, own.address, swim.LEFT, own.incarnation)
+        message = peer_pb2.GossipMessage(leave=member_to_proto(farewell))
+        await asyncio.gather(*(self._send(m.address, message, 1.0) for m in self.membership.live_peers()), return_exceptions=True)

@@ -1,0 +1,30 @@
+"""Gossip messages between nodes: domain types to and from the peer protobufs (mesh.v1.peer)."""
+
+from __future__ import annotations
+
+from services.common.mesh_identity import MeshIdentity
+from services.common.records_proto import record_from_proto, record_to_proto
+from services.gossip.membership import GossipState
+from services.gossip.swim import Member
+from services.proto.mesh.v1 import peer_pb2
+
+
+def member_to_proto(member: Member) -> peer_pb2.Member:
+    return peer_pb2.Member(record=record_to_proto(member.record), address=member.address, status=member.status, incarnation=member.incarnation)
+
+
+def member_from_proto(message: peer_pb2.Member) -> Member:
+    return Member(record_from_proto(message.record), message.address, message.status or "alive", message.incarnation)
+
+
+def state_to_proto(state: GossipState) -> peer_pb2.GossipState:
+    return peer_pb2.GossipState(
+        from_node_id=state.from_node_id, members=[member_to_proto(m) for m in state.members],
+        secret=peer_pb2.MeshSecret(secret=state.mesh.secret, version=state.mesh.secret_version),
+    )
+
+
+def state_from_proto(message: peer_pb2.GossipState, mesh_id: str) -> GossipState:
+    mesh = MeshIdentity(mesh_id, message.secret.secret, message.secret.version)
+    members = tuple(member_from_proto(m) for m in message.members if m.status in ("alive", "suspect", "dead", "left"))
+    return GossipState(message.from_node_id, members, mesh)
