@@ -30,3 +30,12 @@ def start_node(tmp_path: Path, llama_bin_dir: Path) -> Iterator:
     yield start
     for node in started:
         node.stop()
+
+
+@pytest.fixture
+def mesh_bed(tmp_path: Path, llama_bin_dir: Path) -> Iterator:
+    from tests.meshbed import MeshBed
+
+    bed = MeshBed(tmp_path)
+    yield bed
+    bed.close()

@@ -5,6 +5,7 @@ A node that dies while we wait fails the test at once, with the tail of its log.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
@@ -19,19 +20,20 @@ import psutil
 MESH_LLM = Path(sys.executable).parent / "mesh-llm"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind((host, 0))
         return probe.getsockname()[1]
 
 
 class NodeProcess:
     """One node started with the CLI, its own ports, home and log file."""
 
-    def __init__(self, workdir: Path, *args: str) -> None:
+    def __init__(self, workdir: Path, *args: str, host: str = "127.0.0.1") -> None:
         self.workdir = workdir
-        self.port = free_port()
-        self.console = free_port()
+        self.host = host
+        self.port = free_port(host)
+        self.console = free_port(host)
         self.home = workdir / "home"
         self.log_path = workdir / "node.log"
         self.argv = [str(MESH_LLM), "--port", str(self.port), "--console", str(self.console),
@@ -40,11 +42,11 @@ class NodeProcess:
 
     @property
     def api(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def console_url(self) -> str:
-        return f"http://127.0.0.1:{self.console}"
+        return f"http://{self.host}:{self.console}"
 
     def start(self) -> NodeProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -87,8 +89,41 @@ class NodeProcess:
         except psutil.NoSuchProcess:
             return []
 
+    def sockets(self) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+        """(TCP listening addresses, UDP socket addresses) of every process of this node."""
+        listeners, udp = [], []
+        for process in [psutil.Process(self.process.pid), *self.descendants()]:  # type: ignore[union-attr]
+            for connection in process.net_connections(kind="inet"):
+                if connection.type == socket.SOCK_STREAM and connection.status == psutil.CONN_LISTEN:
+                    listeners.append((connection.laddr.ip, connection.laddr.port))
+                elif connection.type == socket.SOCK_DGRAM:
+                    udp.append((connection.laddr.ip, connection.laddr.port))
+        return listeners, udp
+
     def llama_servers(self) -> list[psutil.Process]:
         return [p for p in self.descendants() if _name(p) == "llama-server"]
+
+    def token(self, timeout: float = 30.0) -> str:
+        """The invite token the node printed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            for word in self.log_path.read_text(errors="replace").split():
+                if word.startswith("mesh1-"):
+                    return word
+            time.sleep(0.1)
+        raise AssertionError(f"no invite token printed:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL the node's CLI and every service under it, like a machine losing power."""
+        assert self.process is not None
+        victims = [psutil.Process(self.process.pid), *self.descendants()]
+        for victim in victims:
+            try:
+                victim.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.process.wait(10)
 
     def interrupt(self, timeout: float = 30.0) -> int:
         """Ctrl-C: SIGINT to the node's process group; the exit code."""
@@ -109,6 +144,11 @@ class NodeProcess:
         for child in leftovers:
             if child.is_running():
                 child.kill()
+
+
+def is_loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
 
 
 def _name(process: psutil.Process) -> str:

@@ -69,7 +69,7 @@ def _unbase64(text: str) -> bytes:
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except ValueError:
-        raise TokenError("invite token is not valid base64: copy it again") from None
+        raise TokenError("invite token is truncated or not valid base64: copy it again") from None
 
 
 def _is_address(address: object) -> bool:

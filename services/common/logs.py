@@ -38,7 +38,7 @@ def configure(service: str, node: str, level: str) -> None:
     root.setLevel(level)
     # Access logs and per-call client logs duplicate our own request events.
     logging.getLogger("uvicorn.access").disabled = True
-    for noisy in ("uvicorn.error", "httpx", "httpcore"):
+    for noisy in ("uvicorn.error", "httpx", "httpcore", "quic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -88,6 +88,18 @@ class GossipProtocol:
             target = self._next_target()
             if target is not None:
                 await self.probe(target)
+            await self._call_the_dead()
+
+    async def _call_the_dead(self) -> None:
+        """Ping one crashed member now and then: after a partition heals, the two sides find each
+        other again (the dead side refutes our claim with a higher incarnation)."""
+        dead = [m for m in self.membership.members.values() if m.status == swim.DEAD]
+        if dead and random.random() < 0.5:
+            try:
+                await self.ping(random.choice(dead).address, "")
+            except PeerUnreachable:
+                # Still unreachable: it stays dead until its tombstone is forgotten.
+                pass
 
     def _next_target(self) -> swim.Member | None:
         """Round-robin over live members in a shuffled order (SWIM's bounded detection time)."""

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import SMOLLM2
+from tests.nodes import is_loopback
 
 pytestmark = pytest.mark.e2e
 
@@ -120,6 +121,14 @@ def test_sigkill_of_llama_server_is_survived(node) -> None:
     (restarted,) = node.llama_servers()
     assert restarted.pid != server.pid
     assert client.chat.completions.create(model=SMOLLM2, messages=HELLO, **GREEDY).choices[0].message.content
+
+
+def test_only_the_quic_port_is_reachable_from_other_machines(node) -> None:
+    listeners, udp = node.sockets()
+    # gateway API and console, four gRPC servers, llama-server: all on loopback.
+    assert len(listeners) >= 7 and all(is_loopback(ip) for ip, _ in listeners), listeners
+    quic_port = int(node.status()["address"].rpartition(":")[2])
+    assert [port for _, port in udp] == [quic_port], udp
 
 
 def test_ctrl_c_leaves_no_process_behind(node) -> None:

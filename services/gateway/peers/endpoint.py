@@ -56,6 +56,7 @@ class MeshConnection(QuicConnectionProtocol):
         self.peer_node_id = ""
         self.peer_address = ""
         self.closed_reason = ""
+        self.timeouts = 0  # consecutive requests on this connection that got no reply in time
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _on_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -26,17 +26,35 @@ class PeerLinks:
 
     async def request(self, address: str, kind: StreamKind, payload: bytes, timeout: float) -> tuple[bytes, str, float]:
         """(reply, peer node id, seconds on the wire) for one message sent to the peer at address."""
-        async with asyncio.timeout(timeout):
-            connection = await self.connection_to(address, timeout)
-            reader, writer = await connection.create_stream()
-            started = time.monotonic()
-            writer.write(bytes([kind]) + encode_frame(payload))
-            writer.write_eof()
-            reply = await read_frame(reader)
-            rtt = time.monotonic() - started
+        connection = None
+        try:
+            async with asyncio.timeout(timeout):
+                connection = await self.connection_to(address, timeout)
+                reader, writer = await connection.create_stream()
+                started = time.monotonic()
+                writer.write(bytes([kind]) + encode_frame(payload))
+                writer.write_eof()
+                reply = await read_frame(reader)
+                rtt = time.monotonic() - started
+        except TimeoutError:
+            self._note_timeout(connection)
+            raise
+        if connection is not None:
+            connection.timeouts = 0
         self.count(kind.name.lower(), "sent", len(payload) + 5)
         self.count(kind.name.lower(), "received", len(reply) + 4)
         return reply, connection.peer_node_id, rtt
+
+    def _note_timeout(self, connection: MeshConnection | None) -> None:
+        """Drop a connection after repeated silence: after a partition heals, a fresh handshake
+        recovers at once, where the old connection's retransmission timer has backed off for long."""
+        if connection is None:
+            return
+        connection.timeouts += 1
+        if connection.timeouts >= 2:
+            connection.close(reason_phrase="peer silent")
+            assert self.endpoint is not None
+            self.endpoint.on_closed(connection)
 
     async def connection_to(self, address: str, timeout: float) -> MeshConnection:
         assert self.endpoint is not None

@@ -1,0 +1,68 @@
+"""Test bed: N real nodes on one machine, each on its own loopback address, with our UDP relay in
+front of every node's QUIC endpoint so tests can add delay, loss or partitions between them."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.nodes import NodeProcess, free_port
+from tests.relay import Relay
+
+
+class MeshBed:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.relay = Relay()
+        self.nodes: dict[str, NodeProcess] = {}
+        self._next_ip = 2
+
+    def start(self, name: str, *args: str, join: NodeProcess | None = None, token: str | None = None) -> NodeProcess:
+        ip = f"127.0.0.{self._next_ip}"
+        self._next_ip += 1
+        quic = free_port(ip, socket.SOCK_DGRAM)
+        relay_port = free_port(ip, socket.SOCK_DGRAM)
+        self.relay.front(ip, relay_port, (ip, quic))
+        argv = ["--host", ip, "--bind-port", str(quic), "--advertise", f"{ip}:{relay_port}", "--profile", "test", "--name", name, *args]
+        if join is not None or token is not None:
+            argv += ["--join", token or join.token()]  # type: ignore[union-attr]
+        node = NodeProcess(self.workdir / name, *argv, host=ip).start()
+        node.name = name  # type: ignore[attr-defined]
+        self.nodes[name] = node
+        return node
+
+    def ip_of(self, name: str) -> str:
+        return self.nodes[name].host
+
+    def peers_seen_by(self, name: str) -> dict[str, str]:
+        """{peer name: state} in the node's /api/status; {} while it does not answer."""
+        node = self.nodes[name]
+        node.check_alive()
+        try:
+            return {peer["name"]: peer["state"] for peer in node.status()["peers"]}
+        except (httpx.HTTPError, ValueError, KeyError):
+            return {}
+
+    def wait_until(self, predicate, timeout: float, what: str) -> float:
+        """Seconds it took for predicate() to hold; fails with every node's view after `timeout`."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if predicate():
+                return time.monotonic() - started
+            time.sleep(0.05)
+        views = {name: self.peers_seen_by(name) for name, node in self.nodes.items() if node.process and node.process.poll() is None}
+        raise AssertionError(f"not {what} after {timeout}s: {views}")
+
+    def all_see_each_other(self, names: list[str]) -> bool:
+        return all(
+            set(self.peers_seen_by(name)) == set(names) - {name} and set(self.peers_seen_by(name).values()) <= {"alive"}
+            for name in names
+        )
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+        self.relay.close()

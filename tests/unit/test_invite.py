@@ -1,0 +1,55 @@
+import pytest
+
+from services.common.invite import InviteToken, TokenError, decode, new_secret
+from services.gateway.peers import admission
+from services.gateway.peers.framing import MAX_FRAME_BYTES, FrameError, StreamKind, encode_frame, frame_length, stream_kind
+
+TOKEN = InviteToken("abcdef0123456789", new_secret(), ("10.0.0.2:7000", "host.local:7001"), "ab" * 32)
+
+
+def test_token_round_trips() -> None:
+    assert decode(TOKEN.encode()) == TOKEN
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("hello", "not a mesh-llm invite token"),
+        (TOKEN.encode()[:-3], "truncated"),
+        (TOKEN.encode()[:30] + "x" + TOKEN.encode()[31:], "truncated or altered"),
+        ("mesh1-", "truncated or altered"),
+    ],
+)
+def test_bad_tokens_say_why(text: str, fragment: str) -> None:
+    with pytest.raises(TokenError, match=fragment):
+        decode(text)
+
+
+def test_token_with_a_bad_address_is_refused() -> None:
+    with pytest.raises(TokenError, match="addresses"):
+        decode(InviteToken("m", new_secret(), ("no-port",), "f").encode())
+
+
+def test_proofs_bind_secret_role_fingerprints_and_nonces() -> None:
+    secret, nonce_a, nonce_b = new_secret(), admission.new_nonce(), admission.new_nonce()
+    transcript = admission.transcript("mesh", "client-fp", "server-fp", nonce_a, nonce_b)
+    proof = admission.proof(secret, "client", transcript)
+    assert admission.check(secret, "client", transcript, proof)
+    assert not admission.check(new_secret(), "client", transcript, proof)  # wrong secret
+    assert not admission.check(secret, "server", transcript, proof)  # reflected to the other role
+    relayed = admission.transcript("mesh", "client-fp", "mitm-fp", nonce_a, nonce_b)
+    assert not admission.check(secret, "client", relayed, proof)  # a man in the middle's certificate
+    replayed = admission.transcript("mesh", "client-fp", "server-fp", nonce_a, admission.new_nonce())
+    assert not admission.check(secret, "client", replayed, proof)  # a fresh server nonce
+
+
+def test_framing_limits_and_kinds() -> None:
+    frame = encode_frame(b"hello")
+    assert frame_length(frame[:4]) == 5 and frame[4:] == b"hello"
+    with pytest.raises(FrameError):
+        encode_frame(b"x" * (MAX_FRAME_BYTES + 1))
+    with pytest.raises(FrameError):
+        frame_length((MAX_FRAME_BYTES + 1).to_bytes(4, "big"))
+    assert stream_kind(bytes([StreamKind.GOSSIP])) == StreamKind.GOSSIP
+    with pytest.raises(FrameError):
+        stream_kind(b"\x63")
