@@ -20,6 +20,7 @@ from aioquic.asyncio.server import QuicServer
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from google.protobuf.message import DecodeError
 
 from services.common.logs import event
 from services.gateway.peers import admission
@@ -73,7 +74,7 @@ class MeshConnection(QuicConnectionProtocol):
                 self.refuse(f"{kind.name} stream before admission")
             else:
                 await self.endpoint.serve_stream(self, kind, reader, writer)
-        except (FrameError, asyncio.IncompleteReadError, ValueError) as bad:
+        except (FrameError, asyncio.IncompleteReadError, ValueError, DecodeError) as bad:
             # A broken peer must not take the node down: drop its connection, keep serving others.
             self.refuse(f"malformed stream: {bad}")
         finally:
