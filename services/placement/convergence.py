@@ -17,7 +17,7 @@ from services.common.records_proto import served_from_proto, update_to_proto
 from services.placement import planner
 from services.placement.settings import PlacementSettings
 from services.proto.mesh.v1 import gossip_pb2_grpc, runner_pb2, runner_pb2_grpc
-from services.runner.models import ModelRef, resolve
+from services.runner.models import ModelRef, models_on_disk, resolve
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Convergence:
             event(log, "placement decided", model=assignment.model_id, mode=assignment.mode, reason=assignment.reason)
         await self._update_self(
             role="client" if s.client else planner.role_of(self.assignments), assignments=self.assignments,
-            memory_offered_bytes=self.memory_offered(), models_on_disk=tuple(m.model_id for m in models),
+            memory_offered_bytes=self.memory_offered(), models_on_disk=models_on_disk(s.models_dir, models),
         )
         paths = {m.model_id: m.path for m in models}
         for assignment in self.assignments:

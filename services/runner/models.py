@@ -60,6 +60,14 @@ def _catalog_path(name: str) -> Path:
     return Path(found.origin).parent / file_name
 
 
+def models_on_disk(models_dir: Path, named: list[ModelRef]) -> tuple[str, ...]:
+    """Ids of the models this node could serve: those named by --model and every GGUF in models_dir."""
+    found = {ref.model_id for ref in named}
+    if models_dir.is_dir():
+        found.update(model_id_of(path) for path in models_dir.rglob("*.gguf") if is_gguf(path))
+    return tuple(sorted(found))
+
+
 def model_id_of(path: Path) -> str:
     """The name clients use: the file name without folder or .gguf."""
     return path.name.removesuffix(".gguf")

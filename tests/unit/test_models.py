@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from services.runner.models import ModelError, resolve
+from services.runner.models import ModelError, models_on_disk, resolve
 
 
 def gguf(path: Path) -> Path:
@@ -36,3 +36,10 @@ def test_a_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:
     text.write_text("hello")
     with pytest.raises(ModelError, match="not a GGUF"):
         resolve(str(text), tmp_path)
+
+
+def test_models_on_disk_lists_named_models_and_the_models_folder(tmp_path: Path) -> None:
+    gguf(tmp_path / "models" / "a" / "Alpha.gguf")
+    (tmp_path / "models" / "notes.gguf").write_text("not a model")
+    named = [resolve("SmolLM2-135M-Instruct", tmp_path)]
+    assert models_on_disk(tmp_path / "models", named) == ("Alpha", "SmolLM2-135M-Instruct")

@@ -14,6 +14,7 @@ def node_status(record: NodeRecord) -> dict:
         "name": record.name,
         "role": record.role,
         "memory_offered_bytes": record.memory_offered_bytes,
+        "models_on_disk": list(record.models_on_disk),
         "models": [asdict(served) for served in record.served],
         "assignments": [asdict(assignment) for assignment in record.assignments],
         "version": record.version,
