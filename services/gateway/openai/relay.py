@@ -1,14 +1,17 @@
-"""Relaying an OpenAI request to the llama-server that serves its model, streaming chunk by chunk.
+"""Relaying an OpenAI request to a server of its model, here or on a peer, streaming chunk by chunk.
 
-Owns the upstream HTTP client and per-request metrics; the choice of server is routing.py's.
-The request path stays lean: the body is forwarded as received, chunks are passed on as they
-arrive, and usage is read once from the response's end.
+Owns trying targets in routing's order (one retry when a target fails before its first byte),
+the gateway's in-flight counts, and per-request metrics. The request path stays lean: the body is
+forwarded as received, chunks are passed on as they arrive, usage is read once at the end.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import httpx
@@ -17,81 +20,108 @@ from starlette.responses import Response, StreamingResponse
 from services.common.logs import event, request_id
 from services.gateway import routing
 from services.gateway.errors import ModelNotFound, NoServer
-from services.gateway.metrics import GatewayMetrics
 from services.gateway.mesh_view import MeshMirror
+from services.gateway.metrics import GatewayMetrics
 from services.gateway.openai.usage import usage_of_response, usage_of_stream_tail
-from services.gateway.settings import GatewaySettings
+from services.gateway.tunnel.client import TunnelUpstream
+from services.gateway.upstream import LocalUpstream, UpstreamResponse, UpstreamUnavailable
 
 TAIL_BYTES = 8192
+ATTEMPTS = 2  # the first target, then one other if the first fails before its first byte
 
 log = logging.getLogger(__name__)
 
 
 class Relay:
-    def __init__(self, settings: GatewaySettings, mirror: MeshMirror, metrics: GatewayMetrics) -> None:
+    def __init__(self, mirror: MeshMirror, metrics: GatewayMetrics, local: LocalUpstream, tunnel: TunnelUpstream | None) -> None:
         self.mirror = mirror
         self.metrics = metrics
-        # No read timeout: a long generation is not an error; connect failures are.
-        timeout = httpx.Timeout(None, connect=settings.connect_timeout)
-        self.client = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+        self.local = local
+        self.tunnel = tunnel
+        self.in_flight: Counter[str] = Counter()
 
-    async def close(self) -> None:
-        await self.client.aclose()
-
-    def target(self, model: str) -> routing.Target:
-        decision = routing.route(self.mirror.view, model, time.time())
+    def targets(self, model: str, affinity: str, exclude: frozenset[str]) -> list[routing.Target]:
+        decision = routing.route(self.mirror.view, model, time.time(), affinity, self.in_flight, exclude)
         if isinstance(decision, routing.UnknownModel):
             served = ", ".join(decision.served) or "none"
-            raise ModelNotFound(f"model '{model}' is not served by this mesh; served models: {served}")
+            which = f" ('{model}' could mean {', '.join(decision.ambiguous)})" if decision.ambiguous else ""
+            raise ModelNotFound(f"model '{model}' is not served by this mesh{which}; served models: {served}")
         if isinstance(decision, routing.NotReady):
             raise NoServer(f"model '{decision.model_id}' has no ready server (it is {decision.state}); retry shortly", decision.retry_after)
         return decision
 
-    async def forward(self, endpoint: str, model: str, stream: bool, raw: bytes) -> Response:
+    async def forward(self, endpoint: str, model: str, stream: bool, raw: bytes, affinity: str = "") -> Response:
         started = time.perf_counter()
-        target = self.target(model)
-        request = self.client.build_request(
-            "POST", f"http://127.0.0.1:{target.port}{endpoint}", content=raw,
-            headers={"content-type": "application/json", "x-request-id": request_id.get()},
-        )
-        try:
-            upstream = await self._send(request)
-        except httpx.TransportError:
-            self.metrics.requests.labels(target.model_id, endpoint, "503").inc()
-            raise NoServer(f"model '{target.model_id}' server is not answering; retry shortly", 1) from None
-        self.metrics.requests.labels(target.model_id, endpoint, str(upstream.status_code)).inc()
-        headers = {"x-request-id": request_id.get()}
-        if stream and upstream.status_code == 200:
+        tried: set[str] = set()
+        for _ in range(ATTEMPTS):
+            target = self.targets(model, affinity, frozenset(tried))[0]
+            tried.add(target.node_id)
+            try:
+                upstream = await self._open(target, endpoint, raw)
+            except UpstreamUnavailable as failure:
+                self._failed(target, endpoint, "unavailable", str(failure))
+                continue
+            if upstream.status == 503:
+                # The far side had no ready server after all: as good as failing before the first byte.
+                await upstream.close()
+                self._failed(target, endpoint, "not_ready", "503 from the target")
+                continue
+            return await self._respond(target, endpoint, stream, upstream, started)
+        raise NoServer(f"model '{model}': its servers failed before answering ({', '.join(sorted(tried))}); retry shortly", 1)
+
+    async def _open(self, target: routing.Target, endpoint: str, raw: bytes) -> UpstreamResponse:
+        if target.local:
+            return await self.local.open(target.port, endpoint, raw, request_id.get())
+        if self.tunnel is None:
+            raise UpstreamUnavailable("this gateway has no tunnel to peers")
+        return await self.tunnel.open(target.address, endpoint, target.model_id, raw, request_id.get())
+
+    def _failed(self, target: routing.Target, endpoint: str, reason: str, detail: str) -> None:
+        self.metrics.errors.labels(target.model_id, target.node_id, reason).inc()
+        event(log, "target failed", logging.WARNING, model=target.model_id, node=target.node_id, endpoint=endpoint, reason=detail)
+
+    async def _respond(self, target: routing.Target, endpoint: str, stream: bool, upstream: UpstreamResponse, started: float) -> Response:
+        self.metrics.requests.labels(target.model_id, target.node_id, endpoint, str(upstream.status)).inc()
+        headers = {"x-request-id": request_id.get(), "x-mesh-node": target.node_id}
+        self.in_flight[target.node_id] += 1
+        if stream and upstream.status == 200:
             return StreamingResponse(self._chunks(upstream, target, started), media_type="text/event-stream",
                                      headers=headers | {"cache-control": "no-cache"})
-        body = await _read_all(upstream)
-        self.metrics.time_to_first_token.labels(target.model_id).observe(time.perf_counter() - started)
-        self._count(target, upstream.status_code, usage_of_response(body), started)
-        return Response(body, status_code=upstream.status_code, media_type=upstream.headers.get("content-type"), headers=headers)
-
-    async def _send(self, request: httpx.Request) -> httpx.Response:
-        """Send, retrying once when a kept-alive connection turns out closed before any response.
-
-        llama-server (cpp-httplib) sometimes closes a kept-alive connection right after a streamed
-        response; the next request on it then fails unread, so sending it again is safe.
-        """
         try:
-            return await self.client.send(request, stream=True)
-        except httpx.RemoteProtocolError:
-            return await self.client.send(request, stream=True)
+            body = b"".join([chunk async for chunk in upstream.chunks])
+        except (httpx.HTTPError, ConnectionError, asyncio.IncompleteReadError) as failure:
+            self._failed(target, endpoint, "broken", str(failure))
+            raise NoServer(f"model '{target.model_id}' server failed while answering; retry", 1) from None
+        finally:
+            await upstream.close()
+            self.in_flight[target.node_id] -= 1
+        self.metrics.time_to_first_token.labels(target.model_id, target.node_id).observe(time.perf_counter() - started)
+        self._count(target, upstream.status, usage_of_response(body), started)
+        return Response(body, status_code=upstream.status, media_type=upstream.content_type, headers=headers)
 
-    async def _chunks(self, upstream: httpx.Response, target: routing.Target, started: float) -> AsyncIterator[bytes]:
+    async def _chunks(self, upstream: UpstreamResponse, target: routing.Target, started: float) -> AsyncIterator[bytes]:
         tail = b""
+        inter_token = self.metrics.inter_token.labels(target.model_id)
+        last = 0.0
         try:
-            async for chunk in upstream.aiter_raw():
+            async for chunk in upstream.chunks:
+                now = time.perf_counter()
                 if not tail:
-                    self.metrics.time_to_first_token.labels(target.model_id).observe(time.perf_counter() - started)
+                    self.metrics.time_to_first_token.labels(target.model_id, target.node_id).observe(now - started)
+                else:
+                    inter_token.observe(now - last)
+                last = now
                 tail = (tail + chunk)[-TAIL_BYTES:]
                 yield chunk
+        except (httpx.HTTPError, ConnectionError, asyncio.IncompleteReadError) as failure:
+            # After the first byte there is no retry: end the stream with an OpenAI-shaped error event.
+            self._failed(target, "stream", "broken", str(failure))
+            yield error_event(f"the server of '{target.model_id}' failed mid-stream: {type(failure).__name__}")
         finally:
-            # Also on client disconnect: closing upstream makes llama-server free the slot.
-            await upstream.aclose()
-            self._count(target, upstream.status_code, usage_of_stream_tail(tail), started)
+            # Also on client disconnect: closing upstream makes llama-server (here or on the peer) free the slot.
+            await upstream.close()
+            self.in_flight[target.node_id] -= 1
+            self._count(target, upstream.status, usage_of_stream_tail(tail), started)
 
     def _count(self, target: routing.Target, status: int, usage: tuple[int, int], started: float) -> None:
         prompt, completion = usage
@@ -103,8 +133,6 @@ class Relay:
               prompt_tokens=prompt, completion_tokens=completion, ms=round(elapsed * 1000))
 
 
-async def _read_all(upstream: httpx.Response) -> bytes:
-    try:
-        return await upstream.aread()
-    finally:
-        await upstream.aclose()
+def error_event(message: str) -> bytes:
+    body = {"error": {"message": message, "type": "server_error", "code": "upstream_failed"}}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"

@@ -58,12 +58,23 @@ class MeshConnection(QuicConnectionProtocol):
         self.peer_address = ""
         self.closed_reason = ""
         self.timeouts = 0  # consecutive requests on this connection that got no reply in time
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
 
     def _on_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stream_id = writer.get_extra_info("stream_id")
         task = asyncio.get_running_loop().create_task(self._serve_stream(reader, writer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[stream_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(stream_id, None))
+
+    def cancel_stream(self, stream_id: int, error_code: int) -> None:
+        """Abandon a stream we opened: the peer stops sending and cancels its work on it."""
+        try:
+            self._quic.reset_stream(stream_id, error_code)
+            self._quic.stop_stream(stream_id, error_code)
+        except (ValueError, AssertionError):
+            # The stream already ended on both sides: nothing left to abandon.
+            return
+        self.transmit()
 
     async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -78,7 +89,11 @@ class MeshConnection(QuicConnectionProtocol):
             # A broken peer must not take the node down: drop its connection, keep serving others.
             self.refuse(f"malformed stream: {bad}")
         finally:
-            writer.close()
+            try:
+                writer.close()
+            except (ValueError, AssertionError):
+                # The peer reset the stream: there is nothing to close on our side.
+                pass
 
     async def _admit_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         local = self.endpoint.local()
@@ -147,6 +162,11 @@ class MeshConnection(QuicConnectionProtocol):
             if quic_event.error_code == 0x100 and quic_event.reason_phrase:
                 event(log, "refused by peer", logging.WARNING, reason=quic_event.reason_phrase, peer=self.peer_node_id or "?")
             self.endpoint.on_closed(self)
+        elif isinstance(quic_event, (events.StreamReset, events.StopSendingReceived)):
+            # The peer abandoned a stream it asked us to serve: stop the work behind it.
+            task = self._tasks.get(quic_event.stream_id)
+            if task is not None:
+                task.cancel()
         super().quic_event_received(quic_event)
 
 

@@ -15,12 +15,13 @@ from services.gateway.peers.framing import StreamKind, encode_frame
 
 GossipHandler = Callable[[bytes, str], Awaitable[bytes]]
 ByteCounter = Callable[[str, str, int], None]
+StreamHandler = Callable[[MeshConnection, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 class PeerLinks:
-    def __init__(self, on_gossip: GossipHandler, count: ByteCounter) -> None:
-        self.on_gossip = on_gossip
+    def __init__(self, count: ByteCounter) -> None:
         self.count = count
+        self.handlers: dict[StreamKind, StreamHandler] = {}
         self.endpoint: PeerEndpoint | None = None
         self._connecting: dict[str, asyncio.Task[MeshConnection]] = {}
 
@@ -77,12 +78,22 @@ class PeerLinks:
         return connection
 
     async def serve_stream(self, connection: MeshConnection, kind: StreamKind, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """A stream a peer opened after admission."""
-        if kind != StreamKind.GOSSIP:
-            connection.refuse(f"{kind.name} streams are not served yet")
+        """A stream a peer opened after admission, handed to the handler of its kind."""
+        handler = self.handlers.get(kind)
+        if handler is None:
+            connection.refuse(f"{kind.name} streams are not served")
             return
+        await handler(connection, reader, writer)
+
+
+def request_reply(on_message: GossipHandler, count: ByteCounter) -> StreamHandler:
+    """A handler for one-frame request, one-frame reply streams (gossip)."""
+
+    async def serve(connection: MeshConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         payload = await read_frame(reader)
-        self.count("gossip", "received", len(payload) + 5)
-        reply = await self.on_gossip(payload, connection.peer_node_id)
+        count("gossip", "received", len(payload) + 5)
+        reply = await on_message(payload, connection.peer_node_id)
         writer.write(encode_frame(reply))
-        self.count("gossip", "sent", len(reply) + 4)
+        count("gossip", "sent", len(reply) + 4)
+
+    return serve

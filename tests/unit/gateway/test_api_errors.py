@@ -9,6 +9,7 @@ from services.gateway.mesh_view import MeshMirror
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.openai.relay import Relay
 from services.gateway.settings import GatewaySettings
+from services.gateway.upstream import LocalUpstream
 
 
 def client(*served: ServedModel, api_key: str = "") -> TestClient:
@@ -16,7 +17,7 @@ def client(*served: ServedModel, api_key: str = "") -> TestClient:
     mirror = MeshMirror()
     mirror.view = MeshView(own=NodeRecord(node_id="me", name="me", served=served))
     metrics = GatewayMetrics()
-    return TestClient(create_api_app(settings, mirror, Relay(settings, mirror, metrics), metrics))
+    return TestClient(create_api_app(settings, mirror, Relay(mirror, metrics, LocalUpstream(1.0), None), metrics))
 
 
 def assert_openai_error(response, status: int, code: str) -> dict:

@@ -15,4 +15,4 @@ router = APIRouter()
 async def chat_completions(request: Request) -> Response:
     raw = await request.body()
     body = parse_body(raw, ChatCompletionRequest)
-    return await request.app.state.relay.forward("/v1/chat/completions", body.model, body.stream, raw)
+    return await request.app.state.relay.forward("/v1/chat/completions", body.model, body.stream, raw, body.affinity())

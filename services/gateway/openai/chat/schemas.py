@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
@@ -21,3 +23,13 @@ class ChatCompletionRequest(BaseModel):
     model: StrictStr
     messages: list[ChatMessage] = Field(min_length=1)
     stream: StrictBool = False
+    user: StrictStr | None = None
+
+    def affinity(self) -> str:
+        """What keeps a session on one node (KV-cache reuse): the user, else the conversation so far."""
+        if self.user:
+            return f"user:{self.user}"
+        if len(self.messages) > 1:
+            earlier = json.dumps([m.model_dump() for m in self.messages[:-1]], sort_keys=True).encode()
+            return "conversation:" + hashlib.sha256(earlier).hexdigest()
+        return ""

@@ -12,3 +12,7 @@ class CompletionRequest(BaseModel):
     # A string, a batch of strings, or token ids (one list or a batch of lists).
     prompt: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
     stream: StrictBool = False
+    user: StrictStr | None = None
+
+    def affinity(self) -> str:
+        return f"user:{self.user}" if self.user else ""
