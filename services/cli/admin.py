@@ -15,7 +15,7 @@ from services.cli.flags import UsageError
 from services.common.invite import InviteToken
 from services.common.settings import NodeSettings
 from services.gateway.peers import identity
-from services.proto.mesh.v1 import gossip_pb2, gossip_pb2_grpc
+from services.proto.mesh.v1 import gossip_pb2, gossip_pb2_grpc, placement_pb2, placement_pb2_grpc
 
 NODE_FILE = "node.json"
 
@@ -46,6 +46,12 @@ def run(args: argparse.Namespace) -> None:
             token = InviteToken(mesh.mesh_id, mesh.secret, (node["address"],), identity.load_or_create(home).fingerprint)
             print(f"new mesh secret (version {mesh.secret_version}); old invite tokens no longer admit new nodes.")
             print(f"invite token: {token.encode()}")
+        elif command[0] == "drop":
+            if len(command) != 2:
+                raise UsageError("usage: mesh-llm drop MODEL")
+            with grpc.insecure_channel(f"127.0.0.1:{node['grpc_ports']['placement']}") as placement:
+                placement_pb2_grpc.PlacementStub(placement).Drop(placement_pb2.DropRequest(model_id=command[1]), timeout=30)
+            print(f"stopped serving {command[1]} on this node")
         elif command[1:] == ["leave"]:
             stub.Leave(gossip_pb2.LeaveRequest(), timeout=5)
             print("left the mesh")
@@ -57,6 +63,8 @@ def run(args: argparse.Namespace) -> None:
         else:
             raise UsageError("admin commands: peers, self, leave")
     except grpc.RpcError as failure:
+        if failure.code() == grpc.StatusCode.NOT_FOUND:
+            raise UsageError(failure.details()) from None
         raise UsageError(f"the node at {home} does not answer: {failure.code().name}") from None
     finally:
         channel.close()

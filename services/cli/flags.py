@@ -20,8 +20,8 @@ NOT_BUILT_YET = {
     "split": "--split (splitting a model over nodes)",
     "standby": "--standby (standby nodes)",
 }
-COMMANDS = ("rotate-key", "admin")
-NOT_BUILT_COMMANDS = ("drop", "moe")
+COMMANDS = ("rotate-key", "admin", "drop")
+NOT_BUILT_COMMANDS = ("moe",)
 
 
 class UsageError(Exception):
@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mesh-llm", description="Serve LLMs from the pooled memory of several machines behind one OpenAI API.")
-    p.add_argument("command", nargs="*", help="rotate-key | admin peers|self|leave (talk to the running node at --home)")
+    p.add_argument("command", nargs="*", help="rotate-key | admin peers|self|leave | drop MODEL (talk to the running node at --home)")
     p.add_argument("--model", action="append", default=[], help="model to serve (repeatable): catalog name, GGUF path, or a file in ~/.models")
     p.add_argument("--port", type=int, default=9337, help="OpenAI API port (default 9337)")
     p.add_argument("--console", type=int, default=3131, help="console port (default 3131)")

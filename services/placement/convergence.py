@@ -28,6 +28,8 @@ class Convergence:
         self.gossip = gossip_pb2_grpc.GossipStub(gossip)
         self.runner = runner_pb2_grpc.RunnerStub(runner)
         self.assignments: tuple[Assignment, ...] = ()
+        self.models: list[ModelRef] = []
+        self.dropped: set[str] = set()
 
     def memory_offered(self) -> int:
         if self.settings.client:
@@ -35,14 +37,24 @@ class Convergence:
         return self.settings.max_memory_bytes or psutil.virtual_memory().total
 
     async def run(self) -> None:
-        models = [resolve(spec, self.settings.models_dir) for spec in self.settings.models]
-        await self.apply(models)
+        self.models = [resolve(spec, self.settings.models_dir) for spec in self.settings.models]
+        await self.apply(self.models)
         await self.report_served()
+
+    async def drop(self, model_id: str) -> bool:
+        """Stop serving a model here; False when this node does not serve it."""
+        match = next((m.model_id for m in self.models if m.model_id.lower() == model_id.lower()), None)
+        if match is None or match in self.dropped:
+            return False
+        self.dropped.add(match)
+        await self.runner.Stop(runner_pb2.StopRequest(model_id=match), wait_for_ready=True)
+        await self.apply(self.models)
+        return True
 
     async def apply(self, models: list[ModelRef]) -> None:
         s = self.settings
         needs = [planner.ModelNeed(m.model_id, m.size_bytes) for m in models]
-        self.assignments = planner.plan(needs, self.memory_offered(), s.headroom, s.context_bytes)
+        self.assignments = planner.plan(needs, self.memory_offered(), s.headroom, s.context_bytes, frozenset(self.dropped))
         for assignment in self.assignments:
             event(log, "placement decided", model=assignment.model_id, mode=assignment.mode, reason=assignment.reason)
         await self._update_self(

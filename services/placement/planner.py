@@ -24,11 +24,15 @@ def memory_needed(size_bytes: int, headroom: float, context_bytes: int) -> int:
     return int(size_bytes * (1 + headroom)) + context_bytes
 
 
-def plan(models: Sequence[ModelNeed], memory_offered: int, headroom: float, context_bytes: int) -> tuple[Assignment, ...]:
+def plan(models: Sequence[ModelNeed], memory_offered: int, headroom: float, context_bytes: int,
+         dropped: frozenset[str] = frozenset()) -> tuple[Assignment, ...]:
     """Serve each model solo, in the order asked, while it fits what is left of the memory."""
     left = memory_offered
     assignments = []
     for model in models:
+        if model.model_id in dropped:
+            assignments.append(Assignment(model.model_id, "dropped", "dropped by mesh-llm drop"))
+            continue
         need = memory_needed(model.size_bytes, headroom, context_bytes)
         if need <= left:
             left -= need

@@ -14,4 +14,12 @@ class PlacementServicer(placement_pb2_grpc.PlacementServicer):
         self.convergence = convergence
 
     async def GetPlan(self, request: placement_pb2.GetPlanRequest, context: grpc.aio.ServicerContext) -> placement_pb2.Plan:
+        return self._plan()
+
+    async def Drop(self, request: placement_pb2.DropRequest, context: grpc.aio.ServicerContext) -> placement_pb2.Plan:
+        if not await self.convergence.drop(request.model_id):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"this node does not serve '{request.model_id}'")
+        return self._plan()
+
+    def _plan(self) -> placement_pb2.Plan:
         return placement_pb2.Plan(assignments=[assignment_to_proto(a) for a in self.convergence.assignments])
