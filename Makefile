@@ -54,6 +54,7 @@ test: setup
 
 bench: setup
 	$(PY) bench/gateway_overhead.py
+	$(PY) bench/tunnel_overhead.py
 
 clean:
 	rm -rf $(VENV) services/proto/mesh

@@ -14,8 +14,9 @@ from tests.relay import Relay
 
 
 class MeshBed:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, relayed: bool = True) -> None:
         self.workdir = workdir
+        self.relayed = relayed  # False: nodes dial each other directly (no relay to shape links)
         self.relay = Relay()
         self.nodes: dict[str, NodeProcess] = {}
         self._next_ip = 2
@@ -24,9 +25,11 @@ class MeshBed:
         ip = f"127.0.0.{self._next_ip}"
         self._next_ip += 1
         quic = free_port(ip, socket.SOCK_DGRAM)
-        relay_port = free_port(ip, socket.SOCK_DGRAM)
-        self.relay.front(ip, relay_port, (ip, quic))
-        argv = ["--host", ip, "--bind-port", str(quic), "--advertise", f"{ip}:{relay_port}", "--profile", "test", "--name", name, *args]
+        advertised = quic
+        if self.relayed:
+            advertised = free_port(ip, socket.SOCK_DGRAM)
+            self.relay.front(ip, advertised, (ip, quic))
+        argv = ["--host", ip, "--bind-port", str(quic), "--advertise", f"{ip}:{advertised}", "--profile", "test", "--name", name, *args]
         if join is not None or token is not None:
             argv += ["--join", token or join.token()]  # type: ignore[union-attr]
         node = NodeProcess(self.workdir / name, *argv, host=ip).start()
