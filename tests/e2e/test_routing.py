@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.runner.models import resolve
 from tests.conftest import SMOLLM2
@@ -64,6 +65,13 @@ def test_client_node_reaches_both_models_streams_incrementally_and_frees_slots(m
             model=model, messages=HELLO, temperature=0, seed=1, max_tokens=16, stream=True) if ch.choices and ch.choices[0].delta.content]
         assert "".join(pieces) == whole.choices[0].message.content
     assert client.completions.create(model="smollm2", prompt="Once upon a time", max_tokens=8).choices[0].text
+    a_id = a.status()["id"]
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(httpx.get(f"{c.api}/metrics").text) for s in family.samples}
+    to_a = sum(v for (name, labels), v in samples.items() if name == "mesh_gateway_requests_total" and ("target", a_id) in labels)
+    assert to_a == 3  # chat, streamed chat, completion
+    assert samples[("mesh_peer_bytes_total", (("direction", "received"), ("stream", "http")))] > 1000
+    assert sum(v for (name, labels), v in samples.items() if name == "mesh_gateway_time_to_first_token_seconds_count" and ("target", a_id) in labels) == 3
 
     # Incremental: chunks through C -> A arrive spread over the generation, not all at once.
     started = time.monotonic()
