@@ -38,7 +38,7 @@ def start_abc(bed, tmp_path: Path):
     c = bed.start("C", "--client", join=a)
     a.wait_ready(SMOLLM2)
     b.wait_ready(OTHER)
-    bed.wait_until(lambda: all(len(_model_ids(n)) == 2 for n in (a, b, c)), 30, "both models visible everywhere")
+    bed.wait_until(lambda: all(_ready_everywhere(n, m) for n in (a, b, c) for m in (SMOLLM2, OTHER)), 30, "both models ready everywhere")
     return a, b, c
 
 
@@ -123,6 +123,7 @@ def test_killing_llama_server_during_a_burst_never_hangs(mesh_bed, tmp_path) -> 
     assert len(results) == 16 and set(results) <= {200, 503}, results
     assert 503 in results
     a.wait_ready(SMOLLM2)
+    mesh_bed.wait_until(lambda: _ready_everywhere(c, SMOLLM2), 10, "C sees A's server ready again")
     assert sdk(c).chat.completions.create(model=SMOLLM2, messages=HELLO, max_tokens=8).choices[0].message.content
 
 
@@ -150,6 +151,14 @@ def test_same_user_sticks_to_one_node_and_load_spreads(mesh_bed, tmp_path) -> No
     with ThreadPoolExecutor(6) as pool:
         spread = list(pool.map(lambda i: target(None, f"Tell me about number {i}"), range(12)))
     assert set(spread) == set(_nodes_serving(c)), spread
+
+
+def _ready_everywhere(node, model: str) -> bool:
+    try:
+        listed = {m["id"]: m for m in httpx.get(f"{node.api}/v1/models", timeout=5).json()["data"]}
+        return all(n["state"] == "ready" for n in listed[model]["nodes"])
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
 
 
 def _nodes_serving(node) -> list[str]:
