@@ -1,0 +1,76 @@
+"""Splitting a dense model that fits no single node over several (pipeline parallel over RPC).
+
+Pure: from the model's needs, the nodes that hold its GGUF (with the memory they offer) and the
+RTTs between them, decide solo, split or unserved. The host is the node with the most memory;
+workers are the nearest peers (RTT at most 80 ms) added until the group fits; layers are given in
+proportion to memory, the host included. No I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from services.placement.planner import GIB, memory_needed
+
+MAX_RTT_SECONDS = 0.080
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A node that has the model's GGUF on disk and offers memory to the mesh."""
+
+    node_id: str
+    memory: int
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    mode: str  # solo | split | unserved
+    host: str = ""
+    workers: tuple[str, ...] = ()
+    layers: dict[str, int] = field(default_factory=dict)  # node id -> layers, host included
+    reason: str = ""
+
+
+def plan_split(size_bytes: int, layer_count: int, holders: Sequence[Holder], rtt: Callable[[str, str], float | None],
+               force_split: bool = False, headroom: float = 0.10, context_bytes: int = 0,
+               max_rtt: float = MAX_RTT_SECONDS) -> SplitPlan:
+    """Where one model runs. `rtt(a, b)` is the measured round trip in seconds, None if unknown."""
+    need = memory_needed(size_bytes, headroom, context_bytes)
+    if not holders:
+        return SplitPlan("unserved", reason="no node has the model on disk")
+    host = min(holders, key=lambda h: (-h.memory, h.node_id))
+    if need <= host.memory and not force_split:
+        return SplitPlan("solo", host.node_id, (), {host.node_id: layer_count}, f"fits on {host.node_id}")
+    near = [h for h in holders if h is not host and (r := rtt(host.node_id, h.node_id)) is not None and r <= max_rtt]
+    near.sort(key=lambda h: (rtt(host.node_id, h.node_id), h.node_id))
+    group, offered = [host], host.memory
+    for worker in near:
+        if offered >= need and len(group) > 1:
+            break
+        group.append(worker)
+        offered += worker.memory
+    if offered < need or len(group) == 1:
+        far = len(holders) - 1 - len(near)
+        return SplitPlan("unserved", host.node_id, reason=(
+            f"needs {need / GIB:.2f} GiB; {host.node_id} and {len(group) - 1} peer(s) within {max_rtt * 1000:.0f} ms "
+            f"offer {offered / GIB:.2f} GiB" + (f" ({far} more too far away)" if far else "")))
+    group = group[:layer_count]  # a node gets at least one layer
+    layers = proportional_layers([h.memory for h in group], layer_count)
+    return SplitPlan("split", host.node_id, tuple(h.node_id for h in group[1:]), dict(zip([h.node_id for h in group], layers)),
+                     f"needs {need / GIB:.2f} GiB: split over {len(group)} nodes")
+
+
+def proportional_layers(memories: Sequence[int], layer_count: int) -> list[int]:
+    """Layers per node in proportion to memory (largest remainder), every node at least one."""
+    total = sum(memories)
+    shares = [layer_count * m / total for m in memories]
+    layers = [max(1, int(share)) for share in shares]
+    while sum(layers) > layer_count:
+        index = max((i for i, n in enumerate(layers) if n > 1), key=lambda i: layers[i] - shares[i])
+        layers[index] -= 1
+    while sum(layers) < layer_count:
+        index = max(range(len(layers)), key=lambda i: shares[i] - layers[i])
+        layers[index] += 1
+    return layers
