@@ -18,6 +18,7 @@ class ServedModel:
     last_error: str = ""
     retry_at: float = 0.0
     size_bytes: int = 0
+    kind: str = "llama-server"  # llama-server (answers the API) | rpc-server (a split's worker)
 
 
 @dataclass(frozen=True)

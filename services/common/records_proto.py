@@ -18,7 +18,7 @@ def served_from_proto(message: node_pb2.ServedModel) -> ServedModel:
     return ServedModel(
         model_id=message.model_id, path=message.path, state=_STATE_NAMES.get(message.state, "stopped"),
         port=message.port, restarts=message.restarts, last_error=message.last_error,
-        retry_at=message.retry_at, size_bytes=message.size_bytes,
+        retry_at=message.retry_at, size_bytes=message.size_bytes, kind=message.kind or "llama-server",
     )
 
 
@@ -26,6 +26,7 @@ def served_to_proto(served: ServedModel) -> node_pb2.ServedModel:
     return node_pb2.ServedModel(
         model_id=served.model_id, path=served.path, state=_STATE_NUMBERS[served.state], port=served.port,
         restarts=served.restarts, last_error=served.last_error, retry_at=served.retry_at, size_bytes=served.size_bytes,
+        kind=served.kind,
     )
 
 

@@ -41,11 +41,16 @@ class GatewayMetrics:
         self.request_duration = Histogram("mesh_gateway_request_duration_seconds", "Seconds from request to last response byte", ["model"], buckets=LATENCY_BUCKETS, registry=r)
 
         self.peer_bytes = Counter("mesh_peer_bytes", "Bytes over QUIC streams to and from peers", ["stream", "direction"], registry=r)
+        self.rpc_bytes = Counter("mesh_rpc_tunnel_bytes", "Bytes through RPC tunnels to split workers, by worker address", ["worker", "direction"], registry=r)
         if mirror is not None:
             r.register(_MeshCollector(mirror))
 
     def count_peer_bytes(self, stream: str, direction: str, size: int) -> None:
         self.peer_bytes.labels(stream, direction).inc(size)
+
+    def count_rpc_bytes(self, worker: str, direction: str, size: int) -> None:
+        self.rpc_bytes.labels(worker, direction).inc(size)
+        self.peer_bytes.labels("rpc", direction).inc(size)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

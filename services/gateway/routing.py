@@ -99,8 +99,9 @@ def _rendezvous(key: str, node_id: str) -> int:
 
 
 def _servers(view: MeshView) -> list[_Server]:
-    own = [_Server(view.own, served, "", 0.0) for served in view.own.served]
-    peers = [_Server(peer.record, served, peer.address, peer.rtt) for peer in view.peers if peer.status == "alive" for served in peer.record.served]
+    own = [_Server(view.own, served, "", 0.0) for served in view.own.served if served.kind == "llama-server"]
+    peers = [_Server(peer.record, served, peer.address, peer.rtt) for peer in view.peers if peer.status == "alive"
+             for served in peer.record.served if served.kind == "llama-server"]
     return own + peers
 
 
@@ -110,10 +111,15 @@ def retry_after(matches: list[ServedModel], now: float) -> int:
     return max(1, math.ceil(min(due))) if due else 1
 
 
+def rpc_ports(view: MeshView) -> set[int]:
+    """Ports of this node's running rpc-servers: the only local ports an RPC tunnel may reach."""
+    return {served.port for served in view.own.served if served.kind == "rpc-server" and served.port}
+
+
 def local_port_of(view: MeshView, model_id: str) -> tuple[int, int, str]:
     """(port, 0, "") of this node's ready server for the model, or (0, status, why not) for a tunnel."""
     for served in view.own.served:
-        if served.model_id == model_id:
+        if served.model_id == model_id and served.kind == "llama-server":
             if served.state == "ready":
                 return served.port, 0, ""
             return 0, 503, f"model '{model_id}' is {served.state} on node {view.own.name}"

@@ -14,7 +14,8 @@ from services.gateway.peers import identity
 from services.gateway.peers.endpoint import LocalNode, open_endpoint
 from services.gateway.peers.framing import StreamKind
 from services.gateway.peers.links import PeerLinks, request_reply
-from services.gateway.routing import local_port_of
+from services.gateway.routing import local_port_of, rpc_ports
+from services.gateway.tunnel.rpc import RpcTunnels, RpcTunnelServer
 from services.gateway.tunnel.client import TunnelUpstream
 from services.gateway.tunnel.server import TunnelServer
 from services.gateway.upstream import LocalUpstream
@@ -42,10 +43,13 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
         links = PeerLinks(metrics.count_peer_bytes)
         relay = Relay(mirror, metrics, local_upstream, TunnelUpstream(links, metrics.count_peer_bytes, settings.connect_timeout))
         tunnels = TunnelServer(lambda model: local_port_of(mirror.view, model), local_upstream, metrics.count_peer_bytes)
-        links.handlers = {StreamKind.GOSSIP: request_reply(on_gossip, metrics.count_peer_bytes), StreamKind.HTTP: tunnels.serve}
+        rpc_tunnels = RpcTunnels(links, metrics.count_rpc_bytes, settings.connect_timeout)
+        rpc_server = RpcTunnelServer(lambda: rpc_ports(mirror.view))
+        links.handlers = {StreamKind.GOSSIP: request_reply(on_gossip, metrics.count_peer_bytes), StreamKind.HTTP: tunnels.serve,
+                          StreamKind.RPC: rpc_server.serve}
         links.endpoint = await open_endpoint(settings.peer_host, settings.peer_port, identity=me, local=local,
                                              serve_stream=links.serve_stream, idle_timeout=settings.peer_idle_timeout)
-        grpc = await grpc_server.start(node.gateway_grpc_port, lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(links), s))
+        grpc = await grpc_server.start(node.gateway_grpc_port, lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(links, rpc_tunnels), s))
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(mirror.follow(gossip))
@@ -58,6 +62,7 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
                 await gossip_stub.Leave(gossip_pb2.LeaveRequest(), timeout=2.0)
             except Exception:  # noqa: BLE001 - gossip already gone: peers will detect us as dead instead
                 pass
+            rpc_tunnels.close_all()
             links.endpoint.close()
             await local_upstream.close()
             await grpc.stop(grace=1.0)

@@ -7,12 +7,21 @@ import grpc
 from services.gateway.peers.endpoint import AdmissionRefused
 from services.gateway.peers.framing import FrameError, StreamKind
 from services.gateway.peers.links import PeerLinks
+from services.gateway.tunnel.rpc import RpcTunnels
 from services.proto.mesh.v1 import gateway_pb2, gateway_pb2_grpc
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
-    def __init__(self, links: PeerLinks) -> None:
+    def __init__(self, links: PeerLinks, rpc_tunnels: RpcTunnels) -> None:
         self.links = links
+        self.rpc_tunnels = rpc_tunnels
+
+    async def OpenRpcTunnel(self, request: gateway_pb2.RpcTunnelRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.RpcTunnel:
+        return gateway_pb2.RpcTunnel(local_port=await self.rpc_tunnels.open(request.address, request.port))
+
+    async def CloseRpcTunnel(self, request: gateway_pb2.RpcTunnel, context: grpc.aio.ServicerContext) -> gateway_pb2.RpcTunnel:
+        self.rpc_tunnels.close(request.local_port)
+        return request
 
     async def SendToPeer(self, request: gateway_pb2.PeerRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.PeerReply:
         try:

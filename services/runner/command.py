@@ -8,8 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def llama_server_argv(binary: Path, model_path: Path, model_id: str, port: int, *, ctx_size: int, threads: int, device: str) -> list[str]:
-    """llama-server serving one model on 127.0.0.1:port under the name `model_id`."""
+def llama_server_argv(binary: Path, model_path: Path, model_id: str, port: int, *, ctx_size: int, threads: int, device: str,
+                      rpc_endpoints: tuple[str, ...] = (), worker_layers: int = 0, tensor_split: tuple[float, ...] = ()) -> list[str]:
+    """llama-server serving one model on 127.0.0.1:port under the name `model_id`; with RPC
+    endpoints, the last `worker_layers` layers run on the workers in `tensor_split` proportions."""
     argv = [
         str(binary),
         "--model", str(model_path),
@@ -26,10 +28,20 @@ def llama_server_argv(binary: Path, model_path: Path, model_id: str, port: int, 
     ]
     if device:
         argv += ["--device", device]
+    if rpc_endpoints:
+        argv += ["--rpc", ",".join(rpc_endpoints), "--n-gpu-layers", str(worker_layers)]
+        if len(rpc_endpoints) > 1:
+            argv += ["--tensor-split", ",".join(f"{share:g}" for share in tensor_split)]
     return argv
 
 
-def child_environment(base: dict[str, str]) -> dict[str, str]:
+def rpc_server_argv(binary: Path, port: int, *, threads: int, cache: bool) -> list[str]:
+    """ggml-rpc-server on 127.0.0.1:port; it defaults to one thread, so threads are always given."""
+    argv = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--threads", str(threads)]
+    return argv + ["--cache"] if cache else argv
+
+
+def child_environment(base: dict[str, str], extra: dict[str, str] | None = None) -> dict[str, str]:
     """The explicit environment a child gets: only what it needs, nothing of ours."""
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "CUDA_VISIBLE_DEVICES", "LLAMA_CACHE")
-    return {name: base[name] for name in keep if name in base}
+    return {name: base[name] for name in keep if name in base} | (extra or {})

@@ -13,7 +13,7 @@ from services.runner.settings import RunnerSettings
 
 
 async def main(node: NodeSettings, settings: RunnerSettings) -> None:
-    servers = LlamaServers(settings)
+    servers = LlamaServers(settings, node.home / "rpc-cache")
     server = await grpc_server.start(
         node.runner_grpc_port, lambda s: runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(servers), s)
     )

@@ -1,4 +1,5 @@
-"""The llama-servers this node runs, one supervised child per model.
+"""The processes this node runs for models: llama-servers (one per model) and rpc-servers
+(a split's workers), each a supervised child.
 
 Owns starting and stopping per-model supervisors and reporting their states; argv comes from
 command.py, process handling from supervisor.py.
@@ -13,40 +14,75 @@ from pathlib import Path
 from services.common.changes import Changes
 from services.common.records import ServedModel
 from services.runner import binaries
-from services.runner.command import llama_server_argv
+from services.runner.command import llama_server_argv, rpc_server_argv
 from services.runner.settings import RunnerSettings
 from services.runner.supervisor import Supervisor
+
+LLAMA_SERVER, RPC_SERVER = "llama-server", "rpc-server"
+
+
+@dataclass(frozen=True)
+class Split:
+    """How a host's llama-server reaches its workers."""
+
+    rpc_endpoints: tuple[str, ...] = ()
+    worker_layers: int = 0
+    tensor_split: tuple[float, ...] = ()
 
 
 @dataclass
 class _Served:
+    model_id: str
+    kind: str
     path: Path
     supervisor: Supervisor
     task: asyncio.Task[None]
+    split: Split
 
 
 class LlamaServers:
-    def __init__(self, settings: RunnerSettings) -> None:
+    def __init__(self, settings: RunnerSettings, cache_dir: Path) -> None:
         self.settings = settings
+        self.cache_dir = cache_dir  # rpc-servers' tensor cache (LLAMA_CACHE)
         self.changes = Changes()
-        self._served: dict[str, _Served] = {}
+        self._served: dict[tuple[str, str], _Served] = {}
 
-    def serve(self, model_id: str, path: Path) -> ServedModel:
-        """Start supervising llama-server for the model; a model already served is left as is."""
-        if model_id not in self._served:
-            binary = binaries.binary("llama-server", self.settings.llama_bin)
-            s = self.settings
+    def serve(self, model_id: str, path: Path, split: Split = Split()) -> ServedModel:
+        """Supervise llama-server for the model; a model already served the same way is left as is,
+        one served with another split is restarted with the new one."""
+        current = self._served.get((model_id, LLAMA_SERVER))
+        if current is not None and current.split == split:
+            return self.state_of(model_id)
+        if current is not None:
+            current.task.cancel()
+        binary = binaries.binary("llama-server", self.settings.llama_bin)
+        s = self.settings
 
-            def argv(port: int) -> list[str]:
-                return llama_server_argv(binary, path, model_id, port, ctx_size=s.ctx_size, threads=s.threads, device=s.device)
+        def argv(port: int) -> list[str]:
+            return llama_server_argv(binary, path, model_id, port, ctx_size=s.ctx_size, threads=s.threads, device=s.device,
+                                     rpc_endpoints=split.rpc_endpoints, worker_layers=split.worker_layers, tensor_split=split.tensor_split)
 
-            supervisor = Supervisor(f"llama-server[{model_id}]", argv, "/health", s, self.changes.publish)
-            task = asyncio.create_task(supervisor.run(), name=f"serve {model_id}")
-            self._served[model_id] = _Served(path, supervisor, task)
+        # Our patch of llama.cpp: weights of any size go by hash, so primed workers receive none.
+        environment = {"GGML_RPC_HASH_THRESHOLD": "0"} if split.rpc_endpoints else {}
+        self._start(model_id, LLAMA_SERVER, path, Supervisor(f"llama-server[{model_id}]", argv, "/health", s, self.changes.publish, environment), split)
         return self.state_of(model_id)
 
-    async def stop(self, model_id: str) -> bool:
-        served = self._served.pop(model_id, None)
+    def serve_rpc(self, model_id: str, path: Path) -> ServedModel:
+        """Supervise an rpc-server that works for a split of the model (tensor cache on)."""
+        if (model_id, RPC_SERVER) not in self._served:
+            binary = binaries.binary("ggml-rpc-server", self.settings.llama_bin)
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            supervisor = Supervisor(f"rpc-server[{model_id}]", lambda port: rpc_server_argv(binary, port, threads=self.settings.threads, cache=True),
+                                    None, self.settings, self.changes.publish, {"LLAMA_CACHE": str(self.cache_dir)})
+            self._start(model_id, RPC_SERVER, path, supervisor, Split())
+        return self.state_of(model_id, RPC_SERVER)
+
+    def _start(self, model_id: str, kind: str, path: Path, supervisor: Supervisor, split: Split) -> None:
+        task = asyncio.create_task(supervisor.run(), name=f"{kind} {model_id}")
+        self._served[(model_id, kind)] = _Served(model_id, kind, path, supervisor, task, split)
+
+    async def stop(self, model_id: str, kind: str = LLAMA_SERVER) -> bool:
+        served = self._served.pop((model_id, kind), None)
         if served is None:
             return False
         served.task.cancel()
@@ -55,19 +91,19 @@ class LlamaServers:
         return True
 
     async def stop_all(self) -> None:
-        await asyncio.gather(*(self.stop(model_id) for model_id in list(self._served)))
+        await asyncio.gather(*(self.stop(model_id, kind) for model_id, kind in list(self._served)))
 
-    def pid_of(self, model_id: str) -> int:
-        """The process id of the model's llama-server (0 while it is not running)."""
-        return self._served[model_id].supervisor.status.pid
+    def pid_of(self, model_id: str, kind: str = LLAMA_SERVER) -> int:
+        """The process id of the model's server (0 while it is not running)."""
+        return self._served[(model_id, kind)].supervisor.status.pid
 
     def states(self) -> list[ServedModel]:
-        return [self.state_of(model_id) for model_id in sorted(self._served)]
+        return [self.state_of(model_id, kind) for model_id, kind in sorted(self._served)]
 
-    def state_of(self, model_id: str) -> ServedModel:
-        served = self._served[model_id]
+    def state_of(self, model_id: str, kind: str = LLAMA_SERVER) -> ServedModel:
+        served = self._served[(model_id, kind)]
         status = served.supervisor.status
         return ServedModel(
             model_id=model_id, path=str(served.path), state=status.state, port=status.port, restarts=status.restarts,
-            last_error=status.last_error, retry_at=status.retry_at, size_bytes=served.path.stat().st_size,
+            last_error=status.last_error, retry_at=status.retry_at, size_bytes=served.path.stat().st_size, kind=kind,
         )

@@ -10,7 +10,7 @@ import grpc
 from services.common.records_proto import served_to_proto as to_proto
 from services.proto.mesh.v1 import node_pb2, runner_pb2, runner_pb2_grpc
 from services.runner.binaries import BinaryMissing
-from services.runner.servers import LlamaServers
+from services.runner.servers import LLAMA_SERVER, LlamaServers, Split
 
 
 class RunnerServicer(runner_pb2_grpc.RunnerServicer):
@@ -21,13 +21,23 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
         path = Path(request.path)
         if not path.is_file():
             await context.abort(grpc.StatusCode.NOT_FOUND, f"{path} does not exist")
+        split = Split(tuple(request.rpc_endpoints), request.worker_layers, tuple(request.tensor_split))
         try:
-            return to_proto(self.servers.serve(request.model_id, path))
+            return to_proto(self.servers.serve(request.model_id, path, split))
+        except BinaryMissing as missing:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(missing))
+
+    async def ServeRpc(self, request: runner_pb2.ServeRpcRequest, context: grpc.aio.ServicerContext) -> node_pb2.ServedModel:
+        path = Path(request.path)
+        if not path.is_file():
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"{path} does not exist")
+        try:
+            return to_proto(self.servers.serve_rpc(request.model_id, path))
         except BinaryMissing as missing:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(missing))
 
     async def Stop(self, request: runner_pb2.StopRequest, context: grpc.aio.ServicerContext) -> runner_pb2.StopResponse:
-        return runner_pb2.StopResponse(stopped=await self.servers.stop(request.model_id))
+        return runner_pb2.StopResponse(stopped=await self.servers.stop(request.model_id, request.kind or LLAMA_SERVER))
 
     async def List(self, request: runner_pb2.ListRequest, context: grpc.aio.ServicerContext) -> runner_pb2.ModelStates:
         return self._snapshot()

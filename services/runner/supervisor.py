@@ -67,8 +67,9 @@ class Supervisor:
     """Keeps one child running until cancelled; `on_change` is awaited on every state change."""
 
     def __init__(self, name: str, build_argv: Callable[[int], list[str]], health_path: str | None,
-                 settings: RunnerSettings, on_change: Callable[[], Awaitable[None]]) -> None:
+                 settings: RunnerSettings, on_change: Callable[[], Awaitable[None]], environment: dict[str, str] | None = None) -> None:
         self.name = name
+        self.environment = environment or {}
         self.build_argv = build_argv
         self.health_path = health_path
         self.settings = settings
@@ -98,7 +99,7 @@ class Supervisor:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env=child_environment(dict(os.environ)),
+            env=child_environment(dict(os.environ), self.environment),
             # Its own process group: a terminal's Ctrl-C reaches us, and we stop it in order.
             start_new_session=True,
         )

@@ -36,7 +36,7 @@ def test_crash_restarts_with_backoff_and_stop_leaves_nothing(llama_bin_dir: Path
     settings = RunnerSettings(llama_bin=llama_bin_dir, restart_backoff_initial=1.0)
 
     async def scenario() -> None:
-        servers = LlamaServers(settings)
+        servers = LlamaServers(settings, tmp_path / "cache")
         servers.serve(model.model_id, model.path)
         ready = await wait_for(servers, SMOLLM2, lambda s: s.state == "ready")
         async with httpx.AsyncClient() as client:
@@ -63,7 +63,7 @@ def test_a_model_llama_server_cannot_load_is_reported_failed(llama_bin_dir: Path
     settings = RunnerSettings(llama_bin=llama_bin_dir, restart_backoff_initial=5.0)
 
     async def scenario() -> None:
-        servers = LlamaServers(settings)
+        servers = LlamaServers(settings, tmp_path / "cache")
         servers.serve("broken", broken)
         failed = await wait_for(servers, "broken", lambda s: s.state == "failed")
         assert failed.last_error and failed.restarts == 1

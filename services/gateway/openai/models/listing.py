@@ -10,6 +10,8 @@ def model_list(view: MeshView) -> dict:
     models: dict[str, dict] = {}
     for record in (view.own, *(peer.record for peer in view.peers)):
         for served in record.served:
+            if served.kind != "llama-server":
+                continue
             entry = models.setdefault(served.model_id, {
                 "id": served.model_id, "object": "model", "created": int(record.updated_at), "owned_by": "mesh-llm", "nodes": [],
             })
