@@ -17,7 +17,6 @@ from services.gossip.settings import PROFILES
 from services.runner.models import ModelError, ModelRef, resolve
 
 NOT_BUILT_YET = {
-    "split": "--split (splitting a model over nodes)",
     "standby": "--standby (standby nodes)",
 }
 COMMANDS = ("rotate-key", "admin", "drop")
@@ -55,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--advertise", default="", help="host:port peers should dial instead of the bound address (NAT, test relays)")
     p.add_argument("--profile", default="lan", choices=sorted(PROFILES), help="gossip timings (default lan)")
     p.add_argument("--join-timeout", type=float, default=0.0, help="seconds to try joining before giving up (default: the profile's)")
-    p.add_argument("--split", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--split", action="store_true", help="split models over nodes even when they fit one (pipeline over RPC)")
     p.add_argument("--standby", action="store_true", help=argparse.SUPPRESS)
     return p
 

@@ -67,7 +67,7 @@ def settings_for(options: Options, home: Path, quic_port: int, address: str) -> 
         "runner": RunnerSettings(device=args.device),
         "gossip": GossipSettings(profile=args.profile, seeds=list(options.token.bootstrap) if options.token else [],
                                  address=address, join_timeout=args.join_timeout),
-        "placement": PlacementSettings(models=list(args.model), models_dir=args.models_dir, client=args.client,
+        "placement": PlacementSettings(models=list(args.model), models_dir=args.models_dir, client=args.client, split=args.split,
                                        max_memory_bytes=int(args.max_vram * GB) if args.max_vram else 0),
         "gateway": GatewaySettings(
             api_host="0.0.0.0" if args.listen_all else local_host, api_port=args.port, api_key=args.api_key,

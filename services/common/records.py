@@ -24,8 +24,11 @@ class ServedModel:
 @dataclass(frozen=True)
 class Assignment:
     model_id: str
-    mode: str  # solo | unserved
+    mode: str  # solo | split-host | split-worker | unserved | dropped
     reason: str
+    host: str = ""  # node id of the split's host
+    workers: tuple[str, ...] = ()  # node ids of the split's workers, in --rpc order
+    layers: tuple[int, ...] = ()  # layers per node: host first, then the workers
 
 
 @dataclass(frozen=True)

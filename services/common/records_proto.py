@@ -31,11 +31,13 @@ def served_to_proto(served: ServedModel) -> node_pb2.ServedModel:
 
 
 def assignment_from_proto(message: node_pb2.Assignment) -> Assignment:
-    return Assignment(model_id=message.model_id, mode=message.mode, reason=message.reason)
+    return Assignment(model_id=message.model_id, mode=message.mode, reason=message.reason, host=message.host,
+                      workers=tuple(message.workers), layers=tuple(message.layers))
 
 
 def assignment_to_proto(assignment: Assignment) -> node_pb2.Assignment:
-    return node_pb2.Assignment(model_id=assignment.model_id, mode=assignment.mode, reason=assignment.reason)
+    return node_pb2.Assignment(model_id=assignment.model_id, mode=assignment.mode, reason=assignment.reason,
+                               host=assignment.host, workers=list(assignment.workers), layers=list(assignment.layers))
 
 
 def record_from_proto(message: node_pb2.NodeRecord) -> NodeRecord:

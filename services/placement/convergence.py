@@ -1,35 +1,42 @@
-"""The placement loop: plan, publish the plan to gossip, ask the runner to converge, and
-report what the runner serves back into this node's record.
+"""The placement loop: on every change of the mesh, decide (decide.py), publish the decision in
+this node's record, and ask the runner to converge: solo llama-servers, rpc-servers for splits we
+work for, and for splits we host, RPC tunnels (through the gateway) and llama-server with --rpc.
 
-Owns no decisions (planner.py does) and no processes (the runner does).
+Owns no decisions and no processes; it mirrors the runner's states into the gossip record.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
 import psutil
 
 from services.common.logs import event
-from services.common.records import Assignment, SelfUpdate
-from services.common.records_proto import served_from_proto, update_to_proto
-from services.placement import planner
+from services.common.records import Assignment, MeshView, NodeRecord, SelfUpdate
+from services.common.records_proto import served_from_proto, update_to_proto, view_from_proto
+from services.placement.decide import ModelAsk, decide
 from services.placement.settings import PlacementSettings
-from services.proto.mesh.v1 import gossip_pb2_grpc, runner_pb2, runner_pb2_grpc
-from services.runner.models import ModelRef, models_on_disk, resolve
+from services.proto.mesh.v1 import gateway_pb2, gateway_pb2_grpc, gossip_pb2, gossip_pb2_grpc, runner_pb2, runner_pb2_grpc
+from services.runner.models import ModelRef, layer_count, models_on_disk, resolve
 
 log = logging.getLogger(__name__)
 
 
 class Convergence:
-    def __init__(self, settings: PlacementSettings, gossip: grpc.aio.Channel, runner: grpc.aio.Channel) -> None:
+    def __init__(self, settings: PlacementSettings, gossip: grpc.aio.Channel, runner: grpc.aio.Channel, gateway: grpc.aio.Channel) -> None:
         self.settings = settings
         self.gossip = gossip_pb2_grpc.GossipStub(gossip)
         self.runner = runner_pb2_grpc.RunnerStub(runner)
+        self.gateway = gateway_pb2_grpc.GatewayStub(gateway)
         self.assignments: tuple[Assignment, ...] = ()
         self.models: list[ModelRef] = []
+        self.asks: list[ModelAsk] = []
         self.dropped: set[str] = set()
+        self.view: MeshView | None = None
+        self.tunnels: dict[tuple[str, int], int] = {}  # (worker address, rpc port) -> local port
+        self._lock = asyncio.Lock()
 
     def memory_offered(self) -> int:
         if self.settings.client:
@@ -38,8 +45,17 @@ class Convergence:
 
     async def run(self) -> None:
         self.models = [resolve(spec, self.settings.models_dir) for spec in self.settings.models]
-        await self.apply(self.models)
-        await self.report_served()
+        self.asks = [ModelAsk(m.model_id, m.size_bytes, layer_count(m.path)) for m in self.models]
+        await self._update_self(role="client" if self.settings.client else "standby", memory_offered_bytes=self.memory_offered(),
+                                models_on_disk=models_on_disk(self.settings.models_dir, self.models))
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.report_served())
+            group.create_task(self.follow_mesh())
+
+    async def follow_mesh(self) -> None:
+        async for message in self.gossip.Watch(gossip_pb2.WatchRequest(), wait_for_ready=True):
+            self.view = view_from_proto(message)
+            await self.converge()
 
     async def drop(self, model_id: str) -> bool:
         """Stop serving a model here; False when this node does not serve it."""
@@ -47,24 +63,64 @@ class Convergence:
         if match is None or match in self.dropped:
             return False
         self.dropped.add(match)
-        await self.runner.Stop(runner_pb2.StopRequest(model_id=match), wait_for_ready=True)
-        await self.apply(self.models)
+        await self.converge()
         return True
 
-    async def apply(self, models: list[ModelRef]) -> None:
-        s = self.settings
-        needs = [planner.ModelNeed(m.model_id, m.size_bytes) for m in models]
-        self.assignments = planner.plan(needs, self.memory_offered(), s.headroom, s.context_bytes, frozenset(self.dropped))
-        for assignment in self.assignments:
-            event(log, "placement decided", model=assignment.model_id, mode=assignment.mode, reason=assignment.reason)
-        await self._update_self(
-            role="client" if s.client else planner.role_of(self.assignments), assignments=self.assignments,
-            memory_offered_bytes=self.memory_offered(), models_on_disk=models_on_disk(s.models_dir, models),
-        )
-        paths = {m.model_id: m.path for m in models}
-        for assignment in self.assignments:
-            if assignment.mode == "solo":
-                await self.runner.Serve(runner_pb2.ServeRequest(model_id=assignment.model_id, path=str(paths[assignment.model_id])), wait_for_ready=True)
+    async def converge(self) -> None:
+        if self.view is None:
+            return
+        async with self._lock:
+            s = self.settings
+            assignments = decide(self.view, self.asks, self.memory_offered(), force_split=s.split, headroom=s.headroom,
+                                 context_bytes=s.context_bytes, dropped=frozenset(self.dropped))
+            if assignments != self.assignments:
+                for assignment in assignments:
+                    event(log, "placement decided", model=assignment.model_id, mode=assignment.mode, reason=assignment.reason)
+                self.assignments = assignments
+                role = "client" if s.client else ("serving" if any(a.mode in ("solo", "split-host", "split-worker") for a in assignments) else "standby")
+                await self._update_self(role=role, assignments=assignments)
+            for assignment in assignments:
+                await self._apply(assignment)
+
+    async def _apply(self, assignment: Assignment) -> None:
+        path = str(next(m.path for m in self.models if m.model_id == assignment.model_id))
+        model_id = assignment.model_id
+        if assignment.mode == "solo":
+            await self._stop(model_id, "rpc-server")
+            await self.runner.Serve(runner_pb2.ServeRequest(model_id=model_id, path=path), wait_for_ready=True)
+        elif assignment.mode == "split-worker":
+            await self._stop(model_id, "llama-server")
+            await self.runner.ServeRpc(runner_pb2.ServeRpcRequest(model_id=model_id, path=path), wait_for_ready=True)
+        elif assignment.mode == "split-host":
+            await self._stop(model_id, "rpc-server")
+            await self._host(assignment, path)
+        else:
+            await self._stop(model_id, "llama-server")
+            await self._stop(model_id, "rpc-server")
+
+    async def _host(self, assignment: Assignment, path: str) -> None:
+        """Start llama-server with --rpc once every worker's rpc-server is ready (else wait for gossip)."""
+        assert self.view is not None
+        records = {peer.record.node_id: (peer.record, peer.address) for peer in self.view.peers if peer.status == "alive"}
+        endpoints = []
+        for worker in assignment.workers:
+            if worker not in records:
+                return
+            record, address = records[worker]
+            port = _ready_rpc_port(record, assignment.model_id)
+            if not port:
+                return
+            if (address, port) not in self.tunnels:
+                tunnel = await self.gateway.OpenRpcTunnel(gateway_pb2.RpcTunnelRequest(address=address, port=port), wait_for_ready=True)
+                self.tunnels[(address, port)] = tunnel.local_port
+            endpoints.append(f"127.0.0.1:{self.tunnels[(address, port)]}")
+        worker_layers = sum(assignment.layers[1:])
+        await self.runner.Serve(runner_pb2.ServeRequest(
+            model_id=assignment.model_id, path=path, rpc_endpoints=endpoints, worker_layers=worker_layers,
+            tensor_split=[float(n) for n in assignment.layers[1:]]), wait_for_ready=True)
+
+    async def _stop(self, model_id: str, kind: str) -> None:
+        await self.runner.Stop(runner_pb2.StopRequest(model_id=model_id, kind=kind), wait_for_ready=True)
 
     async def report_served(self) -> None:
         """Mirror the runner's model states into this node's gossip record, change by change."""
@@ -74,3 +130,7 @@ class Convergence:
     async def _update_self(self, **values: object) -> None:
         update = SelfUpdate(fields=frozenset(values), values=values)
         await self.gossip.UpdateSelf(update_to_proto(update), wait_for_ready=True)
+
+
+def _ready_rpc_port(record: NodeRecord, model_id: str) -> int:
+    return next((s.port for s in record.served if s.model_id == model_id and s.kind == "rpc-server" and s.state == "ready"), 0)

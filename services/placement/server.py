@@ -11,8 +11,9 @@ from services.proto.mesh.v1 import placement_pb2_grpc
 
 
 async def main(node: NodeSettings, settings: PlacementSettings) -> None:
-    async with grpc_server.channel(node.address("gossip")) as gossip, grpc_server.channel(node.address("runner")) as runner:
-        convergence = Convergence(settings, gossip, runner)
+    async with (grpc_server.channel(node.address("gossip")) as gossip, grpc_server.channel(node.address("runner")) as runner,
+                grpc_server.channel(node.address("gateway")) as gateway):
+        convergence = Convergence(settings, gossip, runner, gateway)
         server = await grpc_server.start(
             node.placement_grpc_port,
             lambda s: placement_pb2_grpc.add_PlacementServicer_to_server(PlacementServicer(convergence), s),

@@ -17,6 +17,8 @@ class PlacementSettings(BaseSettings):
     models: TextList = []
     # An API-only node (--client): serves nothing and offers no memory.
     client: bool = False
+    # Split models over nodes even when they fit one (--split): for tests and benchmarks of splits.
+    split: bool = False
     # Folder searched for GGUF files named by file name or stem.
     models_dir: Path = Path.home() / ".models"
     # Memory this node offers in bytes (--max-vram); 0 offers all of the machine's memory.

@@ -78,6 +78,16 @@ def model_id_of(path: Path) -> str:
     return path.name.removesuffix(".gguf")
 
 
+def layer_count(path: Path) -> int:
+    """The model's transformer block count, read from the GGUF header (0 if it does not say)."""
+    from gguf import GGUFReader  # imported here: the reader is only needed for this
+
+    fields = GGUFReader(path).fields
+    arch = bytes(fields["general.architecture"].parts[-1]).decode()
+    field = fields.get(f"{arch}.block_count")
+    return int(field.parts[-1][0]) if field is not None else 0
+
+
 def is_gguf(path: Path) -> bool:
     try:
         with path.open("rb") as f:

@@ -1,34 +1,62 @@
+"""decide(): what a node does for each model it was asked to serve, as tables."""
+
 import pytest
 
-from services.placement.planner import GIB, ModelNeed, memory_needed, plan, role_of
+from services.common.records import Assignment, MeshView, NodeRecord, Peer
+from services.placement.decide import ModelAsk, decide
+from services.placement.planner import GIB, memory_needed
+
+
+def node(node_id: str, memory_gib: float, on_disk=("m",), assignments=(), role="serving") -> NodeRecord:
+    return NodeRecord(node_id=node_id, name=node_id, role=role, memory_offered_bytes=int(memory_gib * GIB),
+                      models_on_disk=tuple(on_disk), assignments=tuple(assignments))
+
+
+def view(own: NodeRecord, *peers: NodeRecord, rtt: float = 0.002) -> MeshView:
+    return MeshView(own=own, peers=tuple(Peer(p, f"{p.node_id}:1", "alive", rtt) for p in peers))
+
+
+def run(v: MeshView, sizes_gib: list[float], force: bool = False, dropped=frozenset()) -> tuple[Assignment, ...]:
+    asks = [ModelAsk(f"m{i}" if len(sizes_gib) > 1 else "m", int(size * GIB), 30) for i, size in enumerate(sizes_gib)]
+    return decide(v, asks, v.own.memory_offered_bytes, force_split=force, headroom=0.1, context_bytes=256 * 1024**2, dropped=dropped)
 
 
 @pytest.mark.parametrize(
-    ("sizes", "offered", "modes"),
+    ("sizes", "memory", "modes"),
     [
-        ([1 * GIB], 4 * GIB, ["solo"]),
-        ([4 * GIB], 4 * GIB, ["unserved"]),  # no room for headroom and context
-        ([1 * GIB, 1 * GIB], 3 * GIB, ["solo", "solo"]),
-        ([2 * GIB, 1 * GIB], 3 * GIB, ["solo", "unserved"]),  # first come, first served
-        ([], 4 * GIB, []),
+        ([1], 4, ["solo"]),
+        ([1, 1], 3, ["solo", "solo"]),
+        ([2, 1], 3, ["solo", "unserved"]),  # first come, first served; no peer to split with
+        ([], 4, []),
     ],
 )
-def test_plan_serves_models_solo_while_they_fit(sizes: list[int], offered: int, modes: list[str]) -> None:
-    needs = [ModelNeed(f"m{i}", size) for i, size in enumerate(sizes)]
-    assignments = plan(needs, offered, headroom=0.1, context_bytes=256 * 1024**2)
-    assert [a.mode for a in assignments] == modes
-    assert [a.model_id for a in assignments] == [n.model_id for n in needs]
+def test_models_run_solo_while_they_fit(sizes, memory, modes) -> None:
+    own = node("a", memory, on_disk=[f"m{i}" for i in range(len(sizes))] if len(sizes) > 1 else ["m"])
+    assert [a.mode for a in run(view(own), sizes)] == modes
 
 
-def test_unserved_reason_names_the_shortfall() -> None:
-    (assignment,) = plan([ModelNeed("big", 8 * GIB)], 4 * GIB, headroom=0.1, context_bytes=0)
-    assert "too big" in assignment.reason and "8.80 GiB" in assignment.reason
+def test_too_big_for_one_node_the_biggest_holder_hosts_a_split() -> None:
+    (host,) = run(view(node("a", 0.5), node("b", 0.4)), [0.3])
+    assert (host.mode, host.host, host.workers, sum(host.layers)) == ("split-host", "a", ("b",), 30)
+
+
+def test_a_worker_follows_its_hosts_published_plan() -> None:
+    published = Assignment("m", "split-host", "", "a", ("b",), (16, 14))
+    (worker,) = run(view(node("b", 0.4), node("a", 0.5, assignments=[published])), [0.3])
+    assert (worker.mode, worker.host) == ("split-worker", "a")
+    (waiting,) = run(view(node("b", 0.4), node("a", 0.5)), [0.3])
+    assert waiting.mode == "unserved" and "a would host" in waiting.reason
+
+
+def test_split_is_forced_and_drop_wins() -> None:
+    assert run(view(node("a", 4), node("b", 4)), [0.1], force=True)[0].mode == "split-host"
+    assert run(view(node("a", 4)), [0.1], dropped=frozenset({"m"}))[0].mode == "dropped"
+
+
+def test_clients_and_nodes_without_the_file_are_never_workers() -> None:
+    (alone,) = run(view(node("a", 0.5), node("c", 0, role="client"), node("d", 8, on_disk=())), [0.3])
+    assert alone.mode == "unserved" and "needs" in alone.reason
 
 
 def test_memory_needed_adds_headroom_and_context() -> None:
     assert memory_needed(1000, 0.1, 50) == 1150
-
-
-def test_role_is_serving_only_with_a_solo_model() -> None:
-    assert role_of(plan([ModelNeed("a", 1)], GIB, 0.1, 0)) == "serving"
-    assert role_of(plan([ModelNeed("a", 2 * GIB)], GIB, 0.1, 0)) == "standby"
