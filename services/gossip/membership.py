@@ -17,6 +17,9 @@ from services.gossip import swim
 from services.gossip.swim import Member
 
 
+RTT_SMOOTHING = 0.2  # weight of a new RTT sample in the moving average
+
+
 @dataclass(frozen=True)
 class GossipState:
     """What one node tells another: every member it knows (itself included) and the secret."""
@@ -70,7 +73,9 @@ class Membership:
             await self.changes.publish()
 
     async def heard_from(self, node_id: str, rtt: float) -> None:
-        self.rtt[node_id] = rtt
+        # Smoothed: one slow answer (a busy CPU) must not reshuffle the splits built on RTTs.
+        previous = self.rtt.get(node_id)
+        self.rtt[node_id] = rtt if previous is None else previous + RTT_SMOOTHING * (rtt - previous)
         await self.changes.publish()
 
     async def rotate_secret(self, secret: bytes) -> MeshIdentity:

@@ -43,6 +43,16 @@ def decide(view: MeshView, asks: Sequence[ModelAsk], memory: int, *, force_split
     return tuple(decisions)
 
 
+def _keep_split(ask: ModelAsk, own: NodeRecord, holders: Sequence[Holder]) -> Assignment | None:
+    """The split this host already runs, while all its workers are still there (no flapping:
+    re-planning restarts llama-server and reloads the model)."""
+    current = next((a for a in own.assignments if a.model_id == ask.model_id and a.mode == "split-host"), None)
+    present = {h.node_id for h in holders}
+    if current is not None and set(current.workers) <= present and sum(current.layers) == ask.layers:
+        return current
+    return None
+
+
 def _split_role(ask: ModelAsk, own: NodeRecord, left: int, records: Mapping[str, NodeRecord], rtts: Mapping[str, float],
                 force_split: bool, headroom: float, context_bytes: int) -> Assignment:
     # This node offers what its solo models left over; peers' own use is theirs to account for.
@@ -50,6 +60,9 @@ def _split_role(ask: ModelAsk, own: NodeRecord, left: int, records: Mapping[str,
                if ask.model_id in r.models_on_disk and r.role != "client"]
     host = min(holders, key=lambda h: (-h.memory, h.node_id)).node_id if holders else ""
     if host == own.node_id:
+        kept = _keep_split(ask, own, holders)
+        if kept is not None:
+            return kept
         # Only the host's RTTs matter (it talks to every worker): it measures them itself.
         def rtt(a: str, b: str) -> float | None:
             other = b if a == own.node_id else a

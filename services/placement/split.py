@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from services.placement.planner import GIB, memory_needed
 
 MAX_RTT_SECONDS = 0.080
+RTT_BUCKET_SECONDS = 0.010  # RTTs within one bucket count as equal, so jitter does not reorder workers
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def plan_split(size_bytes: int, layer_count: int, holders: Sequence[Holder], rtt
     if need <= host.memory and not force_split:
         return SplitPlan("solo", host.node_id, (), {host.node_id: layer_count}, f"fits on {host.node_id}")
     near = [h for h in holders if h is not host and (r := rtt(host.node_id, h.node_id)) is not None and r <= max_rtt]
-    near.sort(key=lambda h: (rtt(host.node_id, h.node_id), h.node_id))
+    near.sort(key=lambda h: (int((rtt(host.node_id, h.node_id) or 0.0) / RTT_BUCKET_SECONDS), h.node_id))
     group, offered = [host], host.memory
     for worker in near:
         if offered >= need and len(group) > 1:

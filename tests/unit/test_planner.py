@@ -60,3 +60,11 @@ def test_clients_and_nodes_without_the_file_are_never_workers() -> None:
 
 def test_memory_needed_adds_headroom_and_context() -> None:
     assert memory_needed(1000, 0.1, 50) == 1150
+
+
+def test_a_host_keeps_its_split_while_its_workers_stay() -> None:
+    running = Assignment("m", "split-host", "", "a", ("c",), (20, 10))
+    (kept,) = run(view(node("a", 0.5, assignments=[running]), node("b", 0.4), node("c", 0.4)), [0.3])
+    assert kept == running
+    (replanned,) = run(view(node("a", 0.5, assignments=[running]), node("b", 0.4)), [0.3])
+    assert replanned.mode == "split-host" and replanned.workers == ("b",)
