@@ -21,7 +21,8 @@ class MeshBed:
         self.nodes: dict[str, NodeProcess] = {}
         self._next_ip = 2
 
-    def start(self, name: str, *args: str, join: NodeProcess | None = None, token: str | None = None) -> NodeProcess:
+    def start(self, name: str, *args: str, join: NodeProcess | None = None, token: str | None = None,
+              env: dict[str, str] | None = None) -> NodeProcess:
         ip = f"127.0.0.{self._next_ip}"
         self._next_ip += 1
         quic = free_port(ip, socket.SOCK_DGRAM)
@@ -32,7 +33,7 @@ class MeshBed:
         argv = ["--host", ip, "--bind-port", str(quic), "--advertise", f"{ip}:{advertised}", "--profile", "test", "--name", name, *args]
         if join is not None or token is not None:
             argv += ["--join", token or join.token()]  # type: ignore[union-attr]
-        node = NodeProcess(self.workdir / name, *argv, host=ip).start()
+        node = NodeProcess(self.workdir / name, *argv, host=ip).start(env)
         node.name = name  # type: ignore[attr-defined]
         self.nodes[name] = node
         return node

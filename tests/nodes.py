@@ -48,11 +48,12 @@ class NodeProcess:
     def console_url(self) -> str:
         return f"http://{self.host}:{self.console}"
 
-    def start(self) -> NodeProcess:
+    def start(self, env: dict[str, str] | None = None) -> NodeProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
+        log = self.log_path.open("ab")
         # Its own session, like a terminal's foreground job: Ctrl-C is SIGINT to the whole group.
-        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                        env=os.environ | (env or {}))
         return self
 
     def log_tail(self, lines: int = 40) -> str:

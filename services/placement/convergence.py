@@ -90,7 +90,9 @@ class Convergence:
             await self.runner.Serve(runner_pb2.ServeRequest(model_id=model_id, path=path), wait_for_ready=True)
         elif assignment.mode == "split-worker":
             await self._stop(model_id, "llama-server")
-            await self.runner.ServeRpc(runner_pb2.ServeRpcRequest(model_id=model_id, path=path), wait_for_ready=True)
+            index = assignment.workers.index(self.view.own.node_id) if self.view else 0
+            await self.runner.ServeRpc(runner_pb2.ServeRpcRequest(model_id=model_id, path=path, layers=assignment.layers,
+                                                                  worker_index=index), wait_for_ready=True)
         elif assignment.mode == "split-host":
             await self._stop(model_id, "rpc-server")
             await self._host(assignment, path)

@@ -11,7 +11,8 @@ from pathlib import Path
 def llama_server_argv(binary: Path, model_path: Path, model_id: str, port: int, *, ctx_size: int, threads: int, device: str,
                       rpc_endpoints: tuple[str, ...] = (), worker_layers: int = 0, tensor_split: tuple[float, ...] = ()) -> list[str]:
     """llama-server serving one model on 127.0.0.1:port under the name `model_id`; with RPC
-    endpoints, the last `worker_layers` layers run on the workers in `tensor_split` proportions."""
+    endpoints, the last `worker_layers` blocks run on the workers, `tensor_split` blocks each
+    (in --rpc order), and the output layer on the last worker."""
     argv = [
         str(binary),
         "--model", str(model_path),
@@ -29,9 +30,12 @@ def llama_server_argv(binary: Path, model_path: Path, model_id: str, port: int, 
     if device:
         argv += ["--device", device]
     if rpc_endpoints:
-        argv += ["--rpc", ",".join(rpc_endpoints), "--n-gpu-layers", str(worker_layers)]
+        # llama.cpp counts the output layer as one more offloadable layer and always offloads it
+        # with the last blocks: n-gpu-layers = blocks + 1, and the last worker's share holds it.
+        argv += ["--rpc", ",".join(rpc_endpoints), "--n-gpu-layers", str(worker_layers + 1)]
         if len(rpc_endpoints) > 1:
-            argv += ["--tensor-split", ",".join(f"{share:g}" for share in tensor_split)]
+            shares = [*tensor_split[:-1], tensor_split[-1] + 1]
+            argv += ["--tensor-split", ",".join(f"{share:g}" for share in shares)]
     return argv
 
 

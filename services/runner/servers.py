@@ -8,17 +8,21 @@ command.py, process handling from supervisor.py.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.changes import Changes
+from services.common.logs import event
 from services.common.records import ServedModel
-from services.runner import binaries
+from services.runner import binaries, priming
 from services.runner.command import llama_server_argv, rpc_server_argv
 from services.runner.settings import RunnerSettings
 from services.runner.supervisor import Supervisor
 
 LLAMA_SERVER, RPC_SERVER = "llama-server", "rpc-server"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,9 +71,15 @@ class LlamaServers:
         self._start(model_id, LLAMA_SERVER, path, Supervisor(f"llama-server[{model_id}]", argv, "/health", s, self.changes.publish, environment), split)
         return self.state_of(model_id)
 
-    def serve_rpc(self, model_id: str, path: Path) -> ServedModel:
-        """Supervise an rpc-server that works for a split of the model (tensor cache on)."""
+    async def serve_rpc(self, model_id: str, path: Path, layers: tuple[int, ...] = (), worker_index: int = 0) -> ServedModel:
+        """Supervise an rpc-server that works for a split of the model (tensor cache on), its cache
+        primed first with this worker's layers so the host sends hashes instead of weights."""
         if (model_id, RPC_SERVER) not in self._served:
+            if self.settings.prime_rpc_cache and layers:
+                blocks = priming.worker_layers(layers, sum(layers), worker_index)
+                last = worker_index == len(layers) - 2
+                primed = await asyncio.to_thread(priming.prime, path, self.cache_dir, blocks, self._manifest(model_id), last)
+                event(log, "rpc cache primed", model=model_id, blocks=f"{blocks.start}-{blocks.stop - 1}", files_written=primed.files, bytes=primed.bytes)
             binary = binaries.binary("ggml-rpc-server", self.settings.llama_bin)
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             supervisor = Supervisor(f"rpc-server[{model_id}]", lambda port: rpc_server_argv(binary, port, threads=self.settings.threads, cache=True),
@@ -87,8 +97,14 @@ class LlamaServers:
             return False
         served.task.cancel()
         await asyncio.gather(served.task, return_exceptions=True)
+        if kind == RPC_SERVER:
+            # The cache is a second copy of the weights: drop it with the worker.
+            priming.unprime(self.cache_dir, self._manifest(model_id))
         await self.changes.publish()
         return True
+
+    def _manifest(self, model_id: str) -> Path:
+        return self.cache_dir / "manifests" / f"{model_id}.txt"
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop(model_id, kind) for model_id, kind in list(self._served)))

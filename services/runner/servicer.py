@@ -32,7 +32,7 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
         if not path.is_file():
             await context.abort(grpc.StatusCode.NOT_FOUND, f"{path} does not exist")
         try:
-            return to_proto(self.servers.serve_rpc(request.model_id, path))
+            return to_proto(await self.servers.serve_rpc(request.model_id, path, tuple(request.layers), request.worker_index))
         except BinaryMissing as missing:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(missing))
 

@@ -28,5 +28,7 @@ class RunnerSettings(BaseSettings):
     stable_after: float = 60.0
     # Seconds a starting llama-server may take to answer /health before it counts as failed.
     ready_timeout: float = 180.0
+    # Prime a split worker's rpc-server cache from the local GGUF (False: stock llama.cpp RPC, for benchmarks).
+    prime_rpc_cache: bool = True
     # Seconds between SIGTERM and SIGKILL when stopping a child.
     stop_timeout: float = 5.0

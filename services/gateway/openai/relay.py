@@ -56,13 +56,18 @@ class Relay:
         for _ in range(ATTEMPTS):
             target = self.targets(model, affinity, frozenset(tried))[0]
             tried.add(target.node_id)
+            # Counted from the choice on (a non-streamed answer's headers come only at its end),
+            # so that concurrent requests see each other's load.
+            self.in_flight[target.node_id] += 1
             try:
                 upstream = await self._open(target, endpoint, raw)
             except UpstreamUnavailable as failure:
+                self.in_flight[target.node_id] -= 1
                 self._failed(target, endpoint, "unavailable", str(failure))
                 continue
             if upstream.status == 503:
                 # The far side had no ready server after all: as good as failing before the first byte.
+                self.in_flight[target.node_id] -= 1
                 await upstream.close()
                 self._failed(target, endpoint, "not_ready", "503 from the target")
                 continue
@@ -83,7 +88,6 @@ class Relay:
     async def _respond(self, target: routing.Target, endpoint: str, stream: bool, upstream: UpstreamResponse, started: float) -> Response:
         self.metrics.requests.labels(target.model_id, target.node_id, endpoint, str(upstream.status)).inc()
         headers = {"x-request-id": request_id.get(), "x-mesh-node": target.node_id}
-        self.in_flight[target.node_id] += 1
         if stream and upstream.status == 200:
             return StreamingResponse(self._chunks(upstream, target, started), media_type="text/event-stream",
                                      headers=headers | {"cache-control": "no-cache"})

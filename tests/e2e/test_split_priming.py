@@ -1,0 +1,68 @@
+"""No weights on the wire: a primed worker's rpc-server receives hashes instead of its layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.runner.models import resolve
+from services.runner.priming import tensors_of, worker_layers
+from services.runner.synthetic import DenseShape, write_dense
+
+pytestmark = pytest.mark.e2e
+# Hidden size 1024, 8 blocks, f16: about 330 MB, tensors of realistic size.
+SHAPE = DenseShape(layers=8, hidden=1024, ffn=4096, heads=16, kv_heads=4)
+
+
+@pytest.fixture(scope="module")
+def dense_model(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("dense")
+    return str(write_dense(folder / "Dense-330M.gguf", SHAPE, resolve("SmolLM2-135M-Instruct", folder).path))
+
+
+def tunnel_bytes_sent(node) -> float:
+    text = httpx.get(f"{node.api}/metrics", timeout=10).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "mesh_rpc_tunnel_bytes_total" and s.labels["direction"] == "sent")
+
+
+def split_load(bed, model: str, prime: bool) -> tuple[float, int]:
+    """(bytes the host sent through RPC tunnels while loading, the worker's share of the weights)."""
+    env = {} if prime else {"MESH_RUNNER_PRIME_RPC_CACHE": "false"}
+    a = bed.start("A", "--model", model, "--split", env=env)
+    b = bed.start("B", "--model", model, "--split", join=a, env=env)
+    b_id = None
+
+    def ready_host():
+        for node in (a, b):
+            try:
+                (assignment,) = node.status()["assignments"]
+                state = node.model_state("Dense-330M")
+            except (httpx.HTTPError, ValueError):
+                continue
+            if assignment["mode"] == "split-host" and state and state["state"] == "ready":
+                return node, assignment
+        return None
+
+    bed.wait_until(lambda: ready_host() is not None, 240, "split loaded")
+    host, assignment = ready_host()
+    (b_id,) = assignment["workers"]
+    blocks = worker_layers(tuple(assignment["layers"]), SHAPE.layers, 0)
+    share = sum(size for _, _, size in tensors_of(Path(model), blocks, output=True))
+    response = httpx.post(f"{host.api}/v1/completions", json={"model": "Dense-330M", "prompt": "Hello", "max_tokens": 4}, timeout=120)
+    assert response.status_code == 200
+    return tunnel_bytes_sent(host), share
+
+
+@pytest.mark.parametrize("prime", [True, False])
+def test_bytes_on_load_with_and_without_priming(mesh_bed, dense_model, prime: bool) -> None:
+    sent, share = split_load(mesh_bed, dense_model, prime)
+    print(f"priming {'on' if prime else 'off'}: {sent / 1e6:.2f} MB through the RPC tunnel for a worker share of {share / 1e6:.1f} MB "
+          f"({100 * sent / share:.2f}%)")
+    if prime:
+        assert sent < 0.05 * share
+    else:
+        assert sent > 0.9 * share  # stock llama.cpp RPC: the worker's weights cross the wire
