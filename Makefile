@@ -55,6 +55,7 @@ test: setup
 bench: setup
 	$(PY) bench/gateway_overhead.py
 	$(PY) bench/tunnel_overhead.py
+	$(PY) bench/split_pipeline.py
 
 clean:
 	rm -rf $(VENV) services/proto/mesh

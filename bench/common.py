@@ -10,7 +10,7 @@ import httpx
 MODEL = "SmolLM2-135M-Instruct"
 
 
-def streamed_request(client: httpx.Client, base: str, prompt: str, max_tokens: int) -> tuple[float, float, int]:
+def streamed_request(client: httpx.Client, base: str, prompt: str, max_tokens: int, model: str = MODEL) -> tuple[float, float, int]:
     """(seconds to the first token, decode tokens per second, tokens) for one streamed chat.
 
     llama-server sometimes closes a kept-alive connection after a streamed response; like the
@@ -19,13 +19,13 @@ def streamed_request(client: httpx.Client, base: str, prompt: str, max_tokens: i
     """
     started = time.perf_counter()
     try:
-        return _streamed_request(client, base, prompt, max_tokens, started)
+        return _streamed_request(client, base, prompt, max_tokens, started, model)
     except httpx.RemoteProtocolError:
-        return _streamed_request(client, base, prompt, max_tokens, started)
+        return _streamed_request(client, base, prompt, max_tokens, started, model)
 
 
-def _streamed_request(client: httpx.Client, base: str, prompt: str, max_tokens: int, started: float) -> tuple[float, float, int]:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": prompt}], "stream": True, "max_tokens": max_tokens,
+def _streamed_request(client: httpx.Client, base: str, prompt: str, max_tokens: int, started: float, model: str) -> tuple[float, float, int]:
+    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": True, "max_tokens": max_tokens,
             "temperature": 0, "seed": 1, "cache_prompt": False, "ignore_eos": True}
     stamps = []
     with client.stream("POST", f"{base}/v1/chat/completions", json=body) as response:

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Benchmark: a ~1 GB random-weight dense model, alone vs split over two nodes (pipeline over RPC).
+
+Rows: the model alone on one node; split over two nodes through our QUIC RPC tunnel with the
+worker's cache primed from its own disk; the same unprimed (stock llama.cpp RPC: weights sent on
+load); and stock llama.cpp RPC with the same layer split over direct TCP (no mesh). For each: load
+time, bytes sent to the worker on load, and decode tokens/s (median of 5 streamed requests).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import streamed_request  # noqa: E402
+from services.runner import binaries  # noqa: E402
+from services.runner.command import llama_server_argv, rpc_server_argv  # noqa: E402
+from services.runner.models import resolve  # noqa: E402
+from services.runner.synthetic import DenseShape, write_dense  # noqa: E402
+from tests.meshbed import MeshBed  # noqa: E402
+from tests.nodes import NodeProcess, free_port  # noqa: E402
+
+SHAPE = DenseShape(layers=9, hidden=2048, ffn=5632, heads=16, kv_heads=4)
+MODEL = "Dense-1G"
+
+
+def model_file() -> Path:
+    path = Path(os.environ.get("MESH_LLM_CACHE", Path.home() / ".cache" / "mesh-llm")) / "bench" / f"{MODEL}.gguf"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_dense(path.with_suffix(".tmp"), SHAPE, resolve("SmolLM2-135M-Instruct", path.parent).path)
+        path.with_suffix(".tmp").replace(path)
+    return path
+
+
+def decode_rate(base: str) -> float:
+    with httpx.Client(timeout=300) as client:
+        streamed_request(client, base, "Warm up.", 8, MODEL)
+        return statistics.median(streamed_request(client, base, f"Fact {i} about the sea.", 32, MODEL)[1] for i in range(5))
+
+
+def tunnel_bytes(node) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{node.api}/metrics", timeout=10).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "mesh_rpc_tunnel_bytes_total" and s.labels["direction"] == "sent")
+
+
+def alone(path: Path) -> tuple[float, float, float, tuple[int, ...]]:
+    with tempfile.TemporaryDirectory() as scratch:
+        node = NodeProcess(Path(scratch), "--model", str(path))
+        started = time.monotonic()
+        node.start()
+        try:
+            node.wait_ready(MODEL, timeout=600)
+            return time.monotonic() - started, 0.0, decode_rate(node.api), ()
+        finally:
+            node.stop()
+
+
+def split(path: Path, prime: bool) -> tuple[float, float, float, tuple[int, ...]]:
+    env = {} if prime else {"MESH_RUNNER_PRIME_RPC_CACHE": "false"}
+    with tempfile.TemporaryDirectory() as scratch:
+        bed = MeshBed(Path(scratch), relayed=False)
+        try:
+            started = time.monotonic()
+            a = bed.start("A", "--model", str(path), "--split", "--profile", "lan", env=env)
+            b = bed.start("B", "--model", str(path), "--split", "--profile", "lan", join=a, env=env)
+
+            def host():
+                for node in (a, b):
+                    try:
+                        (assignment,) = node.status()["assignments"]
+                        state = node.model_state(MODEL)
+                    except (httpx.HTTPError, ValueError):
+                        continue
+                    if assignment["mode"] == "split-host" and state and state["state"] == "ready":
+                        return node, tuple(assignment["layers"])
+                return None
+
+            bed.wait_until(lambda: host() is not None, 900, "split ready")
+            took = time.monotonic() - started
+            node, layers = host()
+            return took, tunnel_bytes(node), decode_rate(node.api), layers
+        finally:
+            bed.close()
+
+
+def stock_rpc(path: Path, layers: tuple[int, ...]) -> tuple[float, float, float, tuple[int, ...]]:
+    """llama.cpp's own RPC, direct TCP on loopback, the same blocks on the worker; no mesh."""
+    rpc_port, api_port = free_port(), free_port()
+    threads = os.cpu_count() or 2
+    worker = subprocess.Popen(rpc_server_argv(binaries.binary("ggml-rpc-server", None), rpc_port, threads=threads, cache=False),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started = time.monotonic()
+    host = None
+    try:
+        for _ in range(100):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", rpc_port)) == 0:
+                    break
+            time.sleep(0.1)
+        argv = llama_server_argv(binaries.binary("llama-server", None), path, MODEL, api_port, ctx_size=4096, threads=threads,
+                                 device="", rpc_endpoints=(f"127.0.0.1:{rpc_port}",), worker_layers=sum(layers[1:]), tensor_split=layers[1:])
+        host = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{api_port}"
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        return time.monotonic() - started, float("nan"), decode_rate(base), layers
+    finally:
+        for process in (host, worker):
+            if process is not None:
+                process.terminate()
+                process.wait(10)
+
+
+def main() -> int:
+    path = model_file()
+    print(f"{MODEL}: {path.stat().st_size / 1e9:.2f} GB, {SHAPE.layers} blocks, hidden {SHAPE.hidden}, f16")
+    rows = {"alone on one node": alone(path)}
+    rows["split, primed (mesh)"] = split(path, prime=True)
+    rows["split, not primed (mesh)"] = split(path, prime=False)
+    rows["stock llama.cpp RPC, direct TCP"] = stock_rpc(path, rows["split, primed (mesh)"][3])
+    print(f"\n| {'setup':<32} | {'load s':>7} | {'MB sent on load':>15} | {'decode tok/s':>12} | blocks |")
+    print(f"|{'-' * 34}|{'-' * 9}|{'-' * 17}|{'-' * 14}|--------|")
+    for name, (load, sent, rate, layers) in rows.items():
+        print(f"| {name:<32} | {load:>7.1f} | {sent / 1e6:>15.2f} | {rate:>12.1f} | {'/'.join(map(str, layers)) or '-':>6} |")
+    primed, stock = rows["split, primed (mesh)"], rows["stock llama.cpp RPC, direct TCP"]
+    print(f"\nsplit (mesh, primed) vs stock RPC split: tokens/s ratio {primed[2] / stock[2]:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
