@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark: a ~1 GB random-weight dense model, alone vs split over two nodes (pipeline over RPC).
 
+Also run with one thread per process (a core left for the two gateways, as on separate machines)
+and with LAN-sized QUIC datagrams.
+
 Rows: the model alone on one node; split over two nodes through our QUIC RPC tunnel with the
 worker's cache primed from its own disk; the same unprimed (stock llama.cpp RPC: weights sent on
 load); and stock llama.cpp RPC with the same layer split over direct TCP (no mesh). For each: load
@@ -69,8 +72,8 @@ def alone(path: Path) -> tuple[float, float, float, tuple[int, ...]]:
             node.stop()
 
 
-def split(path: Path, prime: bool) -> tuple[float, float, float, tuple[int, ...]]:
-    env = {} if prime else {"MESH_RUNNER_PRIME_RPC_CACHE": "false"}
+def split(path: Path, prime: bool, extra: dict[str, str] | None = None) -> tuple[float, float, float, tuple[int, ...]]:
+    env = ({} if prime else {"MESH_RUNNER_PRIME_RPC_CACHE": "false"}) | (extra or {})
     with tempfile.TemporaryDirectory() as scratch:
         bed = MeshBed(Path(scratch), relayed=False)
         try:
@@ -100,7 +103,7 @@ def split(path: Path, prime: bool) -> tuple[float, float, float, tuple[int, ...]
 def stock_rpc(path: Path, layers: tuple[int, ...]) -> tuple[float, float, float, tuple[int, ...]]:
     """llama.cpp's own RPC, direct TCP on loopback, the same blocks on the worker; no mesh."""
     rpc_port, api_port = free_port(), free_port()
-    threads = os.cpu_count() or 2
+    threads = int(os.environ.get("MESH_RUNNER_THREADS", os.cpu_count() or 2))
     worker = subprocess.Popen(rpc_server_argv(binaries.binary("ggml-rpc-server", None), rpc_port, threads=threads, cache=False),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     started = time.monotonic()
@@ -130,19 +133,34 @@ def stock_rpc(path: Path, layers: tuple[int, ...]) -> tuple[float, float, float,
                 process.wait(10)
 
 
+def table(rows: dict[str, tuple[float, float, float, tuple[int, ...]]]) -> None:
+    print(f"\n| {'setup':<44} | {'load s':>7} | {'MB sent on load':>15} | {'decode tok/s':>12} | blocks |")
+    print(f"|{'-' * 46}|{'-' * 9}|{'-' * 17}|{'-' * 14}|--------|")
+    for name, (load, sent, rate, layers) in rows.items():
+        print(f"| {name:<44} | {load:>7.1f} | {sent / 1e6:>15.2f} | {rate:>12.1f} | {'/'.join(map(str, layers)) or '-':>6} |")
+
+
 def main() -> int:
     path = model_file()
     print(f"{MODEL}: {path.stat().st_size / 1e9:.2f} GB, {SHAPE.layers} blocks, hidden {SHAPE.hidden}, f16")
+    # Each process on every core, as users run it; on this one machine they all share its cores.
     rows = {"alone on one node": alone(path)}
     rows["split, primed (mesh)"] = split(path, prime=True)
     rows["split, not primed (mesh)"] = split(path, prime=False)
+    # A LAN's MTU: 1452-byte datagrams (loopback allows 16 KiB ones: far fewer packets).
+    rows["split, primed, LAN-sized datagrams (mesh)"] = split(path, prime=True, extra={"MESH_GATEWAY_PEER_DATAGRAM_BYTES": "1452"})
     rows["stock llama.cpp RPC, direct TCP"] = stock_rpc(path, rows["split, primed (mesh)"][3])
-    print(f"\n| {'setup':<32} | {'load s':>7} | {'MB sent on load':>15} | {'decode tok/s':>12} | blocks |")
-    print(f"|{'-' * 34}|{'-' * 9}|{'-' * 17}|{'-' * 14}|--------|")
-    for name, (load, sent, rate, layers) in rows.items():
-        print(f"| {name:<32} | {load:>7.1f} | {sent / 1e6:>15.2f} | {rate:>12.1f} | {'/'.join(map(str, layers)) or '-':>6} |")
-    primed, stock = rows["split, primed (mesh)"], rows["stock llama.cpp RPC, direct TCP"]
-    print(f"\nsplit (mesh, primed) vs stock RPC split: tokens/s ratio {primed[2] / stock[2]:.3f}")
+    table(rows)
+    primed, lan, stock = rows["split, primed (mesh)"], rows["split, primed, LAN-sized datagrams (mesh)"], rows["stock llama.cpp RPC, direct TCP"]
+    print(f"\nsplit (mesh, primed) vs stock RPC split: tokens/s ratio {primed[2] / stock[2]:.3f} "
+          f"(LAN-sized datagrams: {lan[2] / stock[2]:.3f})")
+    # One thread per process leaves a core for the gateways, as separate machines would.
+    os.environ["MESH_RUNNER_THREADS"] = "1"
+    single = {"1 thread: split, primed (mesh)": split(path, prime=True)}
+    single["1 thread: stock llama.cpp RPC, direct TCP"] = stock_rpc(path, single["1 thread: split, primed (mesh)"][3])
+    table(single)
+    ratio = single["1 thread: split, primed (mesh)"][2] / single["1 thread: stock llama.cpp RPC, direct TCP"][2]
+    print(f"\n1 thread per process: split (mesh, primed) vs stock RPC split: tokens/s ratio {ratio:.3f}")
     return 0
 
 

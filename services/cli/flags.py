@@ -16,9 +16,7 @@ from services.common.invite import InviteToken, TokenError, decode
 from services.gossip.settings import PROFILES
 from services.runner.models import ModelError, ModelRef, resolve
 
-NOT_BUILT_YET = {
-    "standby": "--standby (standby nodes)",
-}
+NOT_BUILT_YET: dict[str, str] = {}
 COMMANDS = ("rotate-key", "admin", "drop")
 NOT_BUILT_COMMANDS = ("moe",)
 
@@ -55,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="lan", choices=sorted(PROFILES), help="gossip timings (default lan)")
     p.add_argument("--join-timeout", type=float, default=0.0, help="seconds to try joining before giving up (default: the profile's)")
     p.add_argument("--split", action="store_true", help="split models over nodes even when they fit one (pipeline over RPC)")
-    p.add_argument("--standby", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--standby", action="store_true",
+                   help="serve nothing until the mesh's demand asks for a model this node holds (--model then only names models to hold)")
     return p
 
 
@@ -84,6 +83,8 @@ def check(argv: list[str]) -> Options:
             raise UsageError(str(bad)) from None
     if args.client and args.model:
         raise UsageError("--client serves no model: drop --model or --client")
+    if args.client and args.standby:
+        raise UsageError("--client offers no memory, --standby offers it: pick one")
     if args.client and not args.join:
         raise UsageError("--client needs --join TOKEN: a client node uses the models of a mesh")
     for flag, label in NOT_BUILT_YET.items():

@@ -67,11 +67,11 @@ def settings_for(options: Options, home: Path, quic_port: int, address: str) -> 
         "runner": RunnerSettings(device=args.device),
         "gossip": GossipSettings(profile=args.profile, seeds=list(options.token.bootstrap) if options.token else [],
                                  address=address, join_timeout=args.join_timeout),
-        "placement": PlacementSettings(models=list(args.model), models_dir=args.models_dir, client=args.client, split=args.split,
+        "placement": PlacementSettings(models=list(args.model), models_dir=args.models_dir, client=args.client, split=args.split, standby=args.standby,
                                        max_memory_bytes=int(args.max_vram * GB) if args.max_vram else 0),
         "gateway": GatewaySettings(
             api_host="0.0.0.0" if args.listen_all else local_host, api_port=args.port, api_key=args.api_key,
-            api_enabled=bool(options.models) or args.client or bool(args.join), console_host=local_host,
+            api_enabled=bool(options.models) or args.client or args.standby or bool(args.join), console_host=local_host,
             console_port=args.console, peer_host=args.host or "0.0.0.0", peer_port=quic_port,
         ),
     }

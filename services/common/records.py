@@ -29,6 +29,7 @@ class Assignment:
     host: str = ""  # node id of the split's host
     workers: tuple[str, ...] = ()  # node ids of the split's workers, in --rpc order
     layers: tuple[int, ...] = ()  # layers per node: host first, then the workers
+    promoted: bool = False  # served for demand (a standby's choice), not named by --model
 
 
 @dataclass(frozen=True)
@@ -89,3 +90,15 @@ class MeshView:
     join_error: str = ""
     join_state: str = ""  # "" (started the mesh) | joining | joined | failed
     gossip_rounds: int = 0
+    demand: tuple[ModelDemand, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelDemand:
+    """One model's demand over the whole mesh (see gossip/demand.py)."""
+
+    model_id: str
+    requests: int = 0
+    recent: int = 0  # requests in the last hour
+    last_seen: float = 0.0  # unix time
+    pinned: bool = False  # a live node serves it by --model

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.common.records import Assignment, MeshView, NodeRecord, Peer, SelfUpdate, ServedModel
+from services.common.records import Assignment, MeshView, ModelDemand, NodeRecord, Peer, SelfUpdate, ServedModel
 from services.proto.mesh.v1 import gossip_pb2, node_pb2
 
 _STATE_NAMES = {
@@ -32,12 +32,13 @@ def served_to_proto(served: ServedModel) -> node_pb2.ServedModel:
 
 def assignment_from_proto(message: node_pb2.Assignment) -> Assignment:
     return Assignment(model_id=message.model_id, mode=message.mode, reason=message.reason, host=message.host,
-                      workers=tuple(message.workers), layers=tuple(message.layers))
+                      workers=tuple(message.workers), layers=tuple(message.layers), promoted=message.promoted)
 
 
 def assignment_to_proto(assignment: Assignment) -> node_pb2.Assignment:
     return node_pb2.Assignment(model_id=assignment.model_id, mode=assignment.mode, reason=assignment.reason,
-                               host=assignment.host, workers=list(assignment.workers), layers=list(assignment.layers))
+                               host=assignment.host, workers=list(assignment.workers), layers=list(assignment.layers),
+                               promoted=assignment.promoted)
 
 
 def record_from_proto(message: node_pb2.NodeRecord) -> NodeRecord:
@@ -90,4 +91,10 @@ def view_from_proto(message: gossip_pb2.MeshView) -> MeshView:
         own=record_from_proto(message.self), peers=peers, mesh_id=message.mesh.mesh_id, secret=message.mesh.secret,
         secret_version=message.mesh.secret_version, address=message.address, join_error=message.join_error,
         gossip_rounds=message.gossip_rounds, join_state=message.join_state,
+        demand=tuple(ModelDemand(d.model_id, d.requests, d.recent, d.last_seen, d.pinned) for d in message.demand),
     )
+
+
+def demand_to_proto(demand: ModelDemand) -> gossip_pb2.ModelDemand:
+    return gossip_pb2.ModelDemand(model_id=demand.model_id, requests=demand.requests, recent=demand.recent,
+                                  last_seen=demand.last_seen, pinned=demand.pinned)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common.records import MeshView, NodeRecord, ServedModel
-from services.runner.models import ALIASES
+from services.runner.models import ALIASES, CATALOG
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,20 @@ def resolve_name(requested: str, served: tuple[str, ...]) -> str | UnknownModel:
     if len(prefixed) == 1:
         return prefixed[0]
     return UnknownModel(served, prefixed)
+
+
+def known_models(view: MeshView) -> tuple[str, ...]:
+    """Models the mesh knows of, served or not: on a live node's disk, in the demand map, the catalog."""
+    records = [view.own, *(peer.record for peer in view.peers if peer.status == "alive")]
+    names = {name for record in records if record.role != "client" for name in record.models_on_disk}
+    names.update(demand.model_id for demand in view.demand)
+    return tuple(sorted(names | set(served_models(view)) | set(CATALOG)))
+
+
+def demand_name(view: MeshView, requested: str) -> str:
+    """The model a request counts as demand for: a known model it names, else the name as given."""
+    name = resolve_name(requested, known_models(view))
+    return name if isinstance(name, str) else requested
 
 
 def route(view: MeshView, requested: str, now: float, affinity: str = "", loads: Mapping[str, int] | None = None,

@@ -11,6 +11,8 @@ from services.gateway.mesh_view import MeshMirror
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.openai.relay import Relay
 from services.gateway.peers import identity
+from services.gateway.demand import DemandReporter
+from services.gateway.peers.datagrams import datagram_size
 from services.gateway.peers.endpoint import LocalNode, open_endpoint
 from services.gateway.peers.framing import StreamKind
 from services.gateway.peers.links import PeerLinks, request_reply
@@ -41,18 +43,21 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
             return LocalNode(view.mesh_id, view.secret, view.own.node_id, view.address)
 
         links = PeerLinks(metrics.count_peer_bytes)
-        relay = Relay(mirror, metrics, local_upstream, TunnelUpstream(links, metrics.count_peer_bytes, settings.connect_timeout))
+        demand = DemandReporter(gossip)
+        relay = Relay(mirror, metrics, local_upstream, TunnelUpstream(links, metrics.count_peer_bytes, settings.connect_timeout), demand.count)
         tunnels = TunnelServer(lambda model: local_port_of(mirror.view, model), local_upstream, metrics.count_peer_bytes)
         rpc_tunnels = RpcTunnels(links, metrics.count_rpc_bytes, settings.connect_timeout)
         rpc_server = RpcTunnelServer(lambda: rpc_ports(mirror.view))
         links.handlers = {StreamKind.GOSSIP: request_reply(on_gossip, metrics.count_peer_bytes), StreamKind.HTTP: tunnels.serve,
                           StreamKind.RPC: rpc_server.serve}
         links.endpoint = await open_endpoint(settings.peer_host, settings.peer_port, identity=me, local=local,
-                                             serve_stream=links.serve_stream, idle_timeout=settings.peer_idle_timeout)
+                                             serve_stream=links.serve_stream, idle_timeout=settings.peer_idle_timeout,
+                                             datagram_bytes=settings.peer_datagram_bytes or datagram_size(settings.peer_host))
         grpc = await grpc_server.start(node.gateway_grpc_port, lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(links, rpc_tunnels), s))
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(mirror.follow(gossip))
+                group.create_task(demand.run())
                 group.create_task(http_server.serve(create_console_app(settings, mirror, me.fingerprint), settings.console_host, settings.console_port))
                 if settings.api_enabled:
                     group.create_task(http_server.serve(create_api_app(settings, mirror, relay, metrics), settings.api_host, settings.api_port))

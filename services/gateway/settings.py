@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.gateway.peers.datagrams import LARGEST, SMALLEST
 
 
 class GatewaySettings(BaseSettings):
@@ -28,5 +31,15 @@ class GatewaySettings(BaseSettings):
     peer_port: int = 0
     # Seconds a QUIC connection may stay silent before it is dropped (gossip pings keep live ones busy).
     peer_idle_timeout: float = 30.0
+    # Bytes per QUIC datagram; 0 takes the smallest MTU of the interfaces peer_host can send on
+    # (1452 on Ethernet, 16384 on loopback): see peers/datagrams.py.
+    peer_datagram_bytes: int = 0
     # Seconds an SSE client may sit without an event before a keepalive comment is sent.
     events_keepalive: float = 15.0
+
+    @field_validator("peer_datagram_bytes")
+    @classmethod
+    def _datagram_in_range(cls, value: int) -> int:
+        if value and not SMALLEST <= value <= LARGEST:
+            raise ValueError(f"must be 0 (from the MTU) or {SMALLEST} to {LARGEST} bytes")
+        return value

@@ -12,12 +12,14 @@ from pathlib import Path
 from services.common import mesh_identity
 from services.common.changes import Changes
 from services.common.mesh_identity import MeshIdentity
-from services.common.records import NodeRecord, SelfUpdate, apply_update
-from services.gossip import swim
+from services.common.records import ModelDemand, NodeRecord, SelfUpdate, apply_update
+from services.gossip import demand, swim
+from services.gossip.demand import DemandEntry, OwnCounter
 from services.gossip.swim import Member
 
 
 RTT_SMOOTHING = 0.2  # weight of a new RTT sample in the moving average
+DEMAND_REWRITE = 60.0  # seconds between rewrites of our unchanged demand entries
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,11 @@ class GossipState:
     from_node_id: str
     members: tuple[Member, ...]
     mesh: MeshIdentity
+    demand: tuple[DemandEntry, ...] = ()
 
 
 class Membership:
-    def __init__(self, own: NodeRecord, address: str, mesh: MeshIdentity, home: Path) -> None:
+    def __init__(self, own: NodeRecord, address: str, mesh: MeshIdentity, home: Path, demand_ttl: float = 86400.0) -> None:
         self.own = own
         self.address = address
         self.mesh = mesh
@@ -42,12 +45,15 @@ class Membership:
         self.join_error = ""
         self.join_state = ""
         self.changes = Changes()
+        self.demand_ttl = demand_ttl
+        self.demand: dict[demand.Key, DemandEntry] = {}
+        self.counter = OwnCounter(own.node_id)
 
     def own_member(self) -> Member:
         return Member(self.own, self.address, swim.ALIVE, self.incarnation)
 
     def state(self) -> GossipState:
-        return GossipState(self.own.node_id, (self.own_member(), *self.members.values()), self.mesh)
+        return GossipState(self.own.node_id, (self.own_member(), *self.members.values()), self.mesh, tuple(self.demand.values()))
 
     async def update_self(self, update: SelfUpdate) -> NodeRecord:
         updated = apply_update(self.own, update, time.time())
@@ -58,13 +64,16 @@ class Membership:
 
     async def absorb(self, state: GossipState, now: float) -> None:
         """Merge what a peer told us; refute any suspicion of ourselves; adopt a newer secret."""
-        before = (self.members, self.incarnation, self.mesh)
+        before = (self.members, self.incarnation, self.mesh, self.demand)
         self.members = swim.merge(self.members, state.members, self.own.node_id, now)
         self.incarnation = swim.refute(self.incarnation, state.members, self.own.node_id)
+        # Our own entries are ours to write: an echo of an older one must not replace them.
+        theirs = [e for e in state.demand if e.origin != self.own.node_id]
+        self.demand = demand.expire(demand.merge(self.demand, theirs), time.time(), self.demand_ttl)
         if state.mesh.mesh_id == self.mesh.mesh_id and state.mesh.secret_version > self.mesh.secret_version:
             self.mesh = state.mesh
             mesh_identity.save(self.home, self.mesh)
-        if before != (self.members, self.incarnation, self.mesh):
+        if before != (self.members, self.incarnation, self.mesh, self.demand):
             await self.changes.publish()
 
     async def set_members(self, members: dict[str, Member]) -> None:
@@ -83,6 +92,35 @@ class Membership:
         mesh_identity.save(self.home, self.mesh)
         await self.changes.publish()
         return self.mesh
+
+    async def count_demand(self, requests: dict[str, int]) -> None:
+        """Requests this node's gateway received, per model (served or not)."""
+        now = time.time()
+        if any([self.counter.count(model_id, n, now) for model_id, n in requests.items() if n > 0]):
+            await self.refresh_demand()
+
+    async def refresh_demand(self) -> None:
+        """Rewrite our own entries (their hour counts age), forget everything past the TTL."""
+        now = time.time()
+        self.counter.forget(now, self.demand_ttl)
+        others = {key: e for key, e in self.demand.items() if e.origin != self.own.node_id}
+        mine = {}
+        for entry in self.counter.entries(now):
+            key = (entry.model_id, entry.origin)
+            kept = self.demand.get(key)
+            # Unchanged counts are rewritten once a minute only: every rewrite is a change to gossip.
+            same = kept is not None and (kept.requests, kept.recent, kept.last_seen) == (entry.requests, entry.recent, entry.last_seen)
+            mine[key] = kept if same and now - kept.updated_at < DEMAND_REWRITE else entry
+        updated = demand.expire({**others, **mine}, now, self.demand_ttl)
+        if updated != self.demand:
+            self.demand = updated
+            await self.changes.publish()
+
+    def demand_map(self) -> tuple[ModelDemand, ...]:
+        """The mesh's demand per model, with models pinned by live nodes (their --model)."""
+        records = [self.own, *(m.record for m in self.live_peers())]
+        pinned = {a.model_id for r in records for a in r.assignments if a.mode != "dropped" and not a.promoted}
+        return demand.summarize(self.demand.values(), pinned, time.time())
 
     def live_peers(self) -> list[Member]:
         return swim.live(self.members)

@@ -142,6 +142,7 @@ class GossipProtocol:
                 if member.status == swim.DEAD and self.membership.members[node_id].status != swim.DEAD:
                     event(log, "member dead", logging.WARNING, peer=node_id, address=member.address)
             await self.membership.set_members(swim.forget(members, now, self.timings.forget_after))
+            await self.membership.refresh_demand()
 
     async def handle(self, message: peer_pb2.GossipMessage) -> peer_pb2.GossipMessage:
         """Answer a message a peer sent us."""

@@ -18,7 +18,7 @@ from services.proto.mesh.v1 import gossip_pb2_grpc
 async def main(node: NodeSettings, settings: GossipSettings) -> None:
     # Versions start from the clock so a restarted node's record outranks its previous life's.
     own = NodeRecord(node_id=node_id(node), name=node.name, version=int(time.time() * 1000), updated_at=time.time())
-    membership = Membership(own, settings.address, mesh_identity.load_or_create(node.home), node.home)
+    membership = Membership(own, settings.address, mesh_identity.load_or_create(node.home), node.home, settings.demand_ttl)
     async with grpc_server.channel(node.address("gateway")) as gateway:
         protocol = GossipProtocol(membership, settings.timings(), gateway)
         server = await grpc_server.start(

@@ -8,7 +8,7 @@ import grpc
 
 from services.common.invite import new_secret
 from services.common.mesh_identity import MeshIdentity
-from services.common.records_proto import record_to_proto, update_from_proto
+from services.common.records_proto import demand_to_proto, record_to_proto, update_from_proto
 from services.gossip.membership import Membership
 from services.gossip.protocol import GossipProtocol
 from services.proto.mesh.v1 import gossip_pb2, gossip_pb2_grpc, node_pb2, peer_pb2
@@ -46,7 +46,8 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
             for p in sorted(m.live_peers(), key=lambda p: p.record.name)
         ]
         return gossip_pb2.MeshView(self=record_to_proto(m.own), peers=peers, mesh=identity_to_proto(m.mesh), address=m.address,
-                                   join_error=m.join_error, gossip_rounds=self.protocol.rounds, join_state=m.join_state)
+                                   join_error=m.join_error, gossip_rounds=self.protocol.rounds, join_state=m.join_state,
+                                   demand=[demand_to_proto(d) for d in m.demand_map()])
 
     async def HandlePeerMessage(self, request: gossip_pb2.PeerMessage, context: grpc.aio.ServicerContext) -> gossip_pb2.PeerMessage:
         try:
@@ -59,6 +60,10 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
     async def Leave(self, request: gossip_pb2.LeaveRequest, context: grpc.aio.ServicerContext) -> gossip_pb2.LeaveResponse:
         await self.protocol.leave()
         return gossip_pb2.LeaveResponse()
+
+    async def RecordDemand(self, request: gossip_pb2.DemandReport, context: grpc.aio.ServicerContext) -> gossip_pb2.DemandReportReply:
+        await self.membership.count_demand(dict(request.requests))
+        return gossip_pb2.DemandReportReply()
 
     async def RotateSecret(self, request: gossip_pb2.RotateSecretRequest, context: grpc.aio.ServicerContext) -> gossip_pb2.MeshIdentity:
         return identity_to_proto(await self.membership.rotate_secret(new_secret()))

@@ -41,6 +41,8 @@ class GossipSettings(BaseSettings):
     address: str = ""
     # Seconds to wait for a join before giving up; 0 takes the profile's join_timeout.
     join_timeout: float = 0.0
+    # Seconds a model's demand is remembered after its last request (then it leaves every node's map).
+    demand_ttl: float = 86400.0
 
     @field_validator("profile")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import grpc
 import psutil
@@ -16,10 +17,12 @@ import psutil
 from services.common.logs import event
 from services.common.records import Assignment, MeshView, NodeRecord, SelfUpdate
 from services.common.records_proto import served_from_proto, update_to_proto, view_from_proto
+from services.placement import planner
 from services.placement.decide import ModelAsk, decide
+from services.placement.promotion import Rules, promotions
 from services.placement.settings import PlacementSettings
 from services.proto.mesh.v1 import gateway_pb2, gateway_pb2_grpc, gossip_pb2, gossip_pb2_grpc, runner_pb2, runner_pb2_grpc
-from services.runner.models import ModelRef, layer_count, models_on_disk, resolve
+from services.runner.models import ModelError, ModelRef, layer_count, models_on_disk, resolve
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,10 @@ class Convergence:
         self.dropped: set[str] = set()
         self.view: MeshView | None = None
         self.tunnels: dict[tuple[str, int], int] = {}  # (worker address, rpc port) -> local port
+        self.on_disk: dict[str, ModelRef] = {}  # every model this node could serve
+        self.promoted: dict[str, str] = {}  # model -> why this node serves it for demand
+        self.pending: dict[str, float] = {}  # promotions waiting to settle: model -> first wanted (monotonic)
+        self.layer_counts: dict[str, int] = {}
         self._lock = asyncio.Lock()
 
     def memory_offered(self) -> int:
@@ -45,12 +52,22 @@ class Convergence:
 
     async def run(self) -> None:
         self.models = [resolve(spec, self.settings.models_dir) for spec in self.settings.models]
-        self.asks = [ModelAsk(m.model_id, m.size_bytes, layer_count(m.path)) for m in self.models]
+        held = models_on_disk(self.settings.models_dir, self.models)
+        self.on_disk = {m.model_id: m for m in self.models}
+        for name in held:
+            try:
+                self.on_disk.setdefault(name, resolve(name, self.settings.models_dir))
+            except ModelError:
+                continue
+        if self.settings.standby:
+            self.models = []  # held, not served: a standby serves only what demand asks of it
+        self.asks = [ModelAsk(m.model_id, m.size_bytes, self._layers(m)) for m in self.models]
         await self._update_self(role="client" if self.settings.client else "standby", memory_offered_bytes=self.memory_offered(),
-                                models_on_disk=models_on_disk(self.settings.models_dir, self.models))
+                                models_on_disk=held if not self.settings.client else ())
         async with asyncio.TaskGroup() as group:
             group.create_task(self.report_served())
             group.create_task(self.follow_mesh())
+            group.create_task(self.settle_promotions())
 
     async def follow_mesh(self) -> None:
         async for message in self.gossip.Watch(gossip_pb2.WatchRequest(), wait_for_ready=True):
@@ -59,31 +76,66 @@ class Convergence:
 
     async def drop(self, model_id: str) -> bool:
         """Stop serving a model here; False when this node does not serve it."""
-        match = next((m.model_id for m in self.models if m.model_id.lower() == model_id.lower()), None)
+        match = next((m for m in [*(m.model_id for m in self.models), *self.promoted] if m.lower() == model_id.lower()), None)
         if match is None or match in self.dropped:
             return False
         self.dropped.add(match)
         await self.converge()
         return True
 
+    async def settle_promotions(self) -> None:
+        """Promotions wait `promote_settle` seconds even when the mesh is quiet: look again meanwhile."""
+        while True:
+            await asyncio.sleep(min(0.25, self.settings.promote_settle))
+            if self.pending:
+                await self.converge()
+
+    def _promote(self, view: MeshView) -> list[ModelAsk]:
+        """The asks demand adds on this node: promotions kept, and new ones once they have settled."""
+        s = self.settings
+        needs = {name: planner.memory_needed(ref.size_bytes, s.headroom, s.context_bytes) for name, ref in self.on_disk.items()
+                 if name not in self.dropped}
+        wanted = promotions(view, needs, self.promoted, Rules(s.hot_ratio, s.hot_requests)) if not s.client else {}
+        now = time.monotonic()
+        self.pending = {model: self.pending.get(model, now) for model in wanted if model not in self.promoted}
+        for model, since in list(self.pending.items()):
+            if now - since >= s.promote_settle:
+                event(log, "promoted", model=model, reason=wanted[model])
+                del self.pending[model]
+        for model in set(self.promoted) - set(wanted):
+            event(log, "demotion", model=model, reason="no demand left for it (TTL passed)")
+        self.promoted = {model: reason for model, reason in wanted.items() if model not in self.pending}
+        refs = [self.on_disk[model] for model in self.promoted]
+        return [ModelAsk(ref.model_id, ref.size_bytes, self._layers(ref), self.promoted[ref.model_id]) for ref in refs]
+
+    def _layers(self, ref: ModelRef) -> int:
+        if ref.model_id not in self.layer_counts:
+            self.layer_counts[ref.model_id] = layer_count(ref.path)
+        return self.layer_counts[ref.model_id]
+
     async def converge(self) -> None:
         if self.view is None:
             return
         async with self._lock:
             s = self.settings
-            assignments = decide(self.view, self.asks, self.memory_offered(), force_split=s.split, headroom=s.headroom,
+            asks = [*self.asks, *self._promote(self.view)]
+            assignments = decide(self.view, asks, self.memory_offered(), force_split=s.split, headroom=s.headroom,
                                  context_bytes=s.context_bytes, dropped=frozenset(self.dropped))
+            gone = {a.model_id for a in self.assignments} - {a.model_id for a in assignments}
             if assignments != self.assignments:
                 for assignment in assignments:
                     event(log, "placement decided", model=assignment.model_id, mode=assignment.mode, reason=assignment.reason)
                 self.assignments = assignments
                 role = "client" if s.client else ("serving" if any(a.mode in ("solo", "split-host", "split-worker") for a in assignments) else "standby")
                 await self._update_self(role=role, assignments=assignments)
+            for model_id in gone:
+                await self._stop(model_id, "llama-server")
+                await self._stop(model_id, "rpc-server")
             for assignment in assignments:
                 await self._apply(assignment)
 
     async def _apply(self, assignment: Assignment) -> None:
-        path = str(next(m.path for m in self.models if m.model_id == assignment.model_id))
+        path = str(self.on_disk[assignment.model_id].path)
         model_id = assignment.model_id
         if assignment.mode == "solo":
             await self._stop(model_id, "rpc-server")

@@ -21,6 +21,7 @@ class ModelAsk:
     model_id: str
     size_bytes: int
     layers: int
+    promoted: str = ""  # why the mesh's demand asks this node to serve it; "" for --model
 
 
 def decide(view: MeshView, asks: Sequence[ModelAsk], memory: int, *, force_split: bool, headroom: float,
@@ -31,6 +32,11 @@ def decide(view: MeshView, asks: Sequence[ModelAsk], memory: int, *, force_split
     left = memory
     decisions = []
     for ask in asks:
+        if ask.promoted:
+            need = planner.memory_needed(ask.size_bytes, headroom, context_bytes)
+            left -= need
+            decisions.append(Assignment(ask.model_id, "solo", ask.promoted, promoted=True))
+            continue
         if ask.model_id in dropped:
             decisions.append(Assignment(ask.model_id, "dropped", "dropped by mesh-llm drop"))
             continue

@@ -27,4 +27,13 @@ class PlacementSettings(BaseSettings):
     headroom: float = 0.10
     # Bytes set aside for the KV cache and buffers of one model at the runner's context size.
     context_bytes: int = 256 * 1024 * 1024
+    # A standby node (--standby, or no --model): models named by --model are only held on disk, and
+    # the node serves what the mesh's demand asks of it (promotion.py).
+    standby: bool = False
+    # Seconds a new promotion must stay wanted before the node acts (views settle; no duplicate loads).
+    promote_settle: float = 1.0
+    # Rebalance: a model this many times hotter per server than the coldest, with this many
+    # requests in the last hour, gets a standby node too.
+    hot_ratio: float = 3.0
+    hot_requests: int = 10
 

@@ -8,11 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
+# The output layer (and token_embd, which tied-embedding models reuse as their output).
+HOST_TENSORS = r"^(output|output_norm|token_embd)\."
+
+
 def llama_server_argv(binary: Path, model_path: Path, model_id: str, port: int, *, ctx_size: int, threads: int, device: str,
                       rpc_endpoints: tuple[str, ...] = (), worker_layers: int = 0, tensor_split: tuple[float, ...] = ()) -> list[str]:
     """llama-server serving one model on 127.0.0.1:port under the name `model_id`; with RPC
     endpoints, the last `worker_layers` blocks run on the workers, `tensor_split` blocks each
-    (in --rpc order), and the output layer on the last worker."""
+    (in --rpc order), and the output layer on the host."""
     argv = [
         str(binary),
         "--model", str(model_path),
@@ -31,8 +35,11 @@ def llama_server_argv(binary: Path, model_path: Path, model_id: str, port: int, 
         argv += ["--device", device]
     if rpc_endpoints:
         # llama.cpp counts the output layer as one more offloadable layer and always offloads it
-        # with the last blocks: n-gpu-layers = blocks + 1, and the last worker's share holds it.
-        argv += ["--rpc", ",".join(rpc_endpoints), "--n-gpu-layers", str(worker_layers + 1)]
+        # with the last blocks: n-gpu-layers = blocks + 1, and the last worker's share counts it.
+        # The override keeps its tensors on the host all the same, so each token brings back the
+        # hidden state (hidden x 4 bytes) instead of the logits (vocab x 4 bytes: 24x more here).
+        argv += ["--rpc", ",".join(rpc_endpoints), "--n-gpu-layers", str(worker_layers + 1),
+                 "--override-tensor", f"{HOST_TENSORS}=CPU"]
         if len(rpc_endpoints) > 1:
             shares = [*tensor_split[:-1], tensor_split[-1] + 1]
             argv += ["--tensor-split", ",".join(f"{share:g}" for share in shares)]

@@ -6,6 +6,9 @@ Owns model resolution and the cheap GGUF check; must not start processes.
 from __future__ import annotations
 
 import importlib.util
+import mmap
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +69,10 @@ def _catalog_path(name: str) -> Path:
 
 
 def models_on_disk(models_dir: Path, named: list[ModelRef]) -> tuple[str, ...]:
-    """Ids of the models this node could serve: those named by --model and every GGUF in models_dir."""
+    """Ids of the models this node could serve: those named by --model, every GGUF in models_dir,
+    and the catalog models whose package is installed."""
     found = {ref.model_id for ref in named}
+    found.update(name for name in CATALOG if importlib.util.find_spec(CATALOG[name][0]) is not None)
     if models_dir.is_dir():
         found.update(model_id_of(path) for path in models_dir.rglob("*.gguf") if is_gguf(path))
     return tuple(sorted(found))
@@ -80,12 +85,54 @@ def model_id_of(path: Path) -> str:
 
 def layer_count(path: Path) -> int:
     """The model's transformer block count, read from the GGUF header (0 if it does not say)."""
-    from gguf import GGUFReader  # imported here: the reader is only needed for this
+    fields = header_fields(path, lambda key: key == "general.architecture" or key.endswith(".block_count"))
+    value = fields.get(f"{fields.get('general.architecture', '')}.block_count", 0)
+    return int(value) if isinstance(value, int) else 0
 
-    fields = GGUFReader(path).fields
-    arch = bytes(fields["general.architecture"].parts[-1]).decode()
-    field = fields.get(f"{arch}.block_count")
-    return int(field.parts[-1][0]) if field is not None else 0
+
+# GGUF value types: struct format of each scalar (8 is a string, 9 an array).
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+def header_fields(path: Path, wanted: Callable[[str], bool]) -> dict[str, object]:
+    """The GGUF header's scalar and string values whose keys `wanted` accepts, read without
+    loading arrays (a tokenizer's 50k tokens take gguf's reader seconds; skipping them, milliseconds)."""
+    found: dict[str, object] = {}
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if data[:4] != GGUF_MAGIC:
+            raise ModelError(f"{path} is not a GGUF file")
+        _, _, kv_count = struct.unpack_from("<IQQ", data, 4)
+        offset = 24
+
+        def string(at: int) -> tuple[str, int]:
+            (length,) = struct.unpack_from("<Q", data, at)
+            return bytes(data[at + 8 : at + 8 + length]).decode("utf-8", "replace"), at + 8 + length
+
+        def skip(kind: int, at: int) -> int:
+            if kind in _SCALARS:
+                return at + struct.calcsize(_SCALARS[kind])
+            if kind == 8:
+                return string(at)[1]
+            if kind == 9:
+                item, count = struct.unpack_from("<IQ", data, at)
+                at += 12
+                if item in _SCALARS:
+                    return at + count * struct.calcsize(_SCALARS[item])
+                for _ in range(count):
+                    at = skip(item, at)
+                return at
+            raise ModelError(f"{path}: unknown GGUF value type {kind}")
+
+        for _ in range(kv_count):
+            key, offset = string(offset)
+            (kind,) = struct.unpack_from("<I", data, offset)
+            offset += 4
+            if wanted(key) and kind in _SCALARS:
+                found[key] = struct.unpack_from(_SCALARS[kind], data, offset)[0]
+            elif wanted(key) and kind == 8:
+                found[key] = string(offset)[0]
+            offset = skip(kind, offset)
+    return found
 
 
 def is_gguf(path: Path) -> bool:

@@ -34,28 +34,25 @@ def worker_layers(layers: tuple[int, ...], layer_count: int, worker_index: int) 
     return range(start, start + layers[1 + worker_index])
 
 
-def tensors_of(path: Path, blocks: range, output: bool = False) -> list[tuple[str, int, int]]:
-    """(name, offset in the file, size) of the tensors of the given blocks, and with `output` of the
-    output layer (llama.cpp puts it on the last worker; a model without output.weight reuses
-    token_embd.weight there)."""
+def tensors_of(path: Path, blocks: range) -> list[tuple[str, int, int]]:
+    """(name, offset in the file, size) of the tensors of the given blocks (the output layer stays
+    on the host: see `llama_server_argv`)."""
     reader = GGUFReader(path)
-    names = {tensor.name for tensor in reader.tensors}
-    wanted = {"output_norm.weight", "output.weight" if "output.weight" in names else "token_embd.weight"} if output else set()
     chosen = []
     for tensor in reader.tensors:
         match = _LAYER.match(tensor.name)
-        if (match and int(match.group(1)) in blocks) or tensor.name in wanted:
+        if match and int(match.group(1)) in blocks:
             chosen.append((tensor.name, int(tensor.data_offset), int(tensor.n_bytes)))
     return chosen
 
 
-def prime(path: Path, cache_dir: Path, blocks: range, manifest: Path, output: bool = False) -> Primed:
+def prime(path: Path, cache_dir: Path, blocks: range, manifest: Path) -> Primed:
     """Write the cache files of the blocks' tensors (skipping those present); list them in `manifest`."""
     target = cache_dir / "rpc"
     target.mkdir(parents=True, exist_ok=True)
     written, total, names = 0, 0, []
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        for _, offset, size in tensors_of(path, blocks, output):
+        for _, offset, size in tensors_of(path, blocks):
             view = memoryview(data)[offset : offset + size]
             name = f"{fnv1a64(view):016x}"
             names.append(name)

@@ -77,8 +77,7 @@ class LlamaServers:
         if (model_id, RPC_SERVER) not in self._served:
             if self.settings.prime_rpc_cache and layers:
                 blocks = priming.worker_layers(layers, sum(layers), worker_index)
-                last = worker_index == len(layers) - 2
-                primed = await asyncio.to_thread(priming.prime, path, self.cache_dir, blocks, self._manifest(model_id), last)
+                primed = await asyncio.to_thread(priming.prime, path, self.cache_dir, blocks, self._manifest(model_id))
                 event(log, "rpc cache primed", model=model_id, blocks=f"{blocks.start}-{blocks.stop - 1}", files_written=primed.files, bytes=primed.bytes)
             binary = binaries.binary("ggml-rpc-server", self.settings.llama_bin)
             self.cache_dir.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ def mesh_processes() -> set[int]:
         (["--join", GOOD_TOKEN[:20] + ("A" if GOOD_TOKEN[20] != "A" else "B") + GOOD_TOKEN[21:]], "truncated or altered"),
         (["--join", "mesh1-!!!"], "copy it again"),
         (["--client"], "--join"),
-        (["--standby"], "not built yet"),
+        (["--client", "--standby", "--join", GOOD_TOKEN], "pick one"),
         (["--max-vram", "-1"], "positive"),
         (["--port", "70000"], "not a valid port"),
         (["--bogus"], "unrecognized arguments"),

@@ -182,4 +182,8 @@ def test_drop_stops_serving_a_model(mesh_bed, tmp_path) -> None:
     mesh_bed.wait_until(lambda: _model_ids(a) == [SMOLLM2], 10, "dropped")
     assert len(a.llama_servers()) == 1
     response = httpx.post(f"{a.api}/v1/chat/completions", json={"model": OTHER, "messages": HELLO}, timeout=30)
-    assert response.status_code == 404 and SMOLLM2 in response.json()["error"]["message"]
+    # Still on A's disk: unserved, not unknown; the request counts as demand a standby could answer.
+    assert response.status_code == 503 and "counted as demand" in response.json()["error"]["message"]
+    assert SMOLLM2 in response.json()["error"]["message"] and response.headers["retry-after"]
+    mesh_bed.wait_until(lambda: any(d["model_id"] == OTHER and d["requests"] == 1 and not d["pinned"] for d in a.status()["demand"]),
+                        10, "the dropped model in the demand map")

@@ -51,7 +51,7 @@ def split_load(bed, model: str, prime: bool) -> tuple[float, int]:
     host, assignment = ready_host()
     (b_id,) = assignment["workers"]
     blocks = worker_layers(tuple(assignment["layers"]), SHAPE.layers, 0)
-    share = sum(size for _, _, size in tensors_of(Path(model), blocks, output=True))
+    share = sum(size for _, _, size in tensors_of(Path(model), blocks))
     response = httpx.post(f"{host.api}/v1/completions", json={"model": "Dense-330M", "prompt": "Hello", "max_tokens": 4}, timeout=120)
     assert response.status_code == 200
     return tunnel_bytes_sent(host), share

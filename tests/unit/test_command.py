@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 from services.runner.command import child_environment, llama_server_argv
@@ -21,3 +22,16 @@ def test_device_is_passed_when_given() -> None:
 def test_child_environment_keeps_only_what_children_need() -> None:
     env = child_environment({"PATH": "/bin", "MESH_GATEWAY_API_KEY": "secret", "HOME": "/root"})
     assert env == {"PATH": "/bin", "HOME": "/root"}
+
+
+def test_split_offloads_worker_blocks_and_keeps_the_output_layer_on_the_host() -> None:
+    argv = llama_server_argv(Path("s"), Path("m"), "m", 1, ctx_size=1, threads=1, device="",
+                             rpc_endpoints=("127.0.0.1:7001", "127.0.0.1:7002"), worker_layers=6, tensor_split=(4, 2))
+    pairs = {flag: argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag.startswith("--")}
+    assert pairs["--rpc"] == "127.0.0.1:7001,127.0.0.1:7002"
+    assert pairs["--n-gpu-layers"] == "7"  # 6 blocks plus the output layer llama.cpp counts with them
+    assert pairs["--tensor-split"] == "4,3"
+    pattern, buffer = pairs["--override-tensor"].rsplit("=", 1)
+    assert buffer == "CPU"
+    names = ["output.weight", "output_norm.weight", "token_embd.weight", "blk.3.attn_output.weight", "blk.0.ffn_up.weight"]
+    assert [name for name in names if re.search(pattern, name)] == names[:3]

@@ -43,3 +43,7 @@ def test_models_on_disk_lists_named_models_and_the_models_folder(tmp_path: Path)
     (tmp_path / "models" / "notes.gguf").write_text("not a model")
     named = [resolve("SmolLM2-135M-Instruct", tmp_path)]
     assert models_on_disk(tmp_path / "models", named) == ("Alpha", "SmolLM2-135M-Instruct")
+
+
+def test_installed_catalog_models_count_as_on_disk(tmp_path: Path) -> None:
+    assert models_on_disk(tmp_path / "no-such-folder", []) == ("SmolLM2-135M-Instruct",)

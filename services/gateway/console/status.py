@@ -8,11 +8,19 @@ from services.common.invite import InviteToken
 from services.common.records import MeshView, NodeRecord, Peer
 
 
+def shown_role(record: NodeRecord) -> str:
+    """client | standby | loading | serving: what the node is doing now (loading while a model it
+    answers for is still starting)."""
+    if record.role == "serving" and any(s.kind == "llama-server" and s.state == "starting" for s in record.served):
+        return "loading"
+    return record.role
+
+
 def node_status(record: NodeRecord) -> dict:
     return {
         "id": record.node_id,
         "name": record.name,
-        "role": record.role,
+        "role": shown_role(record),
         "memory_offered_bytes": record.memory_offered_bytes,
         "models_on_disk": list(record.models_on_disk),
         "models": [asdict(served) for served in record.served],
@@ -44,4 +52,5 @@ def status(view: MeshView, fingerprint: str) -> dict:
         "join_error": view.join_error,
         "join_state": view.join_state,
         "peers": [peer_status(peer) for peer in view.peers],
+        "demand": [asdict(demand) for demand in view.demand],
     }

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 from starlette.responses import Response, StreamingResponse
@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 
 
 class Relay:
-    def __init__(self, mirror: MeshMirror, metrics: GatewayMetrics, local: LocalUpstream, tunnel: TunnelUpstream | None) -> None:
+    def __init__(self, mirror: MeshMirror, metrics: GatewayMetrics, local: LocalUpstream, tunnel: TunnelUpstream | None,
+                 demand: Callable[[str], None] = lambda model: None) -> None:
         self.mirror = mirror
+        self.demand = demand
         self.metrics = metrics
         self.local = local
         self.tunnel = tunnel
@@ -44,6 +46,11 @@ class Relay:
         decision = routing.route(self.mirror.view, model, time.time(), affinity, self.in_flight, exclude)
         if isinstance(decision, routing.UnknownModel):
             served = ", ".join(decision.served) or "none"
+            known = routing.resolve_name(model, routing.known_models(self.mirror.view))
+            if isinstance(known, str):
+                # Known but unserved: the request counts as demand, and a standby node holding it may start it.
+                raise NoServer(f"model '{known}' is not served by this mesh right now (served models: {served}); "
+                               "the request was counted as demand for it: retry shortly", 5)
             which = f" ('{model}' could mean {', '.join(decision.ambiguous)})" if decision.ambiguous else ""
             raise ModelNotFound(f"model '{model}' is not served by this mesh{which}; served models: {served}")
         if isinstance(decision, routing.NotReady):
@@ -52,6 +59,7 @@ class Relay:
 
     async def forward(self, endpoint: str, model: str, stream: bool, raw: bytes, affinity: str = "") -> Response:
         started = time.perf_counter()
+        self.demand(routing.demand_name(self.mirror.view, model))
         tried: set[str] = set()
         for _ in range(ATTEMPTS):
             target = self.targets(model, affinity, frozenset(tried))[0]

@@ -188,13 +188,14 @@ class PeerEndpoint(QuicServer):
     """The UDP socket plus every connection on it, inbound and outbound."""
 
     def __init__(self, *, identity: Identity, local: Callable[[], LocalNode], serve_stream: StreamServer,
-                 idle_timeout: float, on_change: Callable[[], None] = lambda: None) -> None:
-        server_configuration = QuicConfiguration(is_client=False, alpn_protocols=[ALPN], idle_timeout=idle_timeout)
+                 idle_timeout: float, datagram_bytes: int = 1200, on_change: Callable[[], None] = lambda: None) -> None:
+        server_configuration = QuicConfiguration(is_client=False, alpn_protocols=[ALPN], idle_timeout=idle_timeout,
+                                                 max_datagram_size=datagram_bytes)
         server_configuration.load_cert_chain(identity.certificate_path, identity.key_path)
         super().__init__(configuration=server_configuration, create_protocol=partial(MeshConnection, endpoint=self))
         # Peers' certificates are self-signed: trust comes from admission, which binds their fingerprint.
         self.client_configuration = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], idle_timeout=idle_timeout,
-                                                      verify_mode=ssl.CERT_NONE, server_name="mesh-llm")
+                                                      verify_mode=ssl.CERT_NONE, server_name="mesh-llm", max_datagram_size=datagram_bytes)
         self.client_configuration.load_cert_chain(identity.certificate_path, identity.key_path)
         self.identity = identity
         self.local = local
@@ -241,5 +242,7 @@ class PeerEndpoint(QuicServer):
 async def open_endpoint(host: str, port: int, **kwargs: object) -> PeerEndpoint:
     loop = asyncio.get_running_loop()
     _, endpoint = await loop.create_datagram_endpoint(lambda: PeerEndpoint(**kwargs), local_addr=(host, port))  # type: ignore[arg-type]
+    event(log, "quic endpoint open", address=f"{host}:{endpoint._transport.get_extra_info('sockname')[1]}",  # noqa: SLF001
+          datagram_bytes=kwargs.get("datagram_bytes", 1200))
     return endpoint
 
