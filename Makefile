@@ -8,7 +8,7 @@ PROTOS := $(wildcard protos/mesh/v1/*.proto)
 GENERATED := services/proto/mesh/v1/.generated
 MODEL ?= SmolLM2-135M-Instruct
 
-.PHONY: setup tools venv proto llama run test bench clean
+.PHONY: setup tools testtools venv proto llama run test bench clean
 
 setup: tools venv proto llama
 
@@ -16,6 +16,17 @@ setup: tools venv proto llama
 tools:
 	@missing=""; \
 	for tool in cmake:cmake ninja:ninja-build patch:patch g++:g++ setpriv:util-linux; do \
+		command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# What only the tests use: Debian's Chromium (the console test) and Prometheus (the scrape test).
+testtools:
+	@missing=""; \
+	for tool in chromium:chromium prometheus:prometheus; do \
 		command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -49,7 +60,7 @@ llama: tools
 run: setup
 	$(VENV)/bin/mesh-llm --model $(MODEL)
 
-test: setup
+test: setup testtools
 	$(PY) -m pytest
 
 bench: setup

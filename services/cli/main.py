@@ -58,7 +58,8 @@ def settings_for(options: Options, home: Path, quic_port: int, address: str) -> 
     """The environment of each service, built once from the flags."""
     args = options.args
     node_fields = {"gateway_grpc_port": free_port(), "gossip_grpc_port": free_port(), "placement_grpc_port": free_port(),
-                   "runner_grpc_port": free_port(), "log_level": args.log_level, "home": home}
+                   "runner_grpc_port": free_port(), "gossip_metrics_port": free_port(), "placement_metrics_port": free_port(),
+                   "runner_metrics_port": free_port(), "log_level": args.log_level, "home": home}
     if args.name:
         node_fields["name"] = args.name
     node = environment_for(NodeSettings(**node_fields))

@@ -43,6 +43,11 @@ class NodeSettings(BaseSettings):
     gossip_grpc_port: int = 50432
     placement_grpc_port: int = 50433
     runner_grpc_port: int = 50434
+    # Loopback ports of the Prometheus /metrics of gossip, placement and runner (the gateway's
+    # is on its API and console ports).
+    gossip_metrics_port: int = 50442
+    placement_metrics_port: int = 50443
+    runner_metrics_port: int = 50444
     # Python logging level name for every service.
     log_level: str = "INFO"
 

@@ -36,9 +36,22 @@ def create_api_app(settings: GatewaySettings, mirror: MeshMirror, relay: Relay, 
     return app
 
 
-def create_console_app(settings: GatewaySettings, mirror: MeshMirror, fingerprint: str) -> FastAPI:
+def create_console_app(settings: GatewaySettings, mirror: MeshMirror, fingerprint: str, relay: Relay | None = None,
+                       metrics: GatewayMetrics | None = None, metrics_urls: dict[str, str] | None = None) -> FastAPI:
+    """The console page, /api/status, /api/events; and, for its chat panel on the same origin, the
+    chat and models API (the console is loopback-only, so no API key), and the gateway's /metrics."""
     app = FastAPI(title="mesh-llm console", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings, app.state.mirror, app.state.fingerprint = settings, mirror, fingerprint
+    app.state.relay, app.state.metrics, app.state.metrics_urls = relay, metrics, metrics_urls or {}
     app.include_router(console_router)
+    if relay is not None and metrics is not None:
+        for router in (chat_router, models_router):
+            app.include_router(router)
+
+        @app.get("/metrics")
+        async def prometheus() -> Response:
+            return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
     errors.install(app)
+    app.add_middleware(RequestContext, api_key="")
     return app

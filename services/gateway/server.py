@@ -58,7 +58,7 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
             async with asyncio.TaskGroup() as group:
                 group.create_task(mirror.follow(gossip))
                 group.create_task(demand.run())
-                group.create_task(http_server.serve(create_console_app(settings, mirror, me.fingerprint), settings.console_host, settings.console_port))
+                group.create_task(http_server.serve(create_console_app(settings, mirror, me.fingerprint, relay, metrics, metrics_urls(node, settings)), settings.console_host, settings.console_port))
                 if settings.api_enabled:
                     group.create_task(http_server.serve(create_api_app(settings, mirror, relay, metrics), settings.api_host, settings.api_port))
         finally:
@@ -71,6 +71,13 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
             links.endpoint.close()
             await local_upstream.close()
             await grpc.stop(grace=1.0)
+
+
+def metrics_urls(node: NodeSettings, settings: GatewaySettings) -> dict[str, str]:
+    """Where Prometheus finds each of this node's four services (all on this machine's loopback)."""
+    gateway = f"http://127.0.0.1:{settings.console_port}/metrics"
+    return {"gateway": gateway, **{name: f"http://127.0.0.1:{getattr(node, f'{name}_metrics_port')}/metrics"
+                                   for name in ("gossip", "placement", "runner")}}
 
 
 def main_from_environment() -> None:

@@ -16,6 +16,7 @@ import grpc
 from services.common.logs import event
 from services.gossip import swim
 from services.gossip.membership import GossipState, Membership
+from services.gossip.metrics import GossipMetrics
 from services.gossip.settings import Profile
 from services.gossip.wire import member_from_proto, member_to_proto, state_from_proto, state_to_proto
 from services.proto.mesh.v1 import gateway_pb2, gateway_pb2_grpc, peer_pb2
@@ -28,8 +29,9 @@ class PeerUnreachable(Exception):
 
 
 class GossipProtocol:
-    def __init__(self, membership: Membership, timings: Profile, gateway: grpc.aio.Channel) -> None:
+    def __init__(self, membership: Membership, timings: Profile, gateway: grpc.aio.Channel, metrics: GossipMetrics | None = None) -> None:
         self.membership = membership
+        self.metrics = metrics
         self.timings = timings
         self.gateway = gateway_pb2_grpc.GatewayStub(gateway)
         self.rounds = 0
@@ -80,7 +82,13 @@ class GossipProtocol:
             raise PeerUnreachable(failure.details() or failure.code().name) from None
         if reply.peer_node_id:
             await self.membership.heard_from(reply.peer_node_id, reply.rtt)
+        self.count_bytes(len(request.payload), len(reply.payload))
         return peer_pb2.GossipMessage.FromString(reply.payload)
+
+    def count_bytes(self, sent: int, received: int) -> None:
+        if self.metrics is not None:
+            self.metrics.message_bytes.labels("sent").inc(sent)
+            self.metrics.message_bytes.labels("received").inc(received)
 
     async def _probe_forever(self) -> None:
         while True:
@@ -122,6 +130,8 @@ class GossipProtocol:
         current = self.membership.members.get(target.node_id)
         if current is not None and current.status == swim.ALIVE and current.incarnation == target.incarnation:
             event(log, "member suspected", logging.WARNING, peer=target.node_id, address=target.address)
+            if self.metrics is not None:
+                self.metrics.suspicions.inc()
             await self.membership.set_members({**self.membership.members, target.node_id: swim.suspect(current, time.monotonic())})
 
     async def _indirect_probe(self, target: swim.Member) -> bool:
@@ -141,6 +151,8 @@ class GossipProtocol:
             for node_id, member in members.items():
                 if member.status == swim.DEAD and self.membership.members[node_id].status != swim.DEAD:
                     event(log, "member dead", logging.WARNING, peer=node_id, address=member.address)
+                    if self.metrics is not None:
+                        self.metrics.deaths.inc()
             await self.membership.set_members(swim.forget(members, now, self.timings.forget_after))
             await self.membership.refresh_demand()
 

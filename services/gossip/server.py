@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from services.common import grpc_server, lifecycle, mesh_identity
+from services.common import grpc_server, lifecycle, mesh_identity, metrics_http
 from services.common.records import NodeRecord
 from services.common.settings import NodeSettings, node_id
 from services.gossip.membership import Membership
+from services.gossip.metrics import GossipMetrics
 from services.gossip.protocol import GossipProtocol
 from services.gossip.servicer import GossipServicer
 from services.gossip.settings import GossipSettings
@@ -20,7 +21,10 @@ async def main(node: NodeSettings, settings: GossipSettings) -> None:
     own = NodeRecord(node_id=node_id(node), name=node.name, version=int(time.time() * 1000), updated_at=time.time())
     membership = Membership(own, settings.address, mesh_identity.load_or_create(node.home), node.home, settings.demand_ttl)
     async with grpc_server.channel(node.address("gateway")) as gateway:
-        protocol = GossipProtocol(membership, settings.timings(), gateway)
+        metrics = GossipMetrics(membership)
+        protocol = GossipProtocol(membership, settings.timings(), gateway, metrics)
+        metrics.state.rounds = protocol
+        metrics_http.serve(node.gossip_metrics_port, metrics.registry)
         server = await grpc_server.start(
             node.gossip_grpc_port, lambda s: gossip_pb2_grpc.add_GossipServicer_to_server(GossipServicer(membership, protocol), s)
         )

@@ -55,7 +55,9 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
         except Exception:  # noqa: BLE001 - protobuf raises DecodeError or others for garbage
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed gossip message")
         reply = await self.protocol.handle(message)
-        return gossip_pb2.PeerMessage(payload=reply.SerializeToString())
+        payload = reply.SerializeToString()
+        self.protocol.count_bytes(len(payload), len(request.payload))
+        return gossip_pb2.PeerMessage(payload=payload)
 
     async def Leave(self, request: gossip_pb2.LeaveRequest, context: grpc.aio.ServicerContext) -> gossip_pb2.LeaveResponse:
         await self.protocol.leave()

@@ -19,6 +19,7 @@ from services.common.records import Assignment, MeshView, NodeRecord, SelfUpdate
 from services.common.records_proto import served_from_proto, update_to_proto, view_from_proto
 from services.placement import planner
 from services.placement.decide import ModelAsk, decide
+from services.placement.metrics import PlacementMetrics
 from services.placement.promotion import Rules, promotions
 from services.placement.settings import PlacementSettings
 from services.proto.mesh.v1 import gateway_pb2, gateway_pb2_grpc, gossip_pb2, gossip_pb2_grpc, runner_pb2, runner_pb2_grpc
@@ -43,6 +44,7 @@ class Convergence:
         self.promoted: dict[str, str] = {}  # model -> why this node serves it for demand
         self.pending: dict[str, float] = {}  # promotions waiting to settle: model -> first wanted (monotonic)
         self.layer_counts: dict[str, int] = {}
+        self.metrics = PlacementMetrics(lambda: self.assignments)
         self._lock = asyncio.Lock()
 
     def memory_offered(self) -> int:
@@ -101,6 +103,7 @@ class Convergence:
         for model, since in list(self.pending.items()):
             if now - since >= s.promote_settle:
                 event(log, "promoted", model=model, reason=wanted[model])
+                self.metrics.promotions.labels(model).inc()
                 del self.pending[model]
         for model in set(self.promoted) - set(wanted):
             event(log, "demotion", model=model, reason="no demand left for it (TTL passed)")
@@ -125,6 +128,7 @@ class Convergence:
             if assignments != self.assignments:
                 for assignment in assignments:
                     event(log, "placement decided", model=assignment.model_id, mode=assignment.mode, reason=assignment.reason)
+                self.metrics.changed(self.assignments, assignments)
                 self.assignments = assignments
                 role = "client" if s.client else ("serving" if any(a.mode in ("solo", "split-host", "split-worker") for a in assignments) else "standby")
                 await self._update_self(role=role, assignments=assignments)

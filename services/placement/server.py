@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.common import grpc_server, lifecycle
+from services.common import grpc_server, lifecycle, metrics_http
 from services.common.settings import NodeSettings
 from services.placement.convergence import Convergence
 from services.placement.servicer import PlacementServicer
@@ -14,6 +14,7 @@ async def main(node: NodeSettings, settings: PlacementSettings) -> None:
     async with (grpc_server.channel(node.address("gossip")) as gossip, grpc_server.channel(node.address("runner")) as runner,
                 grpc_server.channel(node.address("gateway")) as gateway):
         convergence = Convergence(settings, gossip, runner, gateway)
+        metrics_http.serve(node.placement_metrics_port, convergence.metrics.registry)
         server = await grpc_server.start(
             node.placement_grpc_port,
             lambda s: placement_pb2_grpc.add_PlacementServicer_to_server(PlacementServicer(convergence), s),

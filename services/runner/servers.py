@@ -50,6 +50,7 @@ class LlamaServers:
         self.cache_dir = cache_dir  # rpc-servers' tensor cache (LLAMA_CACHE)
         self.changes = Changes()
         self._served: dict[tuple[str, str], _Served] = {}
+        self.primed_bytes = 0  # written into rpc-server caches by priming, since start
 
     def serve(self, model_id: str, path: Path, split: Split = Split()) -> ServedModel:
         """Supervise llama-server for the model; a model already served the same way is left as is,
@@ -78,6 +79,7 @@ class LlamaServers:
             if self.settings.prime_rpc_cache and layers:
                 blocks = priming.worker_layers(layers, sum(layers), worker_index)
                 primed = await asyncio.to_thread(priming.prime, path, self.cache_dir, blocks, self._manifest(model_id))
+                self.primed_bytes += primed.bytes
                 event(log, "rpc cache primed", model=model_id, blocks=f"{blocks.start}-{blocks.stop - 1}", files_written=primed.files, bytes=primed.bytes)
             binary = binaries.binary("ggml-rpc-server", self.settings.llama_bin)
             self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -111,6 +113,9 @@ class LlamaServers:
     def pid_of(self, model_id: str, kind: str = LLAMA_SERVER) -> int:
         """The process id of the model's server (0 while it is not running)."""
         return self._served[(model_id, kind)].supervisor.status.pid
+
+    def load_seconds(self, model_id: str, kind: str = LLAMA_SERVER) -> float:
+        return self._served[(model_id, kind)].supervisor.status.load_seconds
 
     def states(self) -> list[ServedModel]:
         return [self.state_of(model_id, kind) for model_id, kind in sorted(self._served)]

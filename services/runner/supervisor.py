@@ -37,6 +37,7 @@ class ChildStatus:
     last_error: str = ""
     retry_at: float = 0.0
     pid: int = 0
+    load_seconds: float = 0.0  # from the last start to ready
     stderr_tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=20))
 
 
@@ -104,12 +105,13 @@ class Supervisor:
             start_new_session=True,
         )
         await self._set(pid=process.pid)
+        started = time.monotonic()
         event(log, "child started", child=self.name, pid=process.pid, port=port)
         pump = asyncio.create_task(self._pump_output(process))
         try:
             await self._wait_ready(process, port)
-            await self._set(state=READY)
-            event(log, "child ready", child=self.name, port=port)
+            await self._set(state=READY, load_seconds=time.monotonic() - started)
+            event(log, "child ready", child=self.name, port=port, seconds=round(self.status.load_seconds, 2))
             code = await process.wait()
             raise ChildFailed(f"{self.name} exited with code {code}")
         finally:

@@ -24,18 +24,18 @@ async def page() -> FileResponse:
 
 @router.get("/api/status")
 async def get_status(request: Request) -> dict:
-    return status(request.app.state.mirror.view, request.app.state.fingerprint)
+    return status(request.app.state.mirror.view, request.app.state.fingerprint, request.app.state.metrics_urls)
 
 
 @router.get("/api/events")
 async def events(request: Request) -> EventSourceResponse:
-    mirror, fingerprint = request.app.state.mirror, request.app.state.fingerprint
+    mirror, fingerprint, urls = request.app.state.mirror, request.app.state.fingerprint, request.app.state.metrics_urls
 
     async def stream() -> AsyncIterator[dict]:
         seen = -1
         while True:
             # A slow browser only ever gets the latest status: versions in between are skipped.
             seen = await mirror.changes.wait_newer(seen)
-            yield {"event": "status", "data": json.dumps(status(mirror.view, fingerprint))}
+            yield {"event": "status", "data": json.dumps(status(mirror.view, fingerprint, urls))}
 
     return EventSourceResponse(stream(), ping=request.app.state.settings.events_keepalive)

@@ -40,10 +40,11 @@ def invite_token(view: MeshView, fingerprint: str) -> str:
     return InviteToken(view.mesh_id, view.secret, (view.address,), fingerprint).encode()
 
 
-def status(view: MeshView, fingerprint: str) -> dict:
+def status(view: MeshView, fingerprint: str, metrics: dict[str, str] | None = None) -> dict:
     """What /api/status answers and every /api/events status event carries."""
     own = node_status(view.own)
     return {
+        "metrics": metrics or {},
         **own,
         "node": own,
         "mesh_id": view.mesh_id,

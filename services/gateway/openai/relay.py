@@ -141,6 +141,8 @@ class Relay:
         self.metrics.prompt_tokens.labels(target.model_id).inc(prompt)
         self.metrics.completion_tokens.labels(target.model_id).inc(completion)
         self.metrics.request_duration.labels(target.model_id).observe(elapsed)
+        if completion > 1 and elapsed > 0:
+            self.metrics.tokens_per_second.labels(target.model_id).observe(completion / elapsed)
         event(log, "request done", model=target.model_id, node=target.node_id, status=status,
               prompt_tokens=prompt, completion_tokens=completion, ms=round(elapsed * 1000))
 
