@@ -1,7 +1,8 @@
 """Random-weight GGUF models of any size, for tests and benchmarks that need shapes we cannot download.
 
-Owns writing llama-shaped dense models with the real SmolLM2 tokenizer, streaming one tensor at a
-time so a multi-GB file needs only one tensor's worth of memory. The weights are noise (small
+Owns writing llama-shaped dense models and qwen3moe-shaped Mixture-of-Experts models with the real
+SmolLM2 tokenizer, streaming one tensor at a time so a multi-GB file needs only one tensor's worth
+of memory. The weights are noise (small
 normal values): llama-server loads and generates from them; what it says is gibberish.
 """
 
@@ -20,6 +21,11 @@ TOKENIZER_KEYS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.
                   "tokenizer.chat_template")
 
 
+# Tensor kinds: weight matrices (f16 or Q8_0 noise), norms (f32 ones), routers (f32 noise: each
+# expert gets a distinct preference, so some experts are used more than others).
+MATRIX, NORM, ROUTER = "matrix", "norm", "router"
+
+
 @dataclass(frozen=True)
 class DenseShape:
     layers: int = 4
@@ -30,21 +36,59 @@ class DenseShape:
     context: int = 4096
     quantization: str = "f16"  # f16 | q8_0
 
-    def tensors(self, vocab: int) -> list[tuple[str, tuple[int, ...], bool]]:
-        """(name, numpy shape, is a weight matrix) in file order; numpy shape is ggml's ne reversed."""
+    def tensors(self, vocab: int) -> list[tuple[str, tuple[int, ...], str]]:
+        """(name, numpy shape, kind) in file order; numpy shape is ggml's ne reversed."""
         kv = self.hidden // self.heads * self.kv_heads
-        names = [("token_embd.weight", (vocab, self.hidden), True), ("output_norm.weight", (self.hidden,), False)]
+        names = [("token_embd.weight", (vocab, self.hidden), MATRIX), ("output_norm.weight", (self.hidden,), NORM)]
         for i in range(self.layers):
             names += [
-                (f"blk.{i}.attn_norm.weight", (self.hidden,), False),
-                (f"blk.{i}.attn_q.weight", (self.hidden, self.hidden), True),
-                (f"blk.{i}.attn_k.weight", (kv, self.hidden), True),
-                (f"blk.{i}.attn_v.weight", (kv, self.hidden), True),
-                (f"blk.{i}.attn_output.weight", (self.hidden, self.hidden), True),
-                (f"blk.{i}.ffn_norm.weight", (self.hidden,), False),
-                (f"blk.{i}.ffn_gate.weight", (self.ffn, self.hidden), True),
-                (f"blk.{i}.ffn_up.weight", (self.ffn, self.hidden), True),
-                (f"blk.{i}.ffn_down.weight", (self.hidden, self.ffn), True),
+                (f"blk.{i}.attn_norm.weight", (self.hidden,), NORM),
+                (f"blk.{i}.attn_q.weight", (self.hidden, self.hidden), MATRIX),
+                (f"blk.{i}.attn_k.weight", (kv, self.hidden), MATRIX),
+                (f"blk.{i}.attn_v.weight", (kv, self.hidden), MATRIX),
+                (f"blk.{i}.attn_output.weight", (self.hidden, self.hidden), MATRIX),
+                (f"blk.{i}.ffn_norm.weight", (self.hidden,), NORM),
+                (f"blk.{i}.ffn_gate.weight", (self.ffn, self.hidden), MATRIX),
+                (f"blk.{i}.ffn_up.weight", (self.ffn, self.hidden), MATRIX),
+                (f"blk.{i}.ffn_down.weight", (self.hidden, self.ffn), MATRIX),
+            ]
+        return names
+
+
+@dataclass(frozen=True)
+class MoEShape:
+    """qwen3moe: attention with per-head q/k norms, then a router over `experts` FFNs of which
+    `experts_used` run per token (no shared expert)."""
+
+    layers: int = 8
+    hidden: int = 512
+    expert_ffn: int = 256
+    experts: int = 16
+    experts_used: int = 2
+    heads: int = 8
+    kv_heads: int = 4
+    context: int = 4096
+    quantization: str = "f16"  # f16 | q8_0
+    arch: str = "qwen3moe"
+
+    def tensors(self, vocab: int) -> list[tuple[str, tuple[int, ...], str]]:
+        head = self.hidden // self.heads
+        names = [("token_embd.weight", (vocab, self.hidden), MATRIX), ("output_norm.weight", (self.hidden,), NORM)]
+        for i in range(self.layers):
+            names += [
+                (f"blk.{i}.attn_norm.weight", (self.hidden,), NORM),
+                (f"blk.{i}.attn_q.weight", (head * self.heads, self.hidden), MATRIX),
+                (f"blk.{i}.attn_k.weight", (head * self.kv_heads, self.hidden), MATRIX),
+                (f"blk.{i}.attn_v.weight", (head * self.kv_heads, self.hidden), MATRIX),
+                (f"blk.{i}.attn_output.weight", (self.hidden, head * self.heads), MATRIX),
+                (f"blk.{i}.attn_q_norm.weight", (head,), NORM),
+                (f"blk.{i}.attn_k_norm.weight", (head,), NORM),
+                (f"blk.{i}.ffn_norm.weight", (self.hidden,), NORM),
+                # The router stays f32 (llama.cpp's converters keep it unquantized).
+                (f"blk.{i}.ffn_gate_inp.weight", (self.experts, self.hidden), ROUTER),
+                (f"blk.{i}.ffn_gate_exps.weight", (self.experts, self.expert_ffn, self.hidden), MATRIX),
+                (f"blk.{i}.ffn_up_exps.weight", (self.experts, self.expert_ffn, self.hidden), MATRIX),
+                (f"blk.{i}.ffn_down_exps.weight", (self.experts, self.hidden, self.expert_ffn), MATRIX),
             ]
         return names
 
@@ -52,41 +96,63 @@ class DenseShape:
 def write_dense(path: Path, shape: DenseShape, tokenizer_from: Path, seed: int = 0) -> Path:
     """Write a llama-architecture GGUF with random weights and the tokenizer of `tokenizer_from`."""
     reader = GGUFReader(tokenizer_from)
-    vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
     writer = GGUFWriter(path, "llama")
-    writer.add_name(path.stem)
-    writer.add_context_length(shape.context)
-    writer.add_embedding_length(shape.hidden)
-    writer.add_block_count(shape.layers)
+    _common_keys(writer, reader, path, shape.context, shape.hidden, shape.layers, shape.heads, shape.kv_heads)
     writer.add_feed_forward_length(shape.ffn)
-    writer.add_head_count(shape.heads)
-    writer.add_head_count_kv(shape.kv_heads)
+    return _write_tensors(writer, shape.tensors(len(reader.fields["tokenizer.ggml.tokens"].data)), shape.quantization, seed, path)
+
+
+def write_moe(path: Path, shape: MoEShape, tokenizer_from: Path, seed: int = 0) -> Path:
+    """Write a qwen3moe GGUF with random weights (router included) and the real tokenizer."""
+    reader = GGUFReader(tokenizer_from)
+    writer = GGUFWriter(path, shape.arch)
+    _common_keys(writer, reader, path, shape.context, shape.hidden, shape.layers, shape.heads, shape.kv_heads)
+    writer.add_feed_forward_length(shape.expert_ffn)
+    writer.add_expert_feed_forward_length(shape.expert_ffn)
+    writer.add_expert_count(shape.experts)
+    writer.add_expert_used_count(shape.experts_used)
+    return _write_tensors(writer, shape.tensors(len(reader.fields["tokenizer.ggml.tokens"].data)), shape.quantization, seed, path)
+
+
+def _common_keys(writer: GGUFWriter, reader: GGUFReader, path: Path, context: int, hidden: int, layers: int, heads: int, kv_heads: int) -> None:
+    writer.add_name(path.stem)
+    writer.add_context_length(context)
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(layers)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_rope_freq_base(10000.0)
-    writer.add_vocab_size(vocab)
+    writer.add_vocab_size(len(reader.fields["tokenizer.ggml.tokens"].data))
     _copy_tokenizer(reader, writer)
+
+
+def _write_tensors(writer: GGUFWriter, layout: list[tuple[str, tuple[int, ...], str]], quantization: str, seed: int, path: Path) -> Path:
     quantized = shape.quantization == "q8_0"
     layout = shape.tensors(vocab)
-    for name, dims, matrix in layout:
-        if matrix and quantized:
+    for name, dims, kind in layout:
+        if kind == MATRIX and quantized:
             byte_dims = (*dims[:-1], dims[-1] // 32 * 34)
             writer.add_tensor_info(name, byte_dims, np.dtype(np.uint8), int(np.prod(byte_dims)), raw_dtype=GGMLQuantizationType.Q8_0)
         else:
-            dtype = np.float16 if matrix else np.float32
+            dtype = np.float16 if kind == MATRIX else np.float32
             writer.add_tensor_info(name, dims, np.dtype(dtype), int(np.prod(dims)) * np.dtype(dtype).itemsize)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     rng = np.random.default_rng(seed)
-    for name, dims, matrix in layout:
-        writer.write_tensor_data(_values(rng, dims, matrix, quantized))
+    for name, dims, kind in layout:
+        writer.write_tensor_data(_values(rng, dims, kind, quantized))
     writer.close()
     return path
 
 
-def _values(rng: np.random.Generator, dims: tuple[int, ...], matrix: bool, quantized: bool) -> np.ndarray:
-    if not matrix:
-        return np.ones(dims, dtype=np.float32)  # norms: identity scale keeps activations sane
+def _values(rng: np.random.Generator, dims: tuple[int, ...], kind: str, quantized: bool) -> np.ndarray:
+    if kind == NORM:
+        return np.ones(dims, dtype=np.float32)  # identity scale keeps activations sane
+    if kind == ROUTER:
+        # A per-expert bias direction plus noise: a skewed, input-dependent choice of experts.
+        return ((rng.standard_normal(dims, dtype=np.float32) + rng.standard_normal((dims[0], 1), dtype=np.float32)) * 0.05).astype(np.float32)
     values = rng.standard_normal(dims, dtype=np.float32) * 0.02
     return quantize(values, GGMLQuantizationType.Q8_0) if quantized else values.astype(np.float16)
 
