@@ -17,8 +17,8 @@ from services.gossip.settings import PROFILES
 from services.runner.models import ModelError, ModelRef, resolve
 
 NOT_BUILT_YET: dict[str, str] = {}
-COMMANDS = ("rotate-key", "admin", "drop")
-NOT_BUILT_COMMANDS = ("moe",)
+COMMANDS = ("rotate-key", "admin", "drop", "moe")
+NOT_BUILT_COMMANDS: tuple[str, ...] = ()
 
 
 class UsageError(Exception):
@@ -33,7 +33,8 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mesh-llm", description="Serve LLMs from the pooled memory of several machines behind one OpenAI API.")
-    p.add_argument("command", nargs="*", help="rotate-key | admin peers|self|leave | drop MODEL (talk to the running node at --home)")
+    p.add_argument("command", nargs="*", help="rotate-key | admin peers|self|leave | drop MODEL (talk to the running node at --home) "
+                                               "| moe check MODEL (measure an expert split)")
     p.add_argument("--model", action="append", default=[], help="model to serve (repeatable): catalog name, GGUF path, or a file in ~/.models")
     p.add_argument("--port", type=int, default=9337, help="OpenAI API port (default 9337)")
     p.add_argument("--console", type=int, default=3131, help="console port (default 3131)")
@@ -55,6 +56,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--split", action="store_true", help="split models over nodes even when they fit one (pipeline over RPC)")
     p.add_argument("--standby", action="store_true",
                    help="serve nothing until the mesh's demand asks for a model this node holds (--model then only names models to hold)")
+    p.add_argument("--nodes", type=int, default=2, help="moe check: how many shards to plan (default 2)")
+    p.add_argument("--min-agreement", type=float, default=60.0, help="moe check: top-1 agreement (%%) every shard needs (default 60)")
     return p
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from services.cli import admin
+from services.cli import admin, moe_check
 from services.cli.flags import Options, UsageError, check, fail, port_free
 from services.cli.node import Node
 from services.common import mesh_identity
@@ -115,6 +115,8 @@ def wait_for_join(console: str, stop_requested: list[int], timeout: float) -> st
 def run() -> None:
     try:
         options = check(sys.argv[1:])
+        if options.args.command and options.args.command[0] == "moe":
+            sys.exit(moe_check.run(options.args))
         if options.args.command:
             admin.run(options.args)
             return

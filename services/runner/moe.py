@@ -9,7 +9,11 @@ at a time (a shard of a multi-GB model needs one tensor's worth of memory).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +21,11 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
+from services.runner import binaries
 from services.runner.models import header_fields
+
+# A short mixed text (prose, code, Q&A, several languages) to count which experts tokens reach.
+CALIBRATION = Path(__file__).parent / "data" / "calibration.txt"
 
 _EXPERT_TENSOR = re.compile(r"^blk\.(\d+)\.(ffn_(gate|up|down)_exps\.weight|ffn_gate_inp\.weight|exp_probs_b(\.bias)?)$")
 
@@ -40,8 +48,65 @@ def moe_info(path: Path) -> MoEInfo | None:
     return MoEInfo(arch, experts, int(fields.get(f"{arch}.expert_used_count", 1) or 1), int(fields.get(f"{arch}.block_count", 0) or 0))  # type: ignore[call-overload]
 
 
+@dataclass(frozen=True)
+class Ranking:
+    order: tuple[tuple[int, ...], ...]  # per layer: every expert id, most used first
+    source: str  # imatrix (router statistics on the calibration text) | router-norm heuristic
+
+
+def rank_experts(path: Path, info: MoEInfo, cache_dir: Path, llama_bin: Path | None = None, threads: int = 2) -> Ranking:
+    """Per-layer expert ranking from llama-imatrix's per-expert token counts on the calibration
+    text, cached per model file; if imatrix cannot run, router row norms (marked as a heuristic)."""
+    stat = path.stat()
+    cache = cache_dir / f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}.ranking.json"
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        return Ranking(tuple(tuple(layer) for layer in saved["order"]), saved["source"])
+    try:
+        ranking = _imatrix_ranking(path, info, llama_bin, threads)
+    except (binaries.BinaryMissing, subprocess.SubprocessError, OSError, KeyError, ValueError):
+        ranking = _router_ranking(path, info)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"order": ranking.order, "source": ranking.source}))
+    return ranking
+
+
+def _imatrix_ranking(path: Path, info: MoEInfo, llama_bin: Path | None, threads: int) -> Ranking:
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "imatrix.gguf"
+        subprocess.run([str(binaries.binary("llama-imatrix", llama_bin)), "-m", str(path), "-f", str(CALIBRATION), "-o", str(out),
+                        "-c", "128", "--no-ppl", "-t", str(threads)], check=True, capture_output=True, timeout=900)
+        counts = {t.name: np.asarray(t.data, dtype=np.float64).ravel() for t in GGUFReader(out).tensors if t.name.endswith("_exps.weight.counts")}
+    order = []
+    for layer in range(info.layers):
+        seen = next((counts[f"blk.{layer}.ffn_{part}_exps.weight.counts"] for part in ("up", "gate", "down")
+                     if f"blk.{layer}.ffn_{part}_exps.weight.counts" in counts), np.zeros(1))
+        per_expert = seen if seen.size == info.experts else np.full(info.experts, seen[0])  # one value: all equal
+        order.append(tuple(sorted(range(info.experts), key=lambda e: (-per_expert[e], e))))
+    return Ranking(tuple(order), "imatrix")
+
+
+def _router_ranking(path: Path, info: MoEInfo) -> Ranking:
+    routers = {t.name: np.asarray(t.data, dtype=np.float32) for t in GGUFReader(path).tensors if t.name.endswith("ffn_gate_inp.weight")}
+    order = []
+    for layer in range(info.layers):
+        norms = np.linalg.norm(routers[f"blk.{layer}.ffn_gate_inp.weight"].reshape(info.experts, -1), axis=1)
+        order.append(tuple(sorted(range(info.experts), key=lambda e: (-norms[e], e))))
+    return Ranking(tuple(order), "router-norm heuristic")
+
+
+def shard_path(folder: Path, full: Path, experts: Sequence[Sequence[int]]) -> Path:
+    """Where the shard of `full` keeping `experts` is cached (written once, reused)."""
+    stat = full.stat()
+    digest = hashlib.sha256(json.dumps([stat.st_size, stat.st_mtime_ns, [list(layer) for layer in experts]]).encode()).hexdigest()[:16]
+    return folder / f"{full.stem}.shard-{len(experts[0])}x-{digest}.gguf"
+
+
 def write_shard(full: Path, out: Path, experts: Sequence[Sequence[int]]) -> Path:
-    """Write the shard of `full` that keeps `experts[layer]` (sorted ids, the same count in every layer)."""
+    """Write the shard of `full` that keeps `experts[layer]` (sorted ids, the same count in every
+    layer); an existing file at `out` is that shard already (names carry a digest: shard_path)."""
+    if out.is_file():
+        return out
     sizes = {len(layer) for layer in experts}
     if len(sizes) != 1:
         raise ValueError("a shard keeps the same number of experts in every layer")
@@ -50,6 +115,7 @@ def write_shard(full: Path, out: Path, experts: Sequence[Sequence[int]]) -> Path
     info = moe_info(full)
     if info is None:
         raise ValueError(f"{full} is not a Mixture-of-Experts model")
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     writer = GGUFWriter(tmp, info.arch)
     overrides = {f"{info.arch}.expert_count": size, f"{info.arch}.expert_used_count": min(info.experts_used, size)}

@@ -22,8 +22,11 @@ TOKENIZER_KEYS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.
 
 
 # Tensor kinds: weight matrices (f16 or Q8_0 noise), norms (f32 ones), routers (f32 noise: each
-# expert gets a distinct preference, so some experts are used more than others).
-MATRIX, NORM, ROUTER = "matrix", "norm", "router"
+# expert gets a distinct preference, so some experts are used more than others), and an untied
+# output matrix, larger, so that next-token distributions are peaked rather than near uniform (and
+# not dominated by the input token, as a tied embedding makes them): comparisons of top-1 tokens
+# between a model and its shards then mean something.
+MATRIX, NORM, ROUTER, EMBEDDING = "matrix", "norm", "router", "embedding"
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,8 @@ class MoEShape:
 
     def tensors(self, vocab: int) -> list[tuple[str, tuple[int, ...], str]]:
         head = self.hidden // self.heads
-        names = [("token_embd.weight", (vocab, self.hidden), MATRIX), ("output_norm.weight", (self.hidden,), NORM)]
+        names = [("token_embd.weight", (vocab, self.hidden), MATRIX), ("output_norm.weight", (self.hidden,), NORM),
+                 ("output.weight", (vocab, self.hidden), EMBEDDING)]
         for i in range(self.layers):
             names += [
                 (f"blk.{i}.attn_norm.weight", (self.hidden,), NORM),
@@ -128,14 +132,13 @@ def _common_keys(writer: GGUFWriter, reader: GGUFReader, path: Path, context: in
 
 
 def _write_tensors(writer: GGUFWriter, layout: list[tuple[str, tuple[int, ...], str]], quantization: str, seed: int, path: Path) -> Path:
-    quantized = shape.quantization == "q8_0"
-    layout = shape.tensors(vocab)
+    quantized = quantization == "q8_0"
     for name, dims, kind in layout:
-        if kind == MATRIX and quantized:
+        if kind in (MATRIX, EMBEDDING) and quantized:
             byte_dims = (*dims[:-1], dims[-1] // 32 * 34)
             writer.add_tensor_info(name, byte_dims, np.dtype(np.uint8), int(np.prod(byte_dims)), raw_dtype=GGMLQuantizationType.Q8_0)
         else:
-            dtype = np.float16 if kind == MATRIX else np.float32
+            dtype = np.float16 if kind in (MATRIX, EMBEDDING) else np.float32
             writer.add_tensor_info(name, dims, np.dtype(dtype), int(np.prod(dims)) * np.dtype(dtype).itemsize)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -153,7 +156,7 @@ def _values(rng: np.random.Generator, dims: tuple[int, ...], kind: str, quantize
     if kind == ROUTER:
         # A per-expert bias direction plus noise: a skewed, input-dependent choice of experts.
         return ((rng.standard_normal(dims, dtype=np.float32) + rng.standard_normal((dims[0], 1), dtype=np.float32)) * 0.05).astype(np.float32)
-    values = rng.standard_normal(dims, dtype=np.float32) * 0.02
+    values = rng.standard_normal(dims, dtype=np.float32) * (0.1 if kind == EMBEDDING else 0.02)
     return quantize(values, GGMLQuantizationType.Q8_0) if quantized else values.astype(np.float16)
 
 
