@@ -24,12 +24,18 @@ class ServedModel:
 @dataclass(frozen=True)
 class Assignment:
     model_id: str
-    mode: str  # solo | split-host | split-worker | unserved | dropped
+    mode: str  # solo | split-host | split-worker | moe-shard | unserved | dropped
     reason: str
     host: str = ""  # node id of the split's host
     workers: tuple[str, ...] = ()  # node ids of the split's workers, in --rpc order
     layers: tuple[int, ...] = ()  # layers per node: host first, then the workers
     promoted: bool = False  # served for demand (a standby's choice), not named by --model
+    # moe-shard: (node id, experts kept per layer) for every node of the expert split (its planner)
+    # or for this node only (the others).
+    shards: tuple[tuple[str, tuple[tuple[int, ...], ...]], ...] = ()
+
+    def experts_of(self, node_id: str) -> tuple[tuple[int, ...], ...]:
+        return next((layers for node, layers in self.shards if node == node_id), ())
 
 
 @dataclass(frozen=True)

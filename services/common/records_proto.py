@@ -32,13 +32,23 @@ def served_to_proto(served: ServedModel) -> node_pb2.ServedModel:
 
 def assignment_from_proto(message: node_pb2.Assignment) -> Assignment:
     return Assignment(model_id=message.model_id, mode=message.mode, reason=message.reason, host=message.host,
-                      workers=tuple(message.workers), layers=tuple(message.layers), promoted=message.promoted)
+                      workers=tuple(message.workers), layers=tuple(message.layers), promoted=message.promoted,
+                      shards=tuple((shard.node_id, experts_from_proto(shard.layers)) for shard in message.shards))
 
 
 def assignment_to_proto(assignment: Assignment) -> node_pb2.Assignment:
     return node_pb2.Assignment(model_id=assignment.model_id, mode=assignment.mode, reason=assignment.reason,
                                host=assignment.host, workers=list(assignment.workers), layers=list(assignment.layers),
-                               promoted=assignment.promoted)
+                               promoted=assignment.promoted,
+                               shards=[node_pb2.Shard(node_id=node, layers=experts_to_proto(layers)) for node, layers in assignment.shards])
+
+
+def experts_to_proto(layers: tuple[tuple[int, ...], ...]) -> list[node_pb2.ExpertList]:
+    return [node_pb2.ExpertList(experts=list(layer)) for layer in layers]
+
+
+def experts_from_proto(layers) -> tuple[tuple[int, ...], ...]:  # noqa: ANN001 - a protobuf repeated field
+    return tuple(tuple(layer.experts) for layer in layers)
 
 
 def record_from_proto(message: node_pb2.NodeRecord) -> NodeRecord:

@@ -4,7 +4,8 @@ key, the gateway's in-flight counts and now.
 Owns the decision only; relaying is openai/relay.py's job. No I/O. Order of preference: a ready
 server on this node; then, among peers serving the model, the session's node (rendezvous hashing
 on the affinity key, so the same user or conversation lands on the same node for KV-cache reuse);
-then the least loaded; then the lowest RTT.
+then the least loaded; then the lowest RTT. The shards of an expert split (MoE) are chosen by the
+affinity key alone, this node's own shard included.
 """
 
 from __future__ import annotations
@@ -96,12 +97,15 @@ def route(view: MeshView, requested: str, now: float, affinity: str = "", loads:
     ready = [s for s in matches if s.served.state == "ready" and s.record.node_id not in exclude]
     if not ready:
         return NotReady(name, matches[0].served.state, retry_after([s.served for s in matches], now))
-    ready.sort(key=lambda s: _preference(s, affinity, loads or {}))
+    # Shards of an expert split are different models in all but name: sessions are spread over
+    # them by their affinity key alone (no preference for this node), each sticking to one shard.
+    sharded = any(a.model_id == name and a.mode == "moe-shard" for s in matches for a in s.record.assignments)
+    ready.sort(key=lambda s: _preference(s, affinity, loads or {}, sharded))
     return [Target(name, s.record.node_id, s.served.port, s.address) for s in ready]
 
 
-def _preference(server: _Server, affinity: str, loads: Mapping[str, int]) -> tuple:
-    local = 0 if not server.address else 1
+def _preference(server: _Server, affinity: str, loads: Mapping[str, int], sharded: bool = False) -> tuple:
+    local = 0 if not server.address or sharded else 1
     if affinity:
         return (local, -_rendezvous(affinity, server.record.node_id))
     return (local, loads.get(server.record.node_id, 0), server.rtt, server.record.node_id)

@@ -16,14 +16,14 @@ import psutil
 
 from services.common.logs import event
 from services.common.records import Assignment, MeshView, NodeRecord, SelfUpdate
-from services.common.records_proto import served_from_proto, update_to_proto, view_from_proto
+from services.common.records_proto import experts_from_proto, experts_to_proto, served_from_proto, update_to_proto, view_from_proto
 from services.placement import planner
-from services.placement.decide import ModelAsk, decide
+from services.placement.decide import ModelAsk, MoEAsk, decide
 from services.placement.metrics import PlacementMetrics
 from services.placement.promotion import Rules, promotions
 from services.placement.settings import PlacementSettings
 from services.proto.mesh.v1 import gateway_pb2, gateway_pb2_grpc, gossip_pb2, gossip_pb2_grpc, runner_pb2, runner_pb2_grpc
-from services.runner.models import ModelError, ModelRef, layer_count, models_on_disk, resolve
+from services.runner.models import ModelError, ModelRef, models_on_disk, resolve
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Convergence:
         self.on_disk: dict[str, ModelRef] = {}  # every model this node could serve
         self.promoted: dict[str, str] = {}  # model -> why this node serves it for demand
         self.pending: dict[str, float] = {}  # promotions waiting to settle: model -> first wanted (monotonic)
-        self.layer_counts: dict[str, int] = {}
+        self.facts: dict[str, runner_pb2.ModelFacts] = {}
         self.metrics = PlacementMetrics(lambda: self.assignments)
         self._lock = asyncio.Lock()
 
@@ -63,7 +63,7 @@ class Convergence:
                 continue
         if self.settings.standby:
             self.models = []  # held, not served: a standby serves only what demand asks of it
-        self.asks = [ModelAsk(m.model_id, m.size_bytes, self._layers(m)) for m in self.models]
+        self.asks = [await self._ask(m) for m in self.models]
         await self._update_self(role="client" if self.settings.client else "standby", memory_offered_bytes=self.memory_offered(),
                                 models_on_disk=held if not self.settings.client else ())
         async with asyncio.TaskGroup() as group:
@@ -92,7 +92,7 @@ class Convergence:
             if self.pending:
                 await self.converge()
 
-    def _promote(self, view: MeshView) -> list[ModelAsk]:
+    def _promote(self, view: MeshView) -> list[tuple[ModelRef, str]]:
         """The asks demand adds on this node: promotions kept, and new ones once they have settled."""
         s = self.settings
         needs = {name: planner.memory_needed(ref.size_bytes, s.headroom, s.context_bytes) for name, ref in self.on_disk.items()
@@ -108,20 +108,24 @@ class Convergence:
         for model in set(self.promoted) - set(wanted):
             event(log, "demotion", model=model, reason="no demand left for it (TTL passed)")
         self.promoted = {model: reason for model, reason in wanted.items() if model not in self.pending}
-        refs = [self.on_disk[model] for model in self.promoted]
-        return [ModelAsk(ref.model_id, ref.size_bytes, self._layers(ref), self.promoted[ref.model_id]) for ref in refs]
+        return [(self.on_disk[model], reason) for model, reason in self.promoted.items()]
 
-    def _layers(self, ref: ModelRef) -> int:
-        if ref.model_id not in self.layer_counts:
-            self.layer_counts[ref.model_id] = layer_count(ref.path)
-        return self.layer_counts[ref.model_id]
+    async def _ask(self, ref: ModelRef, promoted: str = "") -> ModelAsk:
+        """The model as placement plans it; the runner reads the file once (layers, experts, ranking)."""
+        if ref.model_id not in self.facts:
+            self.facts[ref.model_id] = await self.runner.Inspect(runner_pb2.InspectRequest(path=str(ref.path)), wait_for_ready=True)
+        f = self.facts[ref.model_id]
+        moe = None
+        if f.experts > 1:
+            moe = MoEAsk(f.experts, f.experts_used, f.expert_bytes, f.trunk_bytes, experts_from_proto(f.ranking), self.settings.moe_floor)
+        return ModelAsk(ref.model_id, ref.size_bytes, f.layers, promoted, moe)
 
     async def converge(self) -> None:
         if self.view is None:
             return
         async with self._lock:
             s = self.settings
-            asks = [*self.asks, *self._promote(self.view)]
+            asks = [*self.asks, *[await self._ask(ref, reason) for ref, reason in self._promote(self.view)]]
             assignments = decide(self.view, asks, self.memory_offered(), force_split=s.split, headroom=s.headroom,
                                  context_bytes=s.context_bytes, dropped=frozenset(self.dropped))
             gone = {a.model_id for a in self.assignments} - {a.model_id for a in assignments}
@@ -130,7 +134,8 @@ class Convergence:
                     event(log, "placement decided", model=assignment.model_id, mode=assignment.mode, reason=assignment.reason)
                 self.metrics.changed(self.assignments, assignments)
                 self.assignments = assignments
-                role = "client" if s.client else ("serving" if any(a.mode in ("solo", "split-host", "split-worker") for a in assignments) else "standby")
+                serving = ("solo", "split-host", "split-worker", "moe-shard")
+                role = "client" if s.client else ("serving" if any(a.mode in serving for a in assignments) else "standby")
                 await self._update_self(role=role, assignments=assignments)
             for model_id in gone:
                 await self._stop(model_id, "llama-server")
@@ -149,6 +154,10 @@ class Convergence:
             index = assignment.workers.index(self.view.own.node_id) if self.view else 0
             await self.runner.ServeRpc(runner_pb2.ServeRpcRequest(model_id=model_id, path=path, layers=assignment.layers,
                                                                   worker_index=index), wait_for_ready=True)
+        elif assignment.mode == "moe-shard":
+            await self._stop(model_id, "rpc-server")
+            experts = assignment.experts_of(self.view.own.node_id) if self.view else ()
+            await self.runner.Serve(runner_pb2.ServeRequest(model_id=model_id, path=path, shard=experts_to_proto(experts)), wait_for_ready=True)
         elif assignment.mode == "split-host":
             await self._stop(model_id, "rpc-server")
             await self._host(assignment, path)

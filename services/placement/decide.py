@@ -1,9 +1,11 @@
 """What this node does for each model it was asked to serve, given the mesh: a pure function.
 
 Rules, in order: a model that fits this node's free memory runs solo; otherwise the node with the
-most memory among those holding the GGUF hosts a split (its plan names the workers and their
-layers); a node named as a worker in its host's published plan runs an rpc-server; anything else
-is unserved, with the reason. No I/O.
+most memory among those holding the GGUF plans how to spread it. A dense model is split by layers
+(pipeline over RPC): the planner hosts it and names the workers and their layers; a node named as
+a worker in its host's plan runs an rpc-server. A Mixture-of-Experts model is split by experts
+(never over RPC): the planner names every node's experts per layer (moe.py) and each of those
+nodes serves its own shard. Anything else is unserved, with the reason. No I/O.
 """
 
 from __future__ import annotations
@@ -13,7 +15,25 @@ from dataclasses import dataclass
 
 from services.common.records import Assignment, MeshView, NodeRecord
 from services.placement import planner
+from services.placement.moe import ShardPlan, plan_shards
 from services.placement.split import Holder, plan_split
+
+
+@dataclass(frozen=True)
+class MoEAsk:
+    """What expert splitting needs to know of a Mixture-of-Experts model."""
+
+    experts: int
+    experts_used: int
+    expert_bytes: int  # one expert of one layer (its gate, up and down matrices)
+    trunk_bytes: int  # everything but the experts
+    ranking: tuple[tuple[int, ...], ...]  # per layer: expert ids, most used first
+    floor: int = 0  # experts per layer a shard keeps at least (besides 4 x experts_used)
+
+    def room(self, memory: int, headroom: float, context_bytes: int, layers: int) -> int:
+        """How many experts per layer a shard may keep in `memory` (at most all of them)."""
+        free = (memory - context_bytes) / (1 + headroom) - self.trunk_bytes  # as planner.memory_needed counts
+        return max(0, min(self.experts, int(free // max(1, self.expert_bytes * layers))))
 
 
 @dataclass(frozen=True)
@@ -22,6 +42,7 @@ class ModelAsk:
     size_bytes: int
     layers: int
     promoted: str = ""  # why the mesh's demand asks this node to serve it; "" for --model
+    moe: MoEAsk | None = None
 
 
 def decide(view: MeshView, asks: Sequence[ModelAsk], memory: int, *, force_split: bool, headroom: float,
@@ -45,8 +66,41 @@ def decide(view: MeshView, asks: Sequence[ModelAsk], memory: int, *, force_split
             left -= need
             decisions.append(Assignment(ask.model_id, "solo", f"fits: needs {need / planner.GIB:.2f} GiB of {memory / planner.GIB:.2f} GiB offered"))
             continue
-        decisions.append(_split_role(ask, own, left, records, rtts, force_split, headroom, context_bytes))
+        if ask.moe is not None:
+            decisions.append(_moe_role(ask, ask.moe, own, left, records, headroom, context_bytes))
+        else:
+            decisions.append(_split_role(ask, own, left, records, rtts, force_split, headroom, context_bytes))
     return tuple(decisions)
+
+
+def _moe_role(ask: ModelAsk, moe: MoEAsk, own: NodeRecord, left: int, records: Mapping[str, NodeRecord],
+              headroom: float, context_bytes: int) -> Assignment:
+    holders = [Holder(node_id, left if node_id == own.node_id else r.memory_offered_bytes) for node_id, r in records.items()
+               if ask.model_id in r.models_on_disk and r.role != "client"]
+    planner_id = min(holders, key=lambda h: (-h.memory, h.node_id)).node_id if holders else ""
+    if planner_id == own.node_id:
+        capacity = sorted((h.node_id, moe.room(h.memory, headroom, context_bytes, ask.layers)) for h in holders)
+        least = min(moe.experts, max(4 * moe.experts_used, moe.floor))
+        usable = [(node, room) for node, room in capacity if room >= least]
+        current = next((a for a in own.assignments if a.model_id == ask.model_id and a.mode == "moe-shard" and a.host == own.node_id), None)
+        if current is not None and {node for node, _ in current.shards} == {node for node, _ in usable}:
+            return current  # the split stands while the same nodes can hold it: no reloads
+        # A node lost, or one more that could hold a shard (more copies, smaller shards): plan again.
+        plan = plan_shards(moe.ranking, moe.experts_used, usable, moe.floor) if usable else None
+        if not isinstance(plan, ShardPlan):
+            why = plan.reason if plan is not None else f"no node has room for {least} experts per layer"
+            return Assignment(ask.model_id, "unserved", f"too big for one node, and no expert split fits: {why}")
+        shards = tuple((node, plan.shard(node)) for node in plan.nodes)
+        reason = (f"expert split over {len(shards)} nodes: {', '.join(f'{node} keeps {len(layers[0])}' for node, layers in shards)} "
+                  f"of {moe.experts} experts per layer; each expert on at least {plan.copies}")
+        return Assignment(ask.model_id, "moe-shard", reason, host=own.node_id,
+                          workers=tuple(node for node, _ in shards if node != own.node_id), shards=shards)
+    planned = next((a for a in records[planner_id].assignments if a.model_id == ask.model_id and a.mode == "moe-shard"), None) if planner_id else None
+    experts = planned.experts_of(own.node_id) if planned is not None else ()
+    if experts:
+        return Assignment(ask.model_id, "moe-shard", f"shard of {planner_id}'s expert split: {len(experts[0])} of {moe.experts} experts per layer",
+                          host=planner_id, shards=((own.node_id, experts),))
+    return Assignment(ask.model_id, "unserved", f"too big for this node; {planner_id or 'no node'} plans an expert split")
 
 
 def _keep_split(ask: ModelAsk, own: NodeRecord, holders: Sequence[Holder]) -> Assignment | None:

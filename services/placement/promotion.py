@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from services.common.records import MeshView, ModelDemand, NodeRecord
 from services.placement import planner
 
-SERVING_MODES = ("solo", "split-host")
+SERVING_MODES = ("solo", "split-host", "moe-shard")
 
 
 @dataclass(frozen=True)

@@ -36,4 +36,5 @@ class PlacementSettings(BaseSettings):
     # requests in the last hour, gets a standby node too.
     hot_ratio: float = 3.0
     hot_requests: int = 10
-
+    # Experts per layer every MoE shard keeps at least (besides 4 x experts per token).
+    moe_floor: int = 0

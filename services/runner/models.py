@@ -97,11 +97,23 @@ _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<
 def header_fields(path: Path, wanted: Callable[[str], bool]) -> dict[str, object]:
     """The GGUF header's scalar and string values whose keys `wanted` accepts, read without
     loading arrays (a tokenizer's 50k tokens take gguf's reader seconds; skipping them, milliseconds)."""
+    return _read_header(path, wanted, tensors=False)[0]
+
+
+def tensor_sizes(path: Path) -> dict[str, int]:
+    """Bytes of every tensor, from the header's tensor table (no tensor data is read)."""
+    return _read_header(path, lambda key: False, tensors=True)[1]
+
+
+def _read_header(path: Path, wanted: Callable[[str], bool], tensors: bool) -> tuple[dict[str, object], dict[str, int]]:
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
     found: dict[str, object] = {}
+    sizes: dict[str, int] = {}
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         if data[:4] != GGUF_MAGIC:
             raise ModelError(f"{path} is not a GGUF file")
-        _, _, kv_count = struct.unpack_from("<IQQ", data, 4)
+        _, tensor_count, kv_count = struct.unpack_from("<IQQ", data, 4)
         offset = 24
 
         def string(at: int) -> tuple[str, int]:
@@ -132,7 +144,18 @@ def header_fields(path: Path, wanted: Callable[[str], bool]) -> dict[str, object
             elif wanted(key) and kind == 8:
                 found[key] = string(offset)[0]
             offset = skip(kind, offset)
-    return found
+        for _ in range(tensor_count if tensors else 0):
+            name, offset = string(offset)
+            (n_dims,) = struct.unpack_from("<I", data, offset)
+            dims = struct.unpack_from(f"<{n_dims}Q", data, offset + 4)
+            (ggml_type,) = struct.unpack_from("<I", data, offset + 4 + 8 * n_dims)
+            offset += 4 + 8 * n_dims + 4 + 8
+            block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
+            elements = 1
+            for dim in dims:
+                elements *= dim
+            sizes[name] = elements // block * type_size
+    return found, sizes
 
 
 def is_gguf(path: Path) -> bool:

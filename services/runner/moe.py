@@ -22,7 +22,7 @@ import numpy as np
 from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
 from services.runner import binaries
-from services.runner.models import header_fields
+from services.runner.models import header_fields, layer_count, tensor_sizes
 
 # A short mixed text (prose, code, Q&A, several languages) to count which experts tokens reach.
 CALIBRATION = Path(__file__).parent / "data" / "calibration.txt"
@@ -100,6 +100,27 @@ def shard_path(folder: Path, full: Path, experts: Sequence[Sequence[int]]) -> Pa
     stat = full.stat()
     digest = hashlib.sha256(json.dumps([stat.st_size, stat.st_mtime_ns, [list(layer) for layer in experts]]).encode()).hexdigest()[:16]
     return folder / f"{full.stem}.shard-{len(experts[0])}x-{digest}.gguf"
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    layers: int
+    size_bytes: int
+    moe: MoEInfo | None = None
+    expert_bytes: int = 0  # one expert of one layer
+    trunk_bytes: int = 0  # everything but the experts
+    ranking: Ranking | None = None
+
+
+def model_facts(path: Path, cache_dir: Path, llama_bin: Path | None = None, threads: int = 2) -> ModelFacts:
+    """What placement needs to plan a model: its size and layers; for MoE, its experts and their ranking."""
+    size = path.stat().st_size
+    info = moe_info(path)
+    if info is None:
+        return ModelFacts(layer_count(path), size)
+    experts = sum(n for name, n in tensor_sizes(path).items() if name.endswith("_exps.weight"))
+    ranking = rank_experts(path, info, cache_dir, llama_bin, threads)
+    return ModelFacts(info.layers, size, info, experts // max(1, info.experts * info.layers), size - experts, ranking)
 
 
 def write_shard(full: Path, out: Path, experts: Sequence[Sequence[int]]) -> Path:

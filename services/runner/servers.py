@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.changes import Changes
 from services.common.logs import event
 from services.common.records import ServedModel
-from services.runner import binaries, priming
+from services.runner import binaries, moe, priming
 from services.runner.command import llama_server_argv, rpc_server_argv
 from services.runner.settings import RunnerSettings
 from services.runner.supervisor import Supervisor
@@ -51,12 +52,13 @@ class LlamaServers:
         self.changes = Changes()
         self._served: dict[tuple[str, str], _Served] = {}
         self.primed_bytes = 0  # written into rpc-server caches by priming, since start
+        self.shards_dir = cache_dir.parent / "moe"  # MoE shards and expert rankings, reused across runs
 
     def serve(self, model_id: str, path: Path, split: Split = Split()) -> ServedModel:
         """Supervise llama-server for the model; a model already served the same way is left as is,
         one served with another split is restarted with the new one."""
         current = self._served.get((model_id, LLAMA_SERVER))
-        if current is not None and current.split == split:
+        if current is not None and current.split == split and current.path == path:
             return self.state_of(model_id)
         if current is not None:
             current.task.cancel()
@@ -71,6 +73,20 @@ class LlamaServers:
         environment = {"GGML_RPC_HASH_THRESHOLD": "0"} if split.rpc_endpoints else {}
         self._start(model_id, LLAMA_SERVER, path, Supervisor(f"llama-server[{model_id}]", argv, "/health", s, self.changes.publish, environment), split)
         return self.state_of(model_id)
+
+    async def serve_shard(self, model_id: str, path: Path, experts: tuple[tuple[int, ...], ...]) -> ServedModel:
+        """Serve this node's shard of a Mixture-of-Experts model: the experts kept per layer are
+        written into a standalone GGUF once (cached under the node's home), then served as the model."""
+        target = moe.shard_path(self.shards_dir, path, experts)
+        if not target.is_file():
+            started = time.monotonic()
+            await asyncio.to_thread(moe.write_shard, path, target, experts)
+            event(log, "moe shard written", model=model_id, experts=len(experts[0]), bytes=target.stat().st_size,
+                  seconds=round(time.monotonic() - started, 2))
+        return self.serve(model_id, target)
+
+    async def inspect(self, path: Path) -> moe.ModelFacts:
+        return await asyncio.to_thread(moe.model_facts, path, self.shards_dir, self.settings.llama_bin, self.settings.threads)
 
     async def serve_rpc(self, model_id: str, path: Path, layers: tuple[int, ...] = (), worker_index: int = 0) -> ServedModel:
         """Supervise an rpc-server that works for a split of the model (tensor cache on), its cache

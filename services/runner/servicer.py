@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 
+from services.common.records_proto import experts_from_proto, experts_to_proto
 from services.common.records_proto import served_to_proto as to_proto
 from services.proto.mesh.v1 import node_pb2, runner_pb2, runner_pb2_grpc
 from services.runner.binaries import BinaryMissing
@@ -23,6 +24,8 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"{path} does not exist")
         split = Split(tuple(request.rpc_endpoints), request.worker_layers, tuple(request.tensor_split))
         try:
+            if request.shard:
+                return to_proto(await self.servers.serve_shard(request.model_id, path, experts_from_proto(request.shard)))
             return to_proto(self.servers.serve(request.model_id, path, split))
         except BinaryMissing as missing:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(missing))
@@ -50,3 +53,16 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
 
     def _snapshot(self) -> runner_pb2.ModelStates:
         return runner_pb2.ModelStates(models=[to_proto(state) for state in self.servers.states()])
+
+    async def Inspect(self, request: runner_pb2.InspectRequest, context: grpc.aio.ServicerContext) -> runner_pb2.ModelFacts:
+        path = Path(request.path)
+        if not path.is_file():
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"{path} does not exist")
+        facts = await self.servers.inspect(path)
+        reply = runner_pb2.ModelFacts(layers=facts.layers, size_bytes=facts.size_bytes)
+        if facts.moe is not None and facts.ranking is not None:
+            reply.experts, reply.experts_used = facts.moe.experts, facts.moe.experts_used
+            reply.expert_bytes, reply.trunk_bytes = facts.expert_bytes, facts.trunk_bytes
+            reply.ranking.extend(experts_to_proto(facts.ranking.order))
+            reply.ranking_source = facts.ranking.source
+        return reply

@@ -1,5 +1,7 @@
 """decide(): what a node does for each model it was asked to serve, as tables."""
 
+from dataclasses import replace
+
 import pytest
 
 from services.common.records import Assignment, MeshView, NodeRecord, Peer
@@ -68,3 +70,40 @@ def test_a_host_keeps_its_split_while_its_workers_stay() -> None:
     assert kept == running
     (replanned,) = run(view(node("a", 0.5, assignments=[running]), node("b", 0.4)), [0.3])
     assert replanned.mode == "split-host" and replanned.workers == ("b",)
+
+
+def moe_ask(size_gib: float = 3.0) -> ModelAsk:
+    """16 experts of 0.1 GiB over all 4 layers (0.025 GiB each per layer), a 1.4 GiB trunk."""
+    from services.placement.decide import MoEAsk
+
+    ranking = tuple(tuple(range(16))[::-1] if layer % 2 else tuple(range(16)) for layer in range(4))
+    return ModelAsk("m", int(size_gib * GIB), 4, moe=MoEAsk(16, 2, int(0.025 * GIB), int(1.4 * GIB), ranking))
+
+
+def test_an_moe_model_too_big_for_each_node_is_split_by_experts_never_over_rpc() -> None:
+    a, b = node("a", 3), node("b", 3)  # each holds the trunk and ~11 experts per layer
+    (plan,) = decide(view(a, b), [moe_ask()], a.memory_offered_bytes, force_split=False, headroom=0.1, context_bytes=256 * 1024**2)
+    assert plan.mode == "moe-shard" and plan.host == "a" and [node for node, _ in plan.shards] == ["a", "b"]
+    for layer in range(4):
+        assert set(plan.shards[0][1][layer]) | set(plan.shards[1][1][layer]) == set(range(16))
+    # b serves its own shard from a's published plan.
+    (mine,) = decide(view(b, replace(a, assignments=(plan,))), [moe_ask()], b.memory_offered_bytes, force_split=False, headroom=0.1,
+                     context_bytes=256 * 1024**2)
+    assert mine.mode == "moe-shard" and mine.shards == (("b", plan.experts_of("b")),)
+    # Before a has published, b waits for the planner.
+    (waiting,) = decide(view(b, a), [moe_ask()], b.memory_offered_bytes, force_split=False, headroom=0.1, context_bytes=256 * 1024**2)
+    assert waiting.mode == "unserved" and "a plans an expert split" in waiting.reason
+
+
+def test_an_moe_split_that_cannot_cover_every_expert_is_unserved_with_the_reason() -> None:
+    a, b = node("a", 2.2), node("b", 2.2)  # room for ~5 experts each: below the 8 a shard needs
+    (plan,) = decide(view(a, b), [moe_ask()], a.memory_offered_bytes, force_split=False, headroom=0.1, context_bytes=256 * 1024**2)
+    assert plan.mode == "unserved" and "no expert split fits" in plan.reason
+
+
+def test_an_moe_model_that_fits_runs_solo_unless_split_is_forced() -> None:
+    a, b = node("a", 8), node("b", 8)
+    (solo,) = decide(view(a, b), [moe_ask()], a.memory_offered_bytes, force_split=False, headroom=0.1, context_bytes=256 * 1024**2)
+    assert solo.mode == "solo"
+    (forced,) = decide(view(a, b), [moe_ask()], a.memory_offered_bytes, force_split=True, headroom=0.1, context_bytes=256 * 1024**2)
+    assert forced.mode == "moe-shard" and all(len(layers[0]) == 16 for _, layers in forced.shards)

@@ -80,3 +80,17 @@ def test_tunnel_end_serves_only_its_own_ready_models() -> None:
     assert local_port_of(here, "m") == (9001, 0, "")
     assert local_port_of(here, "s")[:2] == (0, 503)
     assert local_port_of(here, "x")[:2] == (0, 503)
+
+
+def test_moe_shards_are_chosen_by_session_not_by_locality() -> None:
+    from services.common.records import Assignment, MeshView, NodeRecord, Peer, ServedModel
+    from services.gateway.routing import route
+
+    def shard_node(node_id: str) -> NodeRecord:
+        return NodeRecord(node_id, node_id, "serving", served=(ServedModel("moe", "/m.gguf", "ready", 9000),),
+                          assignments=(Assignment("moe", "moe-shard", "shard"),))
+
+    view = MeshView(own=shard_node("a"), peers=(Peer(shard_node("b"), "b:1", "alive", 0.001),))
+    firsts = {route(view, "moe", 0.0, affinity=f"user-{i}")[0].node_id for i in range(40)}
+    assert firsts == {"a", "b"}
+    assert {route(view, "moe", 0.0, affinity="same")[0].node_id for _ in range(5)} == {route(view, "moe", 0.0, affinity="same")[0].node_id}
