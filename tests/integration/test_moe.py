@@ -109,3 +109,11 @@ def test_moe_check_measures_each_shard_against_the_full_model(moe_model: Path, l
     assert len(rows) == 2 and all(float(r[3]) > 0 and 0 <= float(r[4].rstrip("%")) < 100 for r in rows)
     bad = subprocess.run([str(MESH_LLM), "moe", "check", SMOLLM2], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a Mixture-of-Experts model" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_without_imatrix_the_ranking_falls_back_to_router_norms_marked_as_such(moe_model: Path, tmp_path: Path) -> None:
+    ranking = rank_experts(moe_model, moe_info(moe_model), tmp_path / "cache", llama_bin=tmp_path / "no-llama-here")
+    assert ranking.source == "router-norm heuristic"
+    assert len(ranking.order) == SHAPE.layers and all(sorted(layer) == list(range(SHAPE.experts)) for layer in ranking.order)
+    cached = rank_experts(moe_model, moe_info(moe_model), tmp_path / "cache")  # cached per model file: not recomputed
+    assert cached == ranking
