@@ -100,8 +100,9 @@ def split(path: Path, prime: bool, extra: dict[str, str] | None = None) -> tuple
             bed.close()
 
 
-def stock_rpc(path: Path, layers: tuple[int, ...]) -> tuple[float, float, float, tuple[int, ...]]:
-    """llama.cpp's own RPC, direct TCP on loopback, the same blocks on the worker; no mesh."""
+def stock_rpc(path: Path, layers: tuple[int, ...], llama_defaults: bool = False) -> tuple[float, float, float, tuple[int, ...]]:
+    """llama.cpp's own RPC, direct TCP on loopback, the same blocks on the worker; no mesh. The host
+    runs with the runner's flags for split hosts, or with `llama_defaults` without our --poll 0."""
     rpc_port, api_port = free_port(), free_port()
     threads = int(os.environ.get("MESH_RUNNER_THREADS", os.cpu_count() or 2))
     worker = subprocess.Popen(rpc_server_argv(binaries.binary("ggml-rpc-server", None), rpc_port, threads=threads, cache=False),
@@ -116,6 +117,9 @@ def stock_rpc(path: Path, layers: tuple[int, ...]) -> tuple[float, float, float,
             time.sleep(0.1)
         argv = llama_server_argv(binaries.binary("llama-server", None), path, MODEL, api_port, ctx_size=4096, threads=threads,
                                  device="", rpc_endpoints=(f"127.0.0.1:{rpc_port}",), worker_layers=sum(layers[1:]), tensor_split=layers[1:])
+        if llama_defaults:
+            at = argv.index("--poll")
+            del argv[at : at + 2]
         host = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{api_port}"
         while True:
@@ -150,17 +154,22 @@ def main() -> int:
     # A LAN's MTU: 1452-byte datagrams (loopback allows 16 KiB ones: far fewer packets).
     rows["split, primed, LAN-sized datagrams (mesh)"] = split(path, prime=True, extra={"MESH_GATEWAY_PEER_DATAGRAM_BYTES": "1452"})
     rows["stock llama.cpp RPC, direct TCP"] = stock_rpc(path, rows["split, primed (mesh)"][3])
+    rows["stock RPC, direct TCP, llama.cpp's polling"] = stock_rpc(path, rows["split, primed (mesh)"][3], llama_defaults=True)
     table(rows)
     primed, lan, stock = rows["split, primed (mesh)"], rows["split, primed, LAN-sized datagrams (mesh)"], rows["stock llama.cpp RPC, direct TCP"]
+    polling = rows["stock RPC, direct TCP, llama.cpp's polling"]
     print(f"\nsplit (mesh, primed) vs stock RPC split: tokens/s ratio {primed[2] / stock[2]:.3f} "
-          f"(LAN-sized datagrams: {lan[2] / stock[2]:.3f})")
+          f"(LAN-sized datagrams: {lan[2] / stock[2]:.3f}); vs stock RPC with llama.cpp's default polling: {primed[2] / polling[2]:.3f}")
     # One thread per process leaves a core for the gateways, as separate machines would.
     os.environ["MESH_RUNNER_THREADS"] = "1"
     single = {"1 thread: split, primed (mesh)": split(path, prime=True)}
     single["1 thread: stock llama.cpp RPC, direct TCP"] = stock_rpc(path, single["1 thread: split, primed (mesh)"][3])
+    single["1 thread: stock RPC, llama.cpp's polling"] = stock_rpc(path, single["1 thread: split, primed (mesh)"][3], llama_defaults=True)
     table(single)
     ratio = single["1 thread: split, primed (mesh)"][2] / single["1 thread: stock llama.cpp RPC, direct TCP"][2]
-    print(f"\n1 thread per process: split (mesh, primed) vs stock RPC split: tokens/s ratio {ratio:.3f}")
+    default_poll = single["1 thread: split, primed (mesh)"][2] / single["1 thread: stock RPC, llama.cpp's polling"][2]
+    print(f"\n1 thread per process: split (mesh, primed) vs stock RPC split: tokens/s ratio {ratio:.3f} "
+          f"(vs llama.cpp's default polling: {default_poll:.3f})")
     return 0
 
 

@@ -40,6 +40,9 @@ def llama_server_argv(binary: Path, model_path: Path, model_id: str, port: int, 
         # hidden state (hidden x 4 bytes) instead of the logits (vocab x 4 bytes: 24x more here).
         argv += ["--rpc", ",".join(rpc_endpoints), "--n-gpu-layers", str(worker_layers + 1),
                  "--override-tensor", f"{HOST_TENSORS}=CPU"]
+        # No busy-waiting: a split host's threads mostly wait on its workers, and spinning ones
+        # take the CPU the node's gateway needs to relay the RPC traffic (measured: bench/split_pipeline.py).
+        argv += ["--poll", "0"]
         if len(rpc_endpoints) > 1:
             shares = [*tensor_split[:-1], tensor_split[-1] + 1]
             argv += ["--tensor-split", ",".join(f"{share:g}" for share in shares)]

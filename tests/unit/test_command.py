@@ -31,6 +31,7 @@ def test_split_offloads_worker_blocks_and_keeps_the_output_layer_on_the_host() -
     assert pairs["--rpc"] == "127.0.0.1:7001,127.0.0.1:7002"
     assert pairs["--n-gpu-layers"] == "7"  # 6 blocks plus the output layer llama.cpp counts with them
     assert pairs["--tensor-split"] == "4,3"
+    assert pairs["--poll"] == "0"  # no busy-waiting threads on a split host
     pattern, buffer = pairs["--override-tensor"].rsplit("=", 1)
     assert buffer == "CPU"
     names = ["output.weight", "output_norm.weight", "token_embd.weight", "blk.3.attn_output.weight", "blk.0.ffn_up.weight"]
