@@ -67,7 +67,8 @@ def test_a_standby_joining_serves_the_demand_nobody_served(mesh_bed, tmp_path: P
     # test profile allows join_timeout for all of it.
     print(f"standby serving {took:.1f}s after it joined (bound {TEST.join_timeout}s)")
     assert took <= TEST.join_timeout
-    assert ask(a) == 200
+    # A learns of B's server over gossip (a probe interval or so later), then routes to it.
+    mesh_bed.wait_until(lambda: ask(a) == 200, 10, "A answering through B")
     (assignment,) = b.status()["assignments"]
     assert assignment["promoted"] and "no live server" in assignment["reason"] and role_of(b) == "serving"
 
@@ -89,7 +90,7 @@ def test_of_two_standbys_exactly_one_loads_the_model(mesh_bed, tmp_path: Path) -
         loaders.update(n.name for n in (b, c) if serves(n) or n.llama_servers())
         time.sleep(0.05)
     assert len(loaders) == 1, f"loaded by {loaders}"
-    assert ask(a) == 200
+    mesh_bed.wait_until(lambda: ask(a) == 200, 10, "A answering through the loader")
     (idle,) = {"B": c, "C": b}[loaders.pop()],
     assert role_of(idle) == "standby" and not idle.llama_servers()
 
