@@ -65,6 +65,9 @@ def test_an_moe_model_split_by_experts_serves_from_every_shard_without_rpc(mesh_
         assert all(held.count(e) >= copies for e in range(SHAPE.experts)), f"layer {layer}"
     assert all(len(layers[0]) == room for layers in shards.values())
     print(shard_assignment(planner)["reason"])
+    # The entry node must know every shard is ready (gossip, a probe interval or so) before spreading.
+    mesh_bed.wait_until(lambda: sum(1 for p in first.status()["peers"] for m in p["models"]
+                                    if m["model_id"] == MODEL and m["state"] == "ready") == count - 1, 30, "N0 sees every shard ready")
     # Sessions spread over the shards (by `user`); every answer comes from a whole model on one node.
     served_by = set()
     for i in range(20):
