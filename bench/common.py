@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
 MODEL = "SmolLM2-135M-Instruct"
+CACHE = Path(os.environ.get("MESH_LLM_CACHE", Path.home() / ".cache" / "mesh-llm")) / "bench"
+
+
+def cached_model(name: str, write: Callable[[Path, Path], object]) -> Path:
+    """The benchmark's random-weight GGUF `name`, written once by write(path, tokenizer GGUF) and
+    kept in the cache (a file appears whole or not at all)."""
+    from services.runner.models import resolve
+
+    path = CACHE / f"{name}.gguf"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path.with_suffix(".tmp"), resolve(MODEL, path.parent).path)
+        path.with_suffix(".tmp").replace(path)
+    return path
 
 
 def streamed_request(client: httpx.Client, base: str, prompt: str, max_tokens: int, model: str = MODEL) -> tuple[float, float, int]:

@@ -19,27 +19,20 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import streamed_request  # noqa: E402
+from bench.common import CACHE, cached_model, streamed_request  # noqa: E402
 from services.placement.moe import plan_shards  # noqa: E402
 from services.runner import binaries  # noqa: E402
 from services.runner.command import llama_server_argv  # noqa: E402
-from services.runner.models import resolve  # noqa: E402
 from services.runner.moe import model_facts, shard_path, write_shard  # noqa: E402
 from services.runner.supervisor import free_port  # noqa: E402
 from services.runner.synthetic import MoEShape, write_moe  # noqa: E402
 
 SHAPE = MoEShape(layers=8, experts=32, experts_used=4, hidden=1024, expert_ffn=512, heads=16, kv_heads=4)
 MODEL = "MoE-32x-1G"
-CACHE = Path(os.environ.get("MESH_LLM_CACHE", Path.home() / ".cache" / "mesh-llm")) / "bench"
 
 
 def model_file() -> Path:
-    path = CACHE / f"{MODEL}.gguf"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_moe(path.with_suffix(".tmp"), SHAPE, resolve("SmolLM2-135M-Instruct", path.parent).path)
-        path.with_suffix(".tmp").replace(path)
-    return path
+    return cached_model(MODEL, lambda path, tokenizer: write_moe(path, SHAPE, tokenizer))
 
 
 def decode_rate(model: Path) -> float:

@@ -25,10 +25,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import streamed_request  # noqa: E402
+from bench.common import cached_model, streamed_request  # noqa: E402
 from services.runner import binaries  # noqa: E402
 from services.runner.command import llama_server_argv, rpc_server_argv  # noqa: E402
-from services.runner.models import resolve  # noqa: E402
 from services.runner.synthetic import DenseShape, write_dense  # noqa: E402
 from tests.meshbed import MeshBed  # noqa: E402
 from tests.nodes import NodeProcess, free_port  # noqa: E402
@@ -38,12 +37,7 @@ MODEL = "Dense-1G"
 
 
 def model_file() -> Path:
-    path = Path(os.environ.get("MESH_LLM_CACHE", Path.home() / ".cache" / "mesh-llm")) / "bench" / f"{MODEL}.gguf"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_dense(path.with_suffix(".tmp"), SHAPE, resolve("SmolLM2-135M-Instruct", path.parent).path)
-        path.with_suffix(".tmp").replace(path)
-    return path
+    return cached_model(MODEL, lambda path, tokenizer: write_dense(path, SHAPE, tokenizer))
 
 
 def decode_rate(base: str) -> float:

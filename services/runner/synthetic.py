@@ -29,6 +29,18 @@ TOKENIZER_KEYS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.
 MATRIX, NORM, ROUTER, EMBEDDING = "matrix", "norm", "router", "embedding"
 
 
+def _attention(block: int, hidden: int, heads: int, kv_heads: int) -> list[tuple[str, tuple[int, ...], str]]:
+    """A block's attention tensors (grouped-query: kv_heads share the key and value projections)."""
+    head = hidden // heads
+    return [
+        (f"blk.{block}.attn_norm.weight", (hidden,), NORM),
+        (f"blk.{block}.attn_q.weight", (head * heads, hidden), MATRIX),
+        (f"blk.{block}.attn_k.weight", (head * kv_heads, hidden), MATRIX),
+        (f"blk.{block}.attn_v.weight", (head * kv_heads, hidden), MATRIX),
+        (f"blk.{block}.attn_output.weight", (hidden, head * heads), MATRIX),
+    ]
+
+
 @dataclass(frozen=True)
 class DenseShape:
     layers: int = 4
@@ -41,15 +53,10 @@ class DenseShape:
 
     def tensors(self, vocab: int) -> list[tuple[str, tuple[int, ...], str]]:
         """(name, numpy shape, kind) in file order; numpy shape is ggml's ne reversed."""
-        kv = self.hidden // self.heads * self.kv_heads
         names = [("token_embd.weight", (vocab, self.hidden), MATRIX), ("output_norm.weight", (self.hidden,), NORM)]
         for i in range(self.layers):
             names += [
-                (f"blk.{i}.attn_norm.weight", (self.hidden,), NORM),
-                (f"blk.{i}.attn_q.weight", (self.hidden, self.hidden), MATRIX),
-                (f"blk.{i}.attn_k.weight", (kv, self.hidden), MATRIX),
-                (f"blk.{i}.attn_v.weight", (kv, self.hidden), MATRIX),
-                (f"blk.{i}.attn_output.weight", (self.hidden, self.hidden), MATRIX),
+                *_attention(i, self.hidden, self.heads, self.kv_heads),
                 (f"blk.{i}.ffn_norm.weight", (self.hidden,), NORM),
                 (f"blk.{i}.ffn_gate.weight", (self.ffn, self.hidden), MATRIX),
                 (f"blk.{i}.ffn_up.weight", (self.ffn, self.hidden), MATRIX),
@@ -80,11 +87,7 @@ class MoEShape:
                  ("output.weight", (vocab, self.hidden), EMBEDDING)]
         for i in range(self.layers):
             names += [
-                (f"blk.{i}.attn_norm.weight", (self.hidden,), NORM),
-                (f"blk.{i}.attn_q.weight", (head * self.heads, self.hidden), MATRIX),
-                (f"blk.{i}.attn_k.weight", (head * self.kv_heads, self.hidden), MATRIX),
-                (f"blk.{i}.attn_v.weight", (head * self.kv_heads, self.hidden), MATRIX),
-                (f"blk.{i}.attn_output.weight", (self.hidden, head * self.heads), MATRIX),
+                *_attention(i, self.hidden, self.heads, self.kv_heads),
                 (f"blk.{i}.attn_q_norm.weight", (head,), NORM),
                 (f"blk.{i}.attn_k_norm.weight", (head,), NORM),
                 (f"blk.{i}.ffn_norm.weight", (self.hidden,), NORM),
