@@ -6,8 +6,11 @@ and with LAN-sized QUIC datagrams.
 
 Rows: the model alone on one node; split over two nodes through our QUIC RPC tunnel with the
 worker's cache primed from its own disk; the same unprimed (stock llama.cpp RPC: weights sent on
-load); and stock llama.cpp RPC with the same layer split over direct TCP (no mesh). For each: load
-time, bytes sent to the worker on load, and decode tokens/s (median of 5 streamed requests).
+load); the same without our write-coalescing patch (llama.cpp/patches/0002: llama.cpp's own sends,
+three per command); and stock llama.cpp RPC with the same layer split over direct TCP (no mesh),
+also with our patch on. For each: load time, bytes sent to the worker on load, and decode tokens/s
+(median of 5 streamed requests). The headline ratio, mesh vs stock RPC, is the median over
+ROUNDS alternating runs of both, since one run on a small machine varies by 10% or more.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from tests.nodes import NodeProcess, free_port  # noqa: E402
 
 SHAPE = DenseShape(layers=9, hidden=2048, ffn=5632, heads=16, kv_heads=4)
 MODEL = "Dense-1G"
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
 def model_file() -> Path:
@@ -94,13 +98,15 @@ def split(path: Path, prime: bool, extra: dict[str, str] | None = None) -> tuple
             bed.close()
 
 
-def stock_rpc(path: Path, layers: tuple[int, ...], llama_defaults: bool = False) -> tuple[float, float, float, tuple[int, ...]]:
+def stock_rpc(path: Path, layers: tuple[int, ...], llama_defaults: bool = False, coalesce: bool = False) -> tuple[float, float, float, tuple[int, ...]]:
     """llama.cpp's own RPC, direct TCP on loopback, the same blocks on the worker; no mesh. The host
-    runs with the runner's flags for split hosts, or with `llama_defaults` without our --poll 0."""
+    runs with the runner's flags for split hosts, or with `llama_defaults` without our --poll 0;
+    `coalesce` turns on our write-coalescing patch in both processes (off: upstream's sends)."""
     rpc_port, api_port = free_port(), free_port()
     threads = int(os.environ.get("MESH_RUNNER_THREADS", os.cpu_count() or 2))
+    env = {name: value for name, value in os.environ.items() if name != "GGML_RPC_COALESCE"} | ({"GGML_RPC_COALESCE": "1"} if coalesce else {})
     worker = subprocess.Popen(rpc_server_argv(binaries.binary("ggml-rpc-server", None), rpc_port, threads=threads, cache=False),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     started = time.monotonic()
     host = None
     try:
@@ -114,7 +120,7 @@ def stock_rpc(path: Path, layers: tuple[int, ...], llama_defaults: bool = False)
         if llama_defaults:
             at = argv.index("--poll")
             del argv[at : at + 2]
-        host = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        host = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         base = f"http://127.0.0.1:{api_port}"
         while True:
             try:
@@ -144,16 +150,29 @@ def main() -> int:
     # Each process on every core, as users run it; on this one machine they all share its cores.
     rows = {"alone on one node": alone(path)}
     rows["split, primed (mesh)"] = split(path, prime=True)
+    layers = rows["split, primed (mesh)"][3]
     rows["split, not primed (mesh)"] = split(path, prime=False)
+    rows["split, primed, no write coalescing (mesh)"] = split(path, prime=True, extra={"MESH_RUNNER_RPC_COALESCE": "false"})
     # A LAN's MTU: 1452-byte datagrams (loopback allows 16 KiB ones: far fewer packets).
     rows["split, primed, LAN-sized datagrams (mesh)"] = split(path, prime=True, extra={"MESH_GATEWAY_PEER_DATAGRAM_BYTES": "1452"})
-    rows["stock llama.cpp RPC, direct TCP"] = stock_rpc(path, rows["split, primed (mesh)"][3])
-    rows["stock RPC, direct TCP, llama.cpp's polling"] = stock_rpc(path, rows["split, primed (mesh)"][3], llama_defaults=True)
+    rows["stock llama.cpp RPC, direct TCP"] = stock_rpc(path, layers)
+    rows["stock RPC, direct TCP, llama.cpp's polling"] = stock_rpc(path, layers, llama_defaults=True)
+    rows["direct TCP with our coalescing patch"] = stock_rpc(path, layers, coalesce=True)
     table(rows)
-    primed, lan, stock = rows["split, primed (mesh)"], rows["split, primed, LAN-sized datagrams (mesh)"], rows["stock llama.cpp RPC, direct TCP"]
-    polling = rows["stock RPC, direct TCP, llama.cpp's polling"]
-    print(f"\nsplit (mesh, primed) vs stock RPC split: tokens/s ratio {primed[2] / stock[2]:.3f} "
-          f"(LAN-sized datagrams: {lan[2] / stock[2]:.3f}); vs stock RPC with llama.cpp's default polling: {primed[2] / polling[2]:.3f}")
+    mesh_rates, stock_rates = [rows["split, primed (mesh)"][2]], [rows["stock llama.cpp RPC, direct TCP"][2]]
+    for _ in range(ROUNDS - 1):
+        mesh_rates.append(split(path, prime=True)[2])
+        stock_rates.append(stock_rpc(path, layers)[2])
+    mesh, stock = statistics.median(mesh_rates), statistics.median(stock_rates)
+    print(f"\n{len(mesh_rates)} alternating rounds, decode tok/s: mesh {', '.join(f'{r:.1f}' for r in mesh_rates)}; "
+          f"stock RPC {', '.join(f'{r:.1f}' for r in stock_rates)}")
+    primed = rows["split, primed (mesh)"][2]
+    polling = primed / rows["stock RPC, direct TCP, llama.cpp's polling"][2]
+    patched = primed / rows["direct TCP with our coalescing patch"][2]
+    lan = rows["split, primed, LAN-sized datagrams (mesh)"][2] / rows["stock llama.cpp RPC, direct TCP"][2]
+    print(f"split (mesh, primed) vs stock RPC split: tokens/s ratio {mesh / stock:.3f} (medians {mesh:.1f} / {stock:.1f}); "
+          f"single runs: vs stock with llama.cpp's default polling {polling:.3f}, vs direct TCP with our patch {patched:.3f}, "
+          f"LAN-sized datagrams vs stock {lan:.3f}")
     # One thread per process leaves a core for the gateways, as separate machines would.
     os.environ["MESH_RUNNER_THREADS"] = "1"
     single = {"1 thread: split, primed (mesh)": split(path, prime=True)}

@@ -44,6 +44,8 @@ class GatewayMetrics:
 
         self.peer_bytes = Counter("mesh_peer_bytes", "Bytes over QUIC streams to and from peers", ["stream", "direction"], registry=r)
         self.rpc_bytes = Counter("mesh_rpc_tunnel_bytes", "Bytes through RPC tunnels to split workers, by worker address", ["worker", "direction"], registry=r)
+        # One chunk = one read from llama-server (or the worker's rpc-server), relayed as one QUIC stream write.
+        self.rpc_chunks = Counter("mesh_rpc_tunnel_chunks", "Reads relayed through RPC tunnels, by worker address", ["worker", "direction"], registry=r)
         if mirror is not None:
             r.register(_MeshCollector(mirror))
 
@@ -52,6 +54,7 @@ class GatewayMetrics:
 
     def count_rpc_bytes(self, worker: str, direction: str, size: int) -> None:
         self.rpc_bytes.labels(worker, direction).inc(size)
+        self.rpc_chunks.labels(worker, direction).inc()
         self.peer_bytes.labels("rpc", direction).inc(size)
 
     def exposition(self) -> bytes:

@@ -70,7 +70,7 @@ class LlamaServers:
                                      rpc_endpoints=split.rpc_endpoints, worker_layers=split.worker_layers, tensor_split=split.tensor_split)
 
         # Our patch of llama.cpp: weights of any size go by hash, so primed workers receive none.
-        environment = {"GGML_RPC_HASH_THRESHOLD": "0"} if split.rpc_endpoints else {}
+        environment = {"GGML_RPC_HASH_THRESHOLD": "0"} | self._rpc_environment() if split.rpc_endpoints else {}
         self._start(model_id, LLAMA_SERVER, path, Supervisor(f"llama-server[{model_id}]", argv, "/health", s, self.changes.publish, environment), split)
         return self.state_of(model_id)
 
@@ -100,9 +100,13 @@ class LlamaServers:
             binary = binaries.binary("ggml-rpc-server", self.settings.llama_bin)
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             supervisor = Supervisor(f"rpc-server[{model_id}]", lambda port: rpc_server_argv(binary, port, threads=self.settings.threads, cache=True),
-                                    None, self.settings, self.changes.publish, {"LLAMA_CACHE": str(self.cache_dir)})
+                                    None, self.settings, self.changes.publish, {"LLAMA_CACHE": str(self.cache_dir)} | self._rpc_environment())
             self._start(model_id, RPC_SERVER, path, supervisor, Split())
         return self.state_of(model_id, RPC_SERVER)
+
+    def _rpc_environment(self) -> dict[str, str]:
+        # Our patch of llama.cpp (llama.cpp/patches/0002): one write per burst of RPC commands.
+        return {"GGML_RPC_COALESCE": "1"} if self.settings.rpc_coalesce else {}
 
     def _start(self, model_id: str, kind: str, path: Path, supervisor: Supervisor, split: Split) -> None:
         task = asyncio.create_task(supervisor.run(), name=f"{kind} {model_id}")

@@ -30,5 +30,8 @@ class RunnerSettings(BaseSettings):
     ready_timeout: float = 180.0
     # Prime a split worker's rpc-server cache from the local GGUF (False: stock llama.cpp RPC, for benchmarks).
     prime_rpc_cache: bool = True
+    # Our patch of llama.cpp: RPC client and server send each burst of commands in one write, so
+    # the QUIC tunnel relays one read per token instead of a dozen (False: llama.cpp's own sends).
+    rpc_coalesce: bool = True
     # Seconds between SIGTERM and SIGKILL when stopping a child.
     stop_timeout: float = 5.0
