@@ -6,6 +6,7 @@ Owns signal handling for service processes; must not know what the service does.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
-from services.common import logs
+from services.common import cpus, logs
 from services.common.settings import NodeSettings
 
 Settings = TypeVar("Settings", bound=BaseSettings)
@@ -37,6 +38,10 @@ def run_service(service: str, main: Callable[[NodeSettings, Settings], Coroutine
     node = load(NodeSettings, service)
     settings = load(settings_class, service)
     logs.configure(service, node.name, node.log_level)
+    if service in cpus.SERVICES_ON_CORE:
+        cores = cpus.plan(cpus.node_cpus(), node.service_core)
+        if cores.reserved and cpus.pin(0, cores.services):
+            logs.event(logging.getLogger(service), "pinned", cores=",".join(map(str, cores.services)))
     run(main(node, settings))
 
 

@@ -50,6 +50,9 @@ class NodeSettings(BaseSettings):
     runner_metrics_port: int = 50444
     # Python logging level name for every service.
     log_level: str = "INFO"
+    # On machines of 4+ cores: gateway, gossip and placement keep to one core, and a split's
+    # llama-server and rpc-server to the others (services/common/cpus.py says why).
+    service_core: bool = True
 
     def address(self, service: str) -> str:
         """The loopback gRPC address of one of this node's services."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.common import grpc_server, lifecycle, metrics_http
+from services.common import cpus, grpc_server, lifecycle, metrics_http
 from services.common.settings import NodeSettings
 from services.proto.mesh.v1 import runner_pb2_grpc
 from services.runner.metrics import registry_for
@@ -14,7 +14,7 @@ from services.runner.settings import RunnerSettings
 
 
 async def main(node: NodeSettings, settings: RunnerSettings) -> None:
-    servers = LlamaServers(settings, node.home / "rpc-cache")
+    servers = LlamaServers(settings, node.home / "rpc-cache", cpus.plan(cpus.node_cpus(), node.service_core))
     metrics_http.serve(node.runner_metrics_port, registry_for(servers))
     server = await grpc_server.start(
         node.runner_grpc_port, lambda s: runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(servers), s)

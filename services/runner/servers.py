@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common import cpus
 from services.common.changes import Changes
 from services.common.logs import event
 from services.common.records import ServedModel
@@ -46,8 +47,9 @@ class _Served:
 
 
 class LlamaServers:
-    def __init__(self, settings: RunnerSettings, cache_dir: Path) -> None:
+    def __init__(self, settings: RunnerSettings, cache_dir: Path, cores: cpus.CpuPlan | None = None) -> None:
         self.settings = settings
+        self.cores = cores or cpus.plan(cpus.node_cpus(), reserve=False)
         self.cache_dir = cache_dir  # rpc-servers' tensor cache (LLAMA_CACHE)
         self.changes = Changes()
         self._served: dict[tuple[str, str], _Served] = {}
@@ -64,14 +66,18 @@ class LlamaServers:
             current.task.cancel()
         binary = binaries.binary("llama-server", self.settings.llama_bin)
         s = self.settings
+        # A split host keeps off the mesh's service core (services/common/cpus.py); alone, every core.
+        cores = self.cores.compute if split.rpc_endpoints else self.cores.every
+        threads = self._threads(cores)
 
         def argv(port: int) -> list[str]:
-            return llama_server_argv(binary, path, model_id, port, ctx_size=s.ctx_size, threads=s.threads, device=s.device,
+            return llama_server_argv(binary, path, model_id, port, ctx_size=s.ctx_size, threads=threads, device=s.device,
                                      rpc_endpoints=split.rpc_endpoints, worker_layers=split.worker_layers, tensor_split=split.tensor_split)
 
         # Our patch of llama.cpp: weights of any size go by hash, so primed workers receive none.
         environment = {"GGML_RPC_HASH_THRESHOLD": "0"} | self._rpc_environment() if split.rpc_endpoints else {}
-        self._start(model_id, LLAMA_SERVER, path, Supervisor(f"llama-server[{model_id}]", argv, "/health", s, self.changes.publish, environment), split)
+        supervisor = Supervisor(f"llama-server[{model_id}]", argv, "/health", s, self.changes.publish, environment, cores)
+        self._start(model_id, LLAMA_SERVER, path, supervisor, split)
         return self.state_of(model_id)
 
     async def serve_shard(self, model_id: str, path: Path, experts: tuple[tuple[int, ...], ...]) -> ServedModel:
@@ -86,7 +92,7 @@ class LlamaServers:
         return self.serve(model_id, target)
 
     async def inspect(self, path: Path) -> moe.ModelFacts:
-        return await asyncio.to_thread(moe.model_facts, path, self.shards_dir, self.settings.llama_bin, self.settings.threads)
+        return await asyncio.to_thread(moe.model_facts, path, self.shards_dir, self.settings.llama_bin, self._threads(self.cores.every))
 
     async def serve_rpc(self, model_id: str, path: Path, layers: tuple[int, ...] = (), worker_index: int = 0) -> ServedModel:
         """Supervise an rpc-server that works for a split of the model (tensor cache on), its cache
@@ -99,10 +105,15 @@ class LlamaServers:
                 event(log, "rpc cache primed", model=model_id, blocks=f"{blocks.start}-{blocks.stop - 1}", files_written=primed.files, bytes=primed.bytes)
             binary = binaries.binary("ggml-rpc-server", self.settings.llama_bin)
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            supervisor = Supervisor(f"rpc-server[{model_id}]", lambda port: rpc_server_argv(binary, port, threads=self.settings.threads, cache=True),
-                                    None, self.settings, self.changes.publish, {"LLAMA_CACHE": str(self.cache_dir)} | self._rpc_environment())
+            threads = self._threads(self.cores.compute)
+            supervisor = Supervisor(f"rpc-server[{model_id}]", lambda port: rpc_server_argv(binary, port, threads=threads, cache=True),
+                                    None, self.settings, self.changes.publish, {"LLAMA_CACHE": str(self.cache_dir)} | self._rpc_environment(),
+                                    self.cores.compute)
             self._start(model_id, RPC_SERVER, path, supervisor, Split())
         return self.state_of(model_id, RPC_SERVER)
+
+    def _threads(self, cores: tuple[int, ...]) -> int:
+        return self.settings.threads or max(1, len(cores))
 
     def _rpc_environment(self) -> dict[str, str]:
         # Our patch of llama.cpp (llama.cpp/patches/0002): one write per burst of RPC commands.

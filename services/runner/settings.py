@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
@@ -16,8 +15,9 @@ class RunnerSettings(BaseSettings):
     llama_bin: Path | None = Field(default=None, validation_alias=AliasChoices("MESH_LLAMA_BIN", "MESH_RUNNER_LLAMA_BIN", "llama_bin"))
     # Context window in tokens shared by all slots; 4096 keeps the KV cache small on CPUs.
     ctx_size: int = 4096
-    # CPU threads for generation; all cores by default, as llama-server itself would.
-    threads: int = os.cpu_count() or 2
+    # CPU threads for generation; by default one per core the server may run on: every core the
+    # node may use for a model served alone, all but the mesh's service core for a split.
+    threads: int | None = None
     # Passed to llama-server --device (e.g. "CUDA0", "none"); empty lets llama.cpp choose.
     device: str = ""
     # Seconds before the first restart of a crashed server; doubles up to restart_backoff_max.

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from services.common import cpus
 from services.common.logs import event
 from services.runner.command import child_environment
 from services.runner.settings import RunnerSettings
@@ -68,9 +69,11 @@ class Supervisor:
     """Keeps one child running until cancelled; `on_change` is awaited on every state change."""
 
     def __init__(self, name: str, build_argv: Callable[[int], list[str]], health_path: str | None,
-                 settings: RunnerSettings, on_change: Callable[[], Awaitable[None]], environment: dict[str, str] | None = None) -> None:
+                 settings: RunnerSettings, on_change: Callable[[], Awaitable[None]], environment: dict[str, str] | None = None,
+                 cores: tuple[int, ...] = ()) -> None:
         self.name = name
         self.environment = environment or {}
+        self.cores = cores  # CPU cores the child runs on (empty: the runner's own)
         self.build_argv = build_argv
         self.health_path = health_path
         self.settings = settings
@@ -104,6 +107,8 @@ class Supervisor:
             # Its own process group: a terminal's Ctrl-C reaches us, and we stop it in order.
             start_new_session=True,
         )
+        if self.cores:
+            cpus.pin(process.pid, self.cores)
         await self._set(pid=process.pid)
         started = time.monotonic()
         event(log, "child started", child=self.name, pid=process.pid, port=port)

@@ -1,0 +1,63 @@
+"""Which cores the mesh's services and a split's llama processes run on (services/common/cpus.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from services.common import cpus
+from services.runner.servers import LlamaServers, Split
+from services.runner.settings import RunnerSettings
+
+
+@pytest.mark.parametrize(("given", "reserve", "services", "compute"), [
+    ((0, 1), True, (0, 1), (0, 1)),  # too few cores: nothing reserved
+    ((0, 1, 2), True, (0, 1, 2), (0, 1, 2)),
+    ((0, 1, 2, 3), True, (3,), (0, 1, 2)),
+    ((5, 0, 3, 1, 2, 4), True, (5,), (0, 1, 2, 3, 4)),  # order does not matter
+    ((8, 9, 10, 11), True, (11,), (8, 9, 10)),  # a node confined by taskset keeps to its cores
+    (tuple(range(16)), False, tuple(range(16)), tuple(range(16))),  # MESH_NODE_SERVICE_CORE=false
+])
+def test_plan(given, reserve: bool, services, compute) -> None:
+    plan = cpus.plan(given, reserve)
+    assert (plan.services, plan.compute) == (services, compute)
+    assert plan.every == tuple(sorted(given))
+    assert plan.reserved == (services != plan.every)
+    assert not set(plan.services) & set(plan.compute) or not plan.reserved
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_pin_this_process_and_a_gone_one() -> None:
+    mine = cpus.node_cpus()
+    assert cpus.pin(0, mine)
+    assert tuple(sorted(os.sched_getaffinity(0))) == mine
+    assert not cpus.pin(2**22 + 12345, mine)  # no such process
+
+
+def started(plan: cpus.CpuPlan, split: Split, threads: int | None = None) -> tuple[tuple[int, ...], list[str]]:
+    """The cores and argv the runner gives a llama-server it would start."""
+    servers = LlamaServers(RunnerSettings(threads=threads), Path("/nonexistent"), plan)
+    captured = {}
+    servers._start = lambda model_id, kind, path, supervisor, split: captured.update(supervisor=supervisor)  # noqa: SLF001
+    servers.state_of = lambda model_id, kind="": None
+    servers.serve("m", Path("/models/m.gguf"), split)
+    supervisor = captured["supervisor"]
+    return supervisor.cores, supervisor.build_argv(1234)
+
+
+def threads_in(argv: list[str]) -> int:
+    return int(argv[argv.index("--threads") + 1])
+
+
+def test_split_host_keeps_off_the_service_core_and_alone_uses_all(monkeypatch) -> None:
+    monkeypatch.setattr("services.runner.binaries.binary", lambda name, folder: Path(f"/bin/{name}"))
+    plan = cpus.plan(range(6))
+    cores, argv = started(plan, Split(rpc_endpoints=("127.0.0.1:5000",), worker_layers=4, tensor_split=(4.0,)))
+    assert cores == (0, 1, 2, 3, 4) and threads_in(argv) == 5
+    cores, argv = started(plan, Split())
+    assert cores == tuple(range(6)) and threads_in(argv) == 6
+    # An explicit MESH_RUNNER_THREADS wins over the core count.
+    _, argv = started(plan, Split(rpc_endpoints=("127.0.0.1:5000",), worker_layers=4, tensor_split=(4.0,)), threads=3)
+    assert threads_in(argv) == 3
