@@ -67,6 +67,7 @@ bench: setup
 	$(PY) bench/gateway_overhead.py
 	$(PY) bench/tunnel_overhead.py
 	$(PY) bench/split_pipeline.py
+	$(PY) bench/split_pinned.py
 	$(PY) bench/moe_shards.py
 
 clean:

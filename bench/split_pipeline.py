@@ -15,6 +15,7 @@ ROUNDS alternating runs of both, since one run on a small machine varies by 10% 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import statistics
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import cached_model, streamed_request  # noqa: E402
 from services.runner import binaries  # noqa: E402
 from services.runner.command import llama_server_argv, rpc_server_argv  # noqa: E402
+from services.runner.settings import RunnerSettings  # noqa: E402
 from services.runner.synthetic import DenseShape, write_dense  # noqa: E402
 from tests.meshbed import MeshBed  # noqa: E402
 from tests.nodes import NodeProcess, free_port  # noqa: E402
@@ -41,6 +43,8 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
 def model_file() -> Path:
+    if os.environ.get("BENCH_MODEL"):  # a copy written elsewhere (a machine without SmolLM2's GGUF)
+        return Path(os.environ["BENCH_MODEL"])
     return cached_model(MODEL, lambda path, tokenizer: write_dense(path, SHAPE, tokenizer))
 
 
@@ -70,14 +74,18 @@ def alone(path: Path) -> tuple[float, float, float, tuple[int, ...]]:
             node.stop()
 
 
-def split(path: Path, prime: bool, extra: dict[str, str] | None = None) -> tuple[float, float, float, tuple[int, ...]]:
+def split(path: Path, prime: bool, extra: dict[str, str] | None = None,
+          cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> tuple[float, float, float, tuple[int, ...]]:
+    """A two-node split; `cores` = (node A's, node B's) CPU cores, as if on two machines."""
     env = ({} if prime else {"MESH_RUNNER_PRIME_RPC_CACHE": "false"}) | (extra or {})
     with tempfile.TemporaryDirectory() as scratch:
         bed = MeshBed(Path(scratch), relayed=False)
         try:
             started = time.monotonic()
-            a = bed.start("A", "--model", str(path), "--split", "--profile", "lan", env=env)
-            b = bed.start("B", "--model", str(path), "--split", "--profile", "lan", join=a, env=env)
+            with on_cores(cores[0] if cores else None):
+                a = bed.start("A", "--model", str(path), "--split", "--profile", "lan", env=env)
+            with on_cores(cores[1] if cores else None):
+                b = bed.start("B", "--model", str(path), "--split", "--profile", "lan", join=a, env=env)
 
             def host():
                 for node in (a, b):
@@ -98,15 +106,33 @@ def split(path: Path, prime: bool, extra: dict[str, str] | None = None) -> tuple
             bed.close()
 
 
-def stock_rpc(path: Path, layers: tuple[int, ...], llama_defaults: bool = False, coalesce: bool = False) -> tuple[float, float, float, tuple[int, ...]]:
+@contextlib.contextmanager
+def on_cores(cores: tuple[int, ...] | None):
+    """Processes started inside run on `cores` (they inherit this process's affinity); None: as is."""
+    if not cores:
+        yield
+        return
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, mine)
+
+
+def stock_rpc(path: Path, layers: tuple[int, ...], llama_defaults: bool = False, coalesce: bool = False, threads: int | None = None,
+              cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> tuple[float, float, float, tuple[int, ...]]:
     """llama.cpp's own RPC, direct TCP on loopback, the same blocks on the worker; no mesh. The host
     runs with the runner's flags for split hosts, or with `llama_defaults` without our --poll 0;
-    `coalesce` turns on our write-coalescing patch in both processes (off: upstream's sends)."""
+    `coalesce` turns on our write-coalescing patch in both processes (off: upstream's sends);
+    `cores` = (llama-server's, rpc-server's) CPU cores."""
     rpc_port, api_port = free_port(), free_port()
-    threads = int(os.environ.get("MESH_RUNNER_THREADS", os.cpu_count() or 2))
+    threads = threads or int(os.environ.get("MESH_RUNNER_THREADS", os.cpu_count() or 2))
     env = {name: value for name, value in os.environ.items() if name != "GGML_RPC_COALESCE"} | ({"GGML_RPC_COALESCE": "1"} if coalesce else {})
-    worker = subprocess.Popen(rpc_server_argv(binaries.binary("ggml-rpc-server", None), rpc_port, threads=threads, cache=False),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    llama_bin = RunnerSettings().llama_bin  # MESH_LLAMA_BIN, else llama.cpp/build.py's cache
+    with on_cores(cores[1] if cores else None):
+        worker = subprocess.Popen(rpc_server_argv(binaries.binary("ggml-rpc-server", llama_bin), rpc_port, threads=threads, cache=False),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     started = time.monotonic()
     host = None
     try:
@@ -115,12 +141,13 @@ def stock_rpc(path: Path, layers: tuple[int, ...], llama_defaults: bool = False,
                 if probe.connect_ex(("127.0.0.1", rpc_port)) == 0:
                     break
             time.sleep(0.1)
-        argv = llama_server_argv(binaries.binary("llama-server", None), path, MODEL, api_port, ctx_size=4096, threads=threads,
+        argv = llama_server_argv(binaries.binary("llama-server", llama_bin), path, MODEL, api_port, ctx_size=4096, threads=threads,
                                  device="", rpc_endpoints=(f"127.0.0.1:{rpc_port}",), worker_layers=sum(layers[1:]), tensor_split=layers[1:])
         if llama_defaults:
             at = argv.index("--poll")
             del argv[at : at + 2]
-        host = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        with on_cores(cores[0] if cores else None):
+            host = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         base = f"http://127.0.0.1:{api_port}"
         while True:
             try:

@@ -18,6 +18,8 @@ import httpx
 import psutil
 
 MESH_LLM = Path(sys.executable).parent / "mesh-llm"
+# Without the installed console script (a machine with the repo on PYTHONPATH only), the same entry point.
+MESH_LLM_ARGV = [str(MESH_LLM)] if MESH_LLM.exists() else [sys.executable, "-c", "import sys; from services.cli.main import run; sys.exit(run())"]
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
@@ -36,7 +38,7 @@ class NodeProcess:
         self.console = free_port(host)
         self.home = workdir / "home"
         self.log_path = workdir / "node.log"
-        self.argv = [str(MESH_LLM), "--port", str(self.port), "--console", str(self.console),
+        self.argv = [*MESH_LLM_ARGV, "--port", str(self.port), "--console", str(self.console),
                      "--home", str(self.home), "--models-dir", str(workdir / "models"), *args]
         self.process: subprocess.Popen[bytes] | None = None
 
