@@ -58,7 +58,7 @@ def main() -> int:
     for round_number in range(1, ROUNDS + 1):
         print(f"round {round_number}", flush=True)
         os.environ.pop("MESH_RUNNER_THREADS", None)
-        _, _, rate, layers = split(path, prime=True, cores=(a, b))
+        _, _, rate, layers = split(path, prime=True, cores=(a, b), extra={"MESH_NODE_SERVICE_CORE": "true"})
         record(shipped, rate)
         record(unreserved, split(path, prime=True, cores=(a, b), extra={"MESH_NODE_SERVICE_CORE": "false", "MESH_RUNNER_THREADS": str(PER_NODE)})[2])
         record(stock_all, stock_rpc(path, layers, threads=PER_NODE, cores=(a, b))[2])

@@ -6,7 +6,8 @@ wait for each other at every operation, each wake-up stalls all of them (measure
 machine, two nodes of 6 cores: 0.66-0.73x stock llama.cpp RPC, against ~0.9x with the Python moved
 off the compute cores). So on machines of RESERVE_FROM cores or more, gateway, gossip and placement
 keep to one core and a split's llama-server and rpc-server to the others. A model served alone
-keeps every core: there the gateway wakes once per token and costs nothing measurable.
+keeps every core (the services stay on theirs): there the gateway wakes once per token and costs
+nothing measurable.
 
 Pure planning plus thin wrappers over os.sched_*affinity, which exist on Linux only; elsewhere
 (macOS) nothing is pinned and every process may use every core.
@@ -15,6 +16,7 @@ Pure planning plus thin wrappers over os.sched_*affinity, which exist on Linux o
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 
 RESERVE_FROM = 4  # fewer cores than this: giving one up to the mesh costs more than it saves
@@ -41,6 +43,16 @@ def plan(cpus: set[int] | list[int] | tuple[int, ...], reserve: bool = True) -> 
     return CpuPlan(every, every[-1:], every[:-1])
 
 
+def can_pin() -> bool:
+    return hasattr(os, "sched_setaffinity")
+
+
+def node_plan(service_core: bool) -> CpuPlan:
+    """This node's plan; nothing is reserved where nothing can be pinned (a reserved core with no
+    pinning would only cost a split one thread)."""
+    return plan(node_cpus(), service_core and can_pin())
+
+
 def node_cpus() -> tuple[int, ...]:
     """The cores this process may run on (what `taskset` or a container allows), else all."""
     if hasattr(os, "sched_getaffinity"):
@@ -48,10 +60,19 @@ def node_cpus() -> tuple[int, ...]:
     return tuple(range(os.cpu_count() or 1))
 
 
+def pinned_argv(argv: list[str], cpus: tuple[int, ...]) -> list[str]:
+    """argv started on `cpus` from its first instruction (with util-linux's taskset), so every
+    thread it ever starts stays there; unchanged where taskset is missing (see `pin`)."""
+    taskset = shutil.which("taskset")
+    if not cpus or not taskset or not can_pin():
+        return argv
+    return [taskset, "--cpu-list", ",".join(map(str, cpus)), *argv]
+
+
 def pin(pid: int, cpus: tuple[int, ...]) -> bool:
-    """Restrict process `pid` (0: this one) to `cpus`; threads it starts later inherit this.
-    False where the platform cannot (macOS) or the process is gone."""
-    if not hasattr(os, "sched_setaffinity") or not cpus:
+    """Restrict process `pid` (0: this one) to `cpus`; threads it starts later inherit this
+    (threads it already has do not). False where the platform cannot (macOS) or the process is gone."""
+    if not can_pin() or not cpus:
         return False
     try:
         os.sched_setaffinity(pid, cpus)

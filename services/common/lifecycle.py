@@ -39,7 +39,7 @@ def run_service(service: str, main: Callable[[NodeSettings, Settings], Coroutine
     settings = load(settings_class, service)
     logs.configure(service, node.name, node.log_level)
     if service in cpus.SERVICES_ON_CORE:
-        cores = cpus.plan(cpus.node_cpus(), node.service_core)
+        cores = cpus.node_plan(node.service_core)
         if cores.reserved and cpus.pin(0, cores.services):
             logs.event(logging.getLogger(service), "pinned", cores=",".join(map(str, cores.services)))
     run(main(node, settings))

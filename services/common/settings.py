@@ -39,15 +39,17 @@ class NodeSettings(BaseSettings):
     # State directory (keys, node id, caches); one per node so test nodes do not collide.
     home: Path = Path.home() / ".mesh-llm"
     # Loopback gRPC ports of the four services; fixed defaults so `honcho start` needs no setup.
-    gateway_grpc_port: int = 50431
-    gossip_grpc_port: int = 50432
-    placement_grpc_port: int = 50433
-    runner_grpc_port: int = 50434
+    # All fixed ports sit below the ephemeral ranges (Linux 32768+, macOS 49152+): an outgoing
+    # connection's local port can never be holding one when the node starts (seen in CI at 50442).
+    gateway_grpc_port: int = 19431
+    gossip_grpc_port: int = 19432
+    placement_grpc_port: int = 19433
+    runner_grpc_port: int = 19434
     # Loopback ports of the Prometheus /metrics of gossip, placement and runner (the gateway's
     # is on its API and console ports).
-    gossip_metrics_port: int = 50442
-    placement_metrics_port: int = 50443
-    runner_metrics_port: int = 50444
+    gossip_metrics_port: int = 19442
+    placement_metrics_port: int = 19443
+    runner_metrics_port: int = 19444
     # Python logging level name for every service.
     log_level: str = "INFO"
     # On machines of 4+ cores: gateway, gossip and placement keep to one core, and a split's

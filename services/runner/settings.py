@@ -17,7 +17,7 @@ class RunnerSettings(BaseSettings):
     ctx_size: int = 4096
     # CPU threads for generation; by default one per core the server may run on: every core the
     # node may use for a model served alone, all but the mesh's service core for a split.
-    threads: int | None = None
+    threads: int | None = Field(default=None, ge=1)
     # Passed to llama-server --device (e.g. "CUDA0", "none"); empty lets llama.cpp choose.
     device: str = ""
     # Seconds before the first restart of a crashed server; doubles up to restart_backoff_max.

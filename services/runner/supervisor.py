@@ -99,7 +99,7 @@ class Supervisor:
         port = free_port()
         await self._set(state=STARTING, port=port, retry_at=0.0)
         process = await asyncio.create_subprocess_exec(
-            *die_with_parent(self.build_argv(port)),
+            *die_with_parent(cpus.pinned_argv(self.build_argv(port), self.cores)),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -107,8 +107,8 @@ class Supervisor:
             # Its own process group: a terminal's Ctrl-C reaches us, and we stop it in order.
             start_new_session=True,
         )
-        if self.cores:
-            cpus.pin(process.pid, self.cores)
+        if self.cores and not cpus.pin(process.pid, self.cores):  # taskset did it already where it exists
+            event(log, "child not pinned", logging.WARNING, child=self.name, cores=",".join(map(str, self.cores)))
         await self._set(pid=process.pid)
         started = time.monotonic()
         event(log, "child started", child=self.name, pid=process.pid, port=port)

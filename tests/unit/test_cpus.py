@@ -61,3 +61,13 @@ def test_split_host_keeps_off_the_service_core_and_alone_uses_all(monkeypatch) -
     # An explicit MESH_RUNNER_THREADS wins over the core count.
     _, argv = started(plan, Split(rpc_endpoints=("127.0.0.1:5000",), worker_layers=4, tensor_split=(4.0,)), threads=3)
     assert threads_in(argv) == 3
+
+
+def test_pinned_argv_starts_the_child_on_its_cores(monkeypatch) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(cpus, "can_pin", lambda: True)
+    assert cpus.pinned_argv(["llama-server", "-m", "x"], (0, 1, 2)) == ["/usr/bin/taskset", "--cpu-list", "0,1,2", "llama-server", "-m", "x"]
+    assert cpus.pinned_argv(["llama-server"], ()) == ["llama-server"]
+    monkeypatch.setattr(cpus, "can_pin", lambda: False)  # macOS: nothing to pin with, nothing reserved
+    assert cpus.pinned_argv(["llama-server"], (0,)) == ["llama-server"]
+    assert not cpus.node_plan(service_core=True).reserved
