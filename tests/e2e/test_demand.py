@@ -134,6 +134,8 @@ def test_a_burst_brings_a_standby_to_the_hot_model_and_steady_load_moves_nothing
     a.wait_ready(SMOLLM2)
     b.wait_ready(OTHER)
     mesh_bed.wait_until(lambda: len(c.status()["peers"]) == 2, 30, "C in the mesh")
+    # C learns of A's and B's servers over gossip (a probe interval or so after joining).
+    mesh_bed.wait_until(lambda: ask(c, SMOLLM2) == 200 and ask(c, OTHER) == 200, 10, "C answering for both models")
     before = {n.name: n.status()["assignments"] for n in (a, b, c)}
     # Steady load, the same on both models, for 60 s: nothing may move.
     stop = time.monotonic() + 60
