@@ -25,7 +25,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         with socket.socket() as probe:
             try:
                 probe.bind((host, port))
-            except OSError:
+            except OSError:  # someone listens there (or just did): try the next one
                 continue
             return port
     with socket.socket() as probe:
