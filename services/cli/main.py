@@ -16,7 +16,6 @@ from services.cli.node import Node
 from services.common import mesh_identity
 from services.common.invite import InviteToken
 from services.common.mesh_identity import MeshIdentity
-from services.common.ports import free_port
 from services.common.settings import NodeSettings, environment_for
 from services.gateway.peers import identity
 from services.gateway.settings import GatewaySettings
@@ -24,6 +23,7 @@ from services.gossip.settings import PROFILES, GossipSettings
 from services.placement.settings import PlacementSettings
 from services.runner import binaries
 from services.runner.settings import RunnerSettings
+from services.runner.supervisor import free_port
 
 GB = 10**9
 

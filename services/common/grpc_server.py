@@ -13,7 +13,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 async def start(port: int, register: Callable[[grpc.aio.Server], None]) -> grpc.aio.Server:
     """A started server on 127.0.0.1:port answering `grpc.health.v1.Health` as SERVING."""
-    server = grpc.aio.server()
+    # No SO_REUSEPORT (gRPC's default on Linux): a second process given the same port must fail to
+    # start, not silently share the port's connections with ours.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

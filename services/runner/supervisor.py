@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,6 @@ from dataclasses import dataclass, field
 import httpx
 
 from services.common import cpus
-from services.common.ports import free_port
 from services.common.logs import event
 from services.runner.command import child_environment
 from services.runner.settings import RunnerSettings
@@ -45,6 +45,12 @@ class ChildStatus:
 def restart_delay(failures: int, initial: float, maximum: float) -> float:
     """Seconds to wait before restart number `failures` (1-based): doubling, capped."""
     return min(maximum, initial * 2 ** max(0, failures - 1))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def die_with_parent(argv: list[str], signal_name: str = "KILL") -> list[str]:

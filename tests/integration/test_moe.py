@@ -15,7 +15,7 @@ from services.runner import binaries
 from services.runner.command import llama_server_argv
 from services.runner.models import resolve
 from services.runner.moe import moe_info, rank_experts, shard_path, write_shard
-from services.common.ports import free_port
+from services.runner.supervisor import free_port
 from services.runner.synthetic import MoEShape, write_moe
 from tests.conftest import SMOLLM2
 from tests.nodes import MESH_LLM
