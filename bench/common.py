@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,19 @@ def cached_model(name: str, write: Callable[[Path, Path], object]) -> Path:
         write(path.with_suffix(".tmp"), resolve(MODEL, path.parent).path)
         path.with_suffix(".tmp").replace(path)
     return path
+
+
+def wait_healthy(base: str, process: subprocess.Popen) -> None:
+    """Until llama-server at `base` answers /health; a server that exited fails the benchmark."""
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with code {process.returncode} before it was ready")
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass  # not listening yet
+        time.sleep(0.1)
 
 
 def streamed_request(client: httpx.Client, base: str, prompt: str, max_tokens: int, model: str = MODEL) -> tuple[float, float, int]:

@@ -19,7 +19,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import CACHE, cached_model, streamed_request  # noqa: E402
+from bench.common import CACHE, cached_model, streamed_request, wait_healthy  # noqa: E402
 from services.placement.moe import plan_shards  # noqa: E402
 from services.runner import binaries  # noqa: E402
 from services.runner.command import llama_server_argv  # noqa: E402
@@ -41,13 +41,7 @@ def decode_rate(model: Path) -> float:
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        wait_healthy(base, process)
         with httpx.Client(timeout=300) as client:
             streamed_request(client, base, "Warm up.", 8, MODEL)
             return statistics.median(streamed_request(client, base, f"Fact {i} about the sea.", 48, MODEL)[1] for i in range(5))

@@ -29,7 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import cached_model, streamed_request  # noqa: E402
+from bench.common import cached_model, streamed_request, wait_healthy  # noqa: E402
 from services.runner import binaries  # noqa: E402
 from services.runner.command import llama_server_argv, rpc_server_argv  # noqa: E402
 from services.runner.settings import RunnerSettings  # noqa: E402
@@ -149,13 +149,7 @@ def stock_rpc(path: Path, layers: tuple[int, ...], llama_defaults: bool = False,
         with on_cores(cores[0] if cores else None):
             host = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         base = f"http://127.0.0.1:{api_port}"
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        wait_healthy(base, host)
         return time.monotonic() - started, float("nan"), decode_rate(base), layers
     finally:
         for process in (host, worker):
