@@ -127,6 +127,7 @@ def test_demand_past_its_ttl_leaves_every_node_but_pinned_models_stay(mesh_bed, 
     a = mesh_bed.start("A", "--model", other_model(tmp_path / "a"), env=env)
     b = mesh_bed.start("B", "--model", other_model(tmp_path / "b"), join=a, env=env)
     a.wait_ready(OTHER)
+    b.wait_ready(OTHER)  # B's API answers (A may be ready before B's gateway listens)
     assert ask(b, "Ghost-Model") == 404  # unknown anywhere, yet asked for: counted
     mesh_bed.wait_until(lambda: all(demand_of(n, "Ghost-Model") for n in (a, b)), 10, "demand on every node")
     mesh_bed.wait_until(lambda: not any(demand_of(n, "Ghost-Model") for n in (a, b)), 15, "demand forgotten after its TTL")

@@ -9,11 +9,13 @@ the same table so that the node never opens a second UDP socket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
@@ -47,6 +49,16 @@ class AdmissionRefused(Exception):
     """The other side is not (or could not prove it is) in our mesh; the message says why."""
 
 
+class StreamSink(Protocol):
+    """Where a spliced stream's data goes as it arrives (see MeshConnection.splice)."""
+
+    def stream_data(self, data: bytes, end: bool) -> None:
+        """Bytes the peer sent on the stream; `end`: it sends no more."""
+
+    def stream_lost(self) -> None:
+        """The peer reset the stream or the connection ended: nothing more comes or goes."""
+
+
 class MeshConnection(QuicConnectionProtocol):
     """One QUIC connection to a peer; no stream but admission is served until it is admitted."""
 
@@ -59,12 +71,47 @@ class MeshConnection(QuicConnectionProtocol):
         self.closed_reason = ""
         self.timeouts = 0  # consecutive requests on this connection that got no reply in time
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._sinks: dict[int, StreamSink] = {}
 
     def _on_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stream_id = writer.get_extra_info("stream_id")
         task = asyncio.get_running_loop().create_task(self._serve_stream(reader, writer))
         self._tasks[stream_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(stream_id, None))
+
+    def open_spliced(self, sink: StreamSink) -> int:
+        """A new stream whose incoming data goes straight to `sink` (no reader); its id."""
+        stream_id = self._quic.get_next_available_stream_id()
+        self._sinks[stream_id] = sink
+        return stream_id
+
+    def splice(self, stream_id: int, reader: asyncio.StreamReader, sink: StreamSink) -> None:
+        """From now on the stream's data goes straight to `sink`, starting with what `reader`
+        already holds: for byte tunnels, where a reader and a task per direction cost two
+        event-loop turns per hop on a path that runs once per generated token."""
+        self._sinks[stream_id] = sink
+        held, ended = bytes(reader._buffer), reader._eof  # noqa: SLF001 - asyncio has no public "take what you hold"
+        reader._buffer.clear()  # noqa: SLF001
+        if held or ended:
+            sink.stream_data(held, ended)
+
+    def send(self, stream_id: int, data: bytes, end: bool = False) -> None:
+        """Send on a stream now (not on the next loop turn, as stream writers do)."""
+        try:
+            self._quic.send_stream_data(stream_id, data, end_stream=end)
+        except (ValueError, RuntimeError):
+            # The stream is already finished or reset on our side: the sink has been told.
+            return
+        self.transmit()
+
+    def finish(self, stream_id: int, end: bool) -> None:
+        """We are done with a spliced stream: end our side (`end`: not ended yet) and ask the peer
+        to stop sending on its side (what it still sends is dropped here; its sink is told)."""
+        if end:
+            self.send(stream_id, b"", end=True)
+        with contextlib.suppress(ValueError, AssertionError):  # the peer already ended its side: nothing to stop
+            self._quic.stop_stream(stream_id, 0)
+        self.transmit()
 
     def cancel_stream(self, stream_id: int, error_code: int) -> None:
         """Abandon a stream we opened: the peer stops sending and cancels its work on it."""
@@ -91,8 +138,8 @@ class MeshConnection(QuicConnectionProtocol):
         finally:
             try:
                 writer.close()
-            except (ValueError, AssertionError):
-                # The peer reset the stream: there is nothing to close on our side.
+            except (ValueError, AssertionError, RuntimeError):
+                # The peer reset the stream, or a splice already ended our side: nothing to close.
                 pass
 
     async def _admit_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -157,6 +204,8 @@ class MeshConnection(QuicConnectionProtocol):
         self.close(error_code=0x100, reason_phrase=reason[:200])
 
     def quic_event_received(self, quic_event: events.QuicEvent) -> None:
+        if self._to_sink(quic_event):
+            return
         if isinstance(quic_event, events.ConnectionTerminated):
             self.closed_reason = quic_event.reason_phrase or f"closed (error {quic_event.error_code})"
             if quic_event.error_code == 0x100 and quic_event.reason_phrase:
@@ -168,6 +217,27 @@ class MeshConnection(QuicConnectionProtocol):
             if task is not None:
                 task.cancel()
         super().quic_event_received(quic_event)
+
+    def _to_sink(self, quic_event: events.QuicEvent) -> bool:
+        """Hand a spliced stream's event to its sink; True when the event is consumed."""
+        if isinstance(quic_event, events.ConnectionTerminated):
+            lost, self._sinks = list(self._sinks.values()), {}
+            for sink in lost:
+                sink.stream_lost()
+            return False
+        stream_id = getattr(quic_event, "stream_id", None)
+        sink = self._sinks.get(stream_id)  # type: ignore[arg-type]
+        if sink is None:
+            return False
+        if isinstance(quic_event, events.StreamDataReceived):
+            if quic_event.end_stream:
+                del self._sinks[stream_id]  # type: ignore[arg-type]
+            sink.stream_data(quic_event.data, quic_event.end_stream)
+            return True
+        if isinstance(quic_event, (events.StreamReset, events.StopSendingReceived)):
+            del self._sinks[stream_id]  # type: ignore[arg-type]
+            sink.stream_lost()
+        return False
 
 
 def server_fingerprint(connection: MeshConnection) -> str:
