@@ -8,7 +8,7 @@ Rows: the model alone on one node; split over two nodes through our QUIC RPC tun
 worker's cache primed from its own disk; the same unprimed (stock llama.cpp RPC: weights sent on
 load); the same without our write-coalescing patch (llama.cpp/patches/0002: llama.cpp's own sends,
 three per command); and stock llama.cpp RPC with the same layer split over direct TCP (no mesh),
-also with our patch on. For each: load time, bytes sent to the worker on load, and decode tokens/s
+also with our patches 0002 and 0003 on (the layer-output pin: one hidden state per token). For each: load time, bytes sent to the worker on load, and decode tokens/s
 (median of 5 streamed requests). The headline ratio, mesh vs stock RPC, is the median over
 ROUNDS alternating runs of both, since one run on a small machine varies by 10% or more.
 """
@@ -120,15 +120,16 @@ def on_cores(cores: tuple[int, ...] | None):
         os.sched_setaffinity(0, mine)
 
 
-def stock_rpc(path: Path, layers: tuple[int, ...], llama_defaults: bool = False, coalesce: bool = False, threads: int | None = None,
+def stock_rpc(path: Path, layers: tuple[int, ...], llama_defaults: bool = False, patched: bool = False, threads: int | None = None,
               cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> tuple[float, float, float, tuple[int, ...]]:
     """llama.cpp's own RPC, direct TCP on loopback, the same blocks on the worker; no mesh. The host
     runs with the runner's flags for split hosts, or with `llama_defaults` without our --poll 0;
-    `coalesce` turns on our write-coalescing patch in both processes (off: upstream's sends);
+    `patched` turns on our write-coalescing and layer-output patches (off: upstream's behaviour);
     `cores` = (llama-server's, rpc-server's) CPU cores."""
     rpc_port, api_port = free_port(), free_port()
     threads = threads or int(os.environ.get("MESH_RUNNER_THREADS", os.cpu_count() or 2))
-    env = {name: value for name, value in os.environ.items() if name != "GGML_RPC_COALESCE"} | ({"GGML_RPC_COALESCE": "1"} if coalesce else {})
+    ours = {"GGML_RPC_COALESCE": "1", "LLAMA_PIN_LAYER_OUT": "1"}  # our patches 0002 and 0003, off unless asked for
+    env = {name: value for name, value in os.environ.items() if name not in ours} | (ours if patched else {})
     llama_bin = RunnerSettings().llama_bin  # MESH_LLAMA_BIN, else llama.cpp/build.py's cache
     with on_cores(cores[1] if cores else None):
         worker = subprocess.Popen(rpc_server_argv(binaries.binary("ggml-rpc-server", llama_bin), rpc_port, threads=threads, cache=False),
@@ -178,7 +179,7 @@ def main() -> int:
     rows["split, primed, LAN-sized datagrams (mesh)"] = split(path, prime=True, extra={"MESH_GATEWAY_PEER_DATAGRAM_BYTES": "1452"})
     rows["stock llama.cpp RPC, direct TCP"] = stock_rpc(path, layers)
     rows["stock RPC, direct TCP, llama.cpp's polling"] = stock_rpc(path, layers, llama_defaults=True)
-    rows["direct TCP with our coalescing patch"] = stock_rpc(path, layers, coalesce=True)
+    rows["direct TCP with our patches (0002, 0003)"] = stock_rpc(path, layers, patched=True)
     table(rows)
     mesh_rates, stock_rates = [rows["split, primed (mesh)"][2]], [rows["stock llama.cpp RPC, direct TCP"][2]]
     for _ in range(ROUNDS - 1):
@@ -189,7 +190,7 @@ def main() -> int:
           f"stock RPC {', '.join(f'{r:.1f}' for r in stock_rates)}")
     primed = rows["split, primed (mesh)"][2]
     polling = primed / rows["stock RPC, direct TCP, llama.cpp's polling"][2]
-    patched = primed / rows["direct TCP with our coalescing patch"][2]
+    patched = primed / rows["direct TCP with our patches (0002, 0003)"][2]
     lan = rows["split, primed, LAN-sized datagrams (mesh)"][2] / rows["stock llama.cpp RPC, direct TCP"][2]
     print(f"split (mesh, primed) vs stock RPC split: tokens/s ratio {mesh / stock:.3f} (medians {mesh:.1f} / {stock:.1f}); "
           f"single runs: vs stock with llama.cpp's default polling {polling:.3f}, vs direct TCP with our patch {patched:.3f}, "

@@ -74,8 +74,10 @@ class LlamaServers:
             return llama_server_argv(binary, path, model_id, port, ctx_size=s.ctx_size, threads=threads, device=s.device,
                                      rpc_endpoints=split.rpc_endpoints, worker_layers=split.worker_layers, tensor_split=split.tensor_split)
 
-        # Our patch of llama.cpp: weights of any size go by hash, so primed workers receive none.
-        environment = {"GGML_RPC_HASH_THRESHOLD": "0"} | self._rpc_environment() if split.rpc_endpoints else {}
+        # Our patches of llama.cpp: weights of any size go by hash, so primed workers receive none
+        # (0001); the last host block's residual add stays on the host, so a token sends the workers
+        # one hidden state instead of the add's two inputs (0003).
+        environment = {"GGML_RPC_HASH_THRESHOLD": "0", "LLAMA_PIN_LAYER_OUT": "1"} | self._rpc_environment() if split.rpc_endpoints else {}
         supervisor = Supervisor(f"llama-server[{model_id}]", argv, "/health", s, self.changes.publish, environment, cores)
         self._start(model_id, LLAMA_SERVER, path, supervisor, split)
         return self.state_of(model_id)

@@ -29,10 +29,11 @@ def tunnel_sent(node, name: str = "mesh_rpc_tunnel_bytes_total") -> float:
                if s.name == name and s.labels["direction"] == "sent")
 
 
-def split_load(bed, model: str, prime: bool) -> tuple[float, int, float]:
+def split_load(bed, model: str, prime: bool) -> tuple[float, int, float, float]:
     """(bytes the host sent through RPC tunnels while loading, the worker's share of the weights,
-    reads the host's tunnel relayed per generated token). Without priming the mesh runs stock
-    llama.cpp RPC: no cache priming and no write coalescing (our patch 0002)."""
+    reads the host's tunnel relayed per generated token, bytes it sent per generated token).
+    Without priming the mesh runs llama.cpp's own RPC: no cache priming and no write coalescing
+    (our patch 0002)."""
     env = {} if prime else {"MESH_RUNNER_PRIME_RPC_CACHE": "false", "MESH_RUNNER_RPC_COALESCE": "false"}
     a = bed.start("A", "--model", model, "--split", env=env)
     b = bed.start("B", "--model", model, "--split", join=a, env=env)
@@ -58,19 +59,22 @@ def split_load(bed, model: str, prime: bool) -> tuple[float, int, float]:
     assert response.status_code == 200
     loaded = tunnel_sent(host)
     # Decode: per token llama-server sends the inputs, the graph and asks for the result.
-    chunks = tunnel_sent(host, "mesh_rpc_tunnel_chunks_total")
+    chunks, sent = tunnel_sent(host, "mesh_rpc_tunnel_chunks_total"), tunnel_sent(host)
     response = httpx.post(f"{host.api}/v1/completions", json={"model": "Dense-330M", "prompt": "Hello there", "max_tokens": 24,
                                                               "ignore_eos": True, "temperature": 0}, timeout=120)
     assert response.status_code == 200
     tokens = response.json()["usage"]["completion_tokens"]
-    return loaded, share, (tunnel_sent(host, "mesh_rpc_tunnel_chunks_total") - chunks) / tokens
+    return loaded, share, (tunnel_sent(host, "mesh_rpc_tunnel_chunks_total") - chunks) / tokens, (tunnel_sent(host) - sent) / tokens
 
 
 @pytest.mark.parametrize("prime", [True, False])
 def test_bytes_on_load_with_and_without_priming(mesh_bed, dense_model, prime: bool) -> None:
-    sent, share, per_token = split_load(mesh_bed, dense_model, prime)
+    sent, share, per_token, bytes_per_token = split_load(mesh_bed, dense_model, prime)
     print(f"priming {'on' if prime else 'off'}: {sent / 1e6:.2f} MB through the RPC tunnel for a worker share of {share / 1e6:.1f} MB "
-          f"({100 * sent / share:.2f}%); {per_token:.1f} reads relayed per generated token")
+          f"({100 * sent / share:.2f}%); {per_token:.1f} reads relayed and {bytes_per_token:.0f} bytes sent per generated token")
+    # Per token the host sends one hidden state (hidden x 4 bytes) and a few small inputs; without
+    # our layer-output pin (patch 0003) it would send the last host block's residual add's two inputs.
+    assert bytes_per_token < 2.5 * 4 * SHAPE.hidden
     if prime:
         assert sent < 0.05 * share
         # One burst (inputs + graph) and one request for the result per token, plus the prompt's share.
