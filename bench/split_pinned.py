@@ -8,11 +8,12 @@ processes, as it would on a user's machine. Needs 2 x PER_NODE + 1 cores (Linux)
 machine it says so and stops.
 
 Rows, alternated over ROUNDS rounds (decode tokens/s, median of 5 streamed requests each):
-- mesh, as shipped: on 4+ cores a node keeps gateway, gossip and placement on its last core and
-  the split's llama processes on the others, one thread per core (services/common/cpus.py);
-- mesh without that (MESH_NODE_SERVICE_CORE=false), PER_NODE threads on all the node's cores;
+- mesh, as shipped: gateway, gossip and placement at idle priority, a split's llama processes on
+  all the node's cores with a short OpenMP spin (services/common/cpus.py);
+- mesh with a service core instead (MESH_NODE_SERVICES_IDLE=false, MESH_NODE_SERVICE_CORE=true):
+  the services on the node's last core, llama on the others, one thread per core;
 - stock llama.cpp RPC over direct TCP, same layer split, PER_NODE threads on each node's cores;
-- the same with PER_NODE - 1 threads on the cores the mesh computes on.
+- the same with PER_NODE - 1 threads on the cores the service-core mesh computes on.
 
 Env: BENCH_PER_NODE (6), BENCH_ROUNDS (2), BENCH_MODEL (a GGUF written elsewhere; default: the
 cached ~1 GB random-weight model of split_pipeline.py).
@@ -53,14 +54,14 @@ def main() -> int:
         rows.setdefault(name, []).append(rate)
         print(f"  {name}: {rate:.1f} tok/s", flush=True)
 
-    shipped, unreserved = "mesh (service core)", f"mesh, no service core, {PER_NODE} threads"
-    stock_all, stock_compute = f"stock RPC, {PER_NODE} threads", f"stock RPC, {PER_NODE - 1} threads on the mesh's compute cores"
+    shipped, service_core = "mesh as shipped (services at idle priority)", "mesh with a service core instead"
+    stock_all, stock_compute = f"stock RPC, {PER_NODE} threads", f"stock RPC, {PER_NODE - 1} threads on the service-core mesh's compute cores"
     for round_number in range(1, ROUNDS + 1):
         print(f"round {round_number}", flush=True)
         os.environ.pop("MESH_RUNNER_THREADS", None)
-        _, _, rate, layers = split(path, prime=True, cores=(a, b), extra={"MESH_NODE_SERVICE_CORE": "true"})
+        _, _, rate, layers = split(path, prime=True, cores=(a, b), extra={"MESH_NODE_SERVICES_IDLE": "true"})
         record(shipped, rate)
-        record(unreserved, split(path, prime=True, cores=(a, b), extra={"MESH_NODE_SERVICE_CORE": "false", "MESH_RUNNER_THREADS": str(PER_NODE)})[2])
+        record(service_core, split(path, prime=True, cores=(a, b), extra={"MESH_NODE_SERVICES_IDLE": "false", "MESH_NODE_SERVICE_CORE": "true"})[2])
         record(stock_all, stock_rpc(path, layers, threads=PER_NODE, cores=(a, b))[2])
         record(stock_compute, stock_rpc(path, layers, threads=PER_NODE - 1, cores=(a[:-1], b[:-1]))[2])
     print(f"\n| setup ({PER_NODE} cores per node, blocks {'/'.join(map(str, layers))}) | decode tok/s per round | median |")
@@ -68,9 +69,10 @@ def main() -> int:
     medians = {name: statistics.median(rates) for name, rates in rows.items()}
     for name, rates in rows.items():
         print(f"| {name} | {', '.join(f'{r:.1f}' for r in rates)} | {medians[name]:.1f} |")
-    print(f"\nmesh vs stock RPC ({PER_NODE} threads): {medians[shipped] / medians[stock_all]:.3f}; "
-          f"vs stock on the same {PER_NODE - 1} compute cores: {medians[shipped] / medians[stock_compute]:.3f}; "
-          f"service core vs none: {medians[shipped] / medians[unreserved]:.3f}")
+    pairs = {name: statistics.median(r / s for r, s in zip(rates, rows[stock_all])) for name, rates in rows.items()}
+    print(f"\nmesh vs stock RPC ({PER_NODE} threads): {medians[shipped] / medians[stock_all]:.3f} (medians; paired by round "
+          f"{pairs[shipped]:.3f}); with a service core instead: {medians[service_core] / medians[stock_all]:.3f} (paired "
+          f"{pairs[service_core]:.3f}); idle priority vs service core: {medians[shipped] / medians[service_core]:.3f}")
     return 0
 
 

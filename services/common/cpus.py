@@ -1,16 +1,20 @@
-"""Which CPU cores a node's processes run on.
+"""Which CPU cores a node's processes run on, and at what priority.
 
 On a split, the mesh's own Python (the gateway relaying RPC traffic over QUIC, gossip, placement)
-wakes several times per token. Sharing cores with llama-server's or rpc-server's threads, which
-wait for each other at every operation, each wake-up stalls all of them (measured on a 16-core
-machine, two nodes of 6 cores: 0.66-0.73x stock llama.cpp RPC, against ~0.9x with the Python moved
-off the compute cores). So on machines of RESERVE_FROM cores or more, gateway, gossip and placement
-keep to one core and a split's llama-server and rpc-server to the others. A model served alone
-keeps every core (the services stay on theirs): there the gateway wakes once per token and costs
-nothing measurable.
+wakes several times per token. ggml's threads wait for each other at every operation, so each
+wake-up that takes a core from one of them stalls them all (measured on a 16-core machine, two
+nodes of 6 cores: 0.66-0.73x stock llama.cpp RPC with the services sharing the compute cores).
 
-Pure planning plus thin wrappers over os.sched_*affinity, which exist on Linux only; elsewhere
-(macOS) nothing is pinned and every process may use every core.
+Two ways out, both Linux only (elsewhere, macOS, every process may use every core as is):
+- services at idle priority (the default): gateway, gossip and placement run as SCHED_IDLE, which
+  never preempts a normal thread, so they run in the gaps when llama's threads wait on the
+  network, exactly when the relay is needed. llama's OpenMP threads then must not busy-wait long
+  after each graph (GOMP_SPINCOUNT below), or the gaps vanish. Measured there: 1.09x over the
+  service core (paired over 4 rounds), and llama keeps every core.
+- a service core (MESH_NODE_SERVICE_CORE=true with MESH_NODE_SERVICES_IDLE=false): on machines of
+  RESERVE_FROM cores or more, the services keep to the last core and a split's llama-server and
+  rpc-server to the others.
+A model served alone keeps every core either way.
 """
 
 from __future__ import annotations
@@ -20,7 +24,14 @@ import shutil
 from dataclasses import dataclass
 
 RESERVE_FROM = 4  # fewer cores than this: giving one up to the mesh costs more than it saves
-SERVICES_ON_CORE = ("gateway", "gossip", "placement")  # the runner stays on all cores: its children inherit them
+# The runner keeps normal priority: its children would inherit idle priority, and an unprivileged
+# process cannot raise them back.
+SERVICES = ("gateway", "gossip", "placement")
+# OpenMP threads of a split's llama processes spin this many rounds after each graph, then sleep
+# (libgomp's default, 300,000, is ~10 ms on a Xeon: they would spin through the whole network
+# round trip and keep idle-priority services off every core). Measured on par with no spinning
+# (OMP_WAIT_POLICY=passive) and 1.09x over the service core.
+SPLIT_OPENMP_SPIN = "20000"
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,28 @@ def plan(cpus: set[int] | list[int] | tuple[int, ...], reserve: bool = True) -> 
 
 def can_pin() -> bool:
     return hasattr(os, "sched_setaffinity")
+
+
+def can_idle() -> bool:
+    return hasattr(os, "SCHED_IDLE") and hasattr(os, "sched_setscheduler")
+
+
+def run_at_idle_priority() -> bool:
+    """This thread (and threads and processes it starts later) runs only when no normal thread
+    wants the core; call it before starting any thread. False where the platform cannot."""
+    if not can_idle():
+        return False
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError:  # a sandbox that forbids it: the caller logs that the services stay at normal priority
+        return False
+    return True
+
+
+def split_environment(services_idle: bool) -> dict[str, str]:
+    """What a split's llama-server and rpc-server get in their environment for the services'
+    priority to work (see SPLIT_OPENMP_SPIN)."""
+    return {"GOMP_SPINCOUNT": SPLIT_OPENMP_SPIN} if services_idle and can_idle() else {}
 
 
 def node_plan(service_core: bool) -> CpuPlan:

@@ -52,9 +52,12 @@ class NodeSettings(BaseSettings):
     runner_metrics_port: int = 19444
     # Python logging level name for every service.
     log_level: str = "INFO"
-    # On machines of 4+ cores: gateway, gossip and placement keep to one core, and a split's
-    # llama-server and rpc-server to the others (services/common/cpus.py says why).
-    service_core: bool = True
+    # Gateway, gossip and placement run at idle priority (Linux SCHED_IDLE), so they never take a
+    # core from llama's threads; they run when those wait (services/common/cpus.py says why).
+    services_idle: bool = True
+    # Instead (with services_idle off), on machines of 4+ cores: those services keep to one core,
+    # and a split's llama-server and rpc-server to the others.
+    service_core: bool = False
 
     def address(self, service: str) -> str:
         """The loopback gRPC address of one of this node's services."""

@@ -47,9 +47,11 @@ class _Served:
 
 
 class LlamaServers:
-    def __init__(self, settings: RunnerSettings, cache_dir: Path, cores: cpus.CpuPlan | None = None) -> None:
+    def __init__(self, settings: RunnerSettings, cache_dir: Path, cores: cpus.CpuPlan | None = None,
+                 split_environment: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.cores = cores or cpus.plan(cpus.node_cpus(), reserve=False)
+        self.split_environment = split_environment or {}  # for a split's llama processes (cpus.split_environment)
         self.cache_dir = cache_dir  # rpc-servers' tensor cache (LLAMA_CACHE)
         self.changes = Changes()
         self._served: dict[tuple[str, str], _Served] = {}
@@ -119,7 +121,7 @@ class LlamaServers:
 
     def _rpc_environment(self) -> dict[str, str]:
         # Our patch of llama.cpp (llama.cpp/patches/0002): one write per burst of RPC commands.
-        return {"GGML_RPC_COALESCE": "1"} if self.settings.rpc_coalesce else {}
+        return ({"GGML_RPC_COALESCE": "1"} if self.settings.rpc_coalesce else {}) | self.split_environment
 
     def _start(self, model_id: str, kind: str, path: Path, supervisor: Supervisor, split: Split) -> None:
         task = asyncio.create_task(supervisor.run(), name=f"{kind} {model_id}")

@@ -71,3 +71,41 @@ def test_pinned_argv_starts_the_child_on_its_cores(monkeypatch) -> None:
     monkeypatch.setattr(cpus, "can_pin", lambda: False)  # macOS: nothing to pin with, nothing reserved
     assert cpus.pinned_argv(["llama-server"], (0,)) == ["llama-server"]
     assert not cpus.node_plan(service_core=True).reserved
+
+
+def test_a_split_gets_the_spin_limit_when_services_idle_and_alone_does_not(monkeypatch) -> None:
+    monkeypatch.setattr("services.runner.binaries.binary", lambda name, folder: Path(f"/bin/{name}"))
+    monkeypatch.setattr(cpus, "can_idle", lambda: True)
+    assert cpus.split_environment(services_idle=False) == {}
+    servers = LlamaServers(RunnerSettings(), Path("/nonexistent"), cpus.plan(range(6), reserve=False), cpus.split_environment(services_idle=True))
+    captured = {}
+    servers._start = lambda model_id, kind, path, supervisor, split: captured.update(supervisor=supervisor)  # noqa: SLF001
+    servers.state_of = lambda model_id, kind="": None
+    servers.serve("m", Path("/models/m.gguf"), Split(rpc_endpoints=("127.0.0.1:5000",), worker_layers=4, tensor_split=(4.0,)))
+    host = captured["supervisor"]
+    assert host.environment["GOMP_SPINCOUNT"] == cpus.SPLIT_OPENMP_SPIN and threads_in(host.build_argv(1)) == 6
+    servers.serve("alone", Path("/models/alone.gguf"), Split())
+    assert "GOMP_SPINCOUNT" not in captured["supervisor"].environment
+    monkeypatch.setattr(cpus, "can_idle", lambda: False)  # macOS: no idle priority, nothing to make room for
+    assert cpus.split_environment(services_idle=True) == {}
+
+
+IDLE_CHILD = """
+import os, threading
+from services.common import cpus
+assert cpus.run_at_idle_priority()
+seen = []
+thread = threading.Thread(target=lambda: seen.append(os.sched_getscheduler(0)))
+thread.start(); thread.join()
+print(os.sched_getscheduler(0) == os.SCHED_IDLE, seen == [os.SCHED_IDLE])
+"""
+
+
+@pytest.mark.skipif(not cpus.can_idle(), reason="no idle scheduling policy on this platform")
+def test_idle_priority_holds_for_the_service_and_the_threads_it_starts_later() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", IDLE_CHILD], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.split() == ["True", "True"], result.stderr
