@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import httpx
 import pytest
 
+from services.common import cpus
 from tests.conftest import SMOLLM2
 
 pytestmark = pytest.mark.e2e
@@ -29,11 +31,16 @@ def host_assignment(node) -> dict:
     return assignment
 
 
-def split_over(bed, count: int, max_vram: str) -> list:
-    nodes = [bed.start("A", "--model", SMOLLM2, "--max-vram", max_vram)]
+def split_over(bed, count: int, max_vram: str, env: dict[str, str] | None = None) -> list:
+    nodes = [bed.start("A", "--model", SMOLLM2, "--max-vram", max_vram, env=env)]
     for name in "BCD"[: count - 1]:
-        nodes.append(bed.start(name, "--model", SMOLLM2, "--max-vram", max_vram, join=nodes[0]))
+        nodes.append(bed.start(name, "--model", SMOLLM2, "--max-vram", max_vram, join=nodes[0], env=env))
     return nodes
+
+
+def gateway_policy(node) -> int:
+    (gateway,) = [p for p in node.descendants() if "services.gateway" in " ".join(p.cmdline())]
+    return os.sched_getscheduler(gateway.pid)
 
 
 def wait_split_ready(bed, nodes, count: int):
@@ -65,9 +72,14 @@ def solo_answers(tmp_path_factory, llama_bin_dir):
         node.stop()
 
 
-@pytest.mark.parametrize(("count", "max_vram"), [(2, "0.25"), (3, "0.15")])
-def test_split_gives_the_same_greedy_answers_as_solo(mesh_bed, solo_answers, count: int, max_vram: str) -> None:
-    nodes = split_over(mesh_bed, count, max_vram)
+@pytest.mark.parametrize(("count", "max_vram", "services_idle"), [
+    (2, "0.25", False),
+    (3, "0.15", False),
+    # As shipped on Linux: the services at idle priority, llama on every core (services/common/cpus.py).
+    pytest.param(2, "0.25", True, marks=pytest.mark.skipif(not cpus.can_idle(), reason="no idle scheduling policy here")),
+])
+def test_split_gives_the_same_greedy_answers_as_solo(mesh_bed, solo_answers, count: int, max_vram: str, services_idle: bool) -> None:
+    nodes = split_over(mesh_bed, count, max_vram, {"MESH_NODE_SERVICES_IDLE": str(services_idle).lower()})
     host = wait_split_ready(mesh_bed, nodes, count)
     assignment = host_assignment(host)
     assert sum(assignment["layers"]) == 30 and min(assignment["layers"]) >= 1 and len(assignment["layers"]) == count
@@ -77,6 +89,8 @@ def test_split_gives_the_same_greedy_answers_as_solo(mesh_bed, solo_answers, cou
         assert mine["mode"] == "split-worker" and mine["host"] == assignment["host"]
         assert [m["kind"] for m in worker.status()["models"]] == ["rpc-server"]
     assert greedy(host) == solo_answers
+    if services_idle:
+        assert all(gateway_policy(node) == os.SCHED_IDLE for node in nodes)
     # Any node answers for the split model, the workers included.
     assert greedy(workers[0])[:1] == solo_answers[:1]
 
