@@ -3,6 +3,7 @@ expert somewhere, every shard serving, and no traffic between nodes but the HTTP
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -45,6 +46,26 @@ def shard_assignment(node) -> dict | None:
     return assignment if assignment["mode"] == "moe-shard" and state and state["state"] == "ready" else None
 
 
+def settled(nodes, count: int, seen: list[dict]) -> bool:
+    """True when every node serves its shard of one `count`-node plan, and did on the previous call
+    too (2 s before): while the last node joins, the others are still ready with the smaller plan
+    for a moment after the planner has moved on. The plan is appended to `seen`."""
+    assignments = [shard_assignment(node) for node in nodes]
+    plan = next((a for a in assignments if a and len(a["shards"]) == count), None)
+    if plan is None or not all(assignments):
+        seen.clear()
+        return False
+    planned = dict(_shards(plan))
+    if any(planned.get(node_id) != layers for a in assignments for node_id, layers in _shards(a)):
+        seen.clear()
+        return False
+    if seen and seen[-1] == plan:
+        return True
+    seen.append(plan)
+    time.sleep(2)
+    return False
+
+
 def peer_bytes(node) -> dict[str, float]:
     text = httpx.get(f"{node.console_url}/metrics", timeout=10).text
     return {s.labels["stream"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
@@ -56,15 +77,16 @@ def test_an_moe_model_split_by_experts_serves_from_every_shard_without_rpc(mesh_
     vram = max_vram_for(moe_model, room)
     first = mesh_bed.start("N0", "--model", str(moe_model), "--max-vram", vram)
     nodes = [first] + [mesh_bed.start(f"N{i}", "--model", str(moe_model), "--max-vram", vram, join=first) for i in range(1, count)]
-    mesh_bed.wait_until(lambda: all(shard_assignment(n) for n in nodes), 240, "every shard serving")
-    planner = next(n for n in nodes if shard_assignment(n)["shards"] and len(shard_assignment(n)["shards"]) == count)
-    shards = dict(_shards(shard_assignment(planner)))
+    seen: list[dict] = []
+    mesh_bed.wait_until(lambda: settled(nodes, count, seen), 240, "every shard of one plan serving")
+    plan = seen[-1]
+    shards = dict(_shards(plan))
     assert len(shards) == count
     for layer in range(SHAPE.layers):
         held = [e for layers in shards.values() for e in layers[layer]]
         assert all(held.count(e) >= copies for e in range(SHAPE.experts)), f"layer {layer}"
     assert all(len(layers[0]) == room for layers in shards.values())
-    print(shard_assignment(planner)["reason"])
+    print(plan["reason"])
     # The entry node must know every shard is ready (gossip, a probe interval or so) before spreading.
     mesh_bed.wait_until(lambda: sum(1 for p in first.status()["peers"] for m in p["models"]
                                     if m["model_id"] == MODEL and m["state"] == "ready") == count - 1, 30, "N0 sees every shard ready")
