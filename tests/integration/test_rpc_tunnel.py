@@ -29,7 +29,7 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
     writer.close()
 
 
-async def endpoint(home: Path, name: str, links: PeerLinks) -> PeerEndpoint:
+async def endpoint(home: Path, name: str, links: PeerLinks, datagram_bytes: int = 1200) -> PeerEndpoint:
     me = identity.load_or_create(home / name)
     holder: dict[str, PeerEndpoint] = {}
 
@@ -37,7 +37,8 @@ async def endpoint(home: Path, name: str, links: PeerLinks) -> PeerEndpoint:
         port = holder["endpoint"]._transport.get_extra_info("sockname")[1]  # noqa: SLF001
         return LocalNode("mesh-test", SECRET, name, f"127.0.0.1:{port}")
 
-    holder["endpoint"] = await open_endpoint("127.0.0.1", 0, identity=me, local=local, serve_stream=links.serve_stream, idle_timeout=30.0)
+    holder["endpoint"] = await open_endpoint("127.0.0.1", 0, identity=me, local=local, serve_stream=links.serve_stream, idle_timeout=30.0,
+                                               datagram_bytes=datagram_bytes)
     links.endpoint = holder["endpoint"]
     return holder["endpoint"]
 

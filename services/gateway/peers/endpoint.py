@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
@@ -28,6 +28,7 @@ from services.common.logs import event
 from services.gateway.peers import admission
 from services.gateway.peers.framing import HEADER_BYTES, FrameError, StreamKind, encode_frame, frame_length, stream_kind
 from services.gateway.peers.identity import Identity, fingerprint_of
+from services.gateway.peers.udp import BatchedDatagramTransport, bind_udp
 from services.proto.mesh.v1 import peer_pb2
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class MeshConnection(QuicConnectionProtocol):
         self.timeouts = 0  # consecutive requests on this connection that got no reply in time
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._sinks: dict[int, StreamSink] = {}
+        self._held: dict[int, tuple[StreamSink, list[bytes], bool]] = {}  # spliced data of the batch being read
 
     def _on_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stream_id = writer.get_extra_info("stream_id")
@@ -218,9 +220,40 @@ class MeshConnection(QuicConnectionProtocol):
                 task.cancel()
         super().quic_event_received(quic_event)
 
+    def datagram_received(self, data: bytes | str, addr: object) -> None:
+        """Read one datagram of a batch (peers/udp.py): what it carries for spliced streams and
+        what we owe the peer go out once, when the batch ends (end_batch)."""
+        self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]
+        self._process_events()
+        if self.endpoint.batch is None:
+            self.end_batch()
+        else:
+            self.endpoint.batch.add(self)
+
+    def end_batch(self) -> None:
+        """Write each spliced stream's data of the batch at once, then send ACKs and answers."""
+        self._deliver_held()
+        self.transmit()
+
+    def transmit(self) -> None:
+        """Send what is due, the datagrams of one call together (peers/udp.py: GSO)."""
+        corked = getattr(self._transport, "corked", None)
+        if corked is None:
+            super().transmit()
+            return
+        with corked():
+            super().transmit()
+
+    def _deliver_held(self, only: int | None = None) -> None:
+        for stream_id in [only] if only is not None else list(self._held):
+            if stream_id in self._held:
+                sink, chunks, end = self._held.pop(stream_id)
+                sink.stream_data(chunks[0] if len(chunks) == 1 else b"".join(chunks), end)
+
     def _to_sink(self, quic_event: events.QuicEvent) -> bool:
         """Hand a spliced stream's event to its sink; True when the event is consumed."""
         if isinstance(quic_event, events.ConnectionTerminated):
+            self._deliver_held()
             lost, self._sinks = list(self._sinks.values()), {}
             for sink in lost:
                 sink.stream_lost()
@@ -232,9 +265,17 @@ class MeshConnection(QuicConnectionProtocol):
         if isinstance(quic_event, events.StreamDataReceived):
             if quic_event.end_stream:
                 del self._sinks[stream_id]  # type: ignore[arg-type]
-            sink.stream_data(quic_event.data, quic_event.end_stream)
+            held = self._held.get(stream_id)  # type: ignore[arg-type]
+            if held is not None:
+                held[1].append(quic_event.data)
+                self._held[stream_id] = (sink, held[1], quic_event.end_stream)  # type: ignore[index]
+            elif self.endpoint.batch is not None:
+                self._held[stream_id] = (sink, [quic_event.data], quic_event.end_stream)  # type: ignore[index]
+            else:
+                sink.stream_data(quic_event.data, quic_event.end_stream)
             return True
         if isinstance(quic_event, (events.StreamReset, events.StopSendingReceived)):
+            self._deliver_held(stream_id)  # type: ignore[arg-type]
             del self._sinks[stream_id]  # type: ignore[arg-type]
             sink.stream_lost()
         return False
@@ -272,6 +313,18 @@ class PeerEndpoint(QuicServer):
         self.serve_stream = serve_stream
         self.connections: set[MeshConnection] = set()
         self.on_change = on_change
+        self.batch: set[MeshConnection] | None = None  # connections that read datagrams of the batch being read
+
+    def datagrams_received(self, batch: list[tuple[bytes, Any]]) -> None:
+        """A batch from the socket (peers/udp.py): each connection reads its datagrams, then answers once."""
+        self.batch = touched = set()
+        try:
+            for data, addr in batch:
+                self.datagram_received(data, addr)
+        finally:
+            self.batch = None
+            for connection in touched:
+                connection.end_batch()
 
     async def connect(self, host: str, port: int, timeout: float) -> MeshConnection:
         """A new admitted connection to host:port from our one socket, or an exception saying why not."""
@@ -310,8 +363,8 @@ class PeerEndpoint(QuicServer):
 
 
 async def open_endpoint(host: str, port: int, **kwargs: object) -> PeerEndpoint:
-    loop = asyncio.get_running_loop()
-    _, endpoint = await loop.create_datagram_endpoint(lambda: PeerEndpoint(**kwargs), local_addr=(host, port))  # type: ignore[arg-type]
+    endpoint = PeerEndpoint(**kwargs)  # type: ignore[arg-type]
+    BatchedDatagramTransport(bind_udp(host, port), endpoint)
     event(log, "quic endpoint open", address=f"{host}:{endpoint._transport.get_extra_info('sockname')[1]}",  # noqa: SLF001
           datagram_bytes=kwargs.get("datagram_bytes", 1200))
     return endpoint
