@@ -66,9 +66,11 @@ test: setup testtools
 bench: setup
 	$(PY) bench/gateway_overhead.py
 	$(PY) bench/tunnel_overhead.py
+	$(PY) bench/rpc_tunnel.py
 	$(PY) bench/split_pipeline.py
 	$(PY) bench/split_pinned.py
 	$(PY) bench/moe_shards.py
+	$(PY) bench/services_under_load.py
 
 clean:
 	rm -rf $(VENV) services/proto/mesh
