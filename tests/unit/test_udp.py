@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 from typing import Any
 
@@ -75,6 +76,37 @@ def test_corked_datagrams_arrive_separate_whole_and_in_order(sizes: list[int]) -
             target.setblocking(True)
             target.settimeout(2)
         assert [target.recv(65535) for _ in sent] == sent
+        transport.close()
+        target.close()
+
+    asyncio.run(scenario())
+
+
+class NoGSO:
+    """A socket whose kernel refuses UDP_SEGMENT, as older kernels do (EIO)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def sendmsg(self, *args: object) -> int:
+        raise OSError(errno.EIO, "no GSO")
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - the real socket's methods
+        return getattr(self.sock, name)
+
+
+def test_a_kernel_without_gso_gets_plain_sends_and_nothing_is_lost() -> None:
+    async def scenario() -> None:
+        target = receiver()
+        transport = BatchedDatagramTransport(bind_udp("127.0.0.1", 0), Recorder())
+        transport._sock = NoGSO(transport._sock)  # type: ignore[assignment]  # noqa: SLF001
+        sent = [bytes([i]) * 1452 for i in range(3)]
+        for _ in range(2):  # the first corked run meets the refusal, the second goes plain at once
+            with transport.corked():
+                for data in sent:
+                    transport.sendto(data, target.getsockname())
+            assert [target.recv(65535) for _ in sent] == sent
+        assert transport._gso is False  # noqa: SLF001
         transport.close()
         target.close()
 

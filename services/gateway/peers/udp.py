@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 import struct
 import sys
@@ -28,6 +29,7 @@ LARGEST_DATAGRAM = 65535
 UDP_SEGMENT = 103
 GSO_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS
 GSO_BYTES = 65000  # one sendmsg stays under the 64 KiB an IP packet can carry
+NO_GSO = {errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP}  # what kernels without it answer
 
 
 class BatchedDatagramProtocol(Protocol):
@@ -115,10 +117,10 @@ class BatchedDatagramTransport(asyncio.DatagramTransport):
             self._sock.sendmsg([b"".join(segments)], [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, addr)
         except (BlockingIOError, InterruptedError):
             return False
-        except OSError:
-            # No GSO here (EIO, EINVAL, ENOPROTOOPT on older kernels or some devices): plain sends from now on.
-            self._gso = False
-            return False
+        except OSError as failure:
+            if failure.errno in NO_GSO:
+                self._gso = False  # this kernel or device cannot: plain sends from now on
+            return False  # otherwise (e.g. an ICMP error pending): the plain sends report it
         return True
 
     def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:  # noqa: ANN401 - socket addresses
