@@ -1,7 +1,7 @@
 """The node's one QUIC endpoint: a single UDP socket that accepts peers and connects to them.
 
-Owns the socket, the connections on it, admission on each connection, and reading typed
-streams. What a gossip message means is gossip's business (passed on through `on_gossip`).
+Owns the connections on the socket (read in batches by peers/udp.py), admission on each
+connection, and reading typed streams. What a gossip message means is gossip's business (passed on through `on_gossip`).
 aioquic's QuicServer demultiplexes datagrams by connection id; we add outgoing connections to
 the same table so that the node never opens a second UDP socket.
 """
