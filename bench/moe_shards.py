@@ -24,7 +24,7 @@ from services.placement.moe import plan_shards  # noqa: E402
 from services.runner import binaries  # noqa: E402
 from services.runner.command import llama_server_argv  # noqa: E402
 from services.runner.moe import model_facts, shard_path, write_shard  # noqa: E402
-from services.runner.supervisor import free_port  # noqa: E402
+from services.common.ports import reserve_tcp_port  # noqa: E402
 from services.runner.synthetic import MoEShape, write_moe  # noqa: E402
 
 SHAPE = MoEShape(layers=8, experts=32, experts_used=4, hidden=1024, expert_ffn=512, heads=16, kv_heads=4)
@@ -36,7 +36,7 @@ def model_file() -> Path:
 
 
 def decode_rate(model: Path) -> float:
-    port = free_port()
+    port = reserve_tcp_port()
     argv = llama_server_argv(binaries.binary("llama-server", None), model, MODEL, port, ctx_size=2048, threads=os.cpu_count() or 2, device="")
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

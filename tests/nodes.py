@@ -17,15 +17,16 @@ from pathlib import Path
 import httpx
 import psutil
 
+from services.common.ports import free_udp_port, reserve_tcp_port
+
 MESH_LLM = Path(sys.executable).parent / "mesh-llm"
 # Without the installed console script (a machine with the repo on PYTHONPATH only), the same entry point.
 MESH_LLM_ARGV = [str(MESH_LLM)] if MESH_LLM.exists() else [sys.executable, "-c", "import sys; from services.cli.main import run; sys.exit(run())"]
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+    """A port for a server a test starts: TCP ones held from other processes until it binds (ports.py)."""
+    return reserve_tcp_port(host) if kind == socket.SOCK_STREAM else free_udp_port(host)
 
 
 class NodeProcess:

@@ -16,6 +16,7 @@ from services.cli.node import Node
 from services.common import mesh_identity
 from services.common.invite import InviteToken
 from services.common.mesh_identity import MeshIdentity
+from services.common.ports import free_udp_port, reserve_tcp_port
 from services.common.settings import NodeSettings, environment_for
 from services.gateway.peers import identity
 from services.gateway.settings import GatewaySettings
@@ -23,15 +24,8 @@ from services.gossip.settings import PROFILES, GossipSettings
 from services.placement.settings import PlacementSettings
 from services.runner import binaries
 from services.runner.settings import RunnerSettings
-from services.runner.supervisor import free_port
 
 GB = 10**9
-
-
-def free_udp_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def advertised_address(args: object, quic_host: str, quic_port: int) -> str:
@@ -57,9 +51,9 @@ def mesh_of(home: Path, token: InviteToken | None) -> MeshIdentity:
 def settings_for(options: Options, home: Path, quic_port: int, address: str) -> dict[str, dict[str, str]]:
     """The environment of each service, built once from the flags."""
     args = options.args
-    node_fields = {"gateway_grpc_port": free_port(), "gossip_grpc_port": free_port(), "placement_grpc_port": free_port(),
-                   "runner_grpc_port": free_port(), "gossip_metrics_port": free_port(), "placement_metrics_port": free_port(),
-                   "runner_metrics_port": free_port(), "log_level": args.log_level, "home": home}
+    node_fields = {"gateway_grpc_port": reserve_tcp_port(), "gossip_grpc_port": reserve_tcp_port(), "placement_grpc_port": reserve_tcp_port(),
+                   "runner_grpc_port": reserve_tcp_port(), "gossip_metrics_port": reserve_tcp_port(), "placement_metrics_port": reserve_tcp_port(),
+                   "runner_metrics_port": reserve_tcp_port(), "log_level": args.log_level, "home": home}
     if args.name:
         node_fields["name"] = args.name
     node = environment_for(NodeSettings(**node_fields))

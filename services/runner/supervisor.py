@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ import httpx
 
 from services.common import cpus
 from services.common.logs import event
+from services.common.ports import reserve_tcp_port
 from services.runner.command import child_environment
 from services.runner.settings import RunnerSettings
 
@@ -45,12 +45,6 @@ class ChildStatus:
 def restart_delay(failures: int, initial: float, maximum: float) -> float:
     """Seconds to wait before restart number `failures` (1-based): doubling, capped."""
     return min(maximum, initial * 2 ** max(0, failures - 1))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def die_with_parent(argv: list[str], signal_name: str = "KILL") -> list[str]:
@@ -96,7 +90,7 @@ class Supervisor:
             await self._set(state=STOPPED, pid=0)
 
     async def _run_once(self) -> None:
-        port = free_port()
+        port = reserve_tcp_port()
         await self._set(state=STARTING, port=port, retry_at=0.0)
         process = await asyncio.create_subprocess_exec(
             *die_with_parent(cpus.pinned_argv(self.build_argv(port), self.cores)),

@@ -69,6 +69,7 @@ def test_a_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:
 def test_a_port_in_use_is_refused() -> None:
     port = free_port()
     with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # free_port() holds it in TIME_WAIT until bound
         taken.bind(("127.0.0.1", port))
         taken.listen()
         result = run_cli("--port", str(port))

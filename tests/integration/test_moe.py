@@ -15,7 +15,7 @@ from services.runner import binaries
 from services.runner.command import llama_server_argv
 from services.runner.models import resolve
 from services.runner.moe import moe_info, rank_experts, shard_path, write_shard
-from services.runner.supervisor import free_port
+from services.common.ports import reserve_tcp_port
 from services.runner.synthetic import MoEShape, write_moe
 from tests.conftest import SMOLLM2
 from tests.nodes import MESH_LLM
@@ -32,7 +32,7 @@ def moe_model(tmp_path_factory) -> Path:
 
 def greedy(model: Path, llama_bin_dir: Path, prompts: list[str]) -> list[str]:
     """Greedy completions of each prompt by a llama-server on `model` (started, asked, stopped)."""
-    port = free_port()
+    port = reserve_tcp_port()
     argv = llama_server_argv(binaries.binary("llama-server", llama_bin_dir), model, model.stem, port, ctx_size=512, threads=2, device="")
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

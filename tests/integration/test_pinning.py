@@ -21,6 +21,7 @@ import socket, sys, threading, time
 for _ in range(3):
     threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
 server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as every real server does (services/common/ports.py)
 server.bind(("127.0.0.1", int(sys.argv[1])))
 server.listen()
 time.sleep(60)

@@ -67,8 +67,15 @@ class PeerLinks:
         if task is None:
             task = asyncio.create_task(self._connect(address, timeout))
             self._connecting[address] = task
-            task.add_done_callback(lambda _: self._connecting.pop(address, None))
+            task.add_done_callback(lambda _: self._connect_done(address, task))
         return await asyncio.shield(task)
+
+    def _connect_done(self, address: str, task: asyncio.Task[MeshConnection]) -> None:
+        self._connecting.pop(address, None)
+        if not task.cancelled():
+            # Mark a failure seen: callers still waiting get it raised; when all of them gave up
+            # (cancelled through the shield), asyncio would log it as "never retrieved".
+            task.exception()
 
     async def _connect(self, address: str, timeout: float) -> MeshConnection:
         assert self.endpoint is not None
