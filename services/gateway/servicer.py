@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from services.gateway.peers.endpoint import AdmissionRefused
@@ -32,4 +34,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer from {request.address} in {request.timeout:.1f}s")
         except (ConnectionError, OSError, FrameError) as failure:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{request.address}: {failure}")
+        except asyncio.IncompleteReadError:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{request.address}: closed the stream before answering")
         return gateway_pb2.PeerReply(payload=reply, peer_node_id=peer, rtt=rtt)

@@ -1,14 +1,18 @@
 """RPC tunnels over real QUIC: two gateways' endpoints in one process, an echo server standing in
 for rpc-server. Checks that bytes arrive whole and in order both ways, that half-closes and
-closes travel, and that only published ports are reachable."""
+closes travel, that only published ports are reachable, and that a dead peer fails quietly."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+import pytest
 
 from services.gateway.peers import identity
 from services.gateway.peers.endpoint import LocalNode, PeerEndpoint, open_endpoint
@@ -45,8 +49,8 @@ async def endpoint(home: Path, name: str, links: PeerLinks, datagram_bytes: int 
 
 @asynccontextmanager
 async def tunnel(tmp_path: Path, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]] = echo,
-                 publish: bool = True) -> AsyncIterator[tuple[int, dict[str, int]]]:
-    """(local tunnel port on the host, bytes counted per direction) to a server on the worker."""
+                 publish: bool = True) -> AsyncIterator[tuple[int, dict[str, int], PeerLinks]]:
+    """(local tunnel port on the host, bytes counted per direction, the host's links) to a server on the worker."""
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
     server_port = server.sockets[0].getsockname()[1]
     counted: dict[str, int] = {"sent": 0, "received": 0}
@@ -60,7 +64,7 @@ async def tunnel(tmp_path: Path, handler: Callable[[asyncio.StreamReader, asynci
     tunnels = RpcTunnels(host_links, count, connect_timeout=10.0)
     port = await tunnels.open(worker.local().address, server_port)
     try:
-        yield port, counted
+        yield port, counted, host_links
     finally:
         tunnels.close_all()
         host.close()
@@ -74,7 +78,7 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
 
 def test_bytes_arrive_whole_and_in_order_both_ways(tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with tunnel(tmp_path) as (port, counted):
+        async with tunnel(tmp_path) as (port, counted, _):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             # Many small request/answer turns (a token's commands), then a large upload (weights).
             for turn in range(200):
@@ -100,7 +104,7 @@ def test_a_closed_worker_connection_closes_the_host_side(tmp_path: Path) -> None
         writer.close()  # as an rpc-server that dies mid-session
 
     async def scenario() -> None:
-        async with tunnel(tmp_path, hang_up) as (port, _):
+        async with tunnel(tmp_path, hang_up) as (port, _, _):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"hello")
             assert await reader.readexactly(3) == b"bye"
@@ -118,15 +122,42 @@ def test_an_unpublished_port_is_not_reached(tmp_path: Path) -> None:
         writer.close()
 
     async def scenario() -> None:
-        async with tunnel(tmp_path, record, publish=False) as (port, _):
+        async with tunnel(tmp_path, record, publish=False) as (port, _, host_links):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"\x00" * 100)
-            # The worker refuses (closes the QUIC connection): the host's TCP connection ends.
+            # The worker drops the stream: the host's TCP connection ends.
             try:
                 assert await asyncio.wait_for(reader.read(), 10) == b""
             except ConnectionResetError:
                 pass  # an abort is as good as an end: nothing was reached
             writer.close()
             assert not reached.is_set()
+            # Only the stream: the peers' connection (their gossip and requests) stays up.
+            assert host_links.endpoint is not None
+            assert [c.admitted.is_set() for c in host_links.endpoint.connections] == [True]
 
     run(scenario)
+
+
+def test_a_peer_that_never_answers_leaves_no_unretrieved_failure(tmp_path: Path) -> None:
+    """A connect that times out (a dead peer gossip keeps probing) is closed quietly: no asyncio
+    'exception was never retrieved' error a second later, once per probe, in the node's log."""
+    unhandled: list[str] = []
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: unhandled.append(context["message"]))
+        links = PeerLinks(lambda *_: None)
+        lonely = await endpoint(tmp_path, "lonely", links)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:  # bound, never read: a powered-off peer
+            dead.bind(("127.0.0.1", 0))
+            with pytest.raises(TimeoutError):
+                await lonely.connect("127.0.0.1", dead.getsockname()[1], 0.3)
+            with pytest.raises(TimeoutError):  # gossip's way: the request gives up while its connect still tries
+                await links.request(f"127.0.0.1:{dead.getsockname()[1]}", StreamKind.GOSSIP, b"ping", 0.3)
+            await asyncio.sleep(3)  # the abandoned handshake's close lands (3 PTOs)
+        gc.collect()  # asyncio reports an unretrieved failure when its future is collected
+        await asyncio.sleep(0)
+        lonely.close()
+
+    run(scenario)
+    assert unhandled == []

@@ -116,7 +116,7 @@ class MeshConnection(QuicConnectionProtocol):
         self.transmit()
 
     def cancel_stream(self, stream_id: int, error_code: int) -> None:
-        """Abandon a stream we opened: the peer stops sending and cancels its work on it."""
+        """Abandon a stream: the peer stops sending and cancels its work on it."""
         try:
             self._quic.reset_stream(stream_id, error_code)
             self._quic.stop_stream(stream_id, error_code)
@@ -342,6 +342,10 @@ class PeerEndpoint(QuicServer):
                 await protocol.wait_connected()
                 await protocol.admit_to_server()
         except (TimeoutError, ConnectionError, AdmissionRefused):
+            waiter = protocol._connected_waiter  # noqa: SLF001
+            if waiter is not None:
+                # The handshake we stopped waiting for fails when the close lands; nobody awaits it.
+                waiter.add_done_callback(lambda done: done.cancelled() or done.exception())
             protocol.close()
             self.connections.discard(protocol)
             raise

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 # (worker address, direction, bytes)
 TunnelCounter = Callable[[str, str, int], None]
+STALE_PORT = 0x101  # stream error: the port asked for is not an rpc-server here (any more)
 
 
 class Splice(asyncio.Protocol):
@@ -78,10 +79,15 @@ class Splice(asyncio.Protocol):
             self.count("received", len(data))
         if end:
             # The far end stops sending: pass the half-close on, or close if TCP cannot half-close.
-            if self.transport.can_write_eof():
-                self.transport.write_eof()
-            else:
+            if not self.transport.can_write_eof():
                 self.transport.close()
+                return
+            try:
+                self.transport.write_eof()
+            except OSError:
+                # The local end reset its socket and asyncio has not seen it yet (ENOTCONN): the
+                # connection is gone either way, and connection_lost ends the stream.
+                self.transport.abort()
 
     def stream_lost(self) -> None:
         if self.transport is not None:
@@ -149,8 +155,12 @@ class RpcTunnelServer:
     async def serve(self, connection: MeshConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         port = int(json.loads(await read_frame(reader))["port"])
         if port not in self.rpc_ports():
-            # Only our published rpc-servers: a peer must not reach any other local port.
-            connection.refuse(f"port {port} is not an rpc-server of this node")
+            # Only our published rpc-servers: a peer must not reach any other local port. The peer
+            # holds the mesh secret, so this is a stale port (our rpc-server restarted), not an
+            # attack: drop the stream, not the connection its gossip and requests share.
+            event(log, "rpc stream refused", logging.WARNING, reason=f"port {port} is not an rpc-server of this node",
+                  peer=connection.peer_node_id or "?")
+            connection.cancel_stream(writer.get_extra_info("stream_id"), STALE_PORT)
             return
         try:
             transport, splice = await asyncio.get_running_loop().create_connection(Splice, "127.0.0.1", port)
