@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import grpc
 
 from services.common import grpc_server, http_server, lifecycle
+from services.common.logs import event
 from services.common.settings import NodeSettings
 from services.gateway.app import create_api_app, create_console_app
 from services.gateway.mesh_view import MeshMirror
@@ -15,7 +19,7 @@ from services.gateway.demand import DemandReporter
 from services.gateway.peers.datagrams import datagram_size
 from services.gateway.peers.endpoint import LocalNode, open_endpoint
 from services.gateway.peers.framing import StreamKind
-from services.gateway.peers.links import PeerLinks, request_reply
+from services.gateway.peers.links import GossipHandler, PeerLinks, request_reply
 from services.gateway.routing import local_port_of, rpc_ports
 from services.gateway.tunnel.rpc import RpcTunnels, RpcTunnelServer
 from services.gateway.tunnel.client import TunnelUpstream
@@ -24,6 +28,23 @@ from services.gateway.upstream import LocalUpstream
 from services.gateway.servicer import GatewayServicer
 from services.gateway.settings import GatewaySettings
 from services.proto.mesh.v1 import gateway_pb2_grpc, gossip_pb2, gossip_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+def answer_gossip(gossip_stub: gossip_pb2_grpc.GossipStub) -> GossipHandler:
+    """Peers' gossip messages, answered by our gossip service."""
+
+    async def on_gossip(payload: bytes, peer: str) -> bytes | None:
+        try:
+            reply = await gossip_stub.HandlePeerMessage(gossip_pb2.PeerMessage(payload=payload, peer_node_id=peer), timeout=5.0)
+        except grpc.aio.AioRpcError as failure:
+            # Our gossip service is stopping or stuck: the peer gets no answer, as from a node down.
+            event(log, "gossip service did not answer", logging.WARNING, peer=peer, status=failure.code().name)
+            return None
+        return reply.payload
+
+    return on_gossip
 
 
 async def main(node: NodeSettings, settings: GatewaySettings) -> None:
@@ -34,9 +55,7 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
     async with grpc_server.channel(node.address("gossip")) as gossip:
         gossip_stub = gossip_pb2_grpc.GossipStub(gossip)
 
-        async def on_gossip(payload: bytes, peer: str) -> bytes:
-            reply = await gossip_stub.HandlePeerMessage(gossip_pb2.PeerMessage(payload=payload, peer_node_id=peer), timeout=5.0)
-            return reply.payload
+        on_gossip = answer_gossip(gossip_stub)
 
         def local() -> LocalNode:
             view = mirror.view

@@ -212,6 +212,8 @@ class MeshConnection(QuicConnectionProtocol):
             self.closed_reason = quic_event.reason_phrase or f"closed (error {quic_event.error_code})"
             if quic_event.error_code == 0x100 and quic_event.reason_phrase:
                 event(log, "refused by peer", logging.WARNING, reason=quic_event.reason_phrase, peer=self.peer_node_id or "?")
+            for task in list(self._tasks.values()):
+                task.cancel()  # the streams they serve died with the connection: nothing will wake them
             self.endpoint.on_closed(self)
         elif isinstance(quic_event, (events.StreamReset, events.StopSendingReceived)):
             # The peer abandoned a stream it asked us to serve: stop the work behind it.

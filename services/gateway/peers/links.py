@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from services.gateway.peers.endpoint import MeshConnection, PeerEndpoint, read_frame
 from services.gateway.peers.framing import StreamKind, encode_frame
 
-GossipHandler = Callable[[bytes, str], Awaitable[bytes]]
+GossipHandler = Callable[[bytes, str], Awaitable[bytes | None]]  # None: no answer (the stream just ends)
 ByteCounter = Callable[[str, str, int], None]
 StreamHandler = Callable[[MeshConnection, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -100,6 +100,8 @@ def request_reply(on_message: GossipHandler, count: ByteCounter) -> StreamHandle
         payload = await read_frame(reader)
         count("gossip", "received", len(payload) + 5)
         reply = await on_message(payload, connection.peer_node_id)
+        if reply is None:
+            return  # the peer sees the stream end without a reply: unavailable, it retries or suspects
         writer.write(encode_frame(reply))
         count("gossip", "sent", len(reply) + 4)
 
