@@ -12,7 +12,12 @@ also with our patches 0002 and 0003 on (the layer-output pin: one hidden state p
 once more without our --poll 0 (an OpenMP build never reads it: the same program, so that row
 shows the noise). For each: load time, bytes sent to the worker on load, and decode tokens/s
 (median of 5 streamed requests). The headline ratio, mesh vs stock RPC, is the median over
-ROUNDS alternating runs of both, since one run on a small machine varies by 10% or more.
+ROUNDS alternating runs of both, since one run on a small machine varies by 10% or more; then
+the same ratio paired: both splits up at once, PAIRS pairs of back-to-back requests in
+alternating order (what drifts between runs hits both alike; the idle mesh's services run during
+stock's requests too).
+
+Env: BENCH_ROUNDS (3), BENCH_PAIRS (12), BENCH_MODEL.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -42,6 +48,7 @@ from tests.nodes import NodeProcess, free_port  # noqa: E402
 SHAPE = DenseShape(layers=9, hidden=2048, ffn=5632, heads=16, kv_heads=4)
 MODEL = "Dense-1G"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+PAIRS = int(os.environ.get("BENCH_PAIRS", "12"))
 
 
 def model_file() -> Path:
@@ -54,6 +61,23 @@ def decode_rate(base: str) -> float:
     with httpx.Client(timeout=300) as client:
         streamed_request(client, base, "Warm up.", 8, MODEL)
         return statistics.median(streamed_request(client, base, f"Fact {i} about the sea.", 32, MODEL)[1] for i in range(5))
+
+
+def paired(path: Path, layers: tuple[int, ...]) -> list[tuple[float, float]]:
+    """(mesh, stock RPC) decode tokens/s of PAIRS pairs of requests, with both splits up at once and
+    the two requests of a pair back to back, in alternating order: what differs from one start of
+    the processes to the next on a small machine (their placement, caches, other load) then hits
+    both alike. The split not being asked sits idle (its services at idle priority)."""
+    with running_split(path, prime=True) as (_, node, _), running_stock(path, layers) as (_, base):
+        with httpx.Client(timeout=300) as client:
+            for url in (node.api, base):
+                streamed_request(client, url, "Warm up.", 8, MODEL)
+            pairs = []
+            for i in range(PAIRS):
+                order = (node.api, base) if i % 2 == 0 else (base, node.api)
+                rates = {url: streamed_request(client, url, f"Fact {i} about the sea.", 32, MODEL)[1] for url in order}
+                pairs.append((rates[node.api], rates[base]))
+    return pairs
 
 
 def tunnel_bytes(node) -> float:
@@ -79,6 +103,14 @@ def alone(path: Path) -> tuple[float, float, float, tuple[int, ...]]:
 def split(path: Path, prime: bool, extra: dict[str, str] | None = None,
           cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> tuple[float, float, float, tuple[int, ...]]:
     """A two-node split; `cores` = (node A's, node B's) CPU cores, as if on two machines."""
+    with running_split(path, prime, extra, cores) as (took, node, layers):
+        return took, tunnel_bytes(node), decode_rate(node.api), layers
+
+
+@contextlib.contextmanager
+def running_split(path: Path, prime: bool, extra: dict[str, str] | None = None,
+                  cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> Iterator[tuple[float, NodeProcess, tuple[int, ...]]]:
+    """(seconds to ready, the host node, blocks per node) of a two-node split while it runs."""
     # As shipped: services at idle priority (test nodes turn it off, several of them sharing a machine).
     env = {"MESH_NODE_SERVICES_IDLE": "true"} | ({} if prime else {"MESH_RUNNER_PRIME_RPC_CACHE": "false"}) | (extra or {})
     with tempfile.TemporaryDirectory() as scratch:
@@ -104,7 +136,7 @@ def split(path: Path, prime: bool, extra: dict[str, str] | None = None,
             bed.wait_until(lambda: host() is not None, 900, "split ready")
             took = time.monotonic() - started
             node, layers = host()
-            return took, tunnel_bytes(node), decode_rate(node.api), layers
+            yield took, node, layers
         finally:
             bed.close()
 
@@ -129,6 +161,14 @@ def stock_rpc(path: Path, layers: tuple[int, ...], llama_defaults: bool = False,
     runs with the runner's flags for split hosts, or with `llama_defaults` without our --poll 0;
     `patched` turns on our write-coalescing and layer-output patches (off: upstream's behaviour);
     `cores` = (llama-server's, rpc-server's) CPU cores."""
+    with running_stock(path, layers, llama_defaults, patched, threads, cores) as (took, base):
+        return took, float("nan"), decode_rate(base), layers
+
+
+@contextlib.contextmanager
+def running_stock(path: Path, layers: tuple[int, ...], llama_defaults: bool = False, patched: bool = False, threads: int | None = None,
+                  cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> Iterator[tuple[float, str]]:
+    """(seconds to ready, llama-server's base URL) of stock_rpc's split while it runs."""
     rpc_port, api_port = free_port(), free_port()
     threads = threads or int(os.environ.get("MESH_RUNNER_THREADS", os.cpu_count() or 2))
     ours = {"GGML_RPC_COALESCE": "1", "LLAMA_PIN_LAYER_OUT": "1"}  # our patches 0002 and 0003, off unless asked for
@@ -154,7 +194,7 @@ def stock_rpc(path: Path, layers: tuple[int, ...], llama_defaults: bool = False,
             host = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         base = f"http://127.0.0.1:{api_port}"
         wait_healthy(base, host)
-        return time.monotonic() - started, float("nan"), decode_rate(base), layers
+        yield time.monotonic() - started, base
     finally:
         for process in (host, worker):
             if process is not None:
@@ -201,6 +241,12 @@ def main() -> int:
     print(f"split (mesh, primed) vs stock RPC split: tokens/s ratio {mesh / stock:.3f} (medians {mesh:.1f} / {stock:.1f}); "
           f"single runs: stock vs the same stock again {noise:.3f} (noise), vs direct TCP with our patch {patched:.3f}, "
           f"LAN-sized datagrams vs stock {lan:.3f}")
+    pairs = paired(path, layers)
+    ratios = sorted(mesh / stock for mesh, stock in pairs)
+    quartiles = statistics.quantiles(ratios, n=4)
+    print(f"paired, both splits up at once, {len(pairs)} request pairs: mesh {statistics.median(m for m, _ in pairs):.1f} vs stock "
+          f"{statistics.median(s for _, s in pairs):.1f} tok/s; ratio per pair median {statistics.median(ratios):.3f} "
+          f"(quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}, {sum(r >= 1 for r in ratios)} of {len(ratios)} pairs >= 1)")
     # One thread per process leaves a core for the gateways, as separate machines would.
     os.environ["MESH_RUNNER_THREADS"] = "1"
     single = {"1 thread: split, primed (mesh)": split(path, prime=True)}
