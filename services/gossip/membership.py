@@ -19,6 +19,17 @@ from services.gossip.swim import Member
 
 
 RTT_SMOOTHING = 0.2  # weight of a new RTT sample in the moving average
+# A peer's smoothed RTT is told to watchers (placement, the gateway) when it moved this much since
+# they last heard it: each probe's sample otherwise wakes both and re-runs placement, twice a
+# second per peer, and those wake-ups take cores from a split's llama threads. The 80 ms split
+# cap and the ordering of workers only care about changes of this size.
+RTT_NEWS_RATIO = 0.2  # relative change
+RTT_NEWS_FLOOR = 0.002  # seconds: smaller changes are noise on any network, loopback included
+
+
+def rtt_is_news(told: float | None, rtt: float) -> bool:
+    """Whether a smoothed RTT differs enough from the value watchers were last told."""
+    return told is None or abs(rtt - told) > max(RTT_NEWS_FLOOR, RTT_NEWS_RATIO * told)
 DEMAND_REWRITE = 60.0  # seconds between rewrites of our unchanged demand entries
 
 
@@ -42,6 +53,7 @@ class Membership:
         self.incarnation = int(time.time() * 1000)
         self.members: dict[str, Member] = {}
         self.rtt: dict[str, float] = {}
+        self.rtt_told: dict[str, float] = {}  # the RTTs watchers last heard (rtt_is_news)
         self.join_error = ""
         self.join_state = ""
         self.changes = Changes()
@@ -85,7 +97,9 @@ class Membership:
         # Smoothed: one slow answer (a busy CPU) must not reshuffle the splits built on RTTs.
         previous = self.rtt.get(node_id)
         self.rtt[node_id] = rtt if previous is None else previous + RTT_SMOOTHING * (rtt - previous)
-        await self.changes.publish()
+        if rtt_is_news(self.rtt_told.get(node_id), self.rtt[node_id]):
+            self.rtt_told[node_id] = self.rtt[node_id]
+            await self.changes.publish()
 
     async def rotate_secret(self, secret: bytes) -> MeshIdentity:
         self.mesh = replace(self.mesh, secret=secret, secret_version=self.mesh.secret_version + 1)
