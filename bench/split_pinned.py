@@ -14,6 +14,7 @@ Rows, alternated over ROUNDS rounds (decode tokens/s, median of 5 streamed reque
 - the same with LAN-sized datagrams (1452 bytes, Ethernet's MTU): what two real machines get;
 - stock llama.cpp RPC over direct TCP, same layer split, PER_NODE threads on each node's cores
   (the kernel cuts TCP into packets, so stock pays nothing per packet on a LAN either).
+Then BENCH_PAIRS pairs of single requests, mesh and stock splits up at once (split_pipeline.paired).
 
 Env: BENCH_PER_NODE (6), BENCH_ROUNDS (2), BENCH_MODEL (a GGUF written elsewhere; default: the
 cached ~1 GB random-weight model of split_pipeline.py).
@@ -28,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.split_pipeline import model_file, split, stock_rpc  # noqa: E402
+from bench.split_pipeline import model_file, paired, split, stock_rpc  # noqa: E402
 
 PER_NODE = int(os.environ.get("BENCH_PER_NODE", "6"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
@@ -71,6 +72,11 @@ def main() -> int:
     pairs = {name: statistics.median(r / s for r, s in zip(rates, rows[stock_all])) for name, rates in rows.items()}
     print(f"\nmesh vs stock RPC ({PER_NODE} threads): {medians[shipped] / medians[stock_all]:.3f} (medians; paired by round "
           f"{pairs[shipped]:.3f}); LAN-sized datagrams: {medians[lan] / medians[stock_all]:.3f} (paired {pairs[lan]:.3f})")
+    # Whole runs on a VM drift from call to call: pair single requests with both splits up at once.
+    ratios = [mesh / stock for mesh, stock in paired(path, layers, cores=(a, b), threads=PER_NODE)]
+    quartiles = statistics.quantiles(ratios, n=4)
+    print(f"paired requests, both splits up at once: mesh vs stock RPC {statistics.median(ratios):.3f} "
+          f"(quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}, {sum(r >= 1 for r in ratios)} of {len(ratios)} pairs >= 1)")
     return 0
 
 

@@ -63,12 +63,14 @@ def decode_rate(base: str) -> float:
         return statistics.median(streamed_request(client, base, f"Fact {i} about the sea.", 32, MODEL)[1] for i in range(5))
 
 
-def paired(path: Path, layers: tuple[int, ...]) -> list[tuple[float, float]]:
+def paired(path: Path, layers: tuple[int, ...], cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+           threads: int | None = None) -> list[tuple[float, float]]:
     """(mesh, stock RPC) decode tokens/s of PAIRS pairs of requests, with both splits up at once and
     the two requests of a pair back to back, in alternating order: what differs from one start of
     the processes to the next on a small machine (their placement, caches, other load) then hits
-    both alike. The split not being asked sits idle (its services at idle priority)."""
-    with running_split(path, prime=True) as (_, node, _), running_stock(path, layers) as (_, base):
+    both alike. The split not being asked sits idle (its services at idle priority). `cores` and
+    `threads` as for split() and stock_rpc()."""
+    with running_split(path, prime=True, cores=cores) as (_, node, _), running_stock(path, layers, threads=threads, cores=cores) as (_, base):
         with httpx.Client(timeout=300) as client:
             for url in (node.api, base):
                 streamed_request(client, url, "Warm up.", 8, MODEL)

@@ -24,6 +24,11 @@ import shutil
 from dataclasses import dataclass
 
 RESERVE_FROM = 4  # fewer cores than this: giving one up to the mesh costs more than it saves
+# Fewer cores than this and the services stay at normal priority: on one core anything CPU-bound
+# at normal priority (a generation, the runner hashing tensors to prime a cache) leaves idle-priority
+# services no time at all, gossip misses its pings, peers declare the node dead and the split is
+# re-planned over and over (seen with a node pinned to one core).
+IDLE_FROM = 2
 # The runner keeps normal priority: its children would inherit idle priority, and an unprivileged
 # process cannot raise them back.
 SERVICES = ("gateway", "gossip", "placement")
@@ -59,7 +64,8 @@ def can_pin() -> bool:
 
 
 def can_idle() -> bool:
-    return hasattr(os, "SCHED_IDLE") and hasattr(os, "sched_setscheduler")
+    """The platform has idle priority and this node has the cores for it (IDLE_FROM)."""
+    return hasattr(os, "SCHED_IDLE") and hasattr(os, "sched_setscheduler") and len(node_cpus()) >= IDLE_FROM
 
 
 def run_at_idle_priority() -> bool:

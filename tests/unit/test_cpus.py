@@ -109,3 +109,12 @@ def test_idle_priority_holds_for_the_service_and_the_threads_it_starts_later() -
     result = subprocess.run([sys.executable, "-c", IDLE_CHILD], capture_output=True, text=True, timeout=60,
                             cwd=Path(__file__).resolve().parents[2])
     assert result.stdout.split() == ["True", "True"], result.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="no idle scheduling policy on this platform")
+@pytest.mark.parametrize(("cores", "idle"), [({0}, False), ({0, 1}, True), (set(range(8)), True)])
+def test_a_one_core_node_keeps_its_services_at_normal_priority(monkeypatch: pytest.MonkeyPatch, cores: set[int], idle: bool) -> None:
+    # One core: a generation or priming's hashing at normal priority would starve them entirely.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cores)
+    assert cpus.can_idle() is idle
+    assert (cpus.split_environment(services_idle=True) != {}) is idle
