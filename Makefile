@@ -69,6 +69,7 @@ bench: setup
 	$(PY) bench/rpc_tunnel.py
 	$(PY) bench/split_pipeline.py
 	$(PY) bench/split_pinned.py
+	$(PY) bench/split_cores.py
 	$(PY) bench/moe_shards.py
 	$(PY) bench/services_under_load.py
 

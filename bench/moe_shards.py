@@ -8,7 +8,6 @@ to write a shard, per GB written.
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from services.placement.moe import plan_shards  # noqa: E402
 from services.runner import binaries  # noqa: E402
 from services.runner.command import llama_server_argv  # noqa: E402
 from services.runner.moe import model_facts, shard_path, write_shard  # noqa: E402
+from services.common import cpus  # noqa: E402
 from services.common.ports import reserve_tcp_port  # noqa: E402
 from services.runner.synthetic import MoEShape, write_moe  # noqa: E402
 
@@ -37,7 +37,7 @@ def model_file() -> Path:
 
 def decode_rate(model: Path) -> float:
     port = reserve_tcp_port()
-    argv = llama_server_argv(binaries.binary("llama-server", None), model, MODEL, port, ctx_size=2048, threads=os.cpu_count() or 2, device="")
+    argv = llama_server_argv(binaries.binary("llama-server", None), model, MODEL, port, ctx_size=2048, threads=cpus.math_cores(cpus.node_cpus()), device="")
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:

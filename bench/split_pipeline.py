@@ -38,6 +38,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import cached_model, streamed_request, wait_healthy  # noqa: E402
+from services.common import cpus  # noqa: E402
 from services.runner import binaries  # noqa: E402
 from services.runner.command import llama_server_argv, rpc_server_argv  # noqa: E402
 from services.runner.settings import RunnerSettings  # noqa: E402
@@ -172,7 +173,7 @@ def running_stock(path: Path, layers: tuple[int, ...], llama_defaults: bool = Fa
                   cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> Iterator[tuple[float, str]]:
     """(seconds to ready, llama-server's base URL) of stock_rpc's split while it runs."""
     rpc_port, api_port = free_port(), free_port()
-    threads = threads or int(os.environ.get("MESH_RUNNER_THREADS", os.cpu_count() or 2))
+    threads = threads or RunnerSettings().threads or cpus.math_cores(cores[0] if cores else cpus.node_cpus())  # as the runner picks
     ours = {"GGML_RPC_COALESCE": "1", "LLAMA_PIN_LAYER_OUT": "1"}  # our patches 0002 and 0003, off unless asked for
     env = {name: value for name, value in os.environ.items() if name not in ours} | (ours if patched else {})
     llama_bin = RunnerSettings().llama_bin  # MESH_LLAMA_BIN, else llama.cpp/build.py's cache

@@ -15,13 +15,22 @@ Two ways out, both Linux only (elsewhere, macOS, every process may use every cor
   RESERVE_FROM cores or more, the services keep to the last core and a split's llama-server and
   rpc-server to the others.
 A model served alone keeps every core either way.
+
+Threads: as many as llama.cpp itself would start (`math_cores`): one per physical core, and on
+Apple silicon one per performance core. The hardware threads that leaves (a core's second SMT
+thread, efficiency cores) are where the mesh's Python runs without taking time from llama's
+threads: measured with the services on cores of their own (two nodes of 6 cores), the split ran
+at 0.95-0.99x stock RPC; sharing llama's cores, 0.82-0.91x (README, bench/split_cores.py).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 RESERVE_FROM = 4  # fewer cores than this: giving one up to the mesh costs more than it saves
 # Fewer cores than this and the services stay at normal priority: on one core anything CPU-bound
@@ -37,6 +46,7 @@ SERVICES = ("gateway", "gossip", "placement")
 # round trip and keep idle-priority services off every core). Measured on par with no spinning
 # (OMP_WAIT_POLICY=passive) and 1.09x over the service core.
 SPLIT_OPENMP_SPIN = "20000"
+SYSFS_CPUS = Path("/sys/devices/system/cpu")  # Linux: each logical CPU's topology/thread_siblings_list
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,9 @@ def run_at_idle_priority() -> bool:
 
 def split_environment(services_idle: bool) -> dict[str, str]:
     """What a split's llama-server and rpc-server get in their environment for the services'
-    priority to work (see SPLIT_OPENMP_SPIN)."""
+    priority to work (see SPLIT_OPENMP_SPIN); nothing where the user set OpenMP's wait policy."""
+    if os.environ.keys() & {"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"}:
+        return {}
     return {"GOMP_SPINCOUNT": SPLIT_OPENMP_SPIN} if services_idle and can_idle() else {}
 
 
@@ -97,6 +109,29 @@ def node_cpus() -> tuple[int, ...]:
     if hasattr(os, "sched_getaffinity"):
         return tuple(sorted(os.sched_getaffinity(0)))
     return tuple(range(os.cpu_count() or 1))
+
+
+def math_cores(cpus: tuple[int, ...], sysfs: Path | None = None) -> int:
+    """How many threads llama.cpp would start on `cpus` by itself (common_cpu_get_num_math): one per
+    physical core among them (Linux: logical CPUs listing the same thread siblings share a core;
+    a CPU without topology counts as a core), on macOS the performance cores. Intel's hybrid
+    efficiency cores are counted as cores here (llama.cpp leaves them out)."""
+    if sys.platform == "darwin":
+        return max(1, min(len(cpus) or 1, _sysctl_int("hw.perflevel0.physicalcpu") or _sysctl_int("hw.physicalcpu") or len(cpus)))
+    cores = set()
+    for cpu in cpus:
+        try:
+            cores.add(((sysfs or SYSFS_CPUS) / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text().strip())
+        except OSError:  # no topology (some containers): a core of its own
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
+def _sysctl_int(name: str) -> int:
+    try:
+        return int(subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5, check=True).stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return 0
 
 
 def pinned_argv(argv: list[str], cpus: tuple[int, ...]) -> list[str]:

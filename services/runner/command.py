@@ -55,7 +55,12 @@ def rpc_server_argv(binary: Path, port: int, *, threads: int, cache: bool) -> li
     return argv + ["--cache"] if cache else argv
 
 
+# OpenMP's wait settings, as a llama.cpp user would set them; they reach llama's processes and win
+# over the mesh's own choice for a split (services/common/cpus.py split_environment).
+OPENMP_SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
+
+
 def child_environment(base: dict[str, str], extra: dict[str, str] | None = None) -> dict[str, str]:
     """The explicit environment a child gets: only what it needs, nothing of ours."""
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "CUDA_VISIBLE_DEVICES", "LLAMA_CACHE")
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "CUDA_VISIBLE_DEVICES", "LLAMA_CACHE", *OPENMP_SETTINGS)
     return {name: base[name] for name in keep if name in base} | (extra or {})

@@ -117,7 +117,7 @@ class LlamaServers:
         return self.state_of(model_id, RPC_SERVER)
 
     def _threads(self, cores: tuple[int, ...]) -> int:
-        return self.settings.threads or max(1, len(cores))
+        return self.settings.threads or cpus.math_cores(cores)
 
     def _rpc_environment(self) -> dict[str, str]:
         # Our patch of llama.cpp (llama.cpp/patches/0002): one write per burst of RPC commands.

@@ -15,8 +15,9 @@ class RunnerSettings(BaseSettings):
     llama_bin: Path | None = Field(default=None, validation_alias=AliasChoices("MESH_LLAMA_BIN", "MESH_RUNNER_LLAMA_BIN", "llama_bin"))
     # Context window in tokens shared by all slots; 4096 keeps the KV cache small on CPUs.
     ctx_size: int = 4096
-    # CPU threads for generation; by default one per core the server may run on: every core the
-    # node may use for a model served alone, all but the mesh's service core for a split.
+    # CPU threads for generation; by default llama.cpp's own choice over the cores the server may
+    # run on (one per physical core, on Apple silicon per performance core; cpus.math_cores):
+    # every core the node may use for a model served alone, all but the mesh's service core for a split.
     threads: int | None = Field(default=None, ge=1)
     # Passed to llama-server --device (e.g. "CUDA0", "none"); empty lets llama.cpp choose.
     device: str = ""

@@ -22,6 +22,9 @@ def test_device_is_passed_when_given() -> None:
 def test_child_environment_keeps_only_what_children_need() -> None:
     env = child_environment({"PATH": "/bin", "MESH_GATEWAY_API_KEY": "secret", "HOME": "/root"})
     assert env == {"PATH": "/bin", "HOME": "/root"}
+    # OpenMP's wait settings, as a llama.cpp user sets them, reach llama's processes.
+    assert child_environment({"GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": "active", "X": "y"}) == {
+        "GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": "active"}
 
 
 def test_split_offloads_worker_blocks_and_keeps_the_output_layer_on_the_host() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,8 +52,9 @@ def threads_in(argv: list[str]) -> int:
     return int(argv[argv.index("--threads") + 1])
 
 
-def test_split_host_keeps_off_the_service_core_and_alone_uses_all(monkeypatch) -> None:
+def test_split_host_keeps_off_the_service_core_and_alone_uses_all(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setattr("services.runner.binaries.binary", lambda name, folder: Path(f"/bin/{name}"))
+    monkeypatch.setattr(cpus, "SYSFS_CPUS", tmp_path)  # no topology: each CPU a core of its own
     plan = cpus.plan(range(6))
     cores, argv = started(plan, Split(rpc_endpoints=("127.0.0.1:5000",), worker_layers=4, tensor_split=(4.0,)))
     assert cores == (0, 1, 2, 3, 4) and threads_in(argv) == 5
@@ -61,6 +63,40 @@ def test_split_host_keeps_off_the_service_core_and_alone_uses_all(monkeypatch) -
     # An explicit MESH_RUNNER_THREADS wins over the core count.
     _, argv = started(plan, Split(rpc_endpoints=("127.0.0.1:5000",), worker_layers=4, tensor_split=(4.0,)), threads=3)
     assert threads_in(argv) == 3
+
+
+def siblings(root: Path, groups: list[str]) -> Path:
+    """A fake /sys/devices/system/cpu where each group ("0,4" or "2-3") is one core's hardware threads."""
+    for group in groups:
+        first, *_ = group.replace("-", ",").split(",")
+        members = range(int(first), int(group.split("-")[1]) + 1) if "-" in group else map(int, group.split(","))
+        for cpu in members:
+            (root / f"cpu{cpu}" / "topology").mkdir(parents=True)
+            (root / f"cpu{cpu}" / "topology" / "thread_siblings_list").write_text(group + "\n")
+    return root
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS asks sysctl for its performance cores")
+@pytest.mark.parametrize(("groups", "given", "threads"), [
+    (["0", "1"], (0, 1), 2),  # no SMT: one thread per CPU
+    (["0,4", "1,5", "2,6", "3,7"], tuple(range(8)), 4),  # 4 cores x 2 hardware threads: llama.cpp starts 4
+    (["0,4", "1,5", "2,6", "3,7"], (0, 1, 4), 2),  # a node confined by taskset counts only its cores
+    (["0-1", "2-3"], (0, 1, 2, 3), 2),  # siblings written as a range
+    ([], (0, 1, 2), 3),  # no topology (a container): each CPU a core of its own
+    ([], (), 1),
+])
+def test_threads_are_what_llama_cpp_would_start(tmp_path: Path, groups: list[str], given: tuple[int, ...], threads: int) -> None:
+    assert cpus.math_cores(given, siblings(tmp_path, groups)) == threads
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS asks sysctl for its performance cores")
+def test_the_runner_starts_one_thread_per_core_and_leaves_the_second_hardware_threads(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("services.runner.binaries.binary", lambda name, folder: Path(f"/bin/{name}"))
+    monkeypatch.setattr(cpus, "SYSFS_CPUS", siblings(tmp_path, ["0,4", "1,5", "2,6", "3,7"]))
+    cores, argv = started(cpus.plan(range(8), reserve=False), Split(rpc_endpoints=("127.0.0.1:5000",), worker_layers=4, tensor_split=(4.0,)))
+    assert cores == tuple(range(8)) and threads_in(argv) == 4
+    _, argv = started(cpus.plan(range(8), reserve=False), Split())
+    assert threads_in(argv) == 4
 
 
 def test_pinned_argv_starts_the_child_on_its_cores(monkeypatch) -> None:
@@ -73,8 +109,9 @@ def test_pinned_argv_starts_the_child_on_its_cores(monkeypatch) -> None:
     assert not cpus.node_plan(service_core=True).reserved
 
 
-def test_a_split_gets_the_spin_limit_when_services_idle_and_alone_does_not(monkeypatch) -> None:
+def test_a_split_gets_the_spin_limit_when_services_idle_and_alone_does_not(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setattr("services.runner.binaries.binary", lambda name, folder: Path(f"/bin/{name}"))
+    monkeypatch.setattr(cpus, "SYSFS_CPUS", tmp_path)  # no topology: each CPU a core of its own
     monkeypatch.setattr(cpus, "can_idle", lambda: True)
     assert cpus.split_environment(services_idle=False) == {}
     servers = LlamaServers(RunnerSettings(), Path("/nonexistent"), cpus.plan(range(6), reserve=False), cpus.split_environment(services_idle=True))
@@ -87,6 +124,16 @@ def test_a_split_gets_the_spin_limit_when_services_idle_and_alone_does_not(monke
     servers.serve("alone", Path("/models/alone.gguf"), Split())
     assert "GOMP_SPINCOUNT" not in captured["supervisor"].environment
     monkeypatch.setattr(cpus, "can_idle", lambda: False)  # macOS: no idle priority, nothing to make room for
+    assert cpus.split_environment(services_idle=True) == {}
+
+
+@pytest.mark.parametrize("setting", ["GOMP_SPINCOUNT", "OMP_WAIT_POLICY"])
+def test_the_users_openmp_wait_setting_wins_over_the_split_spin_limit(monkeypatch, setting: str) -> None:
+    monkeypatch.setattr(cpus, "can_idle", lambda: True)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert cpus.split_environment(services_idle=True) == {"GOMP_SPINCOUNT": cpus.SPLIT_OPENMP_SPIN}
+    monkeypatch.setenv(setting, "300000" if setting == "GOMP_SPINCOUNT" else "active")
     assert cpus.split_environment(services_idle=True) == {}
 
 
