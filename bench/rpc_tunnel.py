@@ -24,7 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from services.gateway.peers.acks import ACK_DELAY  # noqa: E402
 
 BURST, ANSWER = 11_000, 8_192
 TURNS = int(os.environ.get("BENCH_TURNS", "1000"))
@@ -41,7 +45,7 @@ async def answer_bursts(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
     writer.close()
 
 
-async def worker(home: Path, datagram_bytes: int) -> None:
+async def worker(home: Path, datagram_bytes: int, ack_delay: float) -> None:
     from services.gateway.peers.framing import StreamKind
     from services.gateway.peers.links import PeerLinks
     from services.gateway.tunnel.rpc import RpcTunnelServer
@@ -51,18 +55,18 @@ async def worker(home: Path, datagram_bytes: int) -> None:
     port = server.sockets[0].getsockname()[1]
     links = PeerLinks(lambda *_: None)
     links.handlers = {StreamKind.RPC: RpcTunnelServer(lambda: {port}).serve}
-    quic = await endpoint(home, "worker", links, datagram_bytes)
+    quic = await endpoint(home, "worker", links, datagram_bytes, ack_delay)
     print(json.dumps({"address": quic.local().address, "port": port}), flush=True)
     await asyncio.Event().wait()
 
 
-async def host(home: Path, datagram_bytes: int, address: str, port: int) -> None:
+async def host(home: Path, datagram_bytes: int, ack_delay: float, address: str, port: int) -> None:
     from services.gateway.peers.links import PeerLinks
     from services.gateway.tunnel.rpc import RpcTunnels
     from tests.integration.test_rpc_tunnel import endpoint
 
     links = PeerLinks(lambda *_: None)
-    await endpoint(home, "host", links, datagram_bytes)
+    await endpoint(home, "host", links, datagram_bytes, ack_delay)
     tunnel_port = await RpcTunnels(links, lambda *_: None, connect_timeout=10.0).open(address, port)
     print(json.dumps({"port": tunnel_port}), flush=True)
     await asyncio.Event().wait()
@@ -86,14 +90,23 @@ def spawn(*args: str) -> tuple[subprocess.Popen[str], dict]:
     return child, json.loads(child.stdout.readline())  # type: ignore[union-attr]
 
 
-def measure(datagram_bytes: int) -> tuple[list[float], list[float]]:
-    """(direct TCP turn times, tunnel turn times) with two fresh gateways."""
-    worker_process, answering = spawn("worker", str(datagram_bytes))
+def cpu_seconds(process: subprocess.Popen[str]) -> float:
+    times = psutil.Process(process.pid).cpu_times()
+    return times.user + times.system
+
+
+def measure(datagram_bytes: int, ack_delay: float) -> tuple[list[float], list[float], tuple[float, float]]:
+    """(direct TCP turn times, tunnel turn times, CPU seconds per tunnel turn of the host's and the
+    worker's gateway) with two fresh gateways."""
+    worker_process, answering = spawn("worker", str(datagram_bytes), str(ack_delay))
     host_process = None
     try:
-        host_process, tunnel = spawn("host", str(datagram_bytes), answering["address"], str(answering["port"]))
+        host_process, tunnel = spawn("host", str(datagram_bytes), str(ack_delay), answering["address"], str(answering["port"]))
         direct = asyncio.run(turns(answering["port"], TURNS // 2))
-        return direct, asyncio.run(turns(tunnel["port"], TURNS))
+        before = cpu_seconds(host_process), cpu_seconds(worker_process)
+        took = asyncio.run(turns(tunnel["port"], TURNS))
+        after = cpu_seconds(host_process), cpu_seconds(worker_process)
+        return direct, took, ((after[0] - before[0]) / len(took), (after[1] - before[1]) / len(took))
     finally:
         for child in (host_process, worker_process):
             if child is not None:
@@ -104,21 +117,26 @@ def measure(datagram_bytes: int) -> tuple[list[float], list[float]]:
 def main() -> int:
     if len(sys.argv) > 1:
         home = Path(tempfile.mkdtemp(prefix="mesh-bench-"))
-        role, datagram_bytes, *rest = sys.argv[1:]
-        asyncio.run(worker(home, int(datagram_bytes)) if role == "worker" else host(home, int(datagram_bytes), rest[0], int(rest[1])))
+        role, datagram_bytes, ack_delay, *rest = sys.argv[1:]
+        asyncio.run(worker(home, int(datagram_bytes), float(ack_delay)) if role == "worker"
+                    else host(home, int(datagram_bytes), float(ack_delay), rest[0], int(rest[1])))
         return 0
     rows: dict[str, list[float]] = {}
+    cpu: dict[str, tuple[float, float]] = {}
     for datagram_bytes in (16384, 1452):
-        direct, tunnel = measure(datagram_bytes)
-        rows.setdefault("direct TCP", []).extend(direct)
-        rows[f"tunnel, {datagram_bytes}-byte datagrams"] = tunnel
+        for ack_delay in (ACK_DELAY, 0.0):  # ours (ACKs ride on data) and aioquic's (1 ms, a datagram each)
+            direct, tunnel, cpu_per_turn = measure(datagram_bytes, ack_delay)
+            rows.setdefault("direct TCP", []).extend(direct)
+            name = f"tunnel, {datagram_bytes}-byte datagrams" + ("" if ack_delay else ", aioquic's ACKs")
+            rows[name], cpu[name] = tunnel, cpu_per_turn
     direct_median = statistics.median(rows["direct TCP"])
     print(f"\none token's round trip: {BURST} B burst, {ANSWER} B answer, {TURNS} turns {PAUSE * 1000:.0f} ms apart")
-    print("| path | median ms | p90 ms | added to direct TCP, ms |")
-    print("|---|---|---|---|")
+    print("| path | median ms | p90 ms | added to direct TCP, ms | CPU ms per turn: host gateway | worker gateway |")
+    print("|---|---|---|---|---|---|")
     for name, took in rows.items():
         median, p90 = statistics.median(took), sorted(took)[int(len(took) * 0.9)]
-        print(f"| {name} | {median * 1000:.3f} | {p90 * 1000:.3f} | {(median - direct_median) * 1000:.3f} |")
+        host_cpu, worker_cpu = (f"{seconds * 1000:.3f}" for seconds in cpu[name]) if name in cpu else ("-", "-")
+        print(f"| {name} | {median * 1000:.3f} | {p90 * 1000:.3f} | {(median - direct_median) * 1000:.3f} | {host_cpu} | {worker_cpu} |")
     return 0
 
 

@@ -15,7 +15,10 @@ the variant, one to stock, back to back, alternating order) give its ratio to st
 - a service core instead of idle priority (services on the node's last core, llama on the rest);
 - stock RPC with one core fewer (PER_NODE - 1 threads on PER_NODE - 1 cores): what a core is worth.
 
-Needs 2 x PER_NODE + 2 cores (Linux). Env: BENCH_PER_NODE (6), BENCH_PAIRS (8), BENCH_MODEL.
+- ACKs as aioquic sends them (after 1 ms, each in a datagram of its own) instead of riding on data.
+
+Needs 2 x PER_NODE + 2 cores (Linux). Env: BENCH_PER_NODE (6), BENCH_PAIRS (8), BENCH_MODEL,
+BENCH_VARIANTS (indexes into VARIANTS, e.g. "0,6"; default all).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ VARIANTS: list[tuple[str, dict[str, str], bool, bool]] = [
     ("libgomp's default spin, services on the node's cores", DEFAULT_SPIN, False, False),
     ("service core (services on the last core, llama on the rest)", SERVICE_CORE, False, False),
     ("stock RPC on one core fewer", {}, False, False),
+    ("ACKs as aioquic sends them (MESH_GATEWAY_PEER_ACK_DELAY=0)", {"MESH_GATEWAY_PEER_ACK_DELAY": "0"}, False, False),
     ("mesh as shipped, again", {}, False, False),
 ]
 STOCK_FEWER = "stock RPC on one core fewer"
@@ -100,7 +104,8 @@ def main() -> int:
     rows: dict[str, tuple[list[float], list[float]]] = {}
     with running_stock(path, (5, 4), threads=PER_NODE, cores=(a, b)) as (_, stock), httpx.Client(timeout=300) as client_http:
         streamed_request(client_http, stock, "Warm up.", 8, MODEL)
-        for label, env, off_node, direct in VARIANTS:
+        chosen = os.environ.get("BENCH_VARIANTS")
+        for label, env, off_node, direct in [VARIANTS[int(i)] for i in chosen.split(",")] if chosen else VARIANTS:
             with variant(path, label, env, (a, b), client) as urls:
                 if off_node:
                     move(mesh_services(), client)

@@ -71,7 +71,8 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
                           StreamKind.RPC: rpc_server.serve}
         links.endpoint = await open_endpoint(settings.peer_host, settings.peer_port, identity=me, local=local,
                                              serve_stream=links.serve_stream, idle_timeout=settings.peer_idle_timeout,
-                                             datagram_bytes=settings.peer_datagram_bytes or datagram_size(settings.peer_host))
+                                             datagram_bytes=settings.peer_datagram_bytes or datagram_size(settings.peer_host),
+                                             ack_delay=settings.peer_ack_delay)
         grpc = await grpc_server.start(node.gateway_grpc_port, lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(links, rpc_tunnels), s))
         try:
             async with asyncio.TaskGroup() as group:

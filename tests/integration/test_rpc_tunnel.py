@@ -5,12 +5,16 @@ closes travel, and that only published ports are reachable."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from services.gateway.peers import identity
+from services.gateway.peers.acks import ACK_DELAY
 from services.gateway.peers.endpoint import LocalNode, PeerEndpoint, open_endpoint
 from services.gateway.peers.framing import StreamKind
 from services.gateway.peers.links import PeerLinks
@@ -29,7 +33,7 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
     writer.close()
 
 
-async def endpoint(home: Path, name: str, links: PeerLinks, datagram_bytes: int = 1200) -> PeerEndpoint:
+async def endpoint(home: Path, name: str, links: PeerLinks, datagram_bytes: int = 1200, ack_delay: float = ACK_DELAY) -> PeerEndpoint:
     me = identity.load_or_create(home / name)
     holder: dict[str, PeerEndpoint] = {}
 
@@ -38,7 +42,7 @@ async def endpoint(home: Path, name: str, links: PeerLinks, datagram_bytes: int 
         return LocalNode("mesh-test", SECRET, name, f"127.0.0.1:{port}")
 
     holder["endpoint"] = await open_endpoint("127.0.0.1", 0, identity=me, local=local, serve_stream=links.serve_stream, idle_timeout=30.0,
-                                               datagram_bytes=datagram_bytes)
+                                               datagram_bytes=datagram_bytes, ack_delay=ack_delay)
     links.endpoint = holder["endpoint"]
     return holder["endpoint"]
 
@@ -131,5 +135,94 @@ def test_an_unpublished_port_is_not_reached(tmp_path: Path) -> None:
             # Only the stream: the peers' connection (their gossip and requests) stays up.
             assert host_links.endpoint is not None
             assert [c.admitted.is_set() for c in host_links.endpoint.connections] == [True]
+
+    run(scenario)
+
+
+@asynccontextmanager
+async def counted_tunnel(tmp_path: Path, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+                         datagram_bytes: int, ack_delay: float = ACK_DELAY) -> AsyncIterator[tuple[int, dict[str, int]]]:
+    """(local tunnel port on the host, datagrams each endpoint has sent so far) to a server on the worker."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    server_port = server.sockets[0].getsockname()[1]
+    host_links, worker_links = PeerLinks(lambda *_: None), PeerLinks(lambda *_: None)
+    worker_links.handlers = {StreamKind.RPC: RpcTunnelServer(lambda: {server_port}).serve}
+    host = await endpoint(tmp_path, "host", host_links, datagram_bytes, ack_delay)
+    worker = await endpoint(tmp_path, "worker", worker_links, datagram_bytes, ack_delay)
+    sent = {"host": 0, "worker": 0}  # counted where the other side reads them
+    for name, reader in (("host", worker), ("worker", host)):
+        read = reader.datagrams_received
+
+        def counting(batch: list, name: str = name, read: Callable[[list], None] = read) -> None:
+            sent[name] += len(batch)
+            read(batch)
+
+        reader.datagrams_received = counting  # type: ignore[method-assign]
+    tunnels = RpcTunnels(host_links, lambda *_: None, connect_timeout=10.0)
+    port = await tunnels.open(worker.local().address, server_port)
+    try:
+        yield port, sent
+    finally:
+        tunnels.close_all()
+        host.close()
+        worker.close()
+        server.close()
+
+
+@pytest.mark.parametrize(("datagram_bytes", "ack_delay", "datagrams"), [
+    (16384, ACK_DELAY, {"host": 1, "worker": 1}),  # loopback-sized datagrams: one each way
+    (16384, 0.0, {"host": 2, "worker": 2}),
+    (1452, ACK_DELAY, {"host": 8, "worker": 6}),  # Ethernet-sized: 11 KB and 8 KB of data
+    (1452, 0.0, {"host": 9, "worker": 7}),
+])
+def test_a_tokens_round_trip_sends_no_datagram_for_acks_alone(tmp_path: Path, datagram_bytes: int, ack_delay: float, datagrams: dict[str, int]) -> None:
+    # A split's token: the host sends a burst, the worker computes and answers, the host computes
+    # the next burst. Each side's ACK rides on its next data instead of a datagram of its own
+    # (peers/acks.py); with aioquic's 1 ms ACKs (MESH_GATEWAY_PEER_ACK_DELAY=0) each side sends two.
+    burst, answer = 11_000, 8_192
+
+    async def compute_then_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError):
+            while True:
+                await reader.readexactly(burst)
+                await asyncio.sleep(0.003)
+                writer.write(b"a" * answer)
+
+    async def scenario() -> None:
+        async with counted_tunnel(tmp_path, compute_then_answer, datagram_bytes, ack_delay) as (port, sent):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for turn in range(60):
+                if turn == 20:  # warmed up: congestion window open, the streams set up
+                    before = dict(sent)
+                writer.write(os.urandom(burst))
+                await reader.readexactly(answer)
+                await asyncio.sleep(0.005)
+            per_turn = {name: (sent[name] - before[name]) / 40 for name in sent}
+            writer.close()
+            assert all(abs(per_turn[side] - datagrams[side]) <= 0.2 for side in per_turn), per_turn
+
+    run(scenario)
+
+
+def test_a_bulk_upload_is_acknowledged_every_few_packets(tmp_path: Path) -> None:
+    # Unprimed weights: ACKs held for their 20 ms would starve the sender's congestion window.
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received = 0
+        while data := await reader.read(1 << 16):
+            received += len(data)
+        writer.write(received.to_bytes(8, "big"))
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        async with counted_tunnel(tmp_path, swallow, 1200) as (port, sent):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            before = dict(sent)
+            writer.write(os.urandom(2 << 20))
+            writer.write_eof()
+            assert int.from_bytes(await reader.readexactly(8), "big") == 2 << 20
+            writer.close()
+            host, worker = sent["host"] - before["host"], sent["worker"] - before["worker"]
+            assert host > 1500 and worker >= host / 40, (host, worker)  # aioquic alone: ~1 in 24 here (batched reads)
 
     run(scenario)

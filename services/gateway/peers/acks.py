@@ -1,0 +1,67 @@
+"""When this endpoint acknowledges what a peer sent: a little later, and with data where it can.
+
+aioquic acknowledges an ack-eliciting packet 1 ms after it arrives, in a datagram of its own when
+nothing else is due. On a split that is a pure-ACK datagram per token each way (each side
+acknowledges the other's burst while the other computes): on both gateways a timer wake-up, a
+packet built, encrypted and sent, and one read and parsed, in the middle of llama's compute on
+the same cores (bench/rpc_tunnel.py counts the gateways' CPU per token). RFC 9000 (13.2.1) lets a
+receiver wait up to the max_ack_delay it advertises (aioquic: 25 ms), so here:
+
+- an ACK waits up to ACK_DELAY;
+- it goes at once when ACK_EVERY packets await it, so congestion control keeps growing on bulk
+  transfers (loading weights, a long HTTP body). RFC 9000 (13.2.2) advises two; a token's burst
+  on a LAN is 8 datagrams of 1452 bytes, and with two its ACK would again leave on its own;
+- it rides on the next stream data we send: the worker's answer carries the ACK of the burst,
+  the host's next burst the ACK of the answer.
+
+Handshake packets are acknowledged as aioquic does (they are not in the 1-RTT space).
+"""
+
+from __future__ import annotations
+
+from aioquic import tls
+from aioquic.quic.connection import QuicConnection
+
+ACK_DELAY = 0.020  # seconds; below the max_ack_delay aioquic advertises, which the peer's loss timers allow for
+MAX_ACK_DELAY = 0.025
+ACK_EVERY = 10  # packets; more than a token's burst or answer takes in LAN-sized datagrams (8 and 6)
+
+
+class AckPolicy:
+    """The ACK timing of one connection; reaches into aioquic's packet space (it has no setting).
+    A delay of 0 leaves aioquic's own timing."""
+
+    def __init__(self, quic: QuicConnection, delay: float = ACK_DELAY) -> None:
+        self.quic = quic
+        self.on = delay > 0
+        if self.on:
+            quic._ack_delay = delay  # noqa: SLF001
+        self._first_unacked: int | None = None  # the newest packet when an ACK first became owed
+
+    def received(self, now: float) -> None:
+        """After a datagram is read: the ACK_EVERY-th packet awaiting its ACK makes it due now."""
+        space = self._space()
+        if space is None or space.ack_at is None or not self.on:
+            self._first_unacked = None
+        elif self._first_unacked is None:
+            self._first_unacked = space.largest_received_packet
+        elif space.largest_received_packet - self._first_unacked >= ACK_EVERY - 1:
+            space.ack_at = now
+
+    def sending(self, now: float) -> None:
+        """Before a transmit: an owed ACK leaves with the stream data about to go."""
+        space = self._space()
+        if self.on and space is not None and space.ack_at is not None and space.ack_at > now and self._data_waiting():
+            space.ack_at = now
+
+    def sent(self) -> None:
+        """After a transmit: an ACK that went out owes nothing more."""
+        space = self._space()
+        if space is None or space.ack_at is None:
+            self._first_unacked = None
+
+    def _space(self):  # noqa: ANN202 - aioquic's QuicPacketSpace
+        return self.quic._spaces.get(tls.Epoch.ONE_RTT)  # noqa: SLF001
+
+    def _data_waiting(self) -> bool:
+        return any(not stream.sender.buffer_is_empty for stream in self.quic._streams_queue)  # noqa: SLF001
