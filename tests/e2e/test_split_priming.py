@@ -29,9 +29,10 @@ def tunnel_sent(node, name: str = "mesh_rpc_tunnel_bytes_total") -> float:
                if s.name == name and s.labels["direction"] == "sent")
 
 
-def split_load(bed, model: str, prime: bool) -> tuple[float, int, float, float]:
+def split_load(bed, model: str, prime: bool) -> tuple[float, int, float, float, Path]:
     """(bytes the host sent through RPC tunnels while loading, the worker's share of the weights,
-    reads the host's tunnel relayed per generated token, bytes it sent per generated token).
+    reads the host's tunnel relayed per generated token, bytes it sent per generated token, the
+    worker's rpc-server cache folder).
     Without priming the mesh runs llama.cpp's own RPC: no cache priming and no write coalescing
     (our patch 0002)."""
     env = {} if prime else {"MESH_RUNNER_PRIME_RPC_CACHE": "false", "MESH_RUNNER_RPC_COALESCE": "false"}
@@ -64,12 +65,14 @@ def split_load(bed, model: str, prime: bool) -> tuple[float, int, float, float]:
                                                               "ignore_eos": True, "temperature": 0}, timeout=120)
     assert response.status_code == 200
     tokens = response.json()["usage"]["completion_tokens"]
-    return loaded, share, (tunnel_sent(host, "mesh_rpc_tunnel_chunks_total") - chunks) / tokens, (tunnel_sent(host) - sent) / tokens
+    worker = b if host is a else a
+    return (loaded, share, (tunnel_sent(host, "mesh_rpc_tunnel_chunks_total") - chunks) / tokens, (tunnel_sent(host) - sent) / tokens,
+            worker.home / "rpc-cache" / "rpc")
 
 
 @pytest.mark.parametrize("prime", [True, False])
 def test_bytes_on_load_with_and_without_priming(mesh_bed, dense_model, prime: bool) -> None:
-    sent, share, per_token, bytes_per_token = split_load(mesh_bed, dense_model, prime)
+    sent, share, per_token, bytes_per_token, cache = split_load(mesh_bed, dense_model, prime)
     print(f"priming {'on' if prime else 'off'}: {sent / 1e6:.2f} MB through the RPC tunnel for a worker share of {share / 1e6:.1f} MB "
           f"({100 * sent / share:.2f}%); {per_token:.1f} reads relayed and {bytes_per_token:.0f} bytes sent per generated token")
     # Per token the host sends one hidden state (hidden x 4 bytes) and a few small inputs; without
@@ -77,6 +80,12 @@ def test_bytes_on_load_with_and_without_priming(mesh_bed, dense_model, prime: bo
     assert bytes_per_token < 2.5 * 4 * SHAPE.hidden
     if prime:
         assert sent < 0.05 * share
+        # No weight bytes at all: every cache file priming wrote (each tensor of the worker's blocks,
+        # small ones too: patch 0001 sets the hash threshold to 0) was read back by the worker's
+        # rpc-server, i.e. asked for by hash. (A file's access time passes its write time when read.)
+        primed = [file for file in cache.iterdir() if not file.name.endswith(".tmp")]
+        assert primed and all(file.stat().st_atime > file.stat().st_mtime for file in primed), \
+            [file.name for file in primed if file.stat().st_atime <= file.stat().st_mtime]
         # One burst (inputs + graph) and one request for the result per token, plus the prompt's share.
         assert per_token <= 3
     else:
