@@ -19,8 +19,9 @@ A model served alone keeps every core either way.
 Threads: as many as llama.cpp itself would start (`math_cores`): one per physical core, and on
 Apple silicon one per performance core. The hardware threads that leaves (a core's second SMT
 thread, efficiency cores) are where the mesh's Python runs without taking time from llama's
-threads: measured with the services on cores of their own (two nodes of 6 cores), the split ran
-at 0.95-0.99x stock RPC; sharing llama's cores, 0.82-0.91x (README, bench/split_cores.py).
+threads, and there llama keeps libgomp's long spin (split_environment): measured with the
+services on cores of their own (two nodes of 6 cores), the split ran at 0.95-0.99x stock RPC;
+sharing llama's cores, 0.82-0.91x (README, bench/split_cores.py).
 """
 
 from __future__ import annotations
@@ -92,8 +93,15 @@ def run_at_idle_priority() -> bool:
 
 def split_environment(services_idle: bool) -> dict[str, str]:
     """What a split's llama-server and rpc-server get in their environment for the services'
-    priority to work (see SPLIT_OPENMP_SPIN); nothing where the user set OpenMP's wait policy."""
+    priority to work (see SPLIT_OPENMP_SPIN). Nothing where the user set OpenMP's wait policy, and
+    nothing where llama's threads leave hardware threads free (SMT siblings: math_cores): the
+    services run there, and llama's threads keep libgomp's long spin, as stock's do (measured with
+    the services on cores of their own: 0.95-0.99x stock RPC with libgomp's spin, 0.85-0.89x with
+    the short one; bench/split_cores.py)."""
     if os.environ.keys() & {"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"}:
+        return {}
+    cores = node_cpus()
+    if math_cores(cores) < len(cores):
         return {}
     return {"GOMP_SPINCOUNT": SPLIT_OPENMP_SPIN} if services_idle and can_idle() else {}
 

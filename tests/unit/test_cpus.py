@@ -127,9 +127,22 @@ def test_a_split_gets_the_spin_limit_when_services_idle_and_alone_does_not(monke
     assert cpus.split_environment(services_idle=True) == {}
 
 
-@pytest.mark.parametrize("setting", ["GOMP_SPINCOUNT", "OMP_WAIT_POLICY"])
-def test_the_users_openmp_wait_setting_wins_over_the_split_spin_limit(monkeypatch, setting: str) -> None:
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS asks sysctl for its performance cores")
+def test_llama_keeps_libgomps_spin_where_it_leaves_hardware_threads_to_the_services(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setattr(cpus, "can_idle", lambda: True)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(cpus, "node_cpus", lambda: tuple(range(8)))
+    monkeypatch.setattr(cpus, "SYSFS_CPUS", siblings(tmp_path / "smt", ["0,4", "1,5", "2,6", "3,7"]))
+    assert cpus.split_environment(services_idle=True) == {}  # 4 threads for llama, 4 siblings for the services
+    monkeypatch.setattr(cpus, "SYSFS_CPUS", siblings(tmp_path / "flat", [str(cpu) for cpu in range(8)]))
+    assert cpus.split_environment(services_idle=True) == {"GOMP_SPINCOUNT": cpus.SPLIT_OPENMP_SPIN}  # llama on every thread
+
+
+@pytest.mark.parametrize("setting", ["GOMP_SPINCOUNT", "OMP_WAIT_POLICY"])
+def test_the_users_openmp_wait_setting_wins_over_the_split_spin_limit(monkeypatch, tmp_path: Path, setting: str) -> None:
+    monkeypatch.setattr(cpus, "can_idle", lambda: True)
+    monkeypatch.setattr(cpus, "SYSFS_CPUS", tmp_path)  # no topology: llama takes every CPU
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     assert cpus.split_environment(services_idle=True) == {"GOMP_SPINCOUNT": cpus.SPLIT_OPENMP_SPIN}
@@ -160,7 +173,8 @@ def test_idle_priority_holds_for_the_service_and_the_threads_it_starts_later() -
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="no idle scheduling policy on this platform")
 @pytest.mark.parametrize(("cores", "idle"), [({0}, False), ({0, 1}, True), (set(range(8)), True)])
-def test_a_one_core_node_keeps_its_services_at_normal_priority(monkeypatch: pytest.MonkeyPatch, cores: set[int], idle: bool) -> None:
+def test_a_one_core_node_keeps_its_services_at_normal_priority(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cores: set[int], idle: bool) -> None:
+    monkeypatch.setattr(cpus, "SYSFS_CPUS", tmp_path)  # no topology: llama takes every CPU
     # One core: a generation or priming's hashing at normal priority would starve them entirely.
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cores)
     assert cpus.can_idle() is idle
