@@ -15,7 +15,8 @@ the variant, one to stock, back to back, alternating order) give its ratio to st
 - a service core instead of idle priority (services on the node's last core, llama on the rest);
 - stock RPC with one core fewer (PER_NODE - 1 threads on PER_NODE - 1 cores): what a core is worth.
 
-- ACKs as aioquic sends them (after 1 ms, each in a datagram of its own) instead of riding on data.
+- ACKs riding on data (services/gateway/peers/acks.py) instead of aioquic's (after 1 ms, each in a
+  datagram of its own).
 
 Needs 2 x PER_NODE + 2 cores (Linux). Env: BENCH_PER_NODE (6), BENCH_PAIRS (8), BENCH_MODEL,
 BENCH_VARIANTS (indexes into VARIANTS, e.g. "0,6"; default all).
@@ -36,6 +37,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import streamed_request  # noqa: E402
+from services.common import cpus as cpu_plan  # noqa: E402
 from bench.split_pipeline import MODEL, model_file, running_split, running_stock  # noqa: E402
 
 PER_NODE = int(os.environ.get("BENCH_PER_NODE", "6"))
@@ -52,7 +54,7 @@ VARIANTS: list[tuple[str, dict[str, str], bool, bool]] = [
     ("libgomp's default spin, services on the node's cores", DEFAULT_SPIN, False, False),
     ("service core (services on the last core, llama on the rest)", SERVICE_CORE, False, False),
     ("stock RPC on one core fewer", {}, False, False),
-    ("ACKs as aioquic sends them (MESH_GATEWAY_PEER_ACK_DELAY=0)", {"MESH_GATEWAY_PEER_ACK_DELAY": "0"}, False, False),
+    ("ACKs riding on data (MESH_GATEWAY_PEER_ACK_DELAY=0.015)", {"MESH_GATEWAY_PEER_ACK_DELAY": "0.015"}, False, False),
     ("mesh as shipped, again", {}, False, False),
 ]
 STOCK_FEWER = "stock RPC on one core fewer"
@@ -83,7 +85,7 @@ def variant(path: Path, label: str, env: dict[str, str], nodes: tuple[tuple[int,
     """{row name: base URL} of the variant while it runs."""
     a, b = nodes
     if label == STOCK_FEWER:
-        with running_stock(path, (5, 4), threads=PER_NODE - 1, cores=(a[:-1], b[:-1])) as (_, base):
+        with running_stock(path, (5, 4), threads=cpu_plan.math_cores(a[:-1]), cores=(a[:-1], b[:-1])) as (_, base):
             yield {label: base}
         return
     with running_split(path, prime=True, extra=env, cores=(a, b)) as (_, host, layers):
@@ -102,7 +104,8 @@ def main() -> int:
     print(f"{path.name}: {path.stat().st_size / 1e9:.2f} GB; node A cores {a[0]}-{a[-1]}, node B {b[0]}-{b[-1]}, client {client[0]}-{client[-1]}; "
           f"{PAIRS} pairs per row", flush=True)
     rows: dict[str, tuple[list[float], list[float]]] = {}
-    with running_stock(path, (5, 4), threads=PER_NODE, cores=(a, b)) as (_, stock), httpx.Client(timeout=300) as client_http:
+    threads = cpu_plan.math_cores(a)  # as the mesh's runner picks
+    with running_stock(path, (5, 4), threads=threads, cores=(a, b)) as (_, stock), httpx.Client(timeout=300) as client_http:
         streamed_request(client_http, stock, "Warm up.", 8, MODEL)
         chosen = os.environ.get("BENCH_VARIANTS")
         for label, env, off_node, direct in [VARIANTS[int(i)] for i in chosen.split(",")] if chosen else VARIANTS:
@@ -110,9 +113,10 @@ def main() -> int:
                 if off_node:
                     move(mesh_services(), client)
                 if direct:
-                    (server,) = [p for p in psutil.Process().children(recursive=True) if p.name() == "llama-server" and
-                                 f"127.0.0.1:{p.cmdline()[p.cmdline().index('--port') + 1]}" not in stock]
-                    urls[f"{label}, asked at its llama-server (no gateway relay)"] = f"http://127.0.0.1:{server.cmdline()[server.cmdline().index('--port') + 1]}"
+                    ports = [int(p.cmdline()[p.cmdline().index("--port") + 1]) for p in psutil.Process().children(recursive=True)
+                             if p.name() == "llama-server"]
+                    (port,) = [port for port in ports if f"http://127.0.0.1:{port}" != stock]
+                    urls[f"{label}, asked at its llama-server (no gateway relay)"] = f"http://127.0.0.1:{port}"
                 for url in urls.values():
                     streamed_request(client_http, url, "Warm up.", 8, MODEL)
                 for name in urls:
@@ -124,7 +128,7 @@ def main() -> int:
                             into.append(streamed_request(client_http, target, f"Fact {i} about the sea.", 32, MODEL)[1])
                 for name in urls:
                     print(f"  {name}: {statistics.median(rows[name][0]):.1f} vs stock {statistics.median(rows[name][1]):.1f} tok/s", flush=True)
-    print(f"\n| {PER_NODE} cores per node, blocks 5/4 | tok/s | stock RPC ({PER_NODE} threads) tok/s | ratio, median of pairs | min-max |")
+    print(f"\n| {PER_NODE} cores per node, blocks 5/4 | tok/s | stock RPC ({threads} threads) tok/s | ratio, median of pairs | min-max |")
     print("|---|---|---|---|---|")
     for name, (mine, theirs) in rows.items():
         ratios = [m / s for m, s in zip(mine, theirs)]

@@ -98,12 +98,10 @@ def split_environment(services_idle: bool) -> dict[str, str]:
     services run there, and llama's threads keep libgomp's long spin, as stock's do (measured with
     the services on cores of their own: 0.95-0.99x stock RPC with libgomp's spin, 0.85-0.89x with
     the short one; bench/split_cores.py)."""
-    if os.environ.keys() & {"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"}:
+    if not (services_idle and can_idle()) or os.environ.keys() & {"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"}:
         return {}
     cores = node_cpus()
-    if math_cores(cores) < len(cores):
-        return {}
-    return {"GOMP_SPINCOUNT": SPLIT_OPENMP_SPIN} if services_idle and can_idle() else {}
+    return {} if math_cores(cores) < len(cores) else {"GOMP_SPINCOUNT": SPLIT_OPENMP_SPIN}
 
 
 def node_plan(service_core: bool) -> CpuPlan:

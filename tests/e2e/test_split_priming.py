@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
@@ -84,8 +85,10 @@ def test_bytes_on_load_with_and_without_priming(mesh_bed, dense_model, prime: bo
         # small ones too: patch 0001 sets the hash threshold to 0) was read back by the worker's
         # rpc-server, i.e. asked for by hash. (A file's access time passes its write time when read.)
         primed = [file for file in cache.iterdir() if not file.name.endswith(".tmp")]
-        assert primed and all(file.stat().st_atime > file.stat().st_mtime for file in primed), \
-            [file.name for file in primed if file.stat().st_atime <= file.stat().st_mtime]
+        assert primed
+        if not os.statvfs(cache).f_flag & os.ST_NOATIME:  # a noatime mount never records reads
+            assert all(file.stat().st_atime > file.stat().st_mtime for file in primed), \
+                [file.name for file in primed if file.stat().st_atime <= file.stat().st_mtime]
         # One burst (inputs + graph) and one request for the result per token, plus the prompt's share.
         assert per_token <= 3
     else:

@@ -33,7 +33,7 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
     writer.close()
 
 
-async def endpoint(home: Path, name: str, links: PeerLinks, datagram_bytes: int = 1200, ack_delay: float = ACK_DELAY) -> PeerEndpoint:
+async def endpoint(home: Path, name: str, links: PeerLinks, datagram_bytes: int = 1200, ack_delay: float = 0.0) -> PeerEndpoint:
     me = identity.load_or_create(home / name)
     holder: dict[str, PeerEndpoint] = {}
 

@@ -13,6 +13,15 @@ from services.runner.servers import LlamaServers, Split
 from services.runner.settings import RunnerSettings
 
 
+@pytest.fixture
+def flat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever this machine is: llama's threads take every CPU (no SMT, no efficiency cores) and
+    the user set no OpenMP wait policy."""
+    monkeypatch.setattr(cpus, "math_cores", lambda cores, sysfs=None: max(1, len(cores)))
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+
+
 @pytest.mark.parametrize(("given", "reserve", "services", "compute"), [
     ((0, 1), True, (0, 1), (0, 1)),  # too few cores: nothing reserved
     ((0, 1, 2), True, (0, 1, 2), (0, 1, 2)),
@@ -52,9 +61,8 @@ def threads_in(argv: list[str]) -> int:
     return int(argv[argv.index("--threads") + 1])
 
 
-def test_split_host_keeps_off_the_service_core_and_alone_uses_all(monkeypatch, tmp_path: Path) -> None:
+def test_split_host_keeps_off_the_service_core_and_alone_uses_all(monkeypatch, flat) -> None:
     monkeypatch.setattr("services.runner.binaries.binary", lambda name, folder: Path(f"/bin/{name}"))
-    monkeypatch.setattr(cpus, "SYSFS_CPUS", tmp_path)  # no topology: each CPU a core of its own
     plan = cpus.plan(range(6))
     cores, argv = started(plan, Split(rpc_endpoints=("127.0.0.1:5000",), worker_layers=4, tensor_split=(4.0,)))
     assert cores == (0, 1, 2, 3, 4) and threads_in(argv) == 5
@@ -109,9 +117,8 @@ def test_pinned_argv_starts_the_child_on_its_cores(monkeypatch) -> None:
     assert not cpus.node_plan(service_core=True).reserved
 
 
-def test_a_split_gets_the_spin_limit_when_services_idle_and_alone_does_not(monkeypatch, tmp_path: Path) -> None:
+def test_a_split_gets_the_spin_limit_when_services_idle_and_alone_does_not(monkeypatch, flat) -> None:
     monkeypatch.setattr("services.runner.binaries.binary", lambda name, folder: Path(f"/bin/{name}"))
-    monkeypatch.setattr(cpus, "SYSFS_CPUS", tmp_path)  # no topology: each CPU a core of its own
     monkeypatch.setattr(cpus, "can_idle", lambda: True)
     assert cpus.split_environment(services_idle=False) == {}
     servers = LlamaServers(RunnerSettings(), Path("/nonexistent"), cpus.plan(range(6), reserve=False), cpus.split_environment(services_idle=True))
@@ -140,11 +147,8 @@ def test_llama_keeps_libgomps_spin_where_it_leaves_hardware_threads_to_the_servi
 
 
 @pytest.mark.parametrize("setting", ["GOMP_SPINCOUNT", "OMP_WAIT_POLICY"])
-def test_the_users_openmp_wait_setting_wins_over_the_split_spin_limit(monkeypatch, tmp_path: Path, setting: str) -> None:
+def test_the_users_openmp_wait_setting_wins_over_the_split_spin_limit(monkeypatch, flat, setting: str) -> None:
     monkeypatch.setattr(cpus, "can_idle", lambda: True)
-    monkeypatch.setattr(cpus, "SYSFS_CPUS", tmp_path)  # no topology: llama takes every CPU
-    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     assert cpus.split_environment(services_idle=True) == {"GOMP_SPINCOUNT": cpus.SPLIT_OPENMP_SPIN}
     monkeypatch.setenv(setting, "300000" if setting == "GOMP_SPINCOUNT" else "active")
     assert cpus.split_environment(services_idle=True) == {}
@@ -173,8 +177,7 @@ def test_idle_priority_holds_for_the_service_and_the_threads_it_starts_later() -
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="no idle scheduling policy on this platform")
 @pytest.mark.parametrize(("cores", "idle"), [({0}, False), ({0, 1}, True), (set(range(8)), True)])
-def test_a_one_core_node_keeps_its_services_at_normal_priority(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cores: set[int], idle: bool) -> None:
-    monkeypatch.setattr(cpus, "SYSFS_CPUS", tmp_path)  # no topology: llama takes every CPU
+def test_a_one_core_node_keeps_its_services_at_normal_priority(monkeypatch: pytest.MonkeyPatch, flat, cores: set[int], idle: bool) -> None:
     # One core: a generation or priming's hashing at normal priority would starve them entirely.
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cores)
     assert cpus.can_idle() is idle

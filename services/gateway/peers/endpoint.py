@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError
 
 from services.common.logs import event
 from services.gateway.peers import admission
-from services.gateway.peers.acks import ACK_DELAY, AckPolicy
+from services.gateway.peers.acks import AckPolicy
 from services.gateway.peers.framing import HEADER_BYTES, FrameError, StreamKind, encode_frame, frame_length, stream_kind
 from services.gateway.peers.identity import Identity, fingerprint_of
 from services.gateway.peers.udp import BatchedDatagramTransport, bind_udp
@@ -67,7 +67,7 @@ class MeshConnection(QuicConnectionProtocol):
     def __init__(self, quic: QuicConnection, stream_handler: object = None, *, endpoint: PeerEndpoint) -> None:
         super().__init__(quic, stream_handler=self._on_stream)
         self.endpoint = endpoint
-        self._acks = AckPolicy(quic, endpoint.ack_delay)  # later ACKs, riding on data (peers/acks.py)
+        self._acks = AckPolicy(quic, endpoint.ack_delay)  # later ACKs riding on data, where set (peers/acks.py)
         self.admitted = asyncio.Event()
         self.peer_node_id = ""
         self.peer_address = ""
@@ -307,7 +307,7 @@ class PeerEndpoint(QuicServer):
     """The UDP socket plus every connection on it, inbound and outbound."""
 
     def __init__(self, *, identity: Identity, local: Callable[[], LocalNode], serve_stream: StreamServer,
-                 idle_timeout: float, datagram_bytes: int = 1200, ack_delay: float = ACK_DELAY,
+                 idle_timeout: float, datagram_bytes: int = 1200, ack_delay: float = 0.0,
                  on_change: Callable[[], None] = lambda: None) -> None:
         server_configuration = QuicConfiguration(is_client=False, alpn_protocols=[ALPN], idle_timeout=idle_timeout,
                                                  max_datagram_size=datagram_bytes)
