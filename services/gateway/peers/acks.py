@@ -19,7 +19,8 @@ Handshake packets are acknowledged as aioquic does (they are not in the 1-RTT sp
 Off by default (MESH_GATEWAY_PEER_ACK_DELAY=0): measured, it saves the gateways 20-40% of their CPU
 per token (bench/rpc_tunnel.py) but the split was no faster on separate cores (bench/split_cores.py:
 0.856 vs 0.851 of stock), and with one datagram lost every fourth turn the turns between losses
-took 10.6 instead of 8.3 ms (the sender's window shrinks below a burst and waits on held ACKs).
+took ~23 instead of ~8.7 ms (bench/ack_loss.py: the sender's window shrinks below a burst and
+waits on held ACKs).
 """
 
 from __future__ import annotations
