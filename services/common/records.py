@@ -19,6 +19,16 @@ class ServedModel:
     retry_at: float = 0.0
     size_bytes: int = 0
     kind: str = "llama-server"  # llama-server (answers the API) | rpc-server (a split's worker)
+    fingerprint: str = ""  # of the model's file (an expert shard: of the file it was cut from)
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model a node holds: the name clients use and a fingerprint of the file's content. Two
+    files under one name are two models: never in one split or shard plan."""
+
+    model_id: str
+    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,11 @@ class NodeRecord:
     assignments: tuple[Assignment, ...] = ()
     version: int = 0
     updated_at: float = 0.0
+    model_files: tuple[ModelFile, ...] = ()  # fingerprints of the models on disk ("" where a node sent none)
+
+    def fingerprint_of(self, model_id: str) -> str:
+        """The fingerprint of this node's file for the model; "" when it sent none."""
+        return next((file.fingerprint for file in self.model_files if file.model_id == model_id), "")
 
 
 @dataclass(frozen=True)
@@ -59,7 +74,7 @@ class SelfUpdate:
     values: dict[str, object] = field(default_factory=dict)
 
 
-UPDATABLE = frozenset({"role", "served", "assignments", "memory_offered_bytes", "models_on_disk"})
+UPDATABLE = frozenset({"role", "served", "assignments", "memory_offered_bytes", "models_on_disk", "model_files"})
 
 
 def apply_update(record: NodeRecord, update: SelfUpdate, now: float) -> NodeRecord:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.common.records import Assignment, MeshView, ModelDemand, NodeRecord, Peer, SelfUpdate, ServedModel
+from services.common.records import Assignment, MeshView, ModelDemand, ModelFile, NodeRecord, Peer, SelfUpdate, ServedModel
 from services.proto.mesh.v1 import gossip_pb2, node_pb2
 
 _STATE_NAMES = {
@@ -19,6 +19,7 @@ def served_from_proto(message: node_pb2.ServedModel) -> ServedModel:
         model_id=message.model_id, path=message.path, state=_STATE_NAMES.get(message.state, "stopped"),
         port=message.port, restarts=message.restarts, last_error=message.last_error,
         retry_at=message.retry_at, size_bytes=message.size_bytes, kind=message.kind or "llama-server",
+        fingerprint=message.fingerprint,
     )
 
 
@@ -26,8 +27,16 @@ def served_to_proto(served: ServedModel) -> node_pb2.ServedModel:
     return node_pb2.ServedModel(
         model_id=served.model_id, path=served.path, state=_STATE_NUMBERS[served.state], port=served.port,
         restarts=served.restarts, last_error=served.last_error, retry_at=served.retry_at, size_bytes=served.size_bytes,
-        kind=served.kind,
+        kind=served.kind, fingerprint=served.fingerprint,
     )
+
+
+def files_from_proto(files) -> tuple[ModelFile, ...]:  # noqa: ANN001 - a protobuf repeated field
+    return tuple(ModelFile(file.model_id, file.fingerprint) for file in files)
+
+
+def files_to_proto(files: tuple[ModelFile, ...]) -> list[node_pb2.ModelFile]:
+    return [node_pb2.ModelFile(model_id=file.model_id, fingerprint=file.fingerprint) for file in files]
 
 
 def assignment_from_proto(message: node_pb2.Assignment) -> Assignment:
@@ -57,7 +66,7 @@ def record_from_proto(message: node_pb2.NodeRecord) -> NodeRecord:
         memory_offered_bytes=message.memory_offered_bytes, models_on_disk=tuple(message.models_on_disk),
         served=tuple(served_from_proto(s) for s in message.served),
         assignments=tuple(assignment_from_proto(a) for a in message.assignments),
-        version=message.version, updated_at=message.updated_at,
+        version=message.version, updated_at=message.updated_at, model_files=files_from_proto(message.model_files),
     )
 
 
@@ -67,7 +76,7 @@ def record_to_proto(record: NodeRecord) -> node_pb2.NodeRecord:
         memory_offered_bytes=record.memory_offered_bytes, models_on_disk=list(record.models_on_disk),
         served=[served_to_proto(s) for s in record.served],
         assignments=[assignment_to_proto(a) for a in record.assignments],
-        version=record.version, updated_at=record.updated_at,
+        version=record.version, updated_at=record.updated_at, model_files=files_to_proto(record.model_files),
     )
 
 
@@ -80,6 +89,7 @@ def update_to_proto(update: SelfUpdate) -> gossip_pb2.SelfUpdate:
         models_on_disk=list(values.get("models_on_disk", ())),  # type: ignore[call-overload]
         served=[served_to_proto(s) for s in values.get("served", ())],  # type: ignore[attr-defined]
         assignments=[assignment_to_proto(a) for a in values.get("assignments", ())],  # type: ignore[attr-defined]
+        model_files=files_to_proto(values.get("model_files", ())),  # type: ignore[arg-type]
     )
 
 
@@ -90,6 +100,7 @@ def update_from_proto(message: gossip_pb2.SelfUpdate) -> SelfUpdate:
         "models_on_disk": tuple(message.models_on_disk),
         "served": tuple(served_from_proto(s) for s in message.served),
         "assignments": tuple(assignment_from_proto(a) for a in message.assignments),
+        "model_files": files_from_proto(message.model_files),
     }
     fields = frozenset(message.fields)
     return SelfUpdate(fields=fields, values={name: values[name] for name in fields if name in values})

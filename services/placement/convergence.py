@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
 import grpc
 import psutil
@@ -23,7 +24,7 @@ from services.placement.metrics import PlacementMetrics
 from services.placement.promotion import Rules, promotions
 from services.placement.settings import PlacementSettings
 from services.proto.mesh.v1 import gateway_pb2, gateway_pb2_grpc, gossip_pb2, gossip_pb2_grpc, runner_pb2, runner_pb2_grpc
-from services.runner.models import ModelError, ModelRef, models_on_disk, resolve
+from services.runner.models import ModelError, ModelRef, model_files, models_on_disk, resolve
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ class Convergence:
             self.models = []  # held, not served: a standby serves only what demand asks of it
         self.asks = [await self._ask(m) for m in self.models]
         await self._update_self(role="client" if self.settings.client else "standby", memory_offered_bytes=self.memory_offered(),
-                                models_on_disk=held if not self.settings.client else ())
+                                models_on_disk=held if not self.settings.client else (),
+                                model_files=model_files(self.on_disk.values()) if not self.settings.client else ())
         async with asyncio.TaskGroup() as group:
             group.create_task(self.report_served())
             group.create_task(self.follow_mesh())
@@ -118,7 +120,7 @@ class Convergence:
         moe = None
         if f.experts > 1:
             moe = MoEAsk(f.experts, f.experts_used, f.expert_bytes, f.trunk_bytes, experts_from_proto(f.ranking), self.settings.moe_floor)
-        return ModelAsk(ref.model_id, ref.size_bytes, f.layers, promoted, moe)
+        return ModelAsk(ref.model_id, ref.size_bytes, f.layers, promoted, moe, ref.fingerprint)
 
     async def converge(self) -> None:
         if self.view is None:
@@ -192,7 +194,13 @@ class Convergence:
     async def report_served(self) -> None:
         """Mirror the runner's model states into this node's gossip record, change by change."""
         async for states in self.runner.Watch(runner_pb2.ListRequest(), wait_for_ready=True):
-            await self._update_self(served=tuple(served_from_proto(m) for m in states.models))
+            # Each served model carries the fingerprint of the file it came from (a shard's source).
+            await self._update_self(served=tuple(replace(served_from_proto(m), fingerprint=self._fingerprint(m.model_id))
+                                                 for m in states.models))
+
+    def _fingerprint(self, model_id: str) -> str:
+        ref = self.on_disk.get(model_id)
+        return ref.fingerprint if ref is not None else ""
 
     async def _update_self(self, **values: object) -> None:
         update = SelfUpdate(fields=frozenset(values), values=values)

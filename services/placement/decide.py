@@ -1,11 +1,13 @@
 """What this node does for each model it was asked to serve, given the mesh: a pure function.
 
 Rules, in order: a model that fits this node's free memory runs solo; otherwise the node with the
-most memory among those holding the GGUF plans how to spread it. A dense model is split by layers
-(pipeline over RPC): the planner hosts it and names the workers and their layers; a node named as
-a worker in its host's plan runs an rpc-server. A Mixture-of-Experts model is split by experts
-(never over RPC): the planner names every node's experts per layer (moe.py) and each of those
-nodes serves its own shard. Anything else is unserved, with the reason. No I/O.
+most memory among those holding the same GGUF plans how to spread it (the same fingerprint: a
+peer with another file under the model's name holds another model and is never in the plan). A
+dense model is split by layers (pipeline over RPC): the planner hosts it and names the workers
+and their layers; a node named as a worker in its host's plan runs an rpc-server. A
+Mixture-of-Experts model is split by experts (never over RPC): the planner names every node's
+experts per layer (moe.py) and each of those nodes serves its own shard. Anything else is
+unserved, with the reason. No I/O.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from services.common.records import Assignment, MeshView, NodeRecord
 from services.placement import planner
 from services.placement.moe import ShardPlan, plan_shards
-from services.placement.split import Holder, plan_split
+from services.placement.split import Holder, other_files, plan_split, same_file
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class ModelAsk:
     layers: int
     promoted: str = ""  # why the mesh's demand asks this node to serve it; "" for --model
     moe: MoEAsk | None = None
+    fingerprint: str = ""  # of this node's file: peers with another file under the name are not holders
 
 
 def decide(view: MeshView, asks: Sequence[ModelAsk], memory: int, *, force_split: bool, headroom: float,
@@ -73,10 +76,18 @@ def decide(view: MeshView, asks: Sequence[ModelAsk], memory: int, *, force_split
     return tuple(decisions)
 
 
+def _holders(ask: ModelAsk, own: NodeRecord, left: int, records: Mapping[str, NodeRecord]) -> tuple[list[Holder], list[Holder]]:
+    """(nodes holding this node's file of the model, nodes holding another file under its name).
+    This node offers what its solo models left over; peers' own use is theirs to account for."""
+    named = [Holder(node_id, left if node_id == own.node_id else r.memory_offered_bytes,
+                    ask.fingerprint if node_id == own.node_id else r.fingerprint_of(ask.model_id))
+             for node_id, r in records.items() if ask.model_id in r.models_on_disk and r.role != "client"]
+    return same_file(named, ask.fingerprint)
+
+
 def _moe_role(ask: ModelAsk, moe: MoEAsk, own: NodeRecord, left: int, records: Mapping[str, NodeRecord],
               headroom: float, context_bytes: int) -> Assignment:
-    holders = [Holder(node_id, left if node_id == own.node_id else r.memory_offered_bytes) for node_id, r in records.items()
-               if ask.model_id in r.models_on_disk and r.role != "client"]
+    holders, others = _holders(ask, own, left, records)
     planner_id = min(holders, key=lambda h: (-h.memory, h.node_id)).node_id if holders else ""
     if planner_id == own.node_id:
         capacity = sorted((h.node_id, moe.room(h.memory, headroom, context_bytes, ask.layers)) for h in holders)
@@ -89,7 +100,8 @@ def _moe_role(ask: ModelAsk, moe: MoEAsk, own: NodeRecord, left: int, records: M
         plan = plan_shards(moe.ranking, moe.experts_used, usable, moe.floor) if usable else None
         if not isinstance(plan, ShardPlan):
             why = plan.reason if plan is not None else f"no node has room for {least} experts per layer"
-            return Assignment(ask.model_id, "unserved", f"too big for one node, and no expert split fits: {why}")
+            return Assignment(ask.model_id, "unserved", f"too big for one node, and no expert split fits: {why}"
+                              + other_files(others, ask.fingerprint))
         shards = tuple((node, plan.shard(node)) for node in plan.nodes)
         reason = (f"expert split over {len(shards)} nodes: {', '.join(f'{node} keeps {len(layers[0])}' for node, layers in shards)} "
                   f"of {moe.experts} experts per layer; each expert on at least {plan.copies}")
@@ -115,9 +127,7 @@ def _keep_split(ask: ModelAsk, own: NodeRecord, holders: Sequence[Holder]) -> As
 
 def _split_role(ask: ModelAsk, own: NodeRecord, left: int, records: Mapping[str, NodeRecord], rtts: Mapping[str, float],
                 force_split: bool, headroom: float, context_bytes: int) -> Assignment:
-    # This node offers what its solo models left over; peers' own use is theirs to account for.
-    holders = [Holder(node_id, left if node_id == own.node_id else r.memory_offered_bytes) for node_id, r in records.items()
-               if ask.model_id in r.models_on_disk and r.role != "client"]
+    holders, others = _holders(ask, own, left, records)
     host = min(holders, key=lambda h: (-h.memory, h.node_id)).node_id if holders else ""
     if host == own.node_id:
         kept = _keep_split(ask, own, holders)
@@ -128,7 +138,8 @@ def _split_role(ask: ModelAsk, own: NodeRecord, left: int, records: Mapping[str,
             other = b if a == own.node_id else a
             return rtts.get(other) if own.node_id in (a, b) else None
 
-        plan = plan_split(ask.size_bytes, ask.layers, holders, rtt, force_split, headroom, context_bytes)
+        plan = plan_split(ask.size_bytes, ask.layers, [*holders, *others], rtt, force_split, headroom, context_bytes,
+                          fingerprint=ask.fingerprint)
         if plan.mode == "split":
             return Assignment(ask.model_id, "split-host", plan.reason, plan.host, plan.workers,
                               tuple(plan.layers[node] for node in (plan.host, *plan.workers)))

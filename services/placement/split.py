@@ -1,7 +1,9 @@
 """Splitting a dense model that fits no single node over several (pipeline parallel over RPC).
 
 Pure: from the model's needs, the nodes that hold its GGUF (with the memory they offer) and the
-RTTs between them, decide solo, split or unserved. The host is the node with the most memory;
+RTTs between them, decide solo, split or unserved. Only holders of the same file count: one whose
+file under this name has another fingerprint holds another model (its layers would not fit ours)
+and is left out, named in the reason. The host is the node with the most memory;
 workers are the nearest peers (RTT at most 80 ms) added until the group fits; layers are given in
 proportion to memory, the host included. No I/O.
 """
@@ -23,6 +25,21 @@ class Holder:
 
     node_id: str
     memory: int
+    fingerprint: str = ""  # of its file under the model's name
+
+
+def same_file(holders: Sequence[Holder], fingerprint: str) -> tuple[list[Holder], list[Holder]]:
+    """(holders of the file with this fingerprint, holders of another file under the same name)."""
+    return [h for h in holders if h.fingerprint == fingerprint], [h for h in holders if h.fingerprint != fingerprint]
+
+
+def other_files(others: Sequence[Holder], fingerprint: str) -> str:
+    """Why some nodes with the model's name are not counted ("" when there are none)."""
+    if not others:
+        return ""
+    named = ", ".join(f"{h.node_id} (file {h.fingerprint or 'without fingerprint'})" for h in others)
+    verb = "holds" if len(others) == 1 else "hold"
+    return f"; not counted: {named} {verb} another file under this name than ours ({fingerprint or 'without fingerprint'})"
 
 
 @dataclass(frozen=True)
@@ -36,11 +53,13 @@ class SplitPlan:
 
 def plan_split(size_bytes: int, layer_count: int, holders: Sequence[Holder], rtt: Callable[[str, str], float | None],
                force_split: bool = False, headroom: float = 0.10, context_bytes: int = 0,
-               max_rtt: float = MAX_RTT_SECONDS) -> SplitPlan:
-    """Where one model runs. `rtt(a, b)` is the measured round trip in seconds, None if unknown."""
+               max_rtt: float = MAX_RTT_SECONDS, fingerprint: str = "") -> SplitPlan:
+    """Where one model runs. `rtt(a, b)` is the measured round trip in seconds, None if unknown;
+    `fingerprint` is the planning node's file: holders of any other file are never in the plan."""
     need = memory_needed(size_bytes, headroom, context_bytes)
+    holders, others = same_file(holders, fingerprint)
     if not holders:
-        return SplitPlan("unserved", reason="no node has the model on disk")
+        return SplitPlan("unserved", reason="no node has the model on disk" + other_files(others, fingerprint))
     host = min(holders, key=lambda h: (-h.memory, h.node_id))
     if need <= host.memory and not force_split:
         return SplitPlan("solo", host.node_id, (), {host.node_id: layer_count}, f"fits on {host.node_id}")
@@ -56,7 +75,7 @@ def plan_split(size_bytes: int, layer_count: int, holders: Sequence[Holder], rtt
         far = len(holders) - 1 - len(near)
         return SplitPlan("unserved", host.node_id, reason=(
             f"needs {need / GIB:.2f} GiB; {host.node_id} and {len(group) - 1} peer(s) within {max_rtt * 1000:.0f} ms "
-            f"offer {offered / GIB:.2f} GiB" + (f" ({far} more too far away)" if far else "")))
+            f"offer {offered / GIB:.2f} GiB" + (f" ({far} more too far away)" if far else "") + other_files(others, fingerprint)))
     group = group[:layer_count]  # a node gets at least one layer
     layers = proportional_layers([h.memory for h in group], layer_count)
     return SplitPlan("split", host.node_id, tuple(h.node_id for h in group[1:]), dict(zip([h.node_id for h in group], layers)),

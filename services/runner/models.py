@@ -1,6 +1,7 @@
 """Finding models on disk: catalog names, local paths, and files under ~/.models/.
 
-Owns model resolution and the cheap GGUF check; must not start processes.
+Owns model resolution, the cheap GGUF check and each file's content fingerprint (fingerprint.py):
+a model is its name plus that fingerprint. Must not start processes.
 """
 
 from __future__ import annotations
@@ -8,9 +9,12 @@ from __future__ import annotations
 import importlib.util
 import mmap
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from services.common.records import ModelFile
+from services.runner.fingerprint import fingerprint_file
 
 GGUF_MAGIC = b"GGUF"
 
@@ -34,6 +38,7 @@ class ModelRef:
     model_id: str
     path: Path
     size_bytes: int
+    fingerprint: str = ""  # of the file's content (fingerprint.py): tells same-named files apart
 
 
 def resolve(spec: str, models_dir: Path) -> ModelRef:
@@ -41,7 +46,7 @@ def resolve(spec: str, models_dir: Path) -> ModelRef:
     model_id, path = _locate(spec, models_dir)
     if not is_gguf(path):
         raise ModelError(f"{path} is not a GGUF file")
-    return ModelRef(model_id=model_id, path=path.resolve(), size_bytes=path.stat().st_size)
+    return ModelRef(model_id=model_id, path=path.resolve(), size_bytes=path.stat().st_size, fingerprint=fingerprint_file(path))
 
 
 def _locate(spec: str, models_dir: Path) -> tuple[str, Path]:
@@ -76,6 +81,12 @@ def models_on_disk(models_dir: Path, named: list[ModelRef]) -> tuple[str, ...]:
     if models_dir.is_dir():
         found.update(model_id_of(path) for path in models_dir.rglob("*.gguf") if is_gguf(path))
     return tuple(sorted(found))
+
+
+def model_files(refs: Iterable[ModelRef]) -> tuple[ModelFile, ...]:
+    """What a node tells the mesh of its files: name and fingerprint, one per model id, sorted."""
+    return tuple(sorted({ref.model_id: ModelFile(ref.model_id, ref.fingerprint) for ref in refs}.values(),
+                        key=lambda file: file.model_id))
 
 
 def model_id_of(path: Path) -> str:

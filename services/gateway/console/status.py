@@ -23,6 +23,7 @@ def node_status(record: NodeRecord) -> dict:
         "role": shown_role(record),
         "memory_offered_bytes": record.memory_offered_bytes,
         "models_on_disk": list(record.models_on_disk),
+        "model_files": [asdict(file) for file in record.model_files],  # each model's file fingerprint
         "models": [asdict(served) for served in record.served],
         "assignments": [asdict(assignment) for assignment in record.assignments],
         "version": record.version,
