@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from services.common.exposure import is_loopback
 from services.common.invite import InviteToken, TokenError, decode
 from services.gossip.settings import PROFILES
 from services.runner.models import ModelError, ModelRef, resolve
@@ -95,6 +96,8 @@ def check(argv: list[str]) -> Options:
             raise UsageError(f"{label} is not built yet")
     if args.listen_all and not args.api_key:
         raise UsageError("--listen-all exposes the API to other machines: it needs --api-key")
+    if args.host and not is_loopback(args.host) and not args.api_key:
+        raise UsageError(f"--host {args.host} exposes the API to other machines: it needs --api-key (the console stays on 127.0.0.1)")
     if args.max_vram is not None and args.max_vram <= 0:
         raise UsageError("--max-vram must be a positive number of GB")
     if args.port == args.console:
@@ -102,7 +105,7 @@ def check(argv: list[str]) -> Options:
     for name, port in (("--port", args.port), ("--console", args.console)):
         if not 0 < port < 65536:
             raise UsageError(f"{name} {port} is not a valid port")
-        host = "0.0.0.0" if args.listen_all and name == "--port" else (args.host or "127.0.0.1")
+        host = api_host(args) if name == "--port" else console_host(args)
         if not port_free(host, port):
             raise UsageError(f"{name} {port} is already in use")
     if not 0 <= args.bind_port < 65536:
@@ -112,6 +115,17 @@ def check(argv: list[str]) -> Options:
     except ModelError as bad:
         raise UsageError(str(bad)) from None
     return Options(args, models, token)
+
+
+def api_host(args: argparse.Namespace) -> str:
+    """Where the API binds: every interface with --listen-all, else --host, else loopback."""
+    return "0.0.0.0" if args.listen_all else (args.host or "127.0.0.1")
+
+
+def console_host(args: argparse.Namespace) -> str:
+    """Where the console binds: --host when that is a loopback address (test meshes), else 127.0.0.1:
+    the console shows the invite token, which carries the mesh secret."""
+    return args.host if args.host and is_loopback(args.host) else "127.0.0.1"
 
 
 def port_free(host: str, port: int, kind: int = socket.SOCK_STREAM) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from services.cli import admin, moe_check
-from services.cli.flags import Options, UsageError, check, fail, port_free
+from services.cli.flags import Options, UsageError, api_host, check, console_host, fail, port_free
 from services.cli.node import Node
 from services.common import mesh_identity
 from services.common.invite import InviteToken
@@ -57,7 +57,6 @@ def settings_for(options: Options, home: Path, quic_port: int, address: str) -> 
     if args.name:
         node_fields["name"] = args.name
     node = environment_for(NodeSettings(**node_fields))
-    local_host = args.host or "127.0.0.1"
     services = {
         "runner": RunnerSettings(device=args.device),
         "gossip": GossipSettings(profile=args.profile, seeds=list(options.token.bootstrap) if options.token else [],
@@ -65,8 +64,8 @@ def settings_for(options: Options, home: Path, quic_port: int, address: str) -> 
         "placement": PlacementSettings(models=list(args.model), models_dir=args.models_dir, client=args.client, split=args.split, standby=args.standby,
                                        max_memory_bytes=int(args.max_vram * GB) if args.max_vram else 0),
         "gateway": GatewaySettings(
-            api_host="0.0.0.0" if args.listen_all else local_host, api_port=args.port, api_key=args.api_key,
-            api_enabled=bool(options.models) or args.client or args.standby or bool(args.join), console_host=local_host,
+            api_host=api_host(args), api_port=args.port, api_key=args.api_key,
+            api_enabled=bool(options.models) or args.client or args.standby or bool(args.join), console_host=console_host(args),
             console_port=args.console, peer_host=args.host or "0.0.0.0", peer_port=quic_port,
         ),
     }
@@ -75,8 +74,8 @@ def settings_for(options: Options, home: Path, quic_port: int, address: str) -> 
 
 def banner(options: Options, token: str) -> str:
     args = options.args
-    host = "0.0.0.0" if args.listen_all else (args.host or "127.0.0.1")
-    lines = [f"  console: http://{args.host or '127.0.0.1'}:{args.console}", f"  invite token (mesh-llm --join TOKEN): {token}"]
+    host = api_host(args)
+    lines = [f"  console: http://{console_host(args)}:{args.console}", f"  invite token (mesh-llm --join TOKEN): {token}"]
     if options.models:
         lines.insert(0, f"mesh-llm: serving {', '.join(model.model_id for model in options.models)}")
         lines.insert(1, f"  API: http://{host}:{args.port}/v1")
@@ -132,7 +131,7 @@ def run() -> None:
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda received, _frame: stop_requested.append(received))
     environments = settings_for(options, home, quic_port, address)
-    admin.save_ports(home, environments, address, args.console, args.host or "127.0.0.1")
+    admin.save_ports(home, environments, address, args.console, console_host(args))
     node = Node(environments)
     node.start()
     print(banner(options, token), flush=True)
@@ -140,7 +139,7 @@ def run() -> None:
     try:
         if options.token:
             timeout = args.join_timeout or PROFILES[args.profile].join_timeout
-            reason = wait_for_join(f"http://{args.host or '127.0.0.1'}:{args.console}", stop_requested, timeout)
+            reason = wait_for_join(f"http://{console_host(args)}:{args.console}", stop_requested, timeout)
             if reason:
                 print(f"mesh-llm: error: could not join the mesh: {reason}", file=sys.stderr)
                 code = 2

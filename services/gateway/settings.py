@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.exposure import is_loopback
 
 from services.gateway.peers.acks import MAX_ACK_DELAY
 from services.gateway.peers.datagrams import LARGEST, SMALLEST
@@ -12,15 +14,15 @@ from services.gateway.peers.datagrams import LARGEST, SMALLEST
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MESH_GATEWAY_", frozen=True)
 
-    # Address of the OpenAI API; loopback unless --listen-all (which then needs api_key).
+    # Address of the OpenAI API; loopback unless --listen-all or --host (either then needs api_key).
     api_host: str = "127.0.0.1"
     # Port of the OpenAI API; 9337 is what clients and docs assume.
     api_port: int = 9337
     # False serves only the console (mesh-llm with no arguments).
     api_enabled: bool = True
-    # Bearer key every API request must carry; empty means none (only allowed on loopback).
+    # Bearer key every API request must carry; empty means none, only allowed on loopback.
     api_key: str = ""
-    # Address of the console; always loopback (it shows the invite token).
+    # Address of the console; always loopback (it shows the invite token, which holds the mesh secret).
     console_host: str = "127.0.0.1"
     # Port of the console page and its /api/status and /api/events.
     console_port: int = 3131
@@ -41,6 +43,21 @@ class GatewaySettings(BaseSettings):
     peer_ack_delay: float = Field(default=0.0, ge=0.0, le=MAX_ACK_DELAY)
     # Seconds an SSE client may sit without an event before a keepalive comment is sent.
     events_keepalive: float = 15.0
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_beyond_loopback(cls, value: str, info: ValidationInfo) -> str:
+        host = info.data.get("api_host", "127.0.0.1")
+        if not value and info.data.get("api_enabled", True) and not is_loopback(host):
+            raise ValueError(f"the API binds {host}, which other machines can reach: it needs an API key")
+        return value
+
+    @field_validator("console_host")
+    @classmethod
+    def _console_on_loopback(cls, value: str) -> str:
+        if not is_loopback(value):
+            raise ValueError(f"{value} is reachable from other machines; the console binds loopback only (it shows the invite token)")
+        return value
 
     @field_validator("peer_datagram_bytes")
     @classmethod

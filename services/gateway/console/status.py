@@ -41,8 +41,9 @@ def invite_token(view: MeshView, fingerprint: str) -> str:
     return InviteToken(view.mesh_id, view.secret, (view.address,), fingerprint).encode()
 
 
-def status(view: MeshView, fingerprint: str, metrics: dict[str, str] | None = None) -> dict:
-    """What /api/status answers and every /api/events status event carries."""
+def status(view: MeshView, fingerprint: str, metrics: dict[str, str] | None = None, *, with_token: bool = True) -> dict:
+    """What /api/status answers and every /api/events status event carries (`with_token`: for a
+    client on this machine only)."""
     own = node_status(view.own)
     return {
         "metrics": metrics or {},
@@ -50,7 +51,7 @@ def status(view: MeshView, fingerprint: str, metrics: dict[str, str] | None = No
         "node": own,
         "mesh_id": view.mesh_id,
         "address": view.address,
-        "token": invite_token(view, fingerprint),
+        "token": invite_token(view, fingerprint) if with_token else "",
         "join_error": view.join_error,
         "join_state": view.join_state,
         "peers": [peer_status(peer) for peer in view.peers],
