@@ -3,18 +3,20 @@
 Owns trying targets in routing's order (one retry when a target fails before its first byte),
 the gateway's in-flight counts, and per-request metrics. The request path stays lean: the body is
 forwarded as received, chunks are passed on as they arrive, usage is read once at the end.
+
+A response that fails after its first byte is never passed off as an answer: a stream cut short
+(ResponseCut from the upstream, or an end without `data: [DONE]`) ends with an OpenAI error event
+and `[DONE]` (sse.py), a cut non-streamed body becomes a 503 error, and both are logged as
+"request failed" and counted in the errors metric (reason "cut").
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
-import httpx
 from starlette.responses import Response, StreamingResponse
 
 from services.common.logs import event, request_id
@@ -22,9 +24,10 @@ from services.gateway import routing
 from services.gateway.errors import ModelNotFound, NoServer
 from services.gateway.mesh_view import MeshMirror
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.openai import sse
 from services.gateway.openai.usage import usage_of_response, usage_of_stream_tail
 from services.gateway.tunnel.client import TunnelUpstream
-from services.gateway.upstream import LocalUpstream, UpstreamResponse, UpstreamUnavailable
+from services.gateway.upstream import LocalUpstream, ResponseCut, UpstreamResponse, UpstreamUnavailable
 
 TAIL_BYTES = 8192
 ATTEMPTS = 2  # the first target, then one other if the first fails before its first byte
@@ -94,59 +97,73 @@ class Relay:
         event(log, "target failed", logging.WARNING, model=target.model_id, node=target.node_id, endpoint=endpoint, reason=detail)
 
     async def _respond(self, target: routing.Target, endpoint: str, stream: bool, upstream: UpstreamResponse, started: float) -> Response:
-        self.metrics.requests.labels(target.model_id, target.node_id, endpoint, str(upstream.status)).inc()
         headers = {"x-request-id": request_id.get(), "x-mesh-node": target.node_id}
         if stream and upstream.status == 200:
-            return StreamingResponse(self._chunks(upstream, target, started), media_type="text/event-stream",
+            self.metrics.requests.labels(target.model_id, target.node_id, endpoint, "200").inc()
+            return StreamingResponse(self._chunks(upstream, target, endpoint, started), media_type="text/event-stream",
                                      headers=headers | {"cache-control": "no-cache"})
         try:
             body = b"".join([chunk async for chunk in upstream.chunks])
-        except (httpx.HTTPError, ConnectionError, asyncio.IncompleteReadError) as failure:
-            self._failed(target, endpoint, "broken", str(failure))
-            raise NoServer(f"model '{target.model_id}' server failed while answering; retry", 1) from None
+        except ResponseCut as cut:
+            # A partial body is not an answer: the client gets an error, never a 200 with half a JSON.
+            self.metrics.requests.labels(target.model_id, target.node_id, endpoint, str(NoServer.status)).inc()
+            self._finished(target, endpoint, (0, 0), started, failure=str(cut))
+            raise NoServer(f"model '{target.model_id}': its server failed while answering ({cut}); retry", 1) from None
         finally:
             await upstream.close()
             self.in_flight[target.node_id] -= 1
+        self.metrics.requests.labels(target.model_id, target.node_id, endpoint, str(upstream.status)).inc()
         self.metrics.time_to_first_token.labels(target.model_id, target.node_id).observe(time.perf_counter() - started)
-        self._count(target, upstream.status, usage_of_response(body), started)
+        self._finished(target, endpoint, usage_of_response(body), started, status=upstream.status)
         return Response(body, status_code=upstream.status, media_type=upstream.content_type, headers=headers)
 
-    async def _chunks(self, upstream: UpstreamResponse, target: routing.Target, started: float) -> AsyncIterator[bytes]:
-        tail = b""
+    async def _chunks(self, upstream: UpstreamResponse, target: routing.Target, endpoint: str, started: float) -> AsyncIterator[bytes]:
+        tail = held = b""
         inter_token = self.metrics.inter_token.labels(target.model_id)
         last = 0.0
+        ended, failure = False, None  # not ended when we leave: the client went away
         try:
             async for chunk in upstream.chunks:
                 now = time.perf_counter()
-                if not tail:
+                if not last:
                     self.metrics.time_to_first_token.labels(target.model_id, target.node_id).observe(now - started)
                 else:
                     inter_token.observe(now - last)
                 last = now
-                tail = (tail + chunk)[-TAIL_BYTES:]
-                yield chunk
-        except (httpx.HTTPError, ConnectionError, asyncio.IncompleteReadError) as failure:
-            # After the first byte there is no retry: end the stream with an OpenAI-shaped error event.
-            self._failed(target, "stream", "broken", str(failure))
-            yield error_event(f"the server of '{target.model_id}' failed mid-stream: {type(failure).__name__}")
+                events, held = sse.whole_events(held, chunk)
+                if events:
+                    tail = (tail + events)[-TAIL_BYTES:]
+                    yield events
+            ended = True
+            if not sse.reached_its_end(tail + held):
+                failure = "the stream ended without data: [DONE]"
+            elif held:
+                yield held  # the last event, short of its blank line
+        except ResponseCut as cut:
+            ended, failure = True, str(cut)
         finally:
             # Also on client disconnect: closing upstream makes llama-server (here or on the peer) free the slot.
             await upstream.close()
             self.in_flight[target.node_id] -= 1
-            self._count(target, upstream.status, usage_of_stream_tail(tail), started)
+            self._finished(target, endpoint, usage_of_stream_tail(tail), started, status=200, failure=failure, client_left=not ended)
+        if failure is not None:
+            # After the first byte there is no retry: the stream says it failed, then ends as clients expect.
+            yield sse.cut_stream_end(f"the server of '{target.model_id}' failed mid-stream: {failure}")
 
-    def _count(self, target: routing.Target, status: int, usage: tuple[int, int], started: float) -> None:
+    def _finished(self, target: routing.Target, endpoint: str, usage: tuple[int, int], started: float,
+                  status: int = 0, failure: str | None = None, client_left: bool = False) -> None:
+        """Metrics and the one log line of a request that got a response; a failure counts as an error."""
         prompt, completion = usage
         elapsed = time.perf_counter() - started
         self.metrics.prompt_tokens.labels(target.model_id).inc(prompt)
         self.metrics.completion_tokens.labels(target.model_id).inc(completion)
         self.metrics.request_duration.labels(target.model_id).observe(elapsed)
+        fields = {"model": target.model_id, "node": target.node_id, "endpoint": endpoint, "prompt_tokens": prompt,
+                  "completion_tokens": completion, "ms": round(elapsed * 1000)}
+        if failure is not None:
+            self.metrics.errors.labels(target.model_id, target.node_id, "cut").inc()
+            event(log, "request failed", logging.WARNING, reason=failure, **fields)
+            return
         if completion > 1 and elapsed > 0:
             self.metrics.tokens_per_second.labels(target.model_id).observe(completion / elapsed)
-        event(log, "request done", model=target.model_id, node=target.node_id, status=status,
-              prompt_tokens=prompt, completion_tokens=completion, ms=round(elapsed * 1000))
-
-
-def error_event(message: str) -> bytes:
-    body = {"error": {"message": message, "type": "server_error", "code": "upstream_failed"}}
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
+        event(log, "request done", status=status, **fields, **({"client_left": True} if client_left else {}))

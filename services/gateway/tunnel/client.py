@@ -1,7 +1,14 @@
 """The sending end of an HTTP tunnel: a request to a peer's gateway on one QUIC stream.
 
-Stream layout (after the kind byte): one frame with the request head (JSON), the body bytes,
-end of stream. The reply: one frame with the response head, then body bytes as they come.
+Stream layout (after the kind byte), requester to server: one frame with the request head
+(JSON, naming the body's length), the body bytes, then credits (credit.py) as our consumer takes
+the response; our side ends once the response has. Server to requester: one frame with the
+response head, body frames, then an empty frame: the response ended as its server ended it.
+
+The empty frame is what tells a finished answer from a dead peer: when a connection ends,
+aioquic hands every stream reader a clean end of stream, so without it a node killed mid-answer
+would look like a short answer. A body that stops without it raises ResponseCut.
+
 Closing early resets the stream, which makes the far end stop generating (the slot is freed).
 """
 
@@ -12,11 +19,11 @@ import json
 from collections.abc import AsyncIterator
 
 from services.gateway.peers.endpoint import MeshConnection, read_frame
-from services.gateway.peers.framing import FrameError, StreamKind, encode_frame
+from services.gateway.peers.framing import HEADER_BYTES, FrameError, StreamKind, encode_frame, frame_length
 from services.gateway.peers.links import ByteCounter, PeerLinks
-from services.gateway.upstream import UpstreamResponse, UpstreamUnavailable
+from services.gateway.tunnel.credit import CREDIT_STEP, Credits, encode_credit
+from services.gateway.upstream import ResponseCut, UpstreamResponse, UpstreamUnavailable
 
-CHUNK_BYTES = 65536
 CANCELLED = 0x10C  # application error code on a reset stream: the requester went away
 
 
@@ -32,9 +39,8 @@ class TunnelUpstream:
             reader, writer = await connection.create_stream()
         except (TimeoutError, ConnectionError, OSError) as failure:
             raise UpstreamUnavailable(f"peer {address} unreachable ({type(failure).__name__})") from None
-        head = json.dumps({"path": path, "model": model_id, "request_id": request_id}).encode()
+        head = json.dumps({"path": path, "model": model_id, "request_id": request_id, "body_bytes": len(raw)}).encode()
         writer.write(bytes([StreamKind.HTTP]) + encode_frame(head) + raw)
-        writer.write_eof()
         self.count("http", "sent", len(raw) + len(head) + 5)
         stream_id = writer.get_extra_info("stream_id")
         try:
@@ -43,20 +49,32 @@ class TunnelUpstream:
             raise UpstreamUnavailable(f"peer {address} closed the tunnel before answering: {connection.closed_reason or 'no reason'}") from None
         finished = asyncio.Event()
         return UpstreamResponse(int(reply["status"]), reply.get("content_type", "application/json"),
-                                self._body(reader, finished), lambda: self._close(connection, stream_id, finished))
+                                self._body(connection, reader, writer, finished), lambda: self._close(connection, writer, stream_id, finished))
 
-    async def _body(self, reader: asyncio.StreamReader, finished: asyncio.Event) -> AsyncIterator[bytes]:
+    async def _body(self, connection: MeshConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    finished: asyncio.Event) -> AsyncIterator[bytes]:
         received = 0
+        credits = Credits(CREDIT_STEP)
         try:
-            while chunk := await reader.read(CHUNK_BYTES):
-                received += len(chunk)
+            while size := frame_length(await reader.readexactly(HEADER_BYTES)):
+                chunk = await reader.readexactly(size)
+                received += size
                 yield chunk
-            if not reader.at_eof():
-                raise ConnectionError("tunnel closed mid-response")
+                # Our consumer came back for more: the chunk has left us, the server may send another.
+                if grant := credits.taken(size):
+                    writer.write(encode_credit(grant))
             finished.set()
+        except asyncio.IncompleteReadError:
+            why = connection.closed_reason or "the serving node ended the stream before the response's end"
+            raise ResponseCut(f"tunnel cut mid-response: {why}") from None
+        except FrameError as bad:
+            raise ResponseCut(f"tunnel broken mid-response: {bad}") from None
         finally:
             self.count("http", "received", received)
 
-    async def _close(self, connection: MeshConnection, stream_id: int, finished: asyncio.Event) -> None:
+    async def _close(self, connection: MeshConnection, writer: asyncio.StreamWriter, stream_id: int, finished: asyncio.Event) -> None:
+        # Our side ends either way: with the answer's end, both sides have ended and aioquic forgets
+        # the stream; and a writer left open would try to end it again when collected, after a reset.
+        writer.close()
         if not finished.is_set():
             connection.cancel_stream(stream_id, CANCELLED)
