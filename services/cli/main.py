@@ -48,7 +48,13 @@ def mesh_of(home: Path, token: InviteToken | None) -> MeshIdentity:
     return joined
 
 
-def settings_for(options: Options, home: Path, quic_port: int, address: str) -> dict[str, dict[str, str]]:
+def lends_memory(options: Options) -> bool:
+    """Whether this node may run llama.cpp: it serves models or offers its memory to a mesh."""
+    args = options.args
+    return not args.client and bool(options.models or args.join or args.standby)
+
+
+def settings_for(options: Options, home: Path, quic_port: int, address: str, llama_bin: Path | None = None) -> dict[str, dict[str, str]]:
     """The environment of each service, built once from the flags."""
     args = options.args
     node_fields = {"gateway_grpc_port": reserve_tcp_port(), "gossip_grpc_port": reserve_tcp_port(), "placement_grpc_port": reserve_tcp_port(),
@@ -58,7 +64,7 @@ def settings_for(options: Options, home: Path, quic_port: int, address: str) -> 
         node_fields["name"] = args.name
     node = environment_for(NodeSettings(**node_fields))
     services = {
-        "runner": RunnerSettings(device=args.device),
+        "runner": RunnerSettings(device=args.device, llama_bin=llama_bin),
         "gossip": GossipSettings(profile=args.profile, seeds=list(options.token.bootstrap) if options.token else [],
                                  address=address, join_timeout=args.join_timeout),
         "placement": PlacementSettings(models=list(args.model), models_dir=args.models_dir, client=args.client, split=args.split, standby=args.standby,
@@ -113,8 +119,9 @@ def run() -> None:
         if options.args.command:
             admin.run(options.args)
             return
-        if options.models:
-            binaries.binary("llama-server", RunnerSettings().llama_bin)
+        # Any node that may run llama (its models, or memory lent to the mesh) needs the binaries;
+        # the folder is decided here, once, for the runner.
+        llama_bin = binaries.required(RunnerSettings().llama_bin) if lends_memory(options) else None
         args = options.args
         quic_host = args.host or "0.0.0.0"
         quic_port = args.bind_port or free_udp_port(quic_host)
@@ -130,7 +137,7 @@ def run() -> None:
     stop_requested: list[int] = []
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda received, _frame: stop_requested.append(received))
-    environments = settings_for(options, home, quic_port, address)
+    environments = settings_for(options, home, quic_port, address, llama_bin)
     admin.save_ports(home, environments, address, args.console, console_host(args))
     node = Node(environments)
     node.start()

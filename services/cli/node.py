@@ -14,6 +14,7 @@ import time
 from services.runner.supervisor import die_with_parent
 
 SERVICES = ("gossip", "runner", "placement", "gateway")
+PASSED_THROUGH = ("MESH_LLM_CACHE",)  # where the runner keeps its compiled tensor hashing library
 
 
 class Node:
@@ -22,7 +23,8 @@ class Node:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self) -> None:
-        base = {name: value for name, value in os.environ.items() if not name.startswith("MESH_")}
+        # The CLI's flags are the services' only settings, but for the cache root (not a service setting).
+        base = {name: value for name, value in os.environ.items() if not name.startswith("MESH_") or name in PASSED_THROUGH}
         for service in SERVICES:
             argv = die_with_parent([sys.executable, "-m", f"services.{service}"], "TERM")
             self.children[service] = subprocess.Popen(argv, env=base | self.environments[service])

@@ -1,6 +1,8 @@
-"""Where the llama.cpp binaries are: MESH_LLAMA_BIN, else the cache llama.cpp/build.py fills.
+"""Where the llama.cpp binaries are: MESH_LLAMA_BIN, else the cache llama.cpp/build.py fills
+(under MESH_LLM_CACHE, default ~/.cache/mesh-llm: the build script's own rule, read from it).
 
-Owns the lookup only; building is llama.cpp/build.py's job.
+Owns the lookup only; building is llama.cpp/build.py's job. The CLI resolves the folder once
+(`required`) and hands it to the runner, so the node's services never look elsewhere.
 """
 
 from __future__ import annotations
@@ -21,6 +23,19 @@ def binary(name: str, configured: Path | None) -> Path:
     if not path.is_file():
         raise BinaryMissing(f"{path} not found: run `make llama` (or set MESH_LLAMA_BIN)")
     return path
+
+
+SERVING = ("llama-server", "ggml-rpc-server")  # what a node needs to serve or lend memory
+
+
+def required(configured: Path | None) -> Path:
+    """The folder holding every binary a serving node runs, or BinaryMissing saying what to run."""
+    folder = configured or default_bin_dir()
+    missing = [name for name in SERVING if not (folder / name).is_file()]
+    if missing:
+        raise BinaryMissing(f"llama.cpp is not built ({', '.join(missing)} not in {folder}): run `make llama`, "
+                            "or set MESH_LLAMA_BIN to a folder that has them")
+    return folder
 
 
 def default_bin_dir() -> Path:
