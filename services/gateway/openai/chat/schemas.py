@@ -26,10 +26,12 @@ class ChatCompletionRequest(BaseModel):
     user: StrictStr | None = None
 
     def affinity(self) -> str:
-        """What keeps a session on one node (KV-cache reuse): the user, else the conversation so far."""
+        """What keeps a conversation on one node across its turns (KV-cache reuse, one MoE shard):
+        the user when given, else what every turn repeats unchanged: the messages up to and
+        including the first user message (the system or developer text and the opening question).
+        Later messages grow each turn, so they must not count."""
         if self.user:
             return f"user:{self.user}"
-        if len(self.messages) > 1:
-            earlier = json.dumps([m.model_dump() for m in self.messages[:-1]], sort_keys=True).encode()
-            return "conversation:" + hashlib.sha256(earlier).hexdigest()
-        return ""
+        first_user = next((i for i, m in enumerate(self.messages) if m.role == "user"), len(self.messages) - 1)
+        opening = [{"role": m.role, "content": m.content} for m in self.messages[:first_user + 1]]
+        return "conversation:" + hashlib.sha256(json.dumps(opening, sort_keys=True).encode()).hexdigest()
