@@ -17,9 +17,13 @@ from services.common.invite import InviteToken, TokenError, decode
 from services.gossip.settings import PROFILES
 from services.runner.models import ModelError, ModelRef, resolve
 
-NOT_BUILT_YET: dict[str, str] = {}
 COMMANDS = ("rotate-key", "admin", "drop", "moe")
-NOT_BUILT_COMMANDS: tuple[str, ...] = ()
+# The seed's surface that is planned but not built: each answers "not built yet" (exit 2) instead of
+# "unrecognized", so a user following the seed's docs learns it is coming, not that they mistyped.
+NOT_BUILT_COMMANDS = ("discover", "download", "models", "blackboard", "claude", "goose", "opencode", "pi")
+NOT_BUILT_YET = {"auto": "--auto", "publish": "--publish", "mesh_name": "--mesh-name", "region": "--region",
+                 "max_clients": "--max-clients", "draft": "--draft", "join_nearby": "--join-nearby",
+                 "no_announce": "--no-announce", "blackboard": "--blackboard"}
 
 
 class UsageError(Exception):
@@ -57,6 +61,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--split", action="store_true", help="split models over nodes even when they fit one (pipeline over RPC)")
     p.add_argument("--standby", action="store_true",
                    help="serve nothing until the mesh's demand asks for a model this node holds (--model then only names models to hold)")
+    for flag in ("--auto", "--publish", "--no-announce", "--blackboard"):
+        p.add_argument(flag, action="store_true", help="not built yet")
+    for flag in ("--mesh-name", "--region", "--max-clients", "--draft"):
+        p.add_argument(flag, help="not built yet")
+    p.add_argument("--join-nearby", nargs="?", const="any", help="not built yet")
     p.add_argument("--nodes", type=int, default=2, help="moe check: how many shards to plan (default 2)")
     p.add_argument("--min-agreement", type=float, default=60.0, help="moe check: top-1 agreement (%%) every shard needs (default 60)")
     return p
