@@ -23,6 +23,7 @@ from services.placement.decide import ModelAsk, MoEAsk, decide
 from services.placement.metrics import PlacementMetrics
 from services.placement.promotion import Rules, promotions
 from services.placement.settings import PlacementSettings
+from services.placement.workers import late_workers
 from services.proto.mesh.v1 import gateway_pb2, gateway_pb2_grpc, gossip_pb2, gossip_pb2_grpc, runner_pb2, runner_pb2_grpc
 from services.runner.models import ModelError, ModelRef, model_files, models_on_disk, resolve
 
@@ -45,6 +46,8 @@ class Convergence:
         self.promoted: dict[str, str] = {}  # model -> why this node serves it for demand
         self.pending: dict[str, float] = {}  # promotions waiting to settle: model -> first wanted (monotonic)
         self.facts: dict[str, runner_pb2.ModelFacts] = {}
+        self.waiting: dict[tuple[str, str], float] = {}  # (model, worker) of our splits not coming up -> since (monotonic)
+        self.excluded: dict[str, float] = {}  # workers left out of our split plans -> until (monotonic)
         self.metrics = PlacementMetrics(lambda: self.assignments)
         self._lock = asyncio.Lock()
 
@@ -71,7 +74,7 @@ class Convergence:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.report_served())
             group.create_task(self.follow_mesh())
-            group.create_task(self.settle_promotions())
+            group.create_task(self.look_again())
 
     async def follow_mesh(self) -> None:
         async for message in self.gossip.Watch(gossip_pb2.WatchRequest(), wait_for_ready=True):
@@ -87,12 +90,28 @@ class Convergence:
         await self.converge()
         return True
 
-    async def settle_promotions(self) -> None:
-        """Promotions wait `promote_settle` seconds even when the mesh is quiet: look again meanwhile."""
+    async def look_again(self) -> None:
+        """Promotions wait `promote_settle` seconds, late workers `worker_start_bound` and left-out
+        ones `worker_exclusion`, even when the mesh is quiet: look again when one is due."""
         while True:
             await asyncio.sleep(min(0.25, self.settings.promote_settle))
-            if self.pending:
+            if self.pending or self._due(time.monotonic()):
                 await self.converge()
+
+    def _due(self, now: float) -> bool:
+        s = self.settings
+        return (any(now - since >= s.worker_start_bound for since in self.waiting.values())
+                or any(until <= now for until in self.excluded.values()))
+
+    def _exclusions(self, view: MeshView, now: float) -> frozenset[str]:
+        """Workers left out of this node's split plans: late ones join, those whose time is up leave."""
+        s = self.settings
+        self.waiting, late = late_workers(view, self.assignments, self.waiting, now, s.worker_start_bound)
+        for worker in sorted(late - set(self.excluded)):
+            event(log, "split worker left out", worker=worker, bound_seconds=s.worker_start_bound, for_seconds=s.worker_exclusion)
+            self.excluded[worker] = now + s.worker_exclusion
+        self.excluded = {worker: until for worker, until in self.excluded.items() if until > now}
+        return frozenset(self.excluded)
 
     def _promote(self, view: MeshView) -> list[tuple[ModelRef, str]]:
         """The asks demand adds on this node: promotions kept, and new ones once they have settled."""
@@ -129,7 +148,9 @@ class Convergence:
             s = self.settings
             asks = [*self.asks, *[await self._ask(ref, reason) for ref, reason in self._promote(self.view)]]
             assignments = decide(self.view, asks, self.memory_offered(), force_split=s.split, headroom=s.headroom,
-                                 context_bytes=s.context_bytes, dropped=frozenset(self.dropped))
+                                 context_bytes=s.context_bytes, dropped=frozenset(self.dropped),
+                                 held=frozenset() if s.client else frozenset(self.on_disk),
+                                 excluded=self._exclusions(self.view, time.monotonic()))
             gone = {a.model_id for a in self.assignments} - {a.model_id for a in assignments}
             if assignments != self.assignments:
                 for assignment in assignments:

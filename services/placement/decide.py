@@ -3,8 +3,10 @@
 Rules, in order: a model that fits this node's free memory runs solo; otherwise the node with the
 most memory among those holding the same GGUF plans how to spread it (the same fingerprint: a
 peer with another file under the model's name holds another model and is never in the plan). A
-dense model is split by layers (pipeline over RPC): the planner hosts it and names the workers
-and their layers; a node named as a worker in its host's plan runs an rpc-server. A
+dense model is split by layers (pipeline over RPC): the biggest holder asked for it hosts (one
+that only lends never does) and names the workers and their layers; a node named as a worker in
+a live host's plan runs an rpc-server, even for a model it was not asked for, and a host leaves
+out workers that do not come up (workers.py). A
 Mixture-of-Experts model is split by experts (never over RPC): the planner names every node's
 experts per layer (moe.py) and each of those nodes serves its own shard. Anything else is
 unserved, with the reason. No I/O.
@@ -16,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from services.common.records import Assignment, MeshView, NodeRecord
-from services.placement import planner
+from services.placement import planner, workers
 from services.placement.moe import ShardPlan, plan_shards
 from services.placement.split import Holder, other_files, plan_split, same_file
 
@@ -49,13 +51,22 @@ class ModelAsk:
 
 
 def decide(view: MeshView, asks: Sequence[ModelAsk], memory: int, *, force_split: bool, headroom: float,
-           context_bytes: int, dropped: frozenset[str] = frozenset()) -> tuple[Assignment, ...]:
+           context_bytes: int, dropped: frozenset[str] = frozenset(), held: frozenset[str] = frozenset(),
+           excluded: frozenset[str] = frozenset()) -> tuple[Assignment, ...]:
+    """`held`: the models this node may lend to a peer's split (those on its disk; none on a client).
+    `excluded`: workers this node's splits leave out for now (they did not come up: workers.late_workers)."""
     own = view.own
     rtts = {peer.record.node_id: peer.rtt for peer in view.peers if peer.status == "alive"}
     records = {own.node_id: own, **{peer.record.node_id: peer.record for peer in view.peers if peer.status == "alive"}}
+    lending = workers.lent(own.node_id, records, held - dropped)
+    usable = {node_id: record for node_id, record in records.items() if node_id not in excluded}
     left = memory
     decisions = []
     for ask in asks:
+        if ask.promoted and ask.model_id in lending:
+            # A host's plan naming this node wins over serving the model alone for demand: the host serves it.
+            decisions.append(lending[ask.model_id])
+            continue
         if ask.promoted:
             need = planner.memory_needed(ask.size_bytes, headroom, context_bytes)
             left -= need
@@ -72,8 +83,18 @@ def decide(view: MeshView, asks: Sequence[ModelAsk], memory: int, *, force_split
         if ask.moe is not None:
             decisions.append(_moe_role(ask, ask.moe, own, left, records, headroom, context_bytes))
         else:
-            decisions.append(_split_role(ask, own, left, records, rtts, force_split, headroom, context_bytes))
-    return tuple(decisions)
+            decisions.append(_unforced(_split_role(ask, own, left, usable, rtts, force_split, headroom, context_bytes),
+                                       force_split and need <= left, excluded))
+    decided = {decision.model_id for decision in decisions}
+    return (*decisions, *(part for model_id, part in sorted(lending.items()) if model_id not in decided))
+
+
+def _unforced(role: Assignment, fits: bool, excluded: frozenset[str]) -> Assignment:
+    """--split asks for a split wherever one can run, not for no model: when the workers it had
+    are left out (they did not come up) and the model fits here, it runs solo meanwhile."""
+    if role.mode != "unserved" or not fits or not excluded:
+        return role
+    return Assignment(role.model_id, "solo", f"fits; no worker for a split ({', '.join(sorted(excluded))} did not come up in time)")
 
 
 def _holders(ask: ModelAsk, own: NodeRecord, left: int, records: Mapping[str, NodeRecord]) -> tuple[list[Holder], list[Holder]]:
@@ -128,7 +149,10 @@ def _keep_split(ask: ModelAsk, own: NodeRecord, holders: Sequence[Holder]) -> As
 def _split_role(ask: ModelAsk, own: NodeRecord, left: int, records: Mapping[str, NodeRecord], rtts: Mapping[str, float],
                 force_split: bool, headroom: float, context_bytes: int) -> Assignment:
     holders, others = _holders(ask, own, left, records)
-    host = min(holders, key=lambda h: (-h.memory, h.node_id)).node_id if holders else ""
+    # The biggest holder that was asked for the model hosts: one that only lends its memory never
+    # plans for it, so naming it host would leave the model unserved.
+    askers = [h for h in holders if h.node_id == own.node_id or workers.wants(records[h.node_id], ask.model_id)]
+    host = min(askers, key=lambda h: (-h.memory, h.node_id)).node_id if askers else ""
     if host == own.node_id:
         kept = _keep_split(ask, own, holders)
         if kept is not None:
@@ -139,7 +163,7 @@ def _split_role(ask: ModelAsk, own: NodeRecord, left: int, records: Mapping[str,
             return rtts.get(other) if own.node_id in (a, b) else None
 
         plan = plan_split(ask.size_bytes, ask.layers, [*holders, *others], rtt, force_split, headroom, context_bytes,
-                          fingerprint=ask.fingerprint)
+                          fingerprint=ask.fingerprint, host_id=own.node_id)
         if plan.mode == "split":
             return Assignment(ask.model_id, "split-host", plan.reason, plan.host, plan.workers,
                               tuple(plan.layers[node] for node in (plan.host, *plan.workers)))

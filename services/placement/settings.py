@@ -38,3 +38,12 @@ class PlacementSettings(BaseSettings):
     hot_requests: int = 10
     # Experts per layer every MoE shard keeps at least (besides 4 x experts per token).
     moe_floor: int = 0
+    # Seconds a split's worker may show no sign of coming up (the plan not taken, or its rpc-server
+    # failing) before its host plans without it, so that a worker that cannot start one does not keep
+    # the model unserved. Priming is not counted (the worker shows it took the plan), and a primed
+    # rpc-server is ready within a second or two: a minute leaves room for a loaded machine.
+    worker_start_bound: float = 60.0
+    # Seconds such a worker stays out of this node's split plans before it is tried again (a solo
+    # server keeps serving while the split waits for it); long enough that a broken worker costs
+    # little, short enough that a repaired one is used again soon.
+    worker_exclusion: float = 600.0

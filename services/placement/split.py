@@ -3,7 +3,8 @@
 Pure: from the model's needs, the nodes that hold its GGUF (with the memory they offer) and the
 RTTs between them, decide solo, split or unserved. Only holders of the same file count: one whose
 file under this name has another fingerprint holds another model (its layers would not fit ours)
-and is left out, named in the reason. The host is the node with the most memory;
+and is left out, named in the reason. The host is the node with the most memory, unless the
+caller names it;
 workers are the nearest peers (RTT at most 80 ms) added until the group fits; layers are given in
 proportion to memory, the host included. No I/O.
 """
@@ -53,14 +54,15 @@ class SplitPlan:
 
 def plan_split(size_bytes: int, layer_count: int, holders: Sequence[Holder], rtt: Callable[[str, str], float | None],
                force_split: bool = False, headroom: float = 0.10, context_bytes: int = 0,
-               max_rtt: float = MAX_RTT_SECONDS, fingerprint: str = "") -> SplitPlan:
+               max_rtt: float = MAX_RTT_SECONDS, fingerprint: str = "", host_id: str = "") -> SplitPlan:
     """Where one model runs. `rtt(a, b)` is the measured round trip in seconds, None if unknown;
     `fingerprint` is the planning node's file: holders of any other file are never in the plan."""
     need = memory_needed(size_bytes, headroom, context_bytes)
     holders, others = same_file(holders, fingerprint)
     if not holders:
         return SplitPlan("unserved", reason="no node has the model on disk" + other_files(others, fingerprint))
-    host = min(holders, key=lambda h: (-h.memory, h.node_id))
+    # The caller may name the host (decide.py: a node that was only asked to lend never hosts).
+    host = next((h for h in holders if h.node_id == host_id), None) or min(holders, key=lambda h: (-h.memory, h.node_id))
     if need <= host.memory and not force_split:
         return SplitPlan("solo", host.node_id, (), {host.node_id: layer_count}, f"fits on {host.node_id}")
     near = [h for h in holders if h is not host and (r := rtt(host.node_id, h.node_id)) is not None and r <= max_rtt]
