@@ -1,29 +1,91 @@
 """The gRPC server shell every service uses: loopback only, standard health check.
 
-Owns binding and health; servicers are registered by the caller.
+Owns binding and health. Health starts NOT_SERVING and says SERVING only when the service says it
+can do its work (`Health.set`), or while the siblings it needs are reachable (`serve_while_reachable`);
+it is NOT_SERVING for good once the server stops. Servicers are registered by the caller; what
+"ready" means is each service's own word, given in its server.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from services.common.logs import event
 
-async def start(port: int, register: Callable[[grpc.aio.Server], None]) -> grpc.aio.Server:
-    """A started server on 127.0.0.1:port answering `grpc.health.v1.Health` as SERVING."""
+log = logging.getLogger(__name__)
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class Health:
+    """This service's answer to `grpc.health.v1.Health`; the service alone decides it."""
+
+    def __init__(self, servicer: health.aio.HealthServicer) -> None:
+        self._servicer = servicer
+        self.serving: bool | None = None  # None: the service has not said yet (checkers hear NOT_SERVING)
+
+    async def set(self, serving: bool, reason: str = "") -> None:
+        """SERVING or NOT_SERVING from now on; the first word and every change are logged with the reason."""
+        if serving == self.serving:
+            return
+        self.serving = serving
+        await self._servicer.set("", SERVING if serving else NOT_SERVING)
+        event(log, "health", status="SERVING" if serving else "NOT_SERVING", reason=reason or "-")
+
+    async def stopping(self) -> None:
+        """NOT_SERVING for good: callers stop sending work while the server drains."""
+        self.serving = False
+        await self._servicer.enter_graceful_shutdown()
+
+
+class Server:
+    """A started gRPC server and its health."""
+
+    def __init__(self, server: grpc.aio.Server, health_: Health) -> None:
+        self.server = server
+        self.health = health_
+
+    async def stop(self, grace: float) -> None:
+        await self.health.stopping()
+        await self.server.stop(grace=grace)
+
+
+async def start(port: int, register: Callable[[grpc.aio.Server], None]) -> Server:
+    """A started server on 127.0.0.1:port whose health answers NOT_SERVING until the service sets it."""
     # No SO_REUSEPORT (gRPC's default on Linux): a second process given the same port must fail to
     # start, not silently share the port's connections with ours.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     register(server)
     health_servicer = health.aio.HealthServicer()
+    # The reference servicer starts at SERVING: a checker asking before the service is ready must hear the truth.
+    await health_servicer.set("", NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     # Security invariant: gRPC is never reachable from other machines.
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    return server
+    return Server(server, Health(health_servicer))
+
+
+async def serve_while_reachable(health_: Health, siblings: Mapping[str, grpc.aio.Channel], ready: Iterable[asyncio.Event] = ()) -> None:
+    """SERVING while every sibling's channel is connected (once every `ready` event is set),
+    NOT_SERVING otherwise; runs until cancelled. Follows the channels' own state changes: no polling."""
+    for part in ready:
+        await part.wait()
+    while True:
+        # try_to_connect: an idle channel (no call for a while) connects instead of reading as down.
+        states = {name: channel.get_state(try_to_connect=True) for name, channel in siblings.items()}
+        missing = [name for name, state in states.items() if state != grpc.ChannelConnectivity.READY]
+        await health_.set(not missing, f"{', '.join(missing)} not reachable" if missing else "siblings reachable")
+        changes = [asyncio.create_task(siblings[name].wait_for_state_change(state)) for name, state in states.items()]
+        try:
+            await asyncio.wait(changes, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for change in changes:
+                change.cancel()
 
 
 def channel(address: str) -> grpc.aio.Channel:

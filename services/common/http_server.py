@@ -13,17 +13,27 @@ import uvicorn
 
 
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, started: asyncio.Event | None) -> None:
+        super().__init__(config)
+        self.started_event = started
+
+    async def startup(self, sockets: list | None = None) -> None:
+        await super().startup(sockets)
+        # Listening now: the service's health may say so (a failed bind leaves started False).
+        if self.started and self.started_event is not None:
+            self.started_event.set()
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         # The service's lifecycle owns SIGINT/SIGTERM and cancels us; uvicorn must not take them.
         yield
 
 
-async def serve(app: object, host: str, port: int) -> None:
-    """Serve until cancelled, then close connections gracefully."""
+async def serve(app: object, host: str, port: int, started: asyncio.Event | None = None) -> None:
+    """Serve until cancelled, then close connections gracefully; `started` is set once listening."""
     config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off", access_log=False,
                             timeout_graceful_shutdown=2)
-    server = _Server(config)
+    server = _Server(config, started)
     task = asyncio.create_task(server.serve())
     try:
         await asyncio.shield(task)

@@ -74,13 +74,18 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
                                              datagram_bytes=settings.peer_datagram_bytes or datagram_size(settings.peer_host),
                                              ack_delay=settings.peer_ack_delay)
         grpc = await grpc_server.start(node.gateway_grpc_port, lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(links, rpc_tunnels), s))
+        # Health: SERVING once the QUIC endpoint (above) and the HTTP servers listen, while gossip's Watch can be followed.
+        console_up, api_up = asyncio.Event(), asyncio.Event()
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(mirror.follow(gossip))
                 group.create_task(demand.run())
-                group.create_task(http_server.serve(create_console_app(settings, mirror, me.fingerprint, relay, metrics, metrics_urls(node, settings)), settings.console_host, settings.console_port))
+                group.create_task(http_server.serve(create_console_app(settings, mirror, me.fingerprint, relay, metrics, metrics_urls(node, settings)), settings.console_host, settings.console_port, console_up))
                 if settings.api_enabled:
-                    group.create_task(http_server.serve(create_api_app(settings, mirror, relay, metrics), settings.api_host, settings.api_port))
+                    group.create_task(http_server.serve(create_api_app(settings, mirror, relay, metrics), settings.api_host, settings.api_port, api_up))
+                else:
+                    api_up.set()
+                group.create_task(grpc_server.serve_while_reachable(grpc.health, {"gossip": gossip}, (console_up, api_up)))
         finally:
             # Leave while the endpoint still carries the farewell; gossip may be stopping too.
             try:

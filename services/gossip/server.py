@@ -28,6 +28,8 @@ async def main(node: NodeSettings, settings: GossipSettings) -> None:
         server = await grpc_server.start(
             node.gossip_grpc_port, lambda s: gossip_pb2_grpc.add_GossipServicer_to_server(GossipServicer(membership, protocol), s)
         )
+        # Its state is loaded (above) and its servicer answers: a joining node's gossip serves too.
+        await server.health.set(True, "state loaded")
         try:
             await protocol.run(settings.seeds, settings.join_timeout)
         finally:

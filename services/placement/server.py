@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from services.common import grpc_server, lifecycle, metrics_http
 from services.common.settings import NodeSettings
 from services.placement.convergence import Convergence
@@ -20,7 +22,10 @@ async def main(node: NodeSettings, settings: PlacementSettings) -> None:
             lambda s: placement_pb2_grpc.add_PlacementServicer_to_server(PlacementServicer(convergence), s),
         )
         try:
-            await convergence.run()
+            async with asyncio.TaskGroup() as group:
+                # Placement can act only while it hears gossip's mesh and can ask the runner.
+                group.create_task(grpc_server.serve_while_reachable(server.health, {"gossip": gossip, "runner": runner}))
+                group.create_task(convergence.run())
         finally:
             await server.stop(grace=1.0)
 

@@ -7,6 +7,7 @@ import asyncio
 from services.common import cpus, grpc_server, lifecycle, metrics_http
 from services.common.settings import NodeSettings
 from services.proto.mesh.v1 import runner_pb2_grpc
+from services.runner import binaries
 from services.runner.metrics import registry_for
 from services.runner.servers import LlamaServers
 from services.runner.servicer import RunnerServicer
@@ -20,12 +21,25 @@ async def main(node: NodeSettings, settings: RunnerSettings) -> None:
     server = await grpc_server.start(
         node.runner_grpc_port, lambda s: runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(servers), s)
     )
+    # Ready once it can start models; without llama.cpp's binaries it still answers, but cannot serve.
+    missing = missing_binaries(settings)
+    await server.health.set(not missing, missing or "llama.cpp binaries found")
     try:
         await asyncio.Event().wait()
     finally:
         # Children first: no llama-server may outlive the runner.
         await servers.stop_all()
         await server.stop(grace=1.0)
+
+
+def missing_binaries(settings: RunnerSettings) -> str:
+    """'' when llama-server and rpc-server can be started, else why not."""
+    try:
+        for name in ("llama-server", "ggml-rpc-server"):
+            binaries.binary(name, settings.llama_bin)
+    except binaries.BinaryMissing as missing:
+        return str(missing)
+    return ""
 
 
 def main_from_environment() -> None:
