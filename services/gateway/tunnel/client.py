@@ -65,7 +65,9 @@ class TunnelUpstream:
                     writer.write(encode_credit(grant))
             finished.set()
         except asyncio.IncompleteReadError:
-            why = connection.closed_reason or "the serving node ended the stream before the response's end"
+            # A closed connection names its reason; otherwise the serving gateway ended the stream
+            # short, which it does only when its llama-server stopped mid-response.
+            why = connection.closed_reason or "the serving node's llama-server stopped mid-response"
             raise ResponseCut(f"tunnel cut mid-response: {why}") from None
         except FrameError as bad:
             raise ResponseCut(f"tunnel broken mid-response: {bad}") from None

@@ -30,12 +30,11 @@ END = encode_frame(b"")
 
 
 class TunnelServer:
-    def __init__(self, local_port_of, local: LocalUpstream, count: ByteCounter, window_bytes: int = WINDOW_BYTES) -> None:
+    def __init__(self, local_port_of, local: LocalUpstream, count: ByteCounter) -> None:
         # local_port_of(model_id) -> (port, or an error status and message when not ready here)
         self.local_port_of = local_port_of
         self.local = local
         self.count = count
-        self.window_bytes = window_bytes
 
     async def serve(self, connection: MeshConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = json.loads(await read_frame(reader))
@@ -50,7 +49,7 @@ class TunnelServer:
         except UpstreamUnavailable as failure:
             self._answer(writer, 503, json.dumps({"error": {"message": str(failure), "type": "server_error", "code": "model_not_ready"}}).encode())
             return
-        window = Window(self.window_bytes)
+        window = Window(WINDOW_BYTES)
         try:
             writer.write(encode_frame(json.dumps({"status": upstream.status, "content_type": upstream.content_type}).encode()))
             await self._relay(upstream, reader, writer, window)
