@@ -22,11 +22,13 @@ from services.gateway.peers.endpoint import PeerEndpoint
 from services.gateway.peers.framing import StreamKind
 from services.gateway.peers.links import PeerLinks
 from services.gateway.tunnel.client import TunnelUpstream
+from services.gateway.tunnel.credit import WINDOW_BYTES
 from services.gateway.tunnel.server import TunnelServer
 from services.gateway.upstream import LocalUpstream, ResponseCut, UpstreamResponse
 from tests.integration.test_rpc_tunnel import endpoint, run
 
-# What either node may hold of one answer: a window, one chunk past it, frame headers.
+# What either node may hold of one answer: a window, one chunk past it, frame headers. A fixed
+# number, not credit.py's: a larger window than this is a regression the test must catch.
 BOUND = 256 * 1024 + 64 * 1024 + 32 * 1024
 PAD = "x" * 1000
 
@@ -127,9 +129,14 @@ def test_a_client_that_does_not_read_holds_generation_back_within_a_bound(tmp_pa
 
             response = await tunnel.open()
             assert response.status == 200
-            # Nobody reads: the producer ends up waiting on its full socket, with everything the
-            # serving node sent acknowledged, and stays there.
-            await wait_for(lambda: tunnel.producer.waiting and tunnel.serving_node_buffered() == 0, "producer held back", check=within_bound)
+            # Nobody reads: a window's worth reaches the requester (nothing is granted, so the
+            # serving node reads no more from its llama-server), everything sent is acknowledged,
+            # and the producer ends up waiting on its full socket, and stays there.
+            def held_back() -> bool:
+                return (tunnel.requester_buffered() >= WINDOW_BYTES and tunnel.serving_node_buffered() == 0
+                        and tunnel.producer.waiting)
+
+            await wait_for(held_back, "producer held back", check=within_bound)
             held_at = tunnel.producer.produced
             for _ in range(50):
                 await asyncio.sleep(0.01)
