@@ -14,6 +14,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.common.invite import InviteToken, decode
+from services.gateway.peers.endpoint import ALPN
 from services.gateway.peers.framing import MAX_FRAME_BYTES, StreamKind, encode_frame
 from tests.nodes import MESH_LLM, free_port
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.e2e
 
 async def misbehave(port: int, first_bytes: bytes) -> str:
     """Connect to a node's QUIC port as a stranger, send `first_bytes` on a stream; the close reason."""
-    configuration = QuicConfiguration(is_client=True, alpn_protocols=["mesh-llm/1"], verify_mode=ssl.CERT_NONE, server_name="x")
+    configuration = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=ssl.CERT_NONE, server_name="x")
     closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     async with connect("127.0.0.1", port, configuration=configuration) as client:
         original = client.quic_event_received

@@ -34,7 +34,9 @@ from services.proto.mesh.v1 import peer_pb2
 
 log = logging.getLogger(__name__)
 
-ALPN = "mesh-llm/1"
+# The peer protocol's version: bumped whenever a stream layout changes (2: HTTP tunnels framed, with
+# credit and an end frame), so nodes of different versions refuse each other at the handshake.
+ALPN = "mesh-llm/2"
 
 
 @dataclass(frozen=True)
