@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 from services.cli import admin, moe_check
 from services.cli.flags import Options, UsageError, api_host, check, console_host, fail, port_free
 from services.cli.node import Node
-from services.common import mesh_identity
+from services.common import addresses, mesh_identity
 from services.common.invite import InviteToken
 from services.common.mesh_identity import MeshIdentity
 from services.common.ports import free_udp_port, reserve_tcp_port
@@ -28,12 +29,18 @@ from services.runner.settings import RunnerSettings
 GB = 10**9
 
 
-def advertised_address(args: object, quic_host: str, quic_port: int) -> str:
-    """Where peers dial this node: --advertise, else the bound address, else this host's address."""
+def advertised_addresses(args: object, quic_host: str, quic_port: int) -> tuple[str, ...]:
+    """Where peers dial this node, the one gossip tells first: --advertise, else the bound address,
+    else every non-loopback interface address (the host name's address is loopback on Debian)."""
     if args.advertise:
-        return args.advertise
-    host = quic_host if quic_host not in ("0.0.0.0", "") else socket.gethostbyname(socket.gethostname())
-    return f"{host}:{quic_port}"
+        return (args.advertise,)
+    return addresses.advertised(interface_addresses(), quic_host, quic_port)
+
+
+def interface_addresses() -> list[addresses.InterfaceAddress]:
+    """This machine's interface addresses (psutil, already ours, lists them as ifaddr does)."""
+    return [addresses.InterfaceAddress(name, entry.address) for name, entries in psutil.net_if_addrs().items()
+            for entry in entries if entry.family in (socket.AF_INET, socket.AF_INET6)]
 
 
 def mesh_of(home: Path, token: InviteToken | None) -> MeshIdentity:
@@ -132,8 +139,9 @@ def run() -> None:
     home = args.home or NodeSettings().home
     mesh = mesh_of(home, options.token)
     me = identity.load_or_create(home)
-    address = advertised_address(args, quic_host, quic_port)
-    token = InviteToken(mesh.mesh_id, mesh.secret, (address,), me.fingerprint).encode()
+    advertised = advertised_addresses(args, quic_host, quic_port)
+    address = advertised[0]
+    token = InviteToken(mesh.mesh_id, mesh.secret, advertised, me.fingerprint).encode()
     stop_requested: list[int] = []
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda received, _frame: stop_requested.append(received))

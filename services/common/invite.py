@@ -1,6 +1,7 @@
 """Invite tokens: what a node needs to join a mesh, as one URL-safe string.
 
-A token carries the mesh id, the 32-byte mesh secret, bootstrap addresses and the issuer's
+A token carries the mesh id, the 32-byte mesh secret, bootstrap addresses (every address the
+issuer may be reached at, IPv6 in brackets: a joiner tries them all at once) and the issuer's
 certificate fingerprint, with a checksum so that a truncated or edited token is caught before
 anything starts. Pure: no I/O.
 """
@@ -12,6 +13,8 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
+
+from services.common import addresses
 
 PREFIX = "mesh1-"
 SECRET_BYTES = 32
@@ -73,7 +76,11 @@ def _unbase64(text: str) -> bytes:
 
 
 def _is_address(address: object) -> bool:
-    if not isinstance(address, str) or ":" not in address:
+    """'host:port' or '[ipv6]:port', as addresses.split reads them when a joiner dials."""
+    if not isinstance(address, str):
         return False
-    host, _, port = address.rpartition(":")
-    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+    try:
+        addresses.split(address)
+    except ValueError:
+        return False
+    return True

@@ -1,5 +1,6 @@
-"""The gossip loop: join through seeds, probe one member per interval (push-pull state on every
-ping), ask others to probe a silent member, suspect, declare dead, leave gracefully.
+"""The gossip loop: join through seeds (all at once, the first to answer wins), probe one member
+per interval (push-pull state on every ping), ask others to probe a silent member, suspect,
+declare dead, leave gracefully.
 
 Owns timing and the network calls (through the gateway's SendToPeer); merge rules are swim.py's.
 """
@@ -49,20 +50,43 @@ class GossipProtocol:
         deadline = time.monotonic() + timeout
         self.membership.join_state = "joining"
         while time.monotonic() < deadline:
-            for seed in seeds:
-                try:
-                    await self.ping(seed, "")
-                    event(log, "joined mesh", seed=seed)
-                    self.membership.join_error = ""
-                    self.membership.join_state = "joined"
-                    await self.membership.changes.publish()
-                    return
-                except PeerUnreachable as failure:
-                    self.membership.join_error = f"{seed}: {failure}"
+            seed = await self._first_answering(seeds)
+            if seed:
+                event(log, "joined mesh", seed=seed)
+                self.membership.join_error = ""
+                self.membership.join_state = "joined"
+                await self.membership.changes.publish()
+                return
             await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         event(log, "join failed", logging.WARNING, seeds=",".join(seeds), reason=self.membership.join_error)
         self.membership.join_state = "failed"
         await self.membership.changes.publish()
+
+    async def _first_answering(self, seeds: list[str]) -> str:
+        """The seed that answered first, or '' with every seed's reason in join_error.
+
+        All at once: a token carries every address of its issuer and some may be unreachable from
+        here (another network's interface, a container bridge); one by one, each dead address
+        would cost a whole probe timeout before the live one is tried."""
+        pings = {asyncio.create_task(self.ping(seed, "")): seed for seed in dict.fromkeys(seeds)}
+        reasons = dict.fromkeys(pings.values(), "no answer")
+        pending = set(pings)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    failure = task.exception()
+                    if failure is None:
+                        return pings[task]
+                    if not isinstance(failure, PeerUnreachable):
+                        raise failure
+                    reasons[pings[task]] = str(failure)
+            self.membership.join_error = "; ".join(f"{seed}: {reason}" for seed, reason in reasons.items())
+            return ""
+        finally:
+            # The others lost the race: their state would be the same mesh's, and one answer is enough.
+            for task in pending:
+                task.cancel()
 
     async def ping(self, address: str, node_id: str, timeout: float | None = None) -> None:
         """Push our state to a peer and absorb its state from the ack."""

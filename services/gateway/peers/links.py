@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from services.common import addresses
 from services.gateway.peers.endpoint import MeshConnection, PeerEndpoint, read_frame
 from services.gateway.peers.framing import StreamKind, encode_frame
 
@@ -79,8 +80,8 @@ class PeerLinks:
 
     async def _connect(self, address: str, timeout: float) -> MeshConnection:
         assert self.endpoint is not None
-        host, _, port = address.rpartition(":")
-        connection = await self.endpoint.connect(host, int(port), timeout)
+        host, port = addresses.split(address)  # IPv6 hosts come in brackets
+        connection = await self.endpoint.connect(host, port, timeout)
         connection.peer_address = address
         return connection
 

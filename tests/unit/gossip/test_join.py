@@ -1,0 +1,66 @@
+"""Joining through a token's addresses (GossipProtocol.join): all at once, the first to answer wins.
+
+The network is faked at `ping`: a dead address is still waiting for its answer when the test ends
+(one tried after it, one by one, would never be reached), a silent one gives up as a probe timeout
+does, a refusing one fails at once, a live one answers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+
+from services.common.mesh_identity import MeshIdentity
+from services.common.records import NodeRecord
+from services.gossip.membership import Membership
+from services.gossip.protocol import GossipProtocol, PeerUnreachable
+from services.gossip.settings import TEST
+
+LIVE, DEAD, SILENT, REFUSING = "10.0.0.5:7000", "172.17.0.1:7000", "[fd00::5]:7000", "192.168.1.9:7000"
+
+
+class FakeNetwork(GossipProtocol):
+    def __init__(self, home: Path) -> None:
+        membership = Membership(NodeRecord("joiner", "joiner"), "10.0.0.9:7000", MeshIdentity("m", b"\1" * 32), home)
+        super().__init__(membership, TEST, grpc.aio.insecure_channel("127.0.0.1:1"))
+        self.answered: list[str] = []
+        self.abandoned: list[str] = []
+
+    async def ping(self, address: str, node_id: str, timeout: float | None = None) -> None:
+        if address == REFUSING:
+            raise PeerUnreachable("wrong mesh secret")
+        if address == SILENT:
+            await asyncio.sleep(0.01)
+            raise PeerUnreachable("no answer in 0.4s")
+        if address == DEAD:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.abandoned.append(address)
+                raise
+        self.answered.append(address)
+
+
+def join(home: Path, seeds: list[str], timeout: float) -> FakeNetwork:
+    async def scenario() -> FakeNetwork:
+        protocol = FakeNetwork(home)
+        # The bound fails a join that waits on the dead address; it is no timing claim.
+        await asyncio.wait_for(protocol.join(seeds, timeout), 30)
+        await asyncio.sleep(0)  # the abandoned ping sees its cancellation
+        return protocol
+
+    return asyncio.run(scenario())
+
+
+def test_a_dead_address_first_does_not_hold_up_the_live_one(tmp_path: Path) -> None:
+    protocol = join(tmp_path, [DEAD, REFUSING, LIVE], timeout=5.0)
+    assert protocol.membership.join_state == "joined" and protocol.membership.join_error == ""
+    assert protocol.answered == [LIVE]
+    assert protocol.abandoned == [DEAD]  # nothing left running once one answered
+
+
+def test_a_join_nobody_answers_says_why_for_every_address(tmp_path: Path) -> None:
+    protocol = join(tmp_path, [REFUSING, SILENT], timeout=0.5)
+    assert protocol.membership.join_state == "failed"
+    assert protocol.membership.join_error == f"{REFUSING}: wrong mesh secret; {SILENT}: no answer in 0.4s"
