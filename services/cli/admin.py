@@ -20,11 +20,11 @@ from services.proto.mesh.v1 import gossip_pb2, gossip_pb2_grpc, placement_pb2, p
 NODE_FILE = "node.json"
 
 
-def save_ports(home: Path, environments: dict[str, dict[str, str]], address: str, console: int, host: str) -> None:
+def save_ports(home: Path, environments: dict[str, dict[str, str]], advertised: tuple[str, ...], console: int, host: str) -> None:
     node = environments["gossip"]
     ports = {name: int(node[f"MESH_NODE_{name.upper()}_GRPC_PORT"]) for name in ("gateway", "gossip", "placement", "runner")}
     home.mkdir(parents=True, exist_ok=True)
-    (home / NODE_FILE).write_text(json.dumps({"grpc_ports": ports, "address": address, "console": f"http://{host}:{console}"}))
+    (home / NODE_FILE).write_text(json.dumps({"grpc_ports": ports, "addresses": list(advertised), "console": f"http://{host}:{console}"}))
 
 
 def _gossip(home: Path) -> tuple[gossip_pb2_grpc.GossipStub, grpc.Channel, dict]:
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> None:
     try:
         if command[0] == "rotate-key":
             mesh = stub.RotateSecret(gossip_pb2.RotateSecretRequest(), timeout=5)
-            token = InviteToken(mesh.mesh_id, mesh.secret, (node["address"],), identity.load_or_create(home).fingerprint)
+            token = InviteToken(mesh.mesh_id, mesh.secret, tuple(node["addresses"]), identity.load_or_create(home).fingerprint)
             print(f"new mesh secret (version {mesh.secret_version}); old invite tokens no longer admit new nodes.")
             print(f"invite token: {token.encode()}")
         elif command[0] == "drop":

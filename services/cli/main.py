@@ -61,7 +61,7 @@ def lends_memory(options: Options) -> bool:
     return not args.client and bool(options.models or args.join or args.standby)
 
 
-def settings_for(options: Options, home: Path, quic_port: int, address: str, llama_bin: Path | None = None) -> dict[str, dict[str, str]]:
+def settings_for(options: Options, home: Path, quic_port: int, advertised: tuple[str, ...], llama_bin: Path | None = None) -> dict[str, dict[str, str]]:
     """The environment of each service, built once from the flags."""
     args = options.args
     node_fields = {"gateway_grpc_port": reserve_tcp_port(), "gossip_grpc_port": reserve_tcp_port(), "placement_grpc_port": reserve_tcp_port(),
@@ -73,13 +73,13 @@ def settings_for(options: Options, home: Path, quic_port: int, address: str, lla
     services = {
         "runner": RunnerSettings(device=args.device, llama_bin=llama_bin),
         "gossip": GossipSettings(profile=args.profile, seeds=list(options.token.bootstrap) if options.token else [],
-                                 address=address, join_timeout=args.join_timeout),
+                                 address=advertised[0], join_timeout=args.join_timeout),
         "placement": PlacementSettings(models=list(args.model), models_dir=args.models_dir, client=args.client, split=args.split, standby=args.standby,
                                        max_memory_bytes=int(args.max_vram * GB) if args.max_vram else 0),
         "gateway": GatewaySettings(
             api_host=api_host(args), api_port=args.port, api_key=args.api_key,
             api_enabled=bool(options.models) or args.client or args.standby or bool(args.join), console_host=console_host(args),
-            console_port=args.console, peer_host=args.host or "0.0.0.0", peer_port=quic_port,
+            console_port=args.console, peer_host=args.host or "0.0.0.0", peer_port=quic_port, invite_addresses=list(advertised),
         ),
     }
     return {service: node | environment_for(settings) for service, settings in services.items()}
@@ -140,13 +140,12 @@ def run() -> None:
     mesh = mesh_of(home, options.token)
     me = identity.load_or_create(home)
     advertised = advertised_addresses(args, quic_host, quic_port)
-    address = advertised[0]
     token = InviteToken(mesh.mesh_id, mesh.secret, advertised, me.fingerprint).encode()
     stop_requested: list[int] = []
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda received, _frame: stop_requested.append(received))
-    environments = settings_for(options, home, quic_port, address, llama_bin)
-    admin.save_ports(home, environments, address, args.console, console_host(args))
+    environments = settings_for(options, home, quic_port, advertised, llama_bin)
+    admin.save_ports(home, environments, advertised, args.console, console_host(args))
     node = Node(environments)
     node.start()
     print(banner(options, token), flush=True)

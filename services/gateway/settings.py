@@ -6,7 +6,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.exposure import is_loopback
-
+from services.common.settings import TextList
 from services.gateway.peers.acks import MAX_ACK_DELAY
 from services.gateway.peers.datagrams import LARGEST, SMALLEST
 
@@ -22,6 +22,9 @@ class GatewaySettings(BaseSettings):
     api_enabled: bool = True
     # Bearer key every API request must carry; empty means none, only allowed on loopback.
     api_key: str = ""
+    # Every address peers may dial this node at, for the invite tokens the console shows (the CLI
+    # lists each interface's); empty: gossip's one address.
+    invite_addresses: TextList = []
     # Address of the console; always loopback (it shows the invite token, which holds the mesh secret).
     console_host: str = "127.0.0.1"
     # Port of the console page and its /api/status and /api/events.

@@ -4,8 +4,10 @@ tries every address it carries at once, joining through whichever answers."""
 from __future__ import annotations
 
 import socket
+import time
 from contextlib import ExitStack
 
+import httpx
 import psutil
 import pytest
 
@@ -27,6 +29,21 @@ def test_a_node_bound_to_every_interface_invites_through_its_real_addresses(star
         assert set(hosts) == machine, hosts
     else:  # a machine without a network: only nodes on itself can join
         assert hosts == ["127.0.0.1"]
+    # The console's token (and rotate-key's) carries the same addresses as the printed one.
+    assert decode(console_token(node)).bootstrap == decode(node.token()).bootstrap
+
+
+def console_token(node, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        node.check_alive()
+        try:
+            if token := node.status()["token"]:
+                return token
+        except httpx.HTTPError:
+            pass  # the console is not up yet
+        time.sleep(0.1)
+    raise AssertionError(f"the console showed no token:\n{node.log_tail()}")
 
 
 def test_a_joiner_given_dead_addresses_first_joins_through_the_live_one(mesh_bed) -> None:

@@ -32,19 +32,19 @@ def from_this_machine(request: Request) -> bool:
 @router.get("/api/status")
 async def get_status(request: Request) -> dict:
     return status(request.app.state.mirror.view, request.app.state.fingerprint, request.app.state.metrics_urls,
-                  with_token=from_this_machine(request))
+                  with_token=from_this_machine(request), addresses=tuple(request.app.state.settings.invite_addresses))
 
 
 @router.get("/api/events")
 async def events(request: Request) -> EventSourceResponse:
     mirror, fingerprint, urls = request.app.state.mirror, request.app.state.fingerprint, request.app.state.metrics_urls
-    with_token = from_this_machine(request)
+    with_token, addresses = from_this_machine(request), tuple(request.app.state.settings.invite_addresses)
 
     async def stream() -> AsyncIterator[dict]:
         seen = -1
         while True:
             # A slow browser only ever gets the latest status: versions in between are skipped.
             seen = await mirror.changes.wait_newer(seen)
-            yield {"event": "status", "data": json.dumps(status(mirror.view, fingerprint, urls, with_token=with_token))}
+            yield {"event": "status", "data": json.dumps(status(mirror.view, fingerprint, urls, with_token=with_token, addresses=addresses))}
 
     return EventSourceResponse(stream(), ping=request.app.state.settings.events_keepalive)

@@ -34,14 +34,17 @@ def peer_status(peer: Peer) -> dict:
     return {**node_status(peer.record), "address": peer.address, "state": peer.status, "rtt_ms": round(peer.rtt * 1000, 2)}
 
 
-def invite_token(view: MeshView, fingerprint: str) -> str:
-    """The token that joins this mesh through this node ('' until gossip has reported the mesh)."""
-    if not (view.mesh_id and view.secret and view.address):
+def invite_token(view: MeshView, fingerprint: str, addresses: tuple[str, ...] = ()) -> str:
+    """The token that joins this mesh through this node, at every address given (else gossip's);
+    '' until gossip has reported the mesh."""
+    bootstrap = addresses or ((view.address,) if view.address else ())
+    if not (view.mesh_id and view.secret and bootstrap):
         return ""
-    return InviteToken(view.mesh_id, view.secret, (view.address,), fingerprint).encode()
+    return InviteToken(view.mesh_id, view.secret, bootstrap, fingerprint).encode()
 
 
-def status(view: MeshView, fingerprint: str, metrics: dict[str, str] | None = None, *, with_token: bool = True) -> dict:
+def status(view: MeshView, fingerprint: str, metrics: dict[str, str] | None = None, *, with_token: bool = True,
+           addresses: tuple[str, ...] = ()) -> dict:
     """What /api/status answers and every /api/events status event carries (`with_token`: for a
     client on this machine only)."""
     own = node_status(view.own)
@@ -51,7 +54,7 @@ def status(view: MeshView, fingerprint: str, metrics: dict[str, str] | None = No
         "node": own,
         "mesh_id": view.mesh_id,
         "address": view.address,
-        "token": invite_token(view, fingerprint) if with_token else "",
+        "token": invite_token(view, fingerprint, addresses) if with_token else "",
         "join_error": view.join_error,
         "join_state": view.join_state,
         "peers": [peer_status(peer) for peer in view.peers],
