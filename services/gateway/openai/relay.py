@@ -15,9 +15,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import anyio
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from services.common.logs import event, request_id
 from services.gateway import routing
@@ -33,6 +35,7 @@ TAIL_BYTES = 8192
 ATTEMPTS = 2  # the first target, then one other if the first fails before its first byte
 
 log = logging.getLogger(__name__)
+Release = Callable[..., Awaitable[None]]
 
 
 class Relay:
@@ -100,8 +103,9 @@ class Relay:
         headers = {"x-request-id": request_id.get(), "x-mesh-node": target.node_id}
         if stream and upstream.status == 200:
             self.metrics.requests.labels(target.model_id, target.node_id, endpoint, "200").inc()
-            return StreamingResponse(self._chunks(upstream, target, endpoint, started), media_type="text/event-stream",
-                                     headers=headers | {"cache-control": "no-cache"})
+            release = self._releaser(upstream, target, endpoint, started)
+            return RelayedStream(self._chunks(upstream, target, started, release), release, media_type="text/event-stream",
+                                 headers=headers | {"cache-control": "no-cache"})
         try:
             body = b"".join([chunk async for chunk in upstream.chunks])
         except ResponseCut as cut:
@@ -117,7 +121,25 @@ class Relay:
         self._finished(target, endpoint, usage_of_response(body), started, status=upstream.status)
         return Response(body, status_code=upstream.status, media_type=upstream.content_type, headers=headers)
 
-    async def _chunks(self, upstream: UpstreamResponse, target: routing.Target, endpoint: str, started: float) -> AsyncIterator[bytes]:
+    def _releaser(self, upstream: UpstreamResponse, target: routing.Target, endpoint: str, started: float) -> Release:
+        """Letting go of a streamed answer, once, whoever gets there first: the stream's end, or the
+        response when the client left before the stream began. Counts come before the await: a
+        cancelled close must not skip them."""
+        done = False
+
+        async def release(usage: tuple[int, int] = (0, 0), failure: str | None = None, client_left: bool = True) -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            self.in_flight[target.node_id] -= 1
+            self._finished(target, endpoint, usage, started, status=200, failure=failure, client_left=client_left)
+            # Closing upstream makes llama-server (here or on the peer) free the slot.
+            await upstream.close()
+
+        return release
+
+    async def _chunks(self, upstream: UpstreamResponse, target: routing.Target, started: float, release: Release) -> AsyncIterator[bytes]:
         tail = held = b""
         inter_token = self.metrics.inter_token.labels(target.model_id)
         last = 0.0
@@ -142,10 +164,7 @@ class Relay:
         except ResponseCut as cut:
             ended, failure = True, str(cut)
         finally:
-            # Also on client disconnect: closing upstream makes llama-server (here or on the peer) free the slot.
-            await upstream.close()
-            self.in_flight[target.node_id] -= 1
-            self._finished(target, endpoint, usage_of_stream_tail(tail), started, status=200, failure=failure, client_left=not ended)
+            await release(usage_of_stream_tail(tail), failure, client_left=not ended)
         if failure is not None:
             # After the first byte there is no retry: the stream says it failed, then ends as clients expect.
             yield sse.cut_stream_end(f"the server of '{target.model_id}' failed mid-stream: {failure}")
@@ -167,3 +186,21 @@ class Relay:
         if completion > 1 and elapsed > 0:
             self.metrics.tokens_per_second.labels(target.model_id).observe(completion / elapsed)
         event(log, "request done", status=status, **fields, **({"client_left": True} if client_left else {}))
+
+
+class RelayedStream(StreamingResponse):
+    """A streamed answer that always lets go of its upstream. Starlette never starts the body
+    iterator when the client leaves before the first chunk, so the iterator's own `finally` cannot
+    be the only place: without this, the upstream stayed open (and a peer serving it waited on
+    credit that never came, with its llama-server slot held)."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Release, **kwargs: object) -> None:
+        super().__init__(content, **kwargs)  # type: ignore[arg-type]
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.release()

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 WINDOW_BYTES = 256 * 1024
 CREDIT_STEP = WINDOW_BYTES // 4  # the requester grants in steps: a frame per 64 KiB, not per token
 CHUNK_BYTES = 64 * 1024  # a server sends at most this much past a full window
+# Seconds a server waits for a grant before it gives the stream up: a requester that takes
+# nothing for this long is gone (it resets the stream when it leaves; this is for when it cannot).
+CREDIT_WAIT_SECONDS = 300.0
 _CREDIT = struct.Struct("!I")
 CREDIT_FRAME_BYTES = _CREDIT.size
 

@@ -22,7 +22,7 @@ from services.common.logs import event
 from services.gateway.peers.endpoint import MeshConnection, read_frame
 from services.gateway.peers.framing import encode_frame
 from services.gateway.peers.links import ByteCounter
-from services.gateway.tunnel.credit import CHUNK_BYTES, CREDIT_FRAME_BYTES, WINDOW_BYTES, Window, decode_credit
+from services.gateway.tunnel.credit import CHUNK_BYTES, CREDIT_FRAME_BYTES, CREDIT_WAIT_SECONDS, WINDOW_BYTES, Window, decode_credit
 from services.gateway.upstream import LocalUpstream, ResponseCut, UpstreamResponse, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,9 @@ class TunnelServer:
         except asyncio.IncompleteReadError:
             # The requester ended its side without taking the whole answer: nobody is left to send to.
             pass
+        except TimeoutError:
+            # No grant for CREDIT_WAIT_SECONDS: the requester is gone without a word; free the slot.
+            event(log, "tunnel abandoned", logging.WARNING, model=head["model"], request_id=head.get("request_id", "-"))
         finally:
             await upstream.close()
             self.count("http", "sent", window.sent)
@@ -70,7 +73,8 @@ class TunnelServer:
             for start in range(0, len(chunk), CHUNK_BYTES):
                 while window.full():
                     # Not reading upstream meanwhile is the point: llama-server's socket fills, then it waits.
-                    window.granted += decode_credit(await reader.readexactly(CREDIT_FRAME_BYTES))
+                    async with asyncio.timeout(CREDIT_WAIT_SECONDS):
+                        window.granted += decode_credit(await reader.readexactly(CREDIT_FRAME_BYTES))
                 piece = chunk[start:start + CHUNK_BYTES]
                 writer.write(encode_frame(piece))
                 window.sent += len(piece)

@@ -107,3 +107,49 @@ def test_a_cut_body_is_a_503_error_not_a_200(caplog: pytest.LogCaptureFixture) -
     assert [m for m, _ in logged(caplog) if m.startswith("request")] == ["request failed"]
     statuses = [s.labels["status"] for family in metrics.requests.collect() for s in family.samples if s.name.endswith("_total")]
     assert statuses == ["503"]
+
+
+class SilentUpstream(ScriptedUpstream):
+    """An upstream whose first chunk never comes (a peer still thinking)."""
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        import asyncio
+
+        await asyncio.Event().wait()
+        yield b""
+
+
+@pytest.mark.parametrize("spec_version", ["2.3", "2.4"])
+def test_a_client_that_leaves_before_the_first_chunk_releases_the_upstream(spec_version: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Starlette never starts the body iterator then: the response itself must close the upstream
+    (else a peer serving it waits for credit forever, holding its llama-server slot)."""
+    import asyncio
+
+    upstream = SilentUpstream([])
+    mirror = MeshMirror()
+    mirror.view = MeshView(own=NodeRecord(node_id="me", name="me", served=(ServedModel("alpha", "/a", "ready", 1),)))
+    relay = Relay(mirror, GatewayMetrics(), upstream, None)  # type: ignore[arg-type]
+
+    async def leave_at_once() -> None:
+        response = await relay.forward("/v1/chat/completions", "alpha", True, b"{}")
+        assert relay.in_flight["me"] == 1
+
+        async def receive() -> dict:
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            if spec_version >= "2.4":
+                raise OSError("client gone")  # how a 2.4 server reports a disconnect: the send fails
+
+        scope = {"type": "http", "asgi": {"spec_version": spec_version}, "method": "POST"}
+        try:
+            await asyncio.wait_for(response(scope, receive, send), 5)
+        except Exception:  # noqa: BLE001 - Starlette's ClientDisconnect under 2.4: the client is gone either way
+            pass
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(leave_at_once())
+    assert upstream.closed == 1
+    assert relay.in_flight["me"] == 0
+    done = [record for record in caplog.records if record.getMessage() == "request done"]
+    assert len(done) == 1 and done[0].fields["client_left"] is True  # type: ignore[attr-defined]
