@@ -41,3 +41,22 @@ def test_a_skip_is_a_skip_elsewhere(pytester: pytest.Pytester, monkeypatch: pyte
     result = pytester.runpytest("-p", "tests.ci_skips")
     result.assert_outcomes(passed=1, skipped=2, xfailed=1)
     assert result.ret == 0
+
+
+MODULE_SKIPPED = """
+import pytest
+pytest.importorskip("no_such_module_mesh_llm")
+
+def test_never_collected():
+    pass
+"""
+
+
+def test_a_module_skipped_while_collected_fails_under_ci(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    pytester.makepyfile(MODULE_SKIPPED)
+    result = pytester.runpytest("-p", "tests.ci_skips")
+    result.assert_outcomes(errors=1, skipped=0)
+    assert result.ret != 0
+    monkeypatch.delenv("CI")
+    pytester.runpytest("-p", "tests.ci_skips").assert_outcomes(skipped=1)
