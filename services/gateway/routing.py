@@ -3,8 +3,10 @@ key, the gateway's in-flight counts and now.
 
 Owns the decision only; relaying is openai/relay.py's job. No I/O. Order of preference: a ready
 server on this node; then, among peers serving the model, the session's node (rendezvous hashing
-on the affinity key, so the same user or conversation lands on the same node for KV-cache reuse);
-then the least loaded; then the lowest RTT. The shards of an expert split (MoE) are chosen by the
+on the affinity key, so the same user or conversation lands on the same node for KV-cache reuse,
+unless that node carries AFFINITY_SLACK more requests than the least loaded: bounded-load
+rendezvous, so many sessions that hash alike cannot pile onto one node); without a key, the
+least loaded, then the lowest RTT. The shards of an expert split (MoE) are chosen by the
 affinity key alone, this node's own shard included.
 """
 
@@ -17,6 +19,10 @@ from dataclasses import dataclass
 
 from services.common.records import MeshView, NodeRecord, ServedModel
 from services.runner.models import ALIASES, CATALOG
+
+# Requests in flight a session's node may carry beyond the least loaded server before the session
+# goes to its next choice: a cache miss costs less than waiting behind a queue of others' requests.
+AFFINITY_SLACK = 2
 
 
 @dataclass(frozen=True)
@@ -100,14 +106,17 @@ def route(view: MeshView, requested: str, now: float, affinity: str = "", loads:
     # Shards of an expert split are different models in all but name: sessions are spread over
     # them by their affinity key alone (no preference for this node), each sticking to one shard.
     sharded = any(a.model_id == name and a.mode == "moe-shard" for s in matches for a in s.record.assignments)
-    ready.sort(key=lambda s: _preference(s, affinity, loads or {}, sharded))
+    loads = loads or {}
+    least = min(loads.get(s.record.node_id, 0) for s in ready)
+    ready.sort(key=lambda s: _preference(s, affinity, loads, sharded, least))
     return [Target(name, s.record.node_id, s.served.port, s.address) for s in ready]
 
 
-def _preference(server: _Server, affinity: str, loads: Mapping[str, int], sharded: bool = False) -> tuple:
+def _preference(server: _Server, affinity: str, loads: Mapping[str, int], sharded: bool = False, least: int = 0) -> tuple:
     local = 0 if not server.address or sharded else 1
     if affinity:
-        return (local, -_rendezvous(affinity, server.record.node_id))
+        crowded = loads.get(server.record.node_id, 0) > least + AFFINITY_SLACK
+        return (local, crowded, -_rendezvous(affinity, server.record.node_id))
     return (local, loads.get(server.record.node_id, 0), server.rtt, server.record.node_id)
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from services.common.records import MeshView, NodeRecord, Peer, ServedModel
-from services.gateway.routing import NotReady, Target, UnknownModel, local_port_of, route
+from services.gateway.routing import AFFINITY_SLACK, NotReady, Target, UnknownModel, local_port_of, route
 
 
 def record(node_id: str, *served: ServedModel) -> NodeRecord:
@@ -56,12 +56,27 @@ def test_remote_servers_by_load_then_rtt() -> None:
 
 def test_affinity_keeps_a_session_on_one_node_and_spreads_sessions() -> None:
     peers = tuple(peer(f"n{i}", ready("m")) for i in range(4))
-    chosen = {first(route(view(peers=peers), "m", now=0, affinity=f"user:{u}", loads={"n0": 9})).node_id for u in range(40)}
+    chosen = {first(route(view(peers=peers), "m", now=0, affinity=f"user:{u}", loads={"n0": 2})).node_id for u in range(40)}
     assert len(chosen) == 4  # different users land on different nodes
     for user in ("alice", "bob"):
         picks = {first(route(view(peers=peers), "m", now=0, affinity=f"user:{user}", loads=load)).node_id
-                 for load in ({}, {"n1": 5}, {"n2": 3, "n3": 1})}
-        assert len(picks) == 1  # the same user always lands on the same node
+                 for load in ({}, {"n1": 2}, {"n2": 1, "n3": 2})}
+        assert len(picks) == 1  # the same user always lands on the same node while loads stay within the slack
+
+
+def test_a_session_gives_way_only_when_its_node_is_crowded() -> None:
+    """Bounded-load rendezvous: sessions that hash alike (one shared opening) cannot pile onto one node."""
+    peers = tuple(peer(f"n{i}", ready("m")) for i in range(3))
+    home = first(route(view(peers=peers), "m", now=0, affinity="conversation:x")).node_id
+    others = [f"n{i}" for i in range(3) if f"n{i}" != home]
+    at_slack = {home: AFFINITY_SLACK}
+    assert first(route(view(peers=peers), "m", now=0, affinity="conversation:x", loads=at_slack)).node_id == home
+    crowded = {home: AFFINITY_SLACK + 1}
+    moved = first(route(view(peers=peers), "m", now=0, affinity="conversation:x", loads=crowded)).node_id
+    assert moved in others
+    # Everyone busy alike: back home.
+    even = {node: 5 for node in (home, *others)}
+    assert first(route(view(peers=peers), "m", now=0, affinity="conversation:x", loads=even)).node_id == home
 
 
 def test_dead_suspect_and_excluded_peers_are_not_targets() -> None:
