@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> None:
     try:
         if command[0] == "rotate-key":
             mesh = stub.RotateSecret(gossip_pb2.RotateSecretRequest(), timeout=5)
-            token = InviteToken(mesh.mesh_id, mesh.secret, tuple(node["addresses"]), identity.load_or_create(home).fingerprint)
+            token = InviteToken(mesh.mesh_id, mesh.secret, tuple(node.get("addresses") or [node["address"]]), identity.load_or_create(home).fingerprint)
             print(f"new mesh secret (version {mesh.secret_version}); old invite tokens no longer admit new nodes.")
             print(f"invite token: {token.encode()}")
         elif command[0] == "drop":

@@ -14,6 +14,7 @@ from typing import NoReturn
 
 from services.common.exposure import is_loopback
 from services.common.invite import InviteToken, TokenError, decode
+from services.common.ports import family_of
 from services.gossip.settings import PROFILES
 from services.runner.models import ModelError, ModelRef, resolve
 
@@ -138,7 +139,7 @@ def console_host(args: argparse.Namespace) -> str:
 
 
 def port_free(host: str, port: int, kind: int = socket.SOCK_STREAM) -> bool:
-    with socket.socket(socket.AF_INET, kind) as probe:
+    with socket.socket(family_of(host), kind) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))

@@ -31,8 +31,13 @@ def reserve_tcp_port(host: str = "127.0.0.1") -> int:
     return address[1]
 
 
+def family_of(host: str) -> socket.AddressFamily:
+    """AF_INET6 for an IPv6 address (`::`, `::1`), else AF_INET."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def free_udp_port(host: str = "127.0.0.1") -> int:
     """A UDP port on `host` free right now (UDP has no TIME_WAIT to hold it with)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+    with socket.socket(family_of(host), socket.SOCK_DGRAM) as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import JSONResponse, Response
 
 from services.gateway import errors
@@ -54,4 +55,7 @@ def create_console_app(settings: GatewaySettings, mirror: MeshMirror, fingerprin
 
     errors.install(app)
     app.add_middleware(RequestContext, api_key="")
+    # Only this machine's names for the console: a web page whose name is made to resolve to
+    # 127.0.0.1 (DNS rebinding) sends its own Host, and must not read the invite token.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=sorted({"localhost", "127.0.0.1", settings.console_host}))
     return app

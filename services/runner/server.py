@@ -35,8 +35,7 @@ async def main(node: NodeSettings, settings: RunnerSettings) -> None:
 def missing_binaries(settings: RunnerSettings) -> str:
     """'' when llama-server and rpc-server can be started, else why not."""
     try:
-        for name in ("llama-server", "ggml-rpc-server"):
-            binaries.binary(name, settings.llama_bin)
+        binaries.required(settings.llama_bin)
     except binaries.BinaryMissing as missing:
         return str(missing)
     return ""

@@ -49,7 +49,7 @@ def test_the_environment_cannot_open_the_api_without_a_key(monkeypatch: pytest.M
 def console(client: tuple[str, int]) -> TestClient:
     mirror = MeshMirror()
     mirror.view = MeshView(own=NodeRecord(node_id="n1", name="n1"), peers=(), mesh_id="m1", secret=b"s" * 32, address="10.0.0.2:7447")
-    return TestClient(create_console_app(GatewaySettings(), mirror, "fp"), client=client)
+    return TestClient(create_console_app(GatewaySettings(), mirror, "fp"), client=client, base_url="http://127.0.0.1:3131")
 
 
 def test_the_console_gives_the_token_to_this_machine_only() -> None:
@@ -57,3 +57,11 @@ def test_the_console_gives_the_token_to_this_machine_only() -> None:
     hidden = console(("10.0.0.9", 50000)).get("/api/status")
     assert hidden.status_code == 200 and hidden.json()["token"] == ""
     assert (b"s" * 32).hex() not in hidden.text
+
+
+def test_the_console_answers_only_this_machines_names() -> None:
+    """DNS rebinding: a page at evil.example made to resolve to 127.0.0.1 sends Host: evil.example."""
+    page = console(("127.0.0.1", 50000))
+    assert page.get("/api/status", headers={"Host": "localhost:3131"}).json()["token"]
+    rebound = page.get("/api/status", headers={"Host": "evil.example:3131"})
+    assert rebound.status_code == 400 and "mesh1-" not in rebound.text
