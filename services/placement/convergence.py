@@ -28,6 +28,7 @@ from services.proto.mesh.v1 import gateway_pb2, gateway_pb2_grpc, gossip_pb2, go
 from services.runner.models import ModelError, ModelRef, model_files, models_on_disk, resolve
 
 log = logging.getLogger(__name__)
+MAX_EXCLUSION_SECONDS = 6 * 3600.0  # a worker left out again and again is still tried a few times a day
 
 
 class Convergence:
@@ -48,6 +49,7 @@ class Convergence:
         self.facts: dict[str, runner_pb2.ModelFacts] = {}
         self.waiting: dict[tuple[str, str], float] = {}  # (model, worker) of our splits not coming up -> since (monotonic)
         self.excluded: dict[str, float] = {}  # workers left out of our split plans -> until (monotonic)
+        self.strikes: dict[str, int] = {}  # times each worker was left out
         self.metrics = PlacementMetrics(lambda: self.assignments)
         self._lock = asyncio.Lock()
 
@@ -108,8 +110,12 @@ class Convergence:
         s = self.settings
         self.waiting, late = late_workers(view, self.assignments, self.waiting, now, s.worker_start_bound)
         for worker in sorted(late - set(self.excluded)):
-            event(log, "split worker left out", worker=worker, bound_seconds=s.worker_start_bound, for_seconds=s.worker_exclusion)
-            self.excluded[worker] = now + s.worker_exclusion
+            # Each time the same worker is late again it stays out twice as long (capped): a host that
+            # serves solo meanwhile is not re-planned every few minutes around a worker that never comes.
+            self.strikes[worker] = self.strikes.get(worker, 0) + 1
+            exclusion = min(s.worker_exclusion * 2 ** (self.strikes[worker] - 1), MAX_EXCLUSION_SECONDS)
+            event(log, "split worker left out", worker=worker, bound_seconds=s.worker_start_bound, for_seconds=exclusion)
+            self.excluded[worker] = now + exclusion
         self.excluded = {worker: until for worker, until in self.excluded.items() if until > now}
         return frozenset(self.excluded)
 

@@ -43,7 +43,8 @@ class PlacementSettings(BaseSettings):
     # the model unserved. Priming is not counted (the worker shows it took the plan), and a primed
     # rpc-server is ready within a second or two: a minute leaves room for a loaded machine.
     worker_start_bound: float = 60.0
-    # Seconds such a worker stays out of this node's split plans before it is tried again (a solo
+    # Seconds such a worker first stays out of this node's split plans (doubled each time it is late
+    # again, up to 6 h) before it is tried again (a solo
     # server keeps serving while the split waits for it); long enough that a broken worker costs
     # little, short enough that a repaired one is used again soon.
     worker_exclusion: float = 600.0
