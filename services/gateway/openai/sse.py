@@ -23,6 +23,8 @@ def whole_events(pending: bytes, chunk: bytes) -> tuple[bytes, bytes]:
 
     `pending` is what the last call held back; llama-server writes whole events, so it is
     almost always empty and nothing waits."""
+    if not pending and chunk.endswith(_EVENT_ENDS):
+        return chunk, b""  # the usual case, once per token: no copy, no search
     data = pending + chunk
     cut = 0
     for end in _EVENT_ENDS:
