@@ -38,7 +38,9 @@ class TunnelServer:
 
     async def serve(self, connection: MeshConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = json.loads(await read_frame(reader))
-        raw = await reader.readexactly(int(head["body_bytes"]))
+        if not isinstance(head, dict) or not isinstance(head.get("body_bytes"), int) or not isinstance(head.get("model"), str):
+            raise ValueError("malformed HTTP tunnel head")  # endpoint.py drops the peer's connection
+        raw = await reader.readexactly(head["body_bytes"])
         self.count("http", "received", len(raw))
         port, status, message = self.local_port_of(head["model"])
         if not port:
