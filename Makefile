@@ -8,7 +8,7 @@ PROTOS := $(wildcard protos/mesh/v1/*.proto)
 GENERATED := services/proto/mesh/v1/.generated
 MODEL ?= SmolLM2-135M-Instruct
 
-.PHONY: setup tools testtools venv proto llama fetch-check run test bench clean
+.PHONY: setup tools testtools venv proto llama fetch-check lint typecheck run test bench clean
 
 setup: tools venv proto llama
 
@@ -63,10 +63,19 @@ fetch-check:
 	@folder=$$(mktemp -d); trap 'rm -rf "$$folder"' EXIT; \
 	MESH_LLM_SOURCE_CACHE="$$folder" $(PYTHON) llama.cpp/build.py --fetch-only
 
+# Ruff (lint and format, configured in pyproject.toml) and basedpyright (types) over our code.
+LINTED := services tests bench llama.cpp
+lint: venv
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+typecheck: venv proto
+	$(VENV)/bin/basedpyright
+
 run: setup
 	$(VENV)/bin/mesh-llm --model $(MODEL)
 
-test: fetch-check setup testtools
+test: fetch-check setup testtools lint typecheck
 	$(PY) -m pytest
 
 bench: setup

@@ -24,22 +24,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.gateway.peers import endpoint as peers  # noqa: E402
-from services.gateway.peers.acks import ACK_DELAY  # noqa: E402
-from tests.integration.test_rpc_tunnel import counted_tunnel  # noqa: E402
+from services.gateway.peers import endpoint as peers
+from services.gateway.peers.acks import ACK_DELAY
+from tests.integration.test_rpc_tunnel import counted_tunnel
 
 BURST, ANSWER, WARM_UP = 11_000, 8_192, 20
 TURNS = int(os.environ.get("BENCH_TURNS", "100"))
 DROP = {"on": False, "seen": 0}
 
 
-def dropping(receive):  # noqa: ANN001, ANN202 - wraps MeshConnection.datagram_received
-    def datagram_received(self, data: bytes, addr: object) -> None:  # noqa: ANN001
+def dropping(receive):
+    def datagram_received(self, data: bytes, addr: object) -> None:
         if DROP["on"] and len(data) > 1000 and not self._quic.configuration.is_client:  # the worker, data datagrams
             DROP["seen"] += 1
             if DROP["seen"] == 3:
                 return
         receive(self, data, addr)
+
     return datagram_received
 
 

@@ -56,8 +56,16 @@ def streamed_request(client: httpx.Client, base: str, prompt: str, max_tokens: i
 
 
 def _streamed_request(client: httpx.Client, base: str, prompt: str, max_tokens: int, started: float, model: str) -> tuple[float, float, int]:
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": True, "max_tokens": max_tokens,
-            "temperature": 0, "seed": 1, "cache_prompt": False, "ignore_eos": True}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "stream": True,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "seed": 1,
+        "cache_prompt": False,
+        "ignore_eos": True,
+    }
     stamps = []
     with client.stream("POST", f"{base}/v1/chat/completions", json=body) as response:
         if response.status_code != 200:
@@ -78,7 +86,7 @@ def run_interleaved(paths: dict[str, str], requests: int, max_tokens: int) -> di
         for base in paths.values():  # warm-up, not measured
             streamed_request(client, base, "Warm up.", 8)
         for i in range(requests):
-            for name in names[i % len(names):] + names[: i % len(names)]:
+            for name in names[i % len(names) :] + names[: i % len(names)]:
                 results[name].append(streamed_request(client, paths[name], f"Tell me fact number {i} about the sea.", max_tokens))
     return results
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MODEL, compare, print_table, run_interleaved  # noqa: E402
-from tests.nodes import NodeProcess  # noqa: E402
+from bench.common import MODEL, compare, print_table, run_interleaved
+from tests.nodes import NodeProcess
 
 
 def main() -> int:

@@ -18,14 +18,14 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import CACHE, cached_model, streamed_request, wait_healthy  # noqa: E402
-from services.placement.moe import plan_shards  # noqa: E402
-from services.runner import binaries  # noqa: E402
-from services.runner.command import llama_server_argv  # noqa: E402
-from services.runner.moe import model_facts, shard_path, write_shard  # noqa: E402
-from services.common import cpus  # noqa: E402
-from services.common.ports import reserve_tcp_port  # noqa: E402
-from services.runner.synthetic import MoEShape, write_moe  # noqa: E402
+from bench.common import CACHE, cached_model, streamed_request, wait_healthy
+from services.common import cpus
+from services.common.ports import reserve_tcp_port
+from services.placement.moe import plan_shards
+from services.runner import binaries
+from services.runner.command import llama_server_argv
+from services.runner.moe import model_facts, shard_path, write_shard
+from services.runner.synthetic import MoEShape, write_moe
 
 SHAPE = MoEShape(layers=8, experts=32, experts_used=4, hidden=1024, expert_ffn=512, heads=16, kv_heads=4)
 MODEL = "MoE-32x-1G"
@@ -61,8 +61,10 @@ def main() -> int:
     write_shard(path, target, experts)
     took = time.monotonic() - started
     size = target.stat().st_size
-    print(f"{MODEL}: {path.stat().st_size / 1e9:.2f} GB, {SHAPE.layers} layers, {SHAPE.experts} experts ({SHAPE.experts_used} per token), "
-          f"ranking: {facts.ranking.source}")
+    print(
+        f"{MODEL}: {path.stat().st_size / 1e9:.2f} GB, {SHAPE.layers} layers, {SHAPE.experts} experts ({SHAPE.experts_used} per token), "
+        f"ranking: {facts.ranking.source}"
+    )
     full_rate, shard_rate = decode_rate(path), decode_rate(target)
     print(f"\n| {'setup':<40} | {'GB':>5} | {'decode tok/s':>12} |")
     print(f"|{'-' * 42}|{'-' * 7}|{'-' * 14}|")

@@ -28,7 +28,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.gateway.peers.acks import ACK_DELAY  # noqa: E402
+from services.gateway.peers.acks import ACK_DELAY
 
 BURST, ANSWER = 11_000, 8_192
 TURNS = int(os.environ.get("BENCH_TURNS", "1000"))
@@ -120,8 +120,11 @@ def main() -> int:
     if len(sys.argv) > 1:
         home = Path(tempfile.mkdtemp(prefix="mesh-bench-"))
         role, datagram_bytes, ack_delay, *rest = sys.argv[1:]
-        asyncio.run(worker(home, int(datagram_bytes), float(ack_delay)) if role == "worker"
-                    else host(home, int(datagram_bytes), float(ack_delay), rest[0], int(rest[1])))
+        asyncio.run(
+            worker(home, int(datagram_bytes), float(ack_delay))
+            if role == "worker"
+            else host(home, int(datagram_bytes), float(ack_delay), rest[0], int(rest[1]))
+        )
         return 0
     rows: dict[str, list[float]] = {}
     cpu: dict[str, tuple[float, float]] = {}

@@ -25,8 +25,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.conftest import SMOLLM2  # noqa: E402
-from tests.meshbed import MeshBed  # noqa: E402
+from tests.conftest import SMOLLM2
+from tests.meshbed import MeshBed
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "40"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "3"))
@@ -35,8 +35,10 @@ CLIENTS = int(os.environ.get("BENCH_CLIENTS", "3"))
 def load(port: int, until: float) -> None:
     with httpx.Client(timeout=300) as client:
         while time.monotonic() < until:
-            client.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={
-                "model": SMOLLM2, "max_tokens": 400, "messages": [{"role": "user", "content": "Write a long story about the sea. " * 40}]})
+            client.post(
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                json={"model": SMOLLM2, "max_tokens": 400, "messages": [{"role": "user", "content": "Write a long story about the sea. " * 40}]},
+            )
 
 
 def measure(idle: bool) -> tuple[collections.Counter, list[float]]:
@@ -74,8 +76,10 @@ def main() -> int:
     for idle in (True, False):
         views, took = measure(idle)
         bad = sum(count for state, count in views.items() if state != "alive")
-        print(f"| {'idle priority (as shipped)' if idle else 'normal priority'} | {views['alive']} | {bad} | "
-              f"{took[len(took) // 2] * 1000:.0f} | {took[int(len(took) * 0.99)] * 1000:.0f} | {took[-1] * 1000:.0f} |")
+        print(
+            f"| {'idle priority (as shipped)' if idle else 'normal priority'} | {views['alive']} | {bad} | "
+            f"{took[len(took) // 2] * 1000:.0f} | {took[int(len(took) * 0.99)] * 1000:.0f} | {took[-1] * 1000:.0f} |"
+        )
     return 0
 
 

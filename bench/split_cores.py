@@ -36,9 +36,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import streamed_request  # noqa: E402
-from services.common import cpus as cpu_plan  # noqa: E402
-from bench.split_pipeline import MODEL, model_file, running_split, running_stock  # noqa: E402
+from bench.common import streamed_request
+from bench.split_pipeline import MODEL, model_file, running_split, running_stock
+from services.common import cpus as cpu_plan
 
 PER_NODE = int(os.environ.get("BENCH_PER_NODE", "6"))
 PAIRS = int(os.environ.get("BENCH_PAIRS", "8"))
@@ -98,11 +98,14 @@ def main() -> int:
     if len(cpus) < 2 * PER_NODE + 2:
         print(f"split_cores: needs {2 * PER_NODE + 2} cores (Linux) for two nodes of {PER_NODE} and a client; this machine has {len(cpus)}: skipped")
         return 0
-    a, b, client = tuple(cpus[:PER_NODE]), tuple(cpus[PER_NODE:2 * PER_NODE]), tuple(cpus[2 * PER_NODE:])
+    a, b, client = tuple(cpus[:PER_NODE]), tuple(cpus[PER_NODE : 2 * PER_NODE]), tuple(cpus[2 * PER_NODE :])
     os.sched_setaffinity(0, client)
     path = model_file()
-    print(f"{path.name}: {path.stat().st_size / 1e9:.2f} GB; node A cores {a[0]}-{a[-1]}, node B {b[0]}-{b[-1]}, client {client[0]}-{client[-1]}; "
-          f"{PAIRS} pairs per row", flush=True)
+    print(
+        f"{path.name}: {path.stat().st_size / 1e9:.2f} GB; node A cores {a[0]}-{a[-1]}, node B {b[0]}-{b[-1]}, client {client[0]}-{client[-1]}; "
+        f"{PAIRS} pairs per row",
+        flush=True,
+    )
     rows: dict[str, tuple[list[float], list[float]]] = {}
     threads = cpu_plan.math_cores(a)  # as the mesh's runner picks
     with running_stock(path, (5, 4), threads=threads, cores=(a, b)) as (_, stock), httpx.Client(timeout=300) as client_http:
@@ -113,8 +116,7 @@ def main() -> int:
                 if off_node:
                     move(mesh_services(), client)
                 if direct:
-                    ports = [int(p.cmdline()[p.cmdline().index("--port") + 1]) for p in psutil.Process().children(recursive=True)
-                             if p.name() == "llama-server"]
+                    ports = [int(p.cmdline()[p.cmdline().index("--port") + 1]) for p in psutil.Process().children(recursive=True) if p.name() == "llama-server"]
                     (port,) = [port for port in ports if f"http://127.0.0.1:{port}" != stock]
                     urls[f"{label}, asked at its llama-server (no gateway relay)"] = f"http://127.0.0.1:{port}"
                 for url in urls.values():
@@ -124,16 +126,18 @@ def main() -> int:
                 for i in range(PAIRS):
                     for name, url in urls.items():
                         order = [(url, rows[name][0]), (stock, rows[name][1])]
-                        for target, into in (order if i % 2 == 0 else order[::-1]):
+                        for target, into in order if i % 2 == 0 else order[::-1]:
                             into.append(streamed_request(client_http, target, f"Fact {i} about the sea.", 32, MODEL)[1])
                 for name in urls:
                     print(f"  {name}: {statistics.median(rows[name][0]):.1f} vs stock {statistics.median(rows[name][1]):.1f} tok/s", flush=True)
     print(f"\n| {PER_NODE} cores per node, blocks 5/4 | tok/s | stock RPC ({threads} threads) tok/s | ratio, median of pairs | min-max |")
     print("|---|---|---|---|---|")
     for name, (mine, theirs) in rows.items():
-        ratios = [m / s for m, s in zip(mine, theirs)]
-        print(f"| {name} | {statistics.median(mine):.1f} | {statistics.median(theirs):.1f} | {statistics.median(ratios):.3f} | "
-              f"{min(ratios):.3f}-{max(ratios):.3f} |")
+        ratios = [m / s for m, s in zip(mine, theirs, strict=False)]
+        print(
+            f"| {name} | {statistics.median(mine):.1f} | {statistics.median(theirs):.1f} | {statistics.median(ratios):.3f} | "
+            f"{min(ratios):.3f}-{max(ratios):.3f} |"
+        )
     return 0
 
 

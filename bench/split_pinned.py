@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.split_pipeline import model_file, paired, split, stock_rpc  # noqa: E402
+from bench.split_pipeline import model_file, paired, split, stock_rpc
 
 PER_NODE = int(os.environ.get("BENCH_PER_NODE", "6"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
@@ -43,11 +43,10 @@ def main() -> int:
     if len(cpus) < 2 * PER_NODE + 1:
         print(f"split_pinned: needs {2 * PER_NODE + 1} cores for two nodes of {PER_NODE} and a client; this machine has {len(cpus)}: skipped")
         return 0
-    a, b, client = tuple(cpus[:PER_NODE]), tuple(cpus[PER_NODE:2 * PER_NODE]), cpus[2 * PER_NODE:]
+    a, b, client = tuple(cpus[:PER_NODE]), tuple(cpus[PER_NODE : 2 * PER_NODE]), cpus[2 * PER_NODE :]
     os.sched_setaffinity(0, client)
     path = model_file()
-    print(f"{path.name}: {path.stat().st_size / 1e9:.2f} GB; {len(cpus)} cores: node A {a[0]}-{a[-1]}, node B {b[0]}-{b[-1]}, "
-          f"client {client[0]}-{client[-1]}")
+    print(f"{path.name}: {path.stat().st_size / 1e9:.2f} GB; {len(cpus)} cores: node A {a[0]}-{a[-1]}, node B {b[0]}-{b[-1]}, client {client[0]}-{client[-1]}")
     rows: dict[str, list[float]] = {}
     layers: tuple[int, ...] = ()
 
@@ -69,14 +68,18 @@ def main() -> int:
     medians = {name: statistics.median(rates) for name, rates in rows.items()}
     for name, rates in rows.items():
         print(f"| {name} | {', '.join(f'{r:.1f}' for r in rates)} | {medians[name]:.1f} |")
-    pairs = {name: statistics.median(r / s for r, s in zip(rates, rows[stock_all])) for name, rates in rows.items()}
-    print(f"\nmesh vs stock RPC ({PER_NODE} threads): {medians[shipped] / medians[stock_all]:.3f} (medians; paired by round "
-          f"{pairs[shipped]:.3f}); LAN-sized datagrams: {medians[lan] / medians[stock_all]:.3f} (paired {pairs[lan]:.3f})")
+    pairs = {name: statistics.median(r / s for r, s in zip(rates, rows[stock_all], strict=False)) for name, rates in rows.items()}
+    print(
+        f"\nmesh vs stock RPC ({PER_NODE} threads): {medians[shipped] / medians[stock_all]:.3f} (medians; paired by round "
+        f"{pairs[shipped]:.3f}); LAN-sized datagrams: {medians[lan] / medians[stock_all]:.3f} (paired {pairs[lan]:.3f})"
+    )
     # Whole runs on a VM drift from call to call: pair single requests with both splits up at once.
     ratios = [mesh / stock for mesh, stock in paired(path, layers, cores=(a, b), threads=PER_NODE)]
     quartiles = statistics.quantiles(ratios, n=4)
-    print(f"paired requests, both splits up at once: mesh vs stock RPC {statistics.median(ratios):.3f} "
-          f"(quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}, {sum(r >= 1 for r in ratios)} of {len(ratios)} pairs >= 1)")
+    print(
+        f"paired requests, both splits up at once: mesh vs stock RPC {statistics.median(ratios):.3f} "
+        f"(quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}, {sum(r >= 1 for r in ratios)} of {len(ratios)} pairs >= 1)"
+    )
     return 0
 
 

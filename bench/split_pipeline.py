@@ -37,14 +37,14 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import cached_model, streamed_request, wait_healthy  # noqa: E402
-from services.common import cpus  # noqa: E402
-from services.runner import binaries  # noqa: E402
-from services.runner.command import llama_server_argv, rpc_server_argv  # noqa: E402
-from services.runner.settings import RunnerSettings  # noqa: E402
-from services.runner.synthetic import DenseShape, write_dense  # noqa: E402
-from tests.meshbed import MeshBed  # noqa: E402
-from tests.nodes import NodeProcess, free_port  # noqa: E402
+from bench.common import cached_model, streamed_request, wait_healthy
+from services.common import cpus
+from services.runner import binaries
+from services.runner.command import llama_server_argv, rpc_server_argv
+from services.runner.settings import RunnerSettings
+from services.runner.synthetic import DenseShape, write_dense
+from tests.meshbed import MeshBed
+from tests.nodes import NodeProcess, free_port
 
 SHAPE = DenseShape(layers=9, hidden=2048, ffn=5632, heads=16, kv_heads=4)
 MODEL = "Dense-1G"
@@ -64,8 +64,9 @@ def decode_rate(base: str) -> float:
         return statistics.median(streamed_request(client, base, f"Fact {i} about the sea.", 32, MODEL)[1] for i in range(5))
 
 
-def paired(path: Path, layers: tuple[int, ...], cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
-           threads: int | None = None) -> list[tuple[float, float]]:
+def paired(
+    path: Path, layers: tuple[int, ...], cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None, threads: int | None = None
+) -> list[tuple[float, float]]:
     """(mesh, stock RPC) decode tokens/s of PAIRS pairs of requests, with both splits up at once and
     the two requests of a pair back to back, in alternating order: what differs from one start of
     the processes to the next on a small machine (their placement, caches, other load) then hits
@@ -87,8 +88,9 @@ def tunnel_bytes(node) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"{node.api}/metrics", timeout=10).text
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-               if s.name == "mesh_rpc_tunnel_bytes_total" and s.labels["direction"] == "sent")
+    return sum(
+        s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == "mesh_rpc_tunnel_bytes_total" and s.labels["direction"] == "sent"
+    )
 
 
 def alone(path: Path) -> tuple[float, float, float, tuple[int, ...]]:
@@ -103,16 +105,18 @@ def alone(path: Path) -> tuple[float, float, float, tuple[int, ...]]:
             node.stop()
 
 
-def split(path: Path, prime: bool, extra: dict[str, str] | None = None,
-          cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> tuple[float, float, float, tuple[int, ...]]:
+def split(
+    path: Path, prime: bool, extra: dict[str, str] | None = None, cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+) -> tuple[float, float, float, tuple[int, ...]]:
     """A two-node split; `cores` = (node A's, node B's) CPU cores, as if on two machines."""
     with running_split(path, prime, extra, cores) as (took, node, layers):
         return took, tunnel_bytes(node), decode_rate(node.api), layers
 
 
 @contextlib.contextmanager
-def running_split(path: Path, prime: bool, extra: dict[str, str] | None = None,
-                  cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> Iterator[tuple[float, NodeProcess, tuple[int, ...]]]:
+def running_split(
+    path: Path, prime: bool, extra: dict[str, str] | None = None, cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+) -> Iterator[tuple[float, NodeProcess, tuple[int, ...]]]:
     """(seconds to ready, the host node, blocks per node) of a two-node split while it runs."""
     # As shipped: services at idle priority (test nodes turn it off, several of them sharing a machine).
     env = {"MESH_NODE_SERVICES_IDLE": "true"} | ({} if prime else {"MESH_RUNNER_PRIME_RPC_CACHE": "false"}) | (extra or {})
@@ -158,8 +162,14 @@ def on_cores(cores: tuple[int, ...] | None):
         os.sched_setaffinity(0, mine)
 
 
-def stock_rpc(path: Path, layers: tuple[int, ...], llama_defaults: bool = False, patched: bool = False, threads: int | None = None,
-              cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> tuple[float, float, float, tuple[int, ...]]:
+def stock_rpc(
+    path: Path,
+    layers: tuple[int, ...],
+    llama_defaults: bool = False,
+    patched: bool = False,
+    threads: int | None = None,
+    cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+) -> tuple[float, float, float, tuple[int, ...]]:
     """llama.cpp's own RPC, direct TCP on loopback, the same blocks on the worker; no mesh. The host
     runs with the runner's flags for split hosts, or with `llama_defaults` without our --poll 0;
     `patched` turns on our write-coalescing and layer-output patches (off: upstream's behaviour);
@@ -169,8 +179,14 @@ def stock_rpc(path: Path, layers: tuple[int, ...], llama_defaults: bool = False,
 
 
 @contextlib.contextmanager
-def running_stock(path: Path, layers: tuple[int, ...], llama_defaults: bool = False, patched: bool = False, threads: int | None = None,
-                  cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> Iterator[tuple[float, str]]:
+def running_stock(
+    path: Path,
+    layers: tuple[int, ...],
+    llama_defaults: bool = False,
+    patched: bool = False,
+    threads: int | None = None,
+    cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+) -> Iterator[tuple[float, str]]:
     """(seconds to ready, llama-server's base URL) of stock_rpc's split while it runs."""
     rpc_port, api_port = free_port(), free_port()
     threads = threads or RunnerSettings().threads or cpus.math_cores(cores[0] if cores else cpus.node_cpus())  # as the runner picks
@@ -178,8 +194,12 @@ def running_stock(path: Path, layers: tuple[int, ...], llama_defaults: bool = Fa
     env = {name: value for name, value in os.environ.items() if name not in ours} | (ours if patched else {})
     llama_bin = RunnerSettings().llama_bin  # MESH_LLAMA_BIN, else llama.cpp/build.py's cache
     with on_cores(cores[1] if cores else None):
-        worker = subprocess.Popen(rpc_server_argv(binaries.binary("ggml-rpc-server", llama_bin), rpc_port, threads=threads, cache=False),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        worker = subprocess.Popen(
+            rpc_server_argv(binaries.binary("ggml-rpc-server", llama_bin), rpc_port, threads=threads, cache=False),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
     started = time.monotonic()
     host = None
     try:
@@ -188,8 +208,18 @@ def running_stock(path: Path, layers: tuple[int, ...], llama_defaults: bool = Fa
                 if probe.connect_ex(("127.0.0.1", rpc_port)) == 0:
                     break
             time.sleep(0.1)
-        argv = llama_server_argv(binaries.binary("llama-server", llama_bin), path, MODEL, api_port, ctx_size=4096, threads=threads,
-                                 device="", rpc_endpoints=(f"127.0.0.1:{rpc_port}",), worker_layers=sum(layers[1:]), tensor_split=layers[1:])
+        argv = llama_server_argv(
+            binaries.binary("llama-server", llama_bin),
+            path,
+            MODEL,
+            api_port,
+            ctx_size=4096,
+            threads=threads,
+            device="",
+            rpc_endpoints=(f"127.0.0.1:{rpc_port}",),
+            worker_layers=sum(layers[1:]),
+            tensor_split=layers[1:],
+        )
         if llama_defaults:
             at = argv.index("--poll")
             del argv[at : at + 2]
@@ -233,23 +263,29 @@ def main() -> int:
         mesh_rates.append(split(path, prime=True)[2])
         stock_rates.append(stock_rpc(path, layers)[2])
     mesh, stock = statistics.median(mesh_rates), statistics.median(stock_rates)
-    print(f"\n{len(mesh_rates)} alternating rounds, decode tok/s: mesh {', '.join(f'{r:.1f}' for r in mesh_rates)}; "
-          f"stock RPC {', '.join(f'{r:.1f}' for r in stock_rates)}")
+    print(
+        f"\n{len(mesh_rates)} alternating rounds, decode tok/s: mesh {', '.join(f'{r:.1f}' for r in mesh_rates)}; "
+        f"stock RPC {', '.join(f'{r:.1f}' for r in stock_rates)}"
+    )
     primed = rows["split, primed (mesh)"][2]
     # llama.cpp built with OpenMP never reads --poll: this row runs the same program as stock, so
     # stock / this row is the run-to-run noise of single runs on this machine.
     noise = rows["stock llama.cpp RPC, direct TCP"][2] / rows["stock RPC again, default --poll (noise)"][2]
     patched = primed / rows["direct TCP with our patches (0002, 0003)"][2]
     lan = rows["split, primed, LAN-sized datagrams (mesh)"][2] / rows["stock llama.cpp RPC, direct TCP"][2]
-    print(f"split (mesh, primed) vs stock RPC split: tokens/s ratio {mesh / stock:.3f} (medians {mesh:.1f} / {stock:.1f}); "
-          f"single runs: stock vs the same stock again {noise:.3f} (noise), vs direct TCP with our patch {patched:.3f}, "
-          f"LAN-sized datagrams vs stock {lan:.3f}")
+    print(
+        f"split (mesh, primed) vs stock RPC split: tokens/s ratio {mesh / stock:.3f} (medians {mesh:.1f} / {stock:.1f}); "
+        f"single runs: stock vs the same stock again {noise:.3f} (noise), vs direct TCP with our patch {patched:.3f}, "
+        f"LAN-sized datagrams vs stock {lan:.3f}"
+    )
     pairs = paired(path, layers)
     ratios = sorted(mesh / stock for mesh, stock in pairs)
     quartiles = statistics.quantiles(ratios, n=4)
-    print(f"paired, both splits up at once, {len(pairs)} request pairs: mesh {statistics.median(m for m, _ in pairs):.1f} vs stock "
-          f"{statistics.median(s for _, s in pairs):.1f} tok/s; ratio per pair median {statistics.median(ratios):.3f} "
-          f"(quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}, {sum(r >= 1 for r in ratios)} of {len(ratios)} pairs >= 1)")
+    print(
+        f"paired, both splits up at once, {len(pairs)} request pairs: mesh {statistics.median(m for m, _ in pairs):.1f} vs stock "
+        f"{statistics.median(s for _, s in pairs):.1f} tok/s; ratio per pair median {statistics.median(ratios):.3f} "
+        f"(quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}, {sum(r >= 1 for r in ratios)} of {len(ratios)} pairs >= 1)"
+    )
     # One thread per process leaves a core for the gateways, as separate machines would.
     os.environ["MESH_RUNNER_THREADS"] = "1"
     single = {"1 thread: split, primed (mesh)": split(path, prime=True)}
@@ -258,8 +294,7 @@ def main() -> int:
     table(single)
     ratio = single["1 thread: split, primed (mesh)"][2] / single["1 thread: stock llama.cpp RPC, direct TCP"][2]
     noise = single["1 thread: stock llama.cpp RPC, direct TCP"][2] / single["1 thread: stock RPC again, default --poll"][2]
-    print(f"\n1 thread per process: split (mesh, primed) vs stock RPC split: tokens/s ratio {ratio:.3f} "
-          f"(stock vs the same stock again: {noise:.3f})")
+    print(f"\n1 thread per process: split (mesh, primed) vs stock RPC split: tokens/s ratio {ratio:.3f} (stock vs the same stock again: {noise:.3f})")
     return 0
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MODEL, compare, print_table, run_interleaved  # noqa: E402
-from tests.meshbed import MeshBed  # noqa: E402
-from tests.relay import LinkRule  # noqa: E402
+from bench.common import MODEL, compare, print_table, run_interleaved
+from tests.meshbed import MeshBed
+from tests.relay import LinkRule
 
 DELAY = 0.020
 

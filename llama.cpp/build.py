@@ -130,8 +130,13 @@ class PipConfig(NamedTuple):
         parts = urllib.parse.urlsplit(url)
         headers = {"Accept": accept, "User-Agent": "mesh-llm-build (pip-compatible fetch)"}
         credentials = credentials_for(parts) or next(
-            (found for index in self.indexes + self.find_links
-             if (other := urllib.parse.urlsplit(index)).hostname == parts.hostname and (found := credentials_for(other))), "")
+            (
+                found
+                for index in self.indexes + self.find_links
+                if (other := urllib.parse.urlsplit(index)).hostname == parts.hostname and (found := credentials_for(other))
+            ),
+            "",
+        )
         if credentials:
             headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
             url = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
@@ -165,16 +170,22 @@ def pip_config(environ: dict[str, str] | None = None) -> PipConfig:
 
     no_index = (get("no-index") or "").lower() in ("1", "true", "yes", "on")
     indexes = [] if no_index else [get("index-url") or DEFAULT_INDEX, *many("extra-index-url")]
-    return PipConfig(indexes=indexes, find_links=many("find-links"), cafile=get("cert"), client_cert=get("client-cert"),
-                     trusted_hosts=tuple(many("trusted-host")), proxy=get("proxy"),
-                     timeout=float(get("timeout") or get("default-timeout") or 60))
+    return PipConfig(
+        indexes=indexes,
+        find_links=many("find-links"),
+        cafile=get("cert"),
+        client_cert=get("client-cert"),
+        trusted_hosts=tuple(many("trusted-host")),
+        proxy=get("proxy"),
+        timeout=float(get("timeout") or get("default-timeout") or 60),
+    )
 
 
 class SameHostAuth(urllib.request.HTTPRedirectHandler):
     """Redirects keep credentials only on the same host: an index's password must not reach the CDN
     or storage its file links redirect to (urllib copies every header by default)."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201 - urllib's signature
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and urllib.parse.urlsplit(newurl).hostname != urllib.parse.urlsplit(req.full_url).hostname:
             new.remove_header("Authorization")
@@ -185,8 +196,7 @@ def pip_config_values(environ: dict[str, str] | None = None) -> dict[str, str]:
     """`pip config list` as a dict; with no pip, only the PIP_* variables pip would read."""
     environ = dict(os.environ if environ is None else environ)
     try:
-        listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
-                                env=environ, timeout=60, check=True).stdout
+        listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, env=environ, timeout=60, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         # No pip beside this Python (it runs before the venv exists): the variables still count.
         return {f":env:.{name[4:].lower().replace('_', '-')}": value for name, value in environ.items() if name.startswith("PIP_")}
@@ -229,15 +239,14 @@ def read_links(page: str, config: PipConfig) -> dict[str, tuple[str, str]]:
         kind = response.headers.get("Content-Type", "") or ""
         base = response.geturl()
     if "json" in kind:
-        return {f["filename"]: (urllib.parse.urljoin(base, f["url"]), f.get("hashes", {}).get("sha256", ""))
-                for f in json.loads(body)["files"]}
+        return {f["filename"]: (urllib.parse.urljoin(base, f["url"]), f.get("hashes", {}).get("sha256", "")) for f in json.loads(body)["files"]}
     anchors = Anchors()
     anchors.feed(body)
     links = {}
     for href, text in anchors.links:
         url, _, fragment = urllib.parse.urljoin(base, href).partition("#")
         name = text.strip() or urllib.parse.unquote(url.rsplit("/", 1)[-1])
-        links[name] = (url, fragment[len("sha256="):] if fragment.startswith("sha256=") else "")
+        links[name] = (url, fragment[len("sha256=") :] if fragment.startswith("sha256=") else "")
     return links
 
 

@@ -21,8 +21,7 @@ class MeshBed:
         self.nodes: dict[str, NodeProcess] = {}
         self._next_ip = 2
 
-    def start(self, name: str, *args: str, join: NodeProcess | None = None, token: str | None = None,
-              env: dict[str, str] | None = None) -> NodeProcess:
+    def start(self, name: str, *args: str, join: NodeProcess | None = None, token: str | None = None, env: dict[str, str] | None = None) -> NodeProcess:
         ip = f"127.0.0.{self._next_ip}"
         self._next_ip += 1
         quic = free_port(ip, socket.SOCK_DGRAM)
@@ -61,10 +60,7 @@ class MeshBed:
         raise AssertionError(f"not {what} after {timeout}s: {views}")
 
     def all_see_each_other(self, names: list[str]) -> bool:
-        return all(
-            set(self.peers_seen_by(name)) == set(names) - {name} and set(self.peers_seen_by(name).values()) <= {"alive"}
-            for name in names
-        )
+        return all(set(self.peers_seen_by(name)) == set(names) - {name} and set(self.peers_seen_by(name).values()) <= {"alive"} for name in names)
 
     def close(self) -> None:
         for node in self.nodes.values():

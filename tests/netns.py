@@ -39,8 +39,13 @@ class Namespace:
         """(status, body) of an HTTP request made from inside the namespace; status 0 when refused."""
         import json
 
-        done = subprocess.run(self.argv(sys.executable, "-c", PROBE, url, json.dumps(headers or {}), method, json.dumps(body) if body else ""),
-                              capture_output=True, text=True, timeout=60, check=True)
+        done = subprocess.run(
+            self.argv(sys.executable, "-c", PROBE, url, json.dumps(headers or {}), method, json.dumps(body) if body else ""),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         answer = json.loads(done.stdout)
         return answer["status"], answer["body"]
 

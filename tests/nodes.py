@@ -39,8 +39,18 @@ class NodeProcess:
         self.console = free_port(host)
         self.home = workdir / "home"
         self.log_path = workdir / "node.log"
-        self.argv = [*MESH_LLM_ARGV, "--port", str(self.port), "--console", str(self.console),
-                     "--home", str(self.home), "--models-dir", str(workdir / "models"), *args]
+        self.argv = [
+            *MESH_LLM_ARGV,
+            "--port",
+            str(self.port),
+            "--console",
+            str(self.console),
+            "--home",
+            str(self.home),
+            "--models-dir",
+            str(workdir / "models"),
+            *args,
+        ]
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,8 +68,13 @@ class NodeProcess:
         # Several test nodes share this machine's cores: a service core each would be the same core
         # for all of them, and idle-priority services would wait on every other node's llama
         # (services/common/cpus.py), so both are off unless a caller turns them on.
-        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                        env={"MESH_NODE_SERVICE_CORE": "false", "MESH_NODE_SERVICES_IDLE": "false"} | os.environ | (env or {}))
+        self.process = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={"MESH_NODE_SERVICE_CORE": "false", "MESH_NODE_SERVICES_IDLE": "false"} | os.environ | (env or {}),
+        )
         return self
 
     def log_tail(self, lines: int = 40) -> str:

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Write a tokenizer-only GGUF: every KV field of SmolLM2-135M-Instruct's GGUF, no tensors.
 write_dense() reads only tokenizer.* metadata from it. Usage: make_tokenizer.py OUT.gguf"""
+
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from gguf import GGUFReader, GGUFValueType, GGUFWriter  # noqa: E402
+from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
-from services.runner.models import resolve  # noqa: E402
+from services.runner.models import resolve
 
 src = resolve("SmolLM2-135M-Instruct", Path("/tmp")).path
 reader = GGUFReader(src)

@@ -22,9 +22,17 @@ COMMANDS = ("rotate-key", "admin", "drop", "moe")
 # The seed's surface that is planned but not built: each answers "not built yet" (exit 2) instead of
 # "unrecognized", so a user following the seed's docs learns it is coming, not that they mistyped.
 NOT_BUILT_COMMANDS = ("discover", "download", "models", "blackboard", "claude", "goose", "opencode", "pi")
-NOT_BUILT_YET = {"auto": "--auto", "publish": "--publish", "mesh_name": "--mesh-name", "region": "--region",
-                 "max_clients": "--max-clients", "draft": "--draft", "join_nearby": "--join-nearby",
-                 "no_announce": "--no-announce", "blackboard": "--blackboard"}
+NOT_BUILT_YET = {
+    "auto": "--auto",
+    "publish": "--publish",
+    "mesh_name": "--mesh-name",
+    "region": "--region",
+    "max_clients": "--max-clients",
+    "draft": "--draft",
+    "join_nearby": "--join-nearby",
+    "no_announce": "--no-announce",
+    "blackboard": "--blackboard",
+}
 
 
 class UsageError(Exception):
@@ -39,8 +47,11 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mesh-llm", description="Serve LLMs from the pooled memory of several machines behind one OpenAI API.")
-    p.add_argument("command", nargs="*", help="rotate-key | admin peers|self|leave | drop MODEL (talk to the running node at --home) "
-                                               "| moe check MODEL (measure an expert split)")
+    p.add_argument(
+        "command",
+        nargs="*",
+        help="rotate-key | admin peers|self|leave | drop MODEL (talk to the running node at --home) | moe check MODEL (measure an expert split)",
+    )
     p.add_argument("--model", action="append", default=[], help="model to serve (repeatable): catalog name, GGUF path, or a file in ~/.models")
     p.add_argument("--port", type=int, default=9337, help="OpenAI API port (default 9337)")
     p.add_argument("--console", type=int, default=3131, help="console port (default 3131)")
@@ -60,8 +71,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="lan", choices=sorted(PROFILES), help="gossip timings (default lan)")
     p.add_argument("--join-timeout", type=float, default=0.0, help="seconds to try joining before giving up (default: the profile's)")
     p.add_argument("--split", action="store_true", help="split models over nodes even when they fit one (pipeline over RPC)")
-    p.add_argument("--standby", action="store_true",
-                   help="serve nothing until the mesh's demand asks for a model this node holds (--model then only names models to hold)")
+    p.add_argument(
+        "--standby", action="store_true", help="serve nothing until the mesh's demand asks for a model this node holds (--model then only names models to hold)"
+    )
     for flag in ("--auto", "--publish", "--no-announce", "--blackboard"):
         p.add_argument(flag, action="store_true", help="not built yet")
     for flag in ("--mesh-name", "--region", "--max-clients", "--draft"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
 import socket
 import sys
@@ -29,7 +30,7 @@ from services.runner.settings import RunnerSettings
 GB = 10**9
 
 
-def advertised_addresses(args: object, quic_host: str, quic_port: int) -> tuple[str, ...]:
+def advertised_addresses(args: argparse.Namespace, quic_host: str, quic_port: int) -> tuple[str, ...]:
     """Where peers dial this node, the one gossip tells first: --advertise, else the bound address,
     else every non-loopback interface address (the host name's address is loopback on Debian)."""
     if args.advertise:
@@ -39,8 +40,12 @@ def advertised_addresses(args: object, quic_host: str, quic_port: int) -> tuple[
 
 def interface_addresses() -> list[addresses.InterfaceAddress]:
     """This machine's interface addresses (psutil, already ours, lists them as ifaddr does)."""
-    return [addresses.InterfaceAddress(name, entry.address) for name, entries in psutil.net_if_addrs().items()
-            for entry in entries if entry.family in (socket.AF_INET, socket.AF_INET6)]
+    return [
+        addresses.InterfaceAddress(name, entry.address)
+        for name, entries in psutil.net_if_addrs().items()
+        for entry in entries
+        if entry.family in (socket.AF_INET, socket.AF_INET6)
+    ]
 
 
 def mesh_of(home: Path, token: InviteToken | None) -> MeshIdentity:
@@ -64,22 +69,43 @@ def lends_memory(options: Options) -> bool:
 def settings_for(options: Options, home: Path, quic_port: int, advertised: tuple[str, ...], llama_bin: Path | None = None) -> dict[str, dict[str, str]]:
     """The environment of each service, built once from the flags."""
     args = options.args
-    node_fields = {"gateway_grpc_port": reserve_tcp_port(), "gossip_grpc_port": reserve_tcp_port(), "placement_grpc_port": reserve_tcp_port(),
-                   "runner_grpc_port": reserve_tcp_port(), "gossip_metrics_port": reserve_tcp_port(), "placement_metrics_port": reserve_tcp_port(),
-                   "runner_metrics_port": reserve_tcp_port(), "log_level": args.log_level, "home": home}
+    node_fields = {
+        "gateway_grpc_port": reserve_tcp_port(),
+        "gossip_grpc_port": reserve_tcp_port(),
+        "placement_grpc_port": reserve_tcp_port(),
+        "runner_grpc_port": reserve_tcp_port(),
+        "gossip_metrics_port": reserve_tcp_port(),
+        "placement_metrics_port": reserve_tcp_port(),
+        "runner_metrics_port": reserve_tcp_port(),
+        "log_level": args.log_level,
+        "home": home,
+    }
     if args.name:
         node_fields["name"] = args.name
     node = environment_for(NodeSettings(**node_fields))
     services = {
         "runner": RunnerSettings(device=args.device, llama_bin=llama_bin),
-        "gossip": GossipSettings(profile=args.profile, seeds=list(options.token.bootstrap) if options.token else [],
-                                 address=advertised[0], join_timeout=args.join_timeout),
-        "placement": PlacementSettings(models=list(args.model), models_dir=args.models_dir, client=args.client, split=args.split, standby=args.standby,
-                                       max_memory_bytes=int(args.max_vram * GB) if args.max_vram else 0),
+        "gossip": GossipSettings(
+            profile=args.profile, seeds=list(options.token.bootstrap) if options.token else [], address=advertised[0], join_timeout=args.join_timeout
+        ),
+        "placement": PlacementSettings(
+            models=list(args.model),
+            models_dir=args.models_dir,
+            client=args.client,
+            split=args.split,
+            standby=args.standby,
+            max_memory_bytes=int(args.max_vram * GB) if args.max_vram else 0,
+        ),
         "gateway": GatewaySettings(
-            api_host=api_host(args), api_port=args.port, api_key=args.api_key,
-            api_enabled=bool(options.models) or args.client or args.standby or bool(args.join), console_host=console_host(args),
-            console_port=args.console, peer_host=args.host or "0.0.0.0", peer_port=quic_port, invite_addresses=list(advertised),
+            api_host=api_host(args),
+            api_port=args.port,
+            api_key=args.api_key,
+            api_enabled=bool(options.models) or args.client or args.standby or bool(args.join),
+            console_host=console_host(args),
+            console_port=args.console,
+            peer_host=args.host or "0.0.0.0",
+            peer_port=quic_port,
+            invite_addresses=list(advertised),
         ),
     }
     return {service: node | environment_for(settings) for service, settings in services.items()}

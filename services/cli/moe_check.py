@@ -39,10 +39,13 @@ def run(args: argparse.Namespace) -> int:
     if not isinstance(plan, ShardPlan):
         print(f"refused: {plan.reason}")
         return 1
-    print(f"model: {model.model_id} ({info.arch}, {info.experts} experts, {info.experts_used} per token, {info.layers} layers); "
-          f"expert ranking: {ranking.source}")
-    print(f"plan: {args.nodes} shard(s), {per_shard} experts per layer each, a core of {plan.core[0]} on every shard, "
-          f"every expert on at least {plan.copies} shard(s)")
+    print(
+        f"model: {model.model_id} ({info.arch}, {info.experts} experts, {info.experts_used} per token, {info.layers} layers); expert ranking: {ranking.source}"
+    )
+    print(
+        f"plan: {args.nodes} shard(s), {per_shard} experts per layer each, a core of {plan.core[0]} on every shard, "
+        f"every expert on at least {plan.copies} shard(s)"
+    )
     perplexity = binaries.binary("llama-perplexity", None)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -52,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
             experts = plan.shard(node)
             shard = write_shard(model.path, shard_path(home / "moe", model.path, experts), experts)
             text = _perplexity(perplexity, shard, ["--kl-divergence-base", str(base), "--kl-divergence"])
-            rows.append((node, len(experts[0]), shard.stat().st_size / 1e6, _number(r"Mean\s+KLD:\s+(-?[\d.]+)", text),
-                         _number(r"Same top p:\s+([\d.]+)", text)))
+            rows.append(
+                (node, len(experts[0]), shard.stat().st_size / 1e6, _number(r"Mean\s+KLD:\s+(-?[\d.]+)", text), _number(r"Same top p:\s+([\d.]+)", text))
+            )
     print(f"\n| {'shard':<8} | experts/layer | {'MB':>8} | {'mean KL':>9} | top-1 agreement |")
     print(f"|{'-' * 10}|---------------|{'-' * 10}|{'-' * 11}|-----------------|")
     for node, experts_kept, size, kl, agreement in rows:
@@ -67,8 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _perplexity(binary: Path, model: Path, extra: list[str]) -> str:
-    done = subprocess.run([str(binary), "-m", str(model), "-f", str(CALIBRATION), "-c", "128", "-t", "2", *extra],
-                          capture_output=True, text=True, timeout=1800)
+    done = subprocess.run([str(binary), "-m", str(model), "-f", str(CALIBRATION), "-c", "128", "-t", "2", *extra], capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise UsageError(f"llama-perplexity failed on {model.name}: {done.stdout[-300:]}")
     return done.stdout + done.stderr

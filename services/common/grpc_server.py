@@ -24,7 +24,7 @@ SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.Health
 class Health:
     """This service's answer to `grpc.health.v1.Health`; the service alone decides it."""
 
-    def __init__(self, servicer: health.aio.HealthServicer) -> None:
+    def __init__(self, servicer: health.aio.HealthServicer) -> None:  # pyright: ignore[reportAttributeAccessIssue] - types-grpcio lacks health.aio
         self._servicer = servicer
         self.serving: bool | None = None  # None: the service has not said yet (checkers hear NOT_SERVING)
 
@@ -60,7 +60,7 @@ async def start(port: int, register: Callable[[grpc.aio.Server], None]) -> Serve
     # start, not silently share the port's connections with ours.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     register(server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # pyright: ignore[reportAttributeAccessIssue] - types-grpcio lacks health.aio
     # The reference servicer starts at SERVING: a checker asking before the service is ready must hear the truth.
     await health_servicer.set("", NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Generator
 
 import uvicorn
+from starlette.types import ASGIApp
 
 
 class _Server(uvicorn.Server):
@@ -29,10 +30,9 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(app: object, host: str, port: int, started: asyncio.Event | None = None) -> None:
+async def serve(app: ASGIApp, host: str, port: int, started: asyncio.Event | None = None) -> None:
     """Serve until cancelled, then close connections gracefully; `started` is set once listening."""
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off", access_log=False,
-                            timeout_graceful_shutdown=2)
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off", access_log=False, timeout_graceful_shutdown=2)
     server = _Server(config, started)
     task = asyncio.create_task(server.serve())
     try:

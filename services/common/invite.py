@@ -35,7 +35,8 @@ class InviteToken:
     def encode(self) -> str:
         body = json.dumps(
             {"m": self.mesh_id, "s": self.secret.hex(), "b": list(self.bootstrap), "f": self.fingerprint},
-            separators=(",", ":"), sort_keys=True,
+            separators=(",", ":"),
+            sort_keys=True,
         ).encode()
         checksum = hashlib.sha256(body).digest()[:CHECKSUM_BYTES]
         return PREFIX + base64.urlsafe_b64encode(body + checksum).decode().rstrip("=")
@@ -54,7 +55,7 @@ def decode(text: str) -> InviteToken:
     text = text.strip()
     if not text.startswith(PREFIX):
         raise TokenError("not a mesh-llm invite token (it should start with 'mesh1-')")
-    raw = _unbase64(text[len(PREFIX):])
+    raw = _unbase64(text[len(PREFIX) :])
     body, checksum = raw[:-CHECKSUM_BYTES], raw[-CHECKSUM_BYTES:]
     if len(raw) <= CHECKSUM_BYTES or hashlib.sha256(body).digest()[:CHECKSUM_BYTES] != checksum:
         raise TokenError("invite token is truncated or altered (checksum mismatch): copy it again")

@@ -16,22 +16,35 @@ _STATE_NUMBERS = {name: number for number, name in _STATE_NAMES.items()}
 
 def served_from_proto(message: node_pb2.ServedModel) -> ServedModel:
     return ServedModel(
-        model_id=message.model_id, path=message.path, state=_STATE_NAMES.get(message.state, "stopped"),
-        port=message.port, restarts=message.restarts, last_error=message.last_error,
-        retry_at=message.retry_at, size_bytes=message.size_bytes, kind=message.kind or "llama-server",
+        model_id=message.model_id,
+        path=message.path,
+        state=_STATE_NAMES.get(message.state, "stopped"),
+        port=message.port,
+        restarts=message.restarts,
+        last_error=message.last_error,
+        retry_at=message.retry_at,
+        size_bytes=message.size_bytes,
+        kind=message.kind or "llama-server",
         fingerprint=message.fingerprint,
     )
 
 
 def served_to_proto(served: ServedModel) -> node_pb2.ServedModel:
     return node_pb2.ServedModel(
-        model_id=served.model_id, path=served.path, state=_STATE_NUMBERS[served.state], port=served.port,
-        restarts=served.restarts, last_error=served.last_error, retry_at=served.retry_at, size_bytes=served.size_bytes,
-        kind=served.kind, fingerprint=served.fingerprint,
+        model_id=served.model_id,
+        path=served.path,
+        state=_STATE_NUMBERS[served.state],
+        port=served.port,
+        restarts=served.restarts,
+        last_error=served.last_error,
+        retry_at=served.retry_at,
+        size_bytes=served.size_bytes,
+        kind=served.kind,
+        fingerprint=served.fingerprint,
     )
 
 
-def files_from_proto(files) -> tuple[ModelFile, ...]:  # noqa: ANN001 - a protobuf repeated field
+def files_from_proto(files) -> tuple[ModelFile, ...]:
     return tuple(ModelFile(file.model_id, file.fingerprint) for file in files)
 
 
@@ -40,43 +53,66 @@ def files_to_proto(files: tuple[ModelFile, ...]) -> list[node_pb2.ModelFile]:
 
 
 def assignment_from_proto(message: node_pb2.Assignment) -> Assignment:
-    return Assignment(model_id=message.model_id, mode=message.mode, reason=message.reason, host=message.host,
-                      workers=tuple(message.workers), layers=tuple(message.layers), promoted=message.promoted,
-                      shards=tuple((shard.node_id, experts_from_proto(shard.layers)) for shard in message.shards))
+    return Assignment(
+        model_id=message.model_id,
+        mode=message.mode,
+        reason=message.reason,
+        host=message.host,
+        workers=tuple(message.workers),
+        layers=tuple(message.layers),
+        promoted=message.promoted,
+        shards=tuple((shard.node_id, experts_from_proto(shard.layers)) for shard in message.shards),
+    )
 
 
 def assignment_to_proto(assignment: Assignment) -> node_pb2.Assignment:
-    return node_pb2.Assignment(model_id=assignment.model_id, mode=assignment.mode, reason=assignment.reason,
-                               host=assignment.host, workers=list(assignment.workers), layers=list(assignment.layers),
-                               promoted=assignment.promoted,
-                               shards=[node_pb2.Shard(node_id=node, layers=experts_to_proto(layers)) for node, layers in assignment.shards])
+    return node_pb2.Assignment(
+        model_id=assignment.model_id,
+        mode=assignment.mode,
+        reason=assignment.reason,
+        host=assignment.host,
+        workers=list(assignment.workers),
+        layers=list(assignment.layers),
+        promoted=assignment.promoted,
+        shards=[node_pb2.Shard(node_id=node, layers=experts_to_proto(layers)) for node, layers in assignment.shards],
+    )
 
 
 def experts_to_proto(layers: tuple[tuple[int, ...], ...]) -> list[node_pb2.ExpertList]:
     return [node_pb2.ExpertList(experts=list(layer)) for layer in layers]
 
 
-def experts_from_proto(layers) -> tuple[tuple[int, ...], ...]:  # noqa: ANN001 - a protobuf repeated field
+def experts_from_proto(layers) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(layer.experts) for layer in layers)
 
 
 def record_from_proto(message: node_pb2.NodeRecord) -> NodeRecord:
     return NodeRecord(
-        node_id=message.node_id, name=message.name, role=message.role,
-        memory_offered_bytes=message.memory_offered_bytes, models_on_disk=tuple(message.models_on_disk),
+        node_id=message.node_id,
+        name=message.name,
+        role=message.role,
+        memory_offered_bytes=message.memory_offered_bytes,
+        models_on_disk=tuple(message.models_on_disk),
         served=tuple(served_from_proto(s) for s in message.served),
         assignments=tuple(assignment_from_proto(a) for a in message.assignments),
-        version=message.version, updated_at=message.updated_at, model_files=files_from_proto(message.model_files),
+        version=message.version,
+        updated_at=message.updated_at,
+        model_files=files_from_proto(message.model_files),
     )
 
 
 def record_to_proto(record: NodeRecord) -> node_pb2.NodeRecord:
     return node_pb2.NodeRecord(
-        node_id=record.node_id, name=record.name, role=record.role,
-        memory_offered_bytes=record.memory_offered_bytes, models_on_disk=list(record.models_on_disk),
+        node_id=record.node_id,
+        name=record.name,
+        role=record.role,
+        memory_offered_bytes=record.memory_offered_bytes,
+        models_on_disk=list(record.models_on_disk),
         served=[served_to_proto(s) for s in record.served],
         assignments=[assignment_to_proto(a) for a in record.assignments],
-        version=record.version, updated_at=record.updated_at, model_files=files_to_proto(record.model_files),
+        version=record.version,
+        updated_at=record.updated_at,
+        model_files=files_to_proto(record.model_files),
     )
 
 
@@ -109,13 +145,18 @@ def update_from_proto(message: gossip_pb2.SelfUpdate) -> SelfUpdate:
 def view_from_proto(message: gossip_pb2.MeshView) -> MeshView:
     peers = tuple(Peer(record_from_proto(p.record), p.address, p.status, p.rtt) for p in message.peers)
     return MeshView(
-        own=record_from_proto(message.self), peers=peers, mesh_id=message.mesh.mesh_id, secret=message.mesh.secret,
-        secret_version=message.mesh.secret_version, address=message.address, join_error=message.join_error,
-        gossip_rounds=message.gossip_rounds, join_state=message.join_state,
+        own=record_from_proto(message.self),
+        peers=peers,
+        mesh_id=message.mesh.mesh_id,
+        secret=message.mesh.secret,
+        secret_version=message.mesh.secret_version,
+        address=message.address,
+        join_error=message.join_error,
+        gossip_rounds=message.gossip_rounds,
+        join_state=message.join_state,
         demand=tuple(ModelDemand(d.model_id, d.requests, d.recent, d.last_seen, d.pinned) for d in message.demand),
     )
 
 
 def demand_to_proto(demand: ModelDemand) -> gossip_pb2.ModelDemand:
-    return gossip_pb2.ModelDemand(model_id=demand.model_id, requests=demand.requests, recent=demand.recent,
-                                  last_seen=demand.last_seen, pinned=demand.pinned)
+    return gossip_pb2.ModelDemand(model_id=demand.model_id, requests=demand.requests, recent=demand.recent, last_seen=demand.last_seen, pinned=demand.pinned)

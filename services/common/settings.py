@@ -11,7 +11,6 @@ import os
 import socket
 import uuid
 from pathlib import Path
-
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator

@@ -37,8 +37,14 @@ def create_api_app(settings: GatewaySettings, mirror: MeshMirror, relay: Relay, 
     return app
 
 
-def create_console_app(settings: GatewaySettings, mirror: MeshMirror, fingerprint: str, relay: Relay | None = None,
-                       metrics: GatewayMetrics | None = None, metrics_urls: dict[str, str] | None = None) -> FastAPI:
+def create_console_app(
+    settings: GatewaySettings,
+    mirror: MeshMirror,
+    fingerprint: str,
+    relay: Relay | None = None,
+    metrics: GatewayMetrics | None = None,
+    metrics_urls: dict[str, str] | None = None,
+) -> FastAPI:
     """The console page, /api/status, /api/events; and, for its chat panel on the same origin, the
     chat and models API (the console is loopback-only, so no API key), and the gateway's /metrics."""
     app = FastAPI(title="mesh-llm console", docs_url=None, redoc_url=None, openapi_url=None)

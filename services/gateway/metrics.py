@@ -32,15 +32,34 @@ class GatewayMetrics:
     def __init__(self, mirror: MeshMirror | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("mesh_gateway_requests", "API requests by model, target node, endpoint and status", ["model", "target", "endpoint", "status"], registry=r)
-        self.errors = Counter("mesh_gateway_target_errors", "Targets that failed a request, by model, target node and reason", ["model", "target", "reason"], registry=r)
+        self.requests = Counter(
+            "mesh_gateway_requests", "API requests by model, target node, endpoint and status", ["model", "target", "endpoint", "status"], registry=r
+        )
+        self.errors = Counter(
+            "mesh_gateway_target_errors", "Targets that failed a request, by model, target node and reason", ["model", "target", "reason"], registry=r
+        )
         self.prompt_tokens = Counter("mesh_gateway_prompt_tokens", "Prompt tokens processed", ["model"], registry=r)
         self.completion_tokens = Counter("mesh_gateway_completion_tokens", "Completion tokens generated", ["model"], registry=r)
-        self.time_to_first_token = Histogram("mesh_gateway_time_to_first_token_seconds", "Seconds from request to first response byte", ["model", "target"], buckets=LATENCY_BUCKETS, registry=r)
-        self.inter_token = Histogram("mesh_gateway_inter_token_seconds", "Seconds between streamed chunks", ["model"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64), registry=r)
-        self.tokens_per_second = Histogram("mesh_gateway_tokens_per_second", "Completion tokens per second of each request (first byte to last)", ["model"],
-                                           buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), registry=r)
-        self.request_duration = Histogram("mesh_gateway_request_duration_seconds", "Seconds from request to last response byte", ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.time_to_first_token = Histogram(
+            "mesh_gateway_time_to_first_token_seconds", "Seconds from request to first response byte", ["model", "target"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.inter_token = Histogram(
+            "mesh_gateway_inter_token_seconds",
+            "Seconds between streamed chunks",
+            ["model"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64),
+            registry=r,
+        )
+        self.tokens_per_second = Histogram(
+            "mesh_gateway_tokens_per_second",
+            "Completion tokens per second of each request (first byte to last)",
+            ["model"],
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "mesh_gateway_request_duration_seconds", "Seconds from request to last response byte", ["model"], buckets=LATENCY_BUCKETS, registry=r
+        )
 
         self.peer_bytes = Counter("mesh_peer_bytes", "Bytes over QUIC streams to and from peers", ["stream", "direction"], registry=r)
         self.rpc_bytes = Counter("mesh_rpc_tunnel_bytes", "Bytes through RPC tunnels to split workers, by worker address", ["worker", "direction"], registry=r)

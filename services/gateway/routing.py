@@ -92,8 +92,9 @@ def demand_name(view: MeshView, requested: str) -> str:
     return name if isinstance(name, str) else requested
 
 
-def route(view: MeshView, requested: str, now: float, affinity: str = "", loads: Mapping[str, int] | None = None,
-          exclude: frozenset[str] = frozenset()) -> list[Target] | UnknownModel | NotReady:
+def route(
+    view: MeshView, requested: str, now: float, affinity: str = "", loads: Mapping[str, int] | None = None, exclude: frozenset[str] = frozenset()
+) -> list[Target] | UnknownModel | NotReady:
     """Ready servers for the model, best first; or why there are none."""
     servers = _servers(view)
     name = resolve_name(requested, tuple(sorted({s.served.model_id for s in servers})))
@@ -127,8 +128,13 @@ def _rendezvous(key: str, node_id: str) -> int:
 
 def _servers(view: MeshView) -> list[_Server]:
     own = [_Server(view.own, served, "", 0.0) for served in view.own.served if served.kind == "llama-server"]
-    peers = [_Server(peer.record, served, peer.address, peer.rtt) for peer in view.peers if peer.status == "alive"
-             for served in peer.record.served if served.kind == "llama-server"]
+    peers = [
+        _Server(peer.record, served, peer.address, peer.rtt)
+        for peer in view.peers
+        if peer.status == "alive"
+        for served in peer.record.served
+        if served.kind == "llama-server"
+    ]
     return own + peers
 
 

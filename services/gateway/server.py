@@ -11,22 +11,22 @@ from services.common import grpc_server, http_server, lifecycle
 from services.common.logs import event
 from services.common.settings import NodeSettings
 from services.gateway.app import create_api_app, create_console_app
+from services.gateway.demand import DemandReporter
 from services.gateway.mesh_view import MeshMirror
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.openai.relay import Relay
 from services.gateway.peers import identity
-from services.gateway.demand import DemandReporter
 from services.gateway.peers.datagrams import datagram_size
 from services.gateway.peers.endpoint import LocalNode, open_endpoint
 from services.gateway.peers.framing import StreamKind
 from services.gateway.peers.links import GossipHandler, PeerLinks, request_reply
 from services.gateway.routing import local_port_of, rpc_ports
-from services.gateway.tunnel.rpc import RpcTunnels, RpcTunnelServer
-from services.gateway.tunnel.client import TunnelUpstream
-from services.gateway.tunnel.server import TunnelServer
-from services.gateway.upstream import LocalUpstream
 from services.gateway.servicer import GatewayServicer
 from services.gateway.settings import GatewaySettings
+from services.gateway.tunnel.client import TunnelUpstream
+from services.gateway.tunnel.rpc import RpcTunnels, RpcTunnelServer
+from services.gateway.tunnel.server import TunnelServer
+from services.gateway.upstream import LocalUpstream
 from services.proto.mesh.v1 import gateway_pb2_grpc, gossip_pb2, gossip_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -67,12 +67,21 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
         tunnels = TunnelServer(lambda model: local_port_of(mirror.view, model), local_upstream, metrics.count_peer_bytes)
         rpc_tunnels = RpcTunnels(links, metrics.count_rpc_bytes, settings.connect_timeout)
         rpc_server = RpcTunnelServer(lambda: rpc_ports(mirror.view))
-        links.handlers = {StreamKind.GOSSIP: request_reply(on_gossip, metrics.count_peer_bytes), StreamKind.HTTP: tunnels.serve,
-                          StreamKind.RPC: rpc_server.serve}
-        links.endpoint = await open_endpoint(settings.peer_host, settings.peer_port, identity=me, local=local,
-                                             serve_stream=links.serve_stream, idle_timeout=settings.peer_idle_timeout,
-                                             datagram_bytes=settings.peer_datagram_bytes or datagram_size(settings.peer_host),
-                                             ack_delay=settings.peer_ack_delay)
+        links.handlers = {
+            StreamKind.GOSSIP: request_reply(on_gossip, metrics.count_peer_bytes),
+            StreamKind.HTTP: tunnels.serve,
+            StreamKind.RPC: rpc_server.serve,
+        }
+        links.endpoint = await open_endpoint(
+            settings.peer_host,
+            settings.peer_port,
+            identity=me,
+            local=local,
+            serve_stream=links.serve_stream,
+            idle_timeout=settings.peer_idle_timeout,
+            datagram_bytes=settings.peer_datagram_bytes or datagram_size(settings.peer_host),
+            ack_delay=settings.peer_ack_delay,
+        )
         grpc = await grpc_server.start(node.gateway_grpc_port, lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(links, rpc_tunnels), s))
         # Health: SERVING once the QUIC endpoint (above) and the HTTP servers listen, while gossip's Watch can be followed.
         console_up, api_up = asyncio.Event(), asyncio.Event()
@@ -80,7 +89,14 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
             async with asyncio.TaskGroup() as group:
                 group.create_task(mirror.follow(gossip))
                 group.create_task(demand.run())
-                group.create_task(http_server.serve(create_console_app(settings, mirror, me.fingerprint, relay, metrics, metrics_urls(node, settings)), settings.console_host, settings.console_port, console_up))
+                group.create_task(
+                    http_server.serve(
+                        create_console_app(settings, mirror, me.fingerprint, relay, metrics, metrics_urls(node, settings)),
+                        settings.console_host,
+                        settings.console_port,
+                        console_up,
+                    )
+                )
                 if settings.api_enabled:
                     group.create_task(http_server.serve(create_api_app(settings, mirror, relay, metrics), settings.api_host, settings.api_port, api_up))
                 else:
@@ -101,8 +117,7 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
 def metrics_urls(node: NodeSettings, settings: GatewaySettings) -> dict[str, str]:
     """Where Prometheus finds each of this node's four services (all on this machine's loopback)."""
     gateway = f"http://127.0.0.1:{settings.console_port}/metrics"
-    return {"gateway": gateway, **{name: f"http://127.0.0.1:{getattr(node, f'{name}_metrics_port')}/metrics"
-                                   for name in ("gossip", "placement", "runner")}}
+    return {"gateway": gateway, **{name: f"http://127.0.0.1:{getattr(node, f'{name}_metrics_port')}/metrics" for name in ("gossip", "placement", "runner")}}
 
 
 def main_from_environment() -> None:

@@ -41,14 +41,14 @@ class LocalUpstream:
         self.client = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
 
     async def open(self, port: int, path: str, raw: bytes, request_id: str) -> UpstreamResponse:
-        request = self.client.build_request("POST", f"http://127.0.0.1:{port}{path}", content=raw,
-                                            headers={"content-type": "application/json", "x-request-id": request_id})
+        request = self.client.build_request(
+            "POST", f"http://127.0.0.1:{port}{path}", content=raw, headers={"content-type": "application/json", "x-request-id": request_id}
+        )
         try:
             response = await self._send(request)
         except httpx.TransportError as failure:
             raise UpstreamUnavailable(f"llama-server is not answering ({type(failure).__name__})") from None
-        return UpstreamResponse(response.status_code, response.headers.get("content-type", "application/json"),
-                                _whole(response.aiter_raw()), response.aclose)
+        return UpstreamResponse(response.status_code, response.headers.get("content-type", "application/json"), _whole(response.aiter_raw()), response.aclose)
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         """Send, retrying once when a kept-alive connection turns out closed before any response.

@@ -58,8 +58,7 @@ def summarize(entries: Iterable[DemandEntry], pinned: Iterable[str], now: float)
     for entry in entries:
         seen = totals.get(entry.model_id, ModelDemand(entry.model_id))
         recent = entry.recent if now - entry.updated_at < HOUR else 0
-        totals[entry.model_id] = ModelDemand(entry.model_id, seen.requests + entry.requests, seen.recent + recent,
-                                             max(seen.last_seen, entry.last_seen))
+        totals[entry.model_id] = ModelDemand(entry.model_id, seen.requests + entry.requests, seen.recent + recent, max(seen.last_seen, entry.last_seen))
     for model_id in pinned:
         seen = totals.get(model_id, ModelDemand(model_id))
         totals[model_id] = ModelDemand(model_id, seen.requests, seen.recent, seen.last_seen, pinned=True)
@@ -88,8 +87,9 @@ class OwnCounter:
         for times in self.times.values():
             while times and now - times[0] > HOUR:
                 times.popleft()
-        return [DemandEntry(model_id, self.origin, total, len(self.times[model_id]), self.last_seen[model_id], now)
-                for model_id, total in self.requests.items()]
+        return [
+            DemandEntry(model_id, self.origin, total, len(self.times[model_id]), self.last_seen[model_id], now) for model_id, total in self.requests.items()
+        ]
 
     def forget(self, now: float, ttl: float) -> None:
         """Drop models whose last request is older than the TTL (they leave every node's map)."""

@@ -17,7 +17,6 @@ from services.gossip import demand, swim
 from services.gossip.demand import DemandEntry, OwnCounter
 from services.gossip.swim import Member
 
-
 RTT_SMOOTHING = 0.2  # weight of a new RTT sample in the moving average
 # A peer's smoothed RTT is told to watchers (placement, the gateway) when it moved this much since
 # they last heard it: each probe's sample otherwise wakes both and re-runs placement, twice a
@@ -30,6 +29,8 @@ RTT_NEWS_FLOOR = 0.002  # seconds: smaller changes are noise on any network, loo
 def rtt_is_news(told: float | None, rtt: float) -> bool:
     """Whether a smoothed RTT differs enough from the value watchers were last told."""
     return told is None or abs(rtt - told) > max(RTT_NEWS_FLOOR, RTT_NEWS_RATIO * told)
+
+
 DEMAND_REWRITE = 60.0  # seconds between rewrites of our unchanged demand entries
 
 
@@ -124,7 +125,7 @@ class Membership:
             kept = self.demand.get(key)
             # Unchanged counts are rewritten once a minute only: every rewrite is a change to gossip.
             same = kept is not None and (kept.requests, kept.recent, kept.last_seen) == (entry.requests, entry.recent, entry.last_seen)
-            mine[key] = kept if same and now - kept.updated_at < DEMAND_REWRITE else entry
+            mine[key] = kept if kept is not None and same and now - kept.updated_at < DEMAND_REWRITE else entry
         updated = demand.expire({**others, **mine}, now, self.demand_ttl)
         if updated != self.demand:
             self.demand = updated

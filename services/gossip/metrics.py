@@ -25,8 +25,7 @@ class _StateCollector(Collector):
         for state in (swim.ALIVE, swim.SUSPECT, swim.DEAD, swim.LEFT):
             peers.add_metric([state], sum(1 for m in members if m.status == state))
         yield peers
-        yield CounterMetricFamily("mesh_gossip_rounds", "Gossip state exchanges this node took part in",
-                                  value=getattr(self.rounds, "rounds", 0))
+        yield CounterMetricFamily("mesh_gossip_rounds", "Gossip state exchanges this node took part in", value=getattr(self.rounds, "rounds", 0))
         requests = GaugeMetricFamily("mesh_gossip_demand_requests", "Requests per model in the mesh's demand map", labels=["model"])
         recent = GaugeMetricFamily("mesh_gossip_demand_recent_requests", "Requests per model in the last hour", labels=["model"])
         for demand in self.membership.demand_map():

@@ -25,9 +25,7 @@ async def main(node: NodeSettings, settings: GossipSettings) -> None:
         protocol = GossipProtocol(membership, settings.timings(), gateway, metrics)
         metrics.state.rounds = protocol
         metrics_http.serve(node.gossip_metrics_port, metrics.registry)
-        server = await grpc_server.start(
-            node.gossip_grpc_port, lambda s: gossip_pb2_grpc.add_GossipServicer_to_server(GossipServicer(membership, protocol), s)
-        )
+        server = await grpc_server.start(node.gossip_grpc_port, lambda s: gossip_pb2_grpc.add_GossipServicer_to_server(GossipServicer(membership, protocol), s))
         # Its state is loaded (above) and its servicer answers: a joining node's gossip serves too.
         await server.health.set(True, "state loaded")
         try:

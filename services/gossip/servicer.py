@@ -45,9 +45,16 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
             gossip_pb2.Peer(record=record_to_proto(p.record), address=p.address, status=p.status, rtt=m.rtt.get(p.node_id, 0.0))
             for p in sorted(m.live_peers(), key=lambda p: p.record.name)
         ]
-        return gossip_pb2.MeshView(self=record_to_proto(m.own), peers=peers, mesh=identity_to_proto(m.mesh), address=m.address,
-                                   join_error=m.join_error, gossip_rounds=self.protocol.rounds, join_state=m.join_state,
-                                   demand=[demand_to_proto(d) for d in m.demand_map()])
+        return gossip_pb2.MeshView(
+            self=record_to_proto(m.own),
+            peers=peers,
+            mesh=identity_to_proto(m.mesh),
+            address=m.address,
+            join_error=m.join_error,
+            gossip_rounds=self.protocol.rounds,
+            join_state=m.join_state,
+            demand=[demand_to_proto(d) for d in m.demand_map()],
+        )
 
     async def HandlePeerMessage(self, request: gossip_pb2.PeerMessage, context: grpc.aio.ServicerContext) -> gossip_pb2.PeerMessage:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 

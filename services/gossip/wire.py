@@ -20,16 +20,18 @@ def member_from_proto(message: peer_pb2.Member) -> Member:
 
 def state_to_proto(state: GossipState) -> peer_pb2.GossipState:
     return peer_pb2.GossipState(
-        from_node_id=state.from_node_id, members=[member_to_proto(m) for m in state.members],
+        from_node_id=state.from_node_id,
+        members=[member_to_proto(m) for m in state.members],
         secret=peer_pb2.MeshSecret(secret=state.mesh.secret, version=state.mesh.secret_version),
-        demand=[peer_pb2.DemandEntry(model_id=e.model_id, origin=e.origin, requests=e.requests, recent=e.recent,
-                                     last_seen=e.last_seen, updated_at=e.updated_at) for e in state.demand],
+        demand=[
+            peer_pb2.DemandEntry(model_id=e.model_id, origin=e.origin, requests=e.requests, recent=e.recent, last_seen=e.last_seen, updated_at=e.updated_at)
+            for e in state.demand
+        ],
     )
 
 
 def state_from_proto(message: peer_pb2.GossipState, mesh_id: str) -> GossipState:
     mesh = MeshIdentity(mesh_id, message.secret.secret, message.secret.version)
     members = tuple(member_from_proto(m) for m in message.members if m.status in ("alive", "suspect", "dead", "left"))
-    demand = tuple(DemandEntry(e.model_id, e.origin, e.requests, e.recent, e.last_seen, e.updated_at)
-                   for e in message.demand if e.model_id and e.origin)
+    demand = tuple(DemandEntry(e.model_id, e.origin, e.requests, e.recent, e.last_seen, e.updated_at) for e in message.demand if e.model_id and e.origin)
     return GossipState(message.from_node_id, members, mesh, demand)

@@ -70,9 +70,12 @@ class Convergence:
         if self.settings.standby:
             self.models = []  # held, not served: a standby serves only what demand asks of it
         self.asks = [await self._ask(m) for m in self.models]
-        await self._update_self(role="client" if self.settings.client else "standby", memory_offered_bytes=self.memory_offered(),
-                                models_on_disk=held if not self.settings.client else (),
-                                model_files=model_files(self.on_disk.values()) if not self.settings.client else ())
+        await self._update_self(
+            role="client" if self.settings.client else "standby",
+            memory_offered_bytes=self.memory_offered(),
+            models_on_disk=held if not self.settings.client else (),
+            model_files=model_files(self.on_disk.values()) if not self.settings.client else (),
+        )
         async with asyncio.TaskGroup() as group:
             group.create_task(self.report_served())
             group.create_task(self.follow_mesh())
@@ -102,8 +105,7 @@ class Convergence:
 
     def _due(self, now: float) -> bool:
         s = self.settings
-        return (any(now - since >= s.worker_start_bound for since in self.waiting.values())
-                or any(until <= now for until in self.excluded.values()))
+        return any(now - since >= s.worker_start_bound for since in self.waiting.values()) or any(until <= now for until in self.excluded.values())
 
     def _exclusions(self, view: MeshView, now: float) -> frozenset[str]:
         """Workers left out of this node's split plans: late ones join, those whose time is up leave."""
@@ -122,8 +124,7 @@ class Convergence:
     def _promote(self, view: MeshView) -> list[tuple[ModelRef, str]]:
         """The asks demand adds on this node: promotions kept, and new ones once they have settled."""
         s = self.settings
-        needs = {name: planner.memory_needed(ref.size_bytes, s.headroom, s.context_bytes) for name, ref in self.on_disk.items()
-                 if name not in self.dropped}
+        needs = {name: planner.memory_needed(ref.size_bytes, s.headroom, s.context_bytes) for name, ref in self.on_disk.items() if name not in self.dropped}
         wanted = promotions(view, needs, self.promoted, Rules(s.hot_ratio, s.hot_requests)) if not s.client else {}
         now = time.monotonic()
         self.pending = {model: self.pending.get(model, now) for model in wanted if model not in self.promoted}
@@ -153,10 +154,17 @@ class Convergence:
         async with self._lock:
             s = self.settings
             asks = [*self.asks, *[await self._ask(ref, reason) for ref, reason in self._promote(self.view)]]
-            assignments = decide(self.view, asks, self.memory_offered(), force_split=s.split, headroom=s.headroom,
-                                 context_bytes=s.context_bytes, dropped=frozenset(self.dropped),
-                                 held=frozenset() if s.client else frozenset(self.on_disk),
-                                 excluded=self._exclusions(self.view, time.monotonic()))
+            assignments = decide(
+                self.view,
+                asks,
+                self.memory_offered(),
+                force_split=s.split,
+                headroom=s.headroom,
+                context_bytes=s.context_bytes,
+                dropped=frozenset(self.dropped),
+                held=frozenset() if s.client else frozenset(self.on_disk),
+                excluded=self._exclusions(self.view, time.monotonic()),
+            )
             gone = {a.model_id for a in self.assignments} - {a.model_id for a in assignments}
             if assignments != self.assignments:
                 for assignment in assignments:
@@ -181,8 +189,9 @@ class Convergence:
         elif assignment.mode == "split-worker":
             await self._stop(model_id, "llama-server")
             index = assignment.workers.index(self.view.own.node_id) if self.view else 0
-            await self.runner.ServeRpc(runner_pb2.ServeRpcRequest(model_id=model_id, path=path, layers=assignment.layers,
-                                                                  worker_index=index), wait_for_ready=True)
+            await self.runner.ServeRpc(
+                runner_pb2.ServeRpcRequest(model_id=model_id, path=path, layers=assignment.layers, worker_index=index), wait_for_ready=True
+            )
         elif assignment.mode == "moe-shard":
             await self._stop(model_id, "rpc-server")
             experts = assignment.experts_of(self.view.own.node_id) if self.view else ()
@@ -211,9 +220,16 @@ class Convergence:
                 self.tunnels[(address, port)] = tunnel.local_port
             endpoints.append(f"127.0.0.1:{self.tunnels[(address, port)]}")
         worker_layers = sum(assignment.layers[1:])
-        await self.runner.Serve(runner_pb2.ServeRequest(
-            model_id=assignment.model_id, path=path, rpc_endpoints=endpoints, worker_layers=worker_layers,
-            tensor_split=[float(n) for n in assignment.layers[1:]]), wait_for_ready=True)
+        await self.runner.Serve(
+            runner_pb2.ServeRequest(
+                model_id=assignment.model_id,
+                path=path,
+                rpc_endpoints=endpoints,
+                worker_layers=worker_layers,
+                tensor_split=[float(n) for n in assignment.layers[1:]],
+            ),
+            wait_for_ready=True,
+        )
 
     async def _stop(self, model_id: str, kind: str) -> None:
         await self.runner.Stop(runner_pb2.StopRequest(model_id=model_id, kind=kind), wait_for_ready=True)
@@ -222,8 +238,7 @@ class Convergence:
         """Mirror the runner's model states into this node's gossip record, change by change."""
         async for states in self.runner.Watch(runner_pb2.ListRequest(), wait_for_ready=True):
             # Each served model carries the fingerprint of the file it came from (a shard's source).
-            await self._update_self(served=tuple(replace(served_from_proto(m), fingerprint=self._fingerprint(m.model_id))
-                                                 for m in states.models))
+            await self._update_self(served=tuple(replace(served_from_proto(m), fingerprint=self._fingerprint(m.model_id)) for m in states.models))
 
     def _fingerprint(self, model_id: str) -> str:
         ref = self.on_disk.get(model_id)

@@ -50,9 +50,18 @@ class ModelAsk:
     fingerprint: str = ""  # of this node's file: peers with another file under the name are not holders
 
 
-def decide(view: MeshView, asks: Sequence[ModelAsk], memory: int, *, force_split: bool, headroom: float,
-           context_bytes: int, dropped: frozenset[str] = frozenset(), held: frozenset[str] = frozenset(),
-           excluded: frozenset[str] = frozenset()) -> tuple[Assignment, ...]:
+def decide(
+    view: MeshView,
+    asks: Sequence[ModelAsk],
+    memory: int,
+    *,
+    force_split: bool,
+    headroom: float,
+    context_bytes: int,
+    dropped: frozenset[str] = frozenset(),
+    held: frozenset[str] = frozenset(),
+    excluded: frozenset[str] = frozenset(),
+) -> tuple[Assignment, ...]:
     """`held`: the models this node may lend to a peer's split (those on its disk; none on a client).
     `excluded`: workers this node's splits leave out for now (they did not come up: workers.late_workers)."""
     own = view.own
@@ -83,8 +92,7 @@ def decide(view: MeshView, asks: Sequence[ModelAsk], memory: int, *, force_split
         if ask.moe is not None:
             decisions.append(_moe_role(ask, ask.moe, own, left, records, headroom, context_bytes))
         else:
-            decisions.append(_unforced(_split_role(ask, own, left, usable, rtts, force_split, headroom, context_bytes),
-                                       force_split and need <= left, excluded))
+            decisions.append(_unforced(_split_role(ask, own, left, usable, rtts, force_split, headroom, context_bytes), force_split and need <= left, excluded))
     decided = {decision.model_id for decision in decisions}
     return (*decisions, *(part for model_id, part in sorted(lending.items()) if model_id not in decided))
 
@@ -100,14 +108,17 @@ def _unforced(role: Assignment, fits: bool, excluded: frozenset[str]) -> Assignm
 def _holders(ask: ModelAsk, own: NodeRecord, left: int, records: Mapping[str, NodeRecord]) -> tuple[list[Holder], list[Holder]]:
     """(nodes holding this node's file of the model, nodes holding another file under its name).
     This node offers what its solo models left over; peers' own use is theirs to account for."""
-    named = [Holder(node_id, left if node_id == own.node_id else r.memory_offered_bytes,
-                    ask.fingerprint if node_id == own.node_id else r.fingerprint_of(ask.model_id))
-             for node_id, r in records.items() if ask.model_id in r.models_on_disk and r.role != "client"]
+    named = [
+        Holder(
+            node_id, left if node_id == own.node_id else r.memory_offered_bytes, ask.fingerprint if node_id == own.node_id else r.fingerprint_of(ask.model_id)
+        )
+        for node_id, r in records.items()
+        if ask.model_id in r.models_on_disk and r.role != "client"
+    ]
     return same_file(named, ask.fingerprint)
 
 
-def _moe_role(ask: ModelAsk, moe: MoEAsk, own: NodeRecord, left: int, records: Mapping[str, NodeRecord],
-              headroom: float, context_bytes: int) -> Assignment:
+def _moe_role(ask: ModelAsk, moe: MoEAsk, own: NodeRecord, left: int, records: Mapping[str, NodeRecord], headroom: float, context_bytes: int) -> Assignment:
     holders, others = _holders(ask, own, left, records)
     planner_id = min(holders, key=lambda h: (-h.memory, h.node_id)).node_id if holders else ""
     if planner_id == own.node_id:
@@ -121,18 +132,23 @@ def _moe_role(ask: ModelAsk, moe: MoEAsk, own: NodeRecord, left: int, records: M
         plan = plan_shards(moe.ranking, moe.experts_used, usable, moe.floor) if usable else None
         if not isinstance(plan, ShardPlan):
             why = plan.reason if plan is not None else f"no node has room for {least} experts per layer"
-            return Assignment(ask.model_id, "unserved", f"too big for one node, and no expert split fits: {why}"
-                              + other_files(others, ask.fingerprint))
+            return Assignment(ask.model_id, "unserved", f"too big for one node, and no expert split fits: {why}" + other_files(others, ask.fingerprint))
         shards = tuple((node, plan.shard(node)) for node in plan.nodes)
-        reason = (f"expert split over {len(shards)} nodes: {', '.join(f'{node} keeps {len(layers[0])}' for node, layers in shards)} "
-                  f"of {moe.experts} experts per layer; each expert on at least {plan.copies}")
-        return Assignment(ask.model_id, "moe-shard", reason, host=own.node_id,
-                          workers=tuple(node for node, _ in shards if node != own.node_id), shards=shards)
+        reason = (
+            f"expert split over {len(shards)} nodes: {', '.join(f'{node} keeps {len(layers[0])}' for node, layers in shards)} "
+            f"of {moe.experts} experts per layer; each expert on at least {plan.copies}"
+        )
+        return Assignment(ask.model_id, "moe-shard", reason, host=own.node_id, workers=tuple(node for node, _ in shards if node != own.node_id), shards=shards)
     planned = next((a for a in records[planner_id].assignments if a.model_id == ask.model_id and a.mode == "moe-shard"), None) if planner_id else None
     experts = planned.experts_of(own.node_id) if planned is not None else ()
     if experts:
-        return Assignment(ask.model_id, "moe-shard", f"shard of {planner_id}'s expert split: {len(experts[0])} of {moe.experts} experts per layer",
-                          host=planner_id, shards=((own.node_id, experts),))
+        return Assignment(
+            ask.model_id,
+            "moe-shard",
+            f"shard of {planner_id}'s expert split: {len(experts[0])} of {moe.experts} experts per layer",
+            host=planner_id,
+            shards=((own.node_id, experts),),
+        )
     return Assignment(ask.model_id, "unserved", f"too big for this node; {planner_id or 'no node'} plans an expert split")
 
 
@@ -146,8 +162,16 @@ def _keep_split(ask: ModelAsk, own: NodeRecord, holders: Sequence[Holder]) -> As
     return None
 
 
-def _split_role(ask: ModelAsk, own: NodeRecord, left: int, records: Mapping[str, NodeRecord], rtts: Mapping[str, float],
-                force_split: bool, headroom: float, context_bytes: int) -> Assignment:
+def _split_role(
+    ask: ModelAsk,
+    own: NodeRecord,
+    left: int,
+    records: Mapping[str, NodeRecord],
+    rtts: Mapping[str, float],
+    force_split: bool,
+    headroom: float,
+    context_bytes: int,
+) -> Assignment:
     holders, others = _holders(ask, own, left, records)
     # The biggest holder that was asked for the model hosts: one that only lends its memory never
     # plans for it, so naming it host would leave the model unserved.
@@ -157,16 +181,17 @@ def _split_role(ask: ModelAsk, own: NodeRecord, left: int, records: Mapping[str,
         kept = _keep_split(ask, own, holders)
         if kept is not None:
             return kept
+
         # Only the host's RTTs matter (it talks to every worker): it measures them itself.
         def rtt(a: str, b: str) -> float | None:
             other = b if a == own.node_id else a
             return rtts.get(other) if own.node_id in (a, b) else None
 
-        plan = plan_split(ask.size_bytes, ask.layers, [*holders, *others], rtt, force_split, headroom, context_bytes,
-                          fingerprint=ask.fingerprint, host_id=own.node_id)
+        plan = plan_split(
+            ask.size_bytes, ask.layers, [*holders, *others], rtt, force_split, headroom, context_bytes, fingerprint=ask.fingerprint, host_id=own.node_id
+        )
         if plan.mode == "split":
-            return Assignment(ask.model_id, "split-host", plan.reason, plan.host, plan.workers,
-                              tuple(plan.layers[node] for node in (plan.host, *plan.workers)))
+            return Assignment(ask.model_id, "split-host", plan.reason, plan.host, plan.workers, tuple(plan.layers[node] for node in (plan.host, *plan.workers)))
         if plan.mode == "solo":
             return Assignment(ask.model_id, "solo", plan.reason)
         return Assignment(ask.model_id, "unserved", plan.reason)

@@ -16,8 +16,9 @@ class _PlanCollector(Collector):
         self.current = current
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        plan = GaugeMetricFamily("mesh_placement_assignment", "This node's current decision per model (1), with its reason",
-                                 labels=["model", "mode", "promoted", "reason"])
+        plan = GaugeMetricFamily(
+            "mesh_placement_assignment", "This node's current decision per model (1), with its reason", labels=["model", "mode", "promoted", "reason"]
+        )
         for a in self.current():
             plan.add_metric([a.model_id, a.mode, str(a.promoted).lower(), a.reason], 1)
         yield plan

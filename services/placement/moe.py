@@ -35,8 +35,7 @@ def minimum_experts(experts: int, experts_used: int, floor: int = 0) -> int:
     return min(experts, max(4 * experts_used, floor))
 
 
-def plan_shards(ranking: Sequence[Sequence[int]], experts_used: int, capacity: Sequence[tuple[str, int]],
-                floor: int = 0) -> ShardPlan | NoShards:
+def plan_shards(ranking: Sequence[Sequence[int]], experts_used: int, capacity: Sequence[tuple[str, int]], floor: int = 0) -> ShardPlan | NoShards:
     """`ranking`: per layer, every expert id, most used first. `capacity`: (node id, how many
     experts per layer its memory holds), in a stable order."""
     if not ranking or not capacity:
@@ -44,7 +43,7 @@ def plan_shards(ranking: Sequence[Sequence[int]], experts_used: int, capacity: S
     total = len(ranking[0])
     least = minimum_experts(total, experts_used, floor)
     sizes = [min(total, room) for _, room in capacity]
-    small = [(node, room) for (node, room), size in zip(capacity, sizes) if size < least]
+    small = [(node, room) for (node, room), size in zip(capacity, sizes, strict=True) if size < least]
     if small:
         node, room = small[0]
         return NoShards(f"node {node} has room for {room} experts per layer; a shard needs at least {least}")

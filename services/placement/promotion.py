@@ -39,8 +39,10 @@ def promotions(view: MeshView, needs: Mapping[str, int], current: Mapping[str, s
     servers = {model: _server_count(records, model) for model in demand}
     for model, reason in [*_unserved(demand, servers), *_hot(demand, servers, rules)]:
         if model in needs and _best_standby(records, model, needs[model]) == view.own.node_id:
-            return {model: f"{reason}; this is the best-fitting standby node (needs {needs[model] / planner.GIB:.2f} GiB "
-                           f"of {view.own.memory_offered_bytes / planner.GIB:.2f} GiB)"}
+            return {
+                model: f"{reason}; this is the best-fitting standby node (needs {needs[model] / planner.GIB:.2f} GiB "
+                f"of {view.own.memory_offered_bytes / planner.GIB:.2f} GiB)"
+            }
     return {}
 
 
@@ -55,17 +57,21 @@ def _hot(demand: Mapping[str, ModelDemand], servers: Mapping[str, int], rules: R
     if len(served) < 2:
         return []
     coldest = min(served, key=lambda model: (served[model], model))
-    hot = [model for model, load in served.items() if model != coldest and demand[model].recent >= rules.hot_requests
-           and load >= rules.hot_ratio * served[coldest]]
+    hot = [
+        model for model, load in served.items() if model != coldest and demand[model].recent >= rules.hot_requests and load >= rules.hot_ratio * served[coldest]
+    ]
     hot.sort(key=lambda model: (-served[model], model))
-    return [(model, f"{model} is hot: {served[model]:.0f} requests/hour per server vs {served[coldest]:.0f} for {coldest}")
-            for model in hot]
+    return [(model, f"{model} is hot: {served[model]:.0f} requests/hour per server vs {served[coldest]:.0f} for {coldest}") for model in hot]
 
 
 def _server_count(records: list[NodeRecord], model: str) -> int:
     """Nodes serving the model or set to (an assignment counts: a restarting server is still its server)."""
-    return sum(1 for r in records if any(a.model_id == model and a.mode in SERVING_MODES for a in r.assignments)
-               or any(s.model_id == model and s.kind == "llama-server" and s.state in ("starting", "ready") for s in r.served))
+    return sum(
+        1
+        for r in records
+        if any(a.model_id == model and a.mode in SERVING_MODES for a in r.assignments)
+        or any(s.model_id == model and s.kind == "llama-server" and s.state in ("starting", "ready") for s in r.served)
+    )
 
 
 def _best_standby(records: list[NodeRecord], model: str, need: int) -> str:

@@ -13,8 +13,11 @@ from services.proto.mesh.v1 import placement_pb2_grpc
 
 
 async def main(node: NodeSettings, settings: PlacementSettings) -> None:
-    async with (grpc_server.channel(node.address("gossip")) as gossip, grpc_server.channel(node.address("runner")) as runner,
-                grpc_server.channel(node.address("gateway")) as gateway):
+    async with (
+        grpc_server.channel(node.address("gossip")) as gossip,
+        grpc_server.channel(node.address("runner")) as runner,
+        grpc_server.channel(node.address("gateway")) as gateway,
+    ):
         convergence = Convergence(settings, gossip, runner, gateway)
         metrics_http.serve(node.placement_metrics_port, convergence.metrics.registry)
         server = await grpc_server.start(

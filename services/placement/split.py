@@ -52,9 +52,18 @@ class SplitPlan:
     reason: str = ""
 
 
-def plan_split(size_bytes: int, layer_count: int, holders: Sequence[Holder], rtt: Callable[[str, str], float | None],
-               force_split: bool = False, headroom: float = 0.10, context_bytes: int = 0,
-               max_rtt: float = MAX_RTT_SECONDS, fingerprint: str = "", host_id: str = "") -> SplitPlan:
+def plan_split(
+    size_bytes: int,
+    layer_count: int,
+    holders: Sequence[Holder],
+    rtt: Callable[[str, str], float | None],
+    force_split: bool = False,
+    headroom: float = 0.10,
+    context_bytes: int = 0,
+    max_rtt: float = MAX_RTT_SECONDS,
+    fingerprint: str = "",
+    host_id: str = "",
+) -> SplitPlan:
     """Where one model runs. `rtt(a, b)` is the measured round trip in seconds, None if unknown;
     `fingerprint` is the planning node's file: holders of any other file are never in the plan."""
     need = memory_needed(size_bytes, headroom, context_bytes)
@@ -75,13 +84,23 @@ def plan_split(size_bytes: int, layer_count: int, holders: Sequence[Holder], rtt
         offered += worker.memory
     if offered < need or len(group) == 1:
         far = len(holders) - 1 - len(near)
-        return SplitPlan("unserved", host.node_id, reason=(
-            f"needs {need / GIB:.2f} GiB; {host.node_id} and {len(group) - 1} peer(s) within {max_rtt * 1000:.0f} ms "
-            f"offer {offered / GIB:.2f} GiB" + (f" ({far} more too far away)" if far else "") + other_files(others, fingerprint)))
+        return SplitPlan(
+            "unserved",
+            host.node_id,
+            reason=(
+                f"needs {need / GIB:.2f} GiB; {host.node_id} and {len(group) - 1} peer(s) within {max_rtt * 1000:.0f} ms "
+                f"offer {offered / GIB:.2f} GiB" + (f" ({far} more too far away)" if far else "") + other_files(others, fingerprint)
+            ),
+        )
     group = group[:layer_count]  # a node gets at least one layer
     layers = proportional_layers([h.memory for h in group], layer_count)
-    return SplitPlan("split", host.node_id, tuple(h.node_id for h in group[1:]), dict(zip([h.node_id for h in group], layers)),
-                     f"needs {need / GIB:.2f} GiB: split over {len(group)} nodes")
+    return SplitPlan(
+        "split",
+        host.node_id,
+        tuple(h.node_id for h in group[1:]),
+        dict(zip([h.node_id for h in group], layers, strict=True)),
+        f"needs {need / GIB:.2f} GiB: split over {len(group)} nodes",
+    )
 
 
 def proportional_layers(memories: Sequence[int], layer_count: int) -> list[int]:

@@ -26,8 +26,7 @@ def lent(own_id: str, records: Mapping[str, NodeRecord], held: frozenset[str]) -
             continue
         for plan in records[node_id].assignments:
             if plan.mode == SPLIT_HOST and own_id in plan.workers and plan.model_id in held and plan.model_id not in parts:
-                parts[plan.model_id] = Assignment(plan.model_id, SPLIT_WORKER, f"lends its memory to {node_id}'s split",
-                                                  node_id, plan.workers, plan.layers)
+                parts[plan.model_id] = Assignment(plan.model_id, SPLIT_WORKER, f"lends its memory to {node_id}'s split", node_id, plan.workers, plan.layers)
     return parts
 
 
@@ -37,8 +36,9 @@ def wants(record: NodeRecord, model_id: str) -> bool:
     return any(a.model_id == model_id and a.mode not in (SPLIT_WORKER, "dropped") for a in record.assignments)
 
 
-def late_workers(view: MeshView, assignments: Sequence[Assignment], since: Mapping[tuple[str, str], float], now: float,
-                 bound: float) -> tuple[dict[tuple[str, str], float], frozenset[str]]:
+def late_workers(
+    view: MeshView, assignments: Sequence[Assignment], since: Mapping[tuple[str, str], float], now: float, bound: float
+) -> tuple[dict[tuple[str, str], float], frozenset[str]]:
     """Workers of this node's splits that do not come up: the clocks to keep for the next call
     ((model id, worker) -> when it was first seen not coming up) and the workers late by `bound`
     seconds. A clock runs while the worker's record shows neither a ready rpc-server for the model

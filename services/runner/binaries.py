@@ -33,8 +33,7 @@ def required(configured: Path | None) -> Path:
     folder = configured or default_bin_dir()
     missing = [name for name in SERVING if not (folder / name).is_file()]
     if missing:
-        raise BinaryMissing(f"llama.cpp is not built ({', '.join(missing)} not in {folder}): run `make llama`, "
-                            "or set MESH_LLAMA_BIN to a folder that has them")
+        raise BinaryMissing(f"llama.cpp is not built ({', '.join(missing)} not in {folder}): run `make llama`, or set MESH_LLAMA_BIN to a folder that has them")
     return folder
 
 

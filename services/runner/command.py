@@ -7,25 +7,41 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 # The output layer (and token_embd, which tied-embedding models reuse as their output).
 HOST_TENSORS = r"^(output|output_norm|token_embd)\."
 
 
-def llama_server_argv(binary: Path, model_path: Path, model_id: str, port: int, *, ctx_size: int, threads: int, device: str,
-                      rpc_endpoints: tuple[str, ...] = (), worker_layers: int = 0, tensor_split: tuple[float, ...] = ()) -> list[str]:
+def llama_server_argv(
+    binary: Path,
+    model_path: Path,
+    model_id: str,
+    port: int,
+    *,
+    ctx_size: int,
+    threads: int,
+    device: str,
+    rpc_endpoints: tuple[str, ...] = (),
+    worker_layers: int = 0,
+    tensor_split: tuple[float, ...] = (),
+) -> list[str]:
     """llama-server serving one model on 127.0.0.1:port under the name `model_id`; with RPC
     endpoints, the last `worker_layers` blocks run on the workers, `tensor_split` blocks each
     (in --rpc order), and the output layer on the host."""
     argv = [
         str(binary),
-        "--model", str(model_path),
-        "--alias", model_id,
+        "--model",
+        str(model_path),
+        "--alias",
+        model_id,
         # Security invariant: llama-server is only reachable through our gateway.
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--ctx-size", str(ctx_size),
-        "--threads", str(threads),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ctx-size",
+        str(ctx_size),
+        "--threads",
+        str(threads),
         # /metrics and /slots let tests and the console see load and free slots.
         "--metrics",
         "--slots",
@@ -38,8 +54,7 @@ def llama_server_argv(binary: Path, model_path: Path, model_id: str, port: int, 
         # with the last blocks: n-gpu-layers = blocks + 1, and the last worker's share counts it.
         # The override keeps its tensors on the host all the same, so each token brings back the
         # hidden state (hidden x 4 bytes) instead of the logits (vocab x 4 bytes: 24x more here).
-        argv += ["--rpc", ",".join(rpc_endpoints), "--n-gpu-layers", str(worker_layers + 1),
-                 "--override-tensor", f"{HOST_TENSORS}=CPU"]
+        argv += ["--rpc", ",".join(rpc_endpoints), "--n-gpu-layers", str(worker_layers + 1), "--override-tensor", f"{HOST_TENSORS}=CPU"]
         # No busy-waiting: a split host's threads mostly wait on its workers, and spinning ones
         # take the CPU the node's gateway needs to relay the RPC traffic (measured: bench/split_pipeline.py).
         argv += ["--poll", "0"]

@@ -31,8 +31,11 @@ class _ServersCollector(Collector):
         for (kind, state), count in sorted(counts.items()):
             children.add_metric([kind, state], count)
         yield from (restarts, load, size, children)
-        yield CounterMetricFamily("mesh_runner_rpc_primed_bytes", "Bytes hashed from local GGUFs into rpc-server tensor caches "
-                                  "(weights the split's host then sends as hashes)", value=self.servers.primed_bytes)
+        yield CounterMetricFamily(
+            "mesh_runner_rpc_primed_bytes",
+            "Bytes hashed from local GGUFs into rpc-server tensor caches (weights the split's host then sends as hashes)",
+            value=self.servers.primed_bytes,
+        )
 
 
 def registry_for(servers: LlamaServers) -> CollectorRegistry:

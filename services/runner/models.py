@@ -85,8 +85,7 @@ def models_on_disk(models_dir: Path, named: list[ModelRef]) -> tuple[str, ...]:
 
 def model_files(refs: Iterable[ModelRef]) -> tuple[ModelFile, ...]:
     """What a node tells the mesh of its files: name and fingerprint, one per model id, sorted."""
-    return tuple(sorted({ref.model_id: ModelFile(ref.model_id, ref.fingerprint) for ref in refs}.values(),
-                        key=lambda file: file.model_id))
+    return tuple(sorted({ref.model_id: ModelFile(ref.model_id, ref.fingerprint) for ref in refs}.values(), key=lambda file: file.model_id))
 
 
 def model_id_of(path: Path) -> str:

@@ -74,13 +74,32 @@ def rank_experts(path: Path, info: MoEInfo, cache_dir: Path, llama_bin: Path | N
 def _imatrix_ranking(path: Path, info: MoEInfo, llama_bin: Path | None, threads: int) -> Ranking:
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "imatrix.gguf"
-        subprocess.run([str(binaries.binary("llama-imatrix", llama_bin)), "-m", str(path), "-f", str(CALIBRATION), "-o", str(out),
-                        "-c", "128", "--no-ppl", "-t", str(threads)], check=True, capture_output=True, timeout=900)
+        subprocess.run(
+            [
+                str(binaries.binary("llama-imatrix", llama_bin)),
+                "-m",
+                str(path),
+                "-f",
+                str(CALIBRATION),
+                "-o",
+                str(out),
+                "-c",
+                "128",
+                "--no-ppl",
+                "-t",
+                str(threads),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
         counts = {t.name: np.asarray(t.data, dtype=np.float64).ravel() for t in GGUFReader(out).tensors if t.name.endswith("_exps.weight.counts")}
     order = []
     for layer in range(info.layers):
-        seen = next((counts[f"blk.{layer}.ffn_{part}_exps.weight.counts"] for part in ("up", "gate", "down")
-                     if f"blk.{layer}.ffn_{part}_exps.weight.counts" in counts), np.zeros(1))
+        seen = next(
+            (counts[f"blk.{layer}.ffn_{part}_exps.weight.counts"] for part in ("up", "gate", "down") if f"blk.{layer}.ffn_{part}_exps.weight.counts" in counts),
+            np.zeros(1),
+        )
         per_expert = seen if seen.size == info.experts else np.full(info.experts, seen[0])  # one value: all equal
         order.append(tuple(sorted(range(info.experts), key=lambda e: (-per_expert[e], e))))
     return Ranking(tuple(order), "imatrix")

@@ -15,12 +15,11 @@ from services.runner.settings import RunnerSettings
 
 
 async def main(node: NodeSettings, settings: RunnerSettings) -> None:
-    servers = LlamaServers(settings, node.home / "rpc-cache", cpus.node_plan(node.service_core and not node.services_idle),
-                           cpus.split_environment(node.services_idle))
-    metrics_http.serve(node.runner_metrics_port, registry_for(servers))
-    server = await grpc_server.start(
-        node.runner_grpc_port, lambda s: runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(servers), s)
+    servers = LlamaServers(
+        settings, node.home / "rpc-cache", cpus.node_plan(node.service_core and not node.services_idle), cpus.split_environment(node.services_idle)
     )
+    metrics_http.serve(node.runner_metrics_port, registry_for(servers))
+    server = await grpc_server.start(node.runner_grpc_port, lambda s: runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(servers), s))
     # Ready once it can start models; without llama.cpp's binaries it still answers, but cannot serve.
     missing = missing_binaries(settings)
     await server.health.set(not missing, missing or "llama.cpp binaries found")

@@ -47,8 +47,7 @@ class _Served:
 
 
 class LlamaServers:
-    def __init__(self, settings: RunnerSettings, cache_dir: Path, cores: cpus.CpuPlan | None = None,
-                 split_environment: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: RunnerSettings, cache_dir: Path, cores: cpus.CpuPlan | None = None, split_environment: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.cores = cores or cpus.plan(cpus.node_cpus(), reserve=False)
         self.split_environment = split_environment or {}  # for a split's llama processes (cpus.split_environment)
@@ -73,8 +72,18 @@ class LlamaServers:
         threads = self._threads(cores)
 
         def argv(port: int) -> list[str]:
-            return llama_server_argv(binary, path, model_id, port, ctx_size=s.ctx_size, threads=threads, device=s.device,
-                                     rpc_endpoints=split.rpc_endpoints, worker_layers=split.worker_layers, tensor_split=split.tensor_split)
+            return llama_server_argv(
+                binary,
+                path,
+                model_id,
+                port,
+                ctx_size=s.ctx_size,
+                threads=threads,
+                device=s.device,
+                rpc_endpoints=split.rpc_endpoints,
+                worker_layers=split.worker_layers,
+                tensor_split=split.tensor_split,
+            )
 
         # Our patches of llama.cpp: weights of any size go by hash, so primed workers receive none
         # (0001); the last host block's residual add stays on the host, so a token sends the workers
@@ -91,8 +100,7 @@ class LlamaServers:
         if not target.is_file():
             started = time.monotonic()
             await asyncio.to_thread(moe.write_shard, path, target, experts)
-            event(log, "moe shard written", model=model_id, experts=len(experts[0]), bytes=target.stat().st_size,
-                  seconds=round(time.monotonic() - started, 2))
+            event(log, "moe shard written", model=model_id, experts=len(experts[0]), bytes=target.stat().st_size, seconds=round(time.monotonic() - started, 2))
         return self.serve(model_id, target)
 
     async def inspect(self, path: Path) -> moe.ModelFacts:
@@ -110,9 +118,15 @@ class LlamaServers:
             binary = binaries.binary("ggml-rpc-server", self.settings.llama_bin)
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             threads = self._threads(self.cores.compute)
-            supervisor = Supervisor(f"rpc-server[{model_id}]", lambda port: rpc_server_argv(binary, port, threads=threads, cache=True),
-                                    None, self.settings, self.changes.publish, {"LLAMA_CACHE": str(self.cache_dir)} | self._rpc_environment(),
-                                    self.cores.compute)
+            supervisor = Supervisor(
+                f"rpc-server[{model_id}]",
+                lambda port: rpc_server_argv(binary, port, threads=threads, cache=True),
+                None,
+                self.settings,
+                self.changes.publish,
+                {"LLAMA_CACHE": str(self.cache_dir)} | self._rpc_environment(),
+                self.cores.compute,
+            )
             self._start(model_id, RPC_SERVER, path, supervisor, Split())
         return self.state_of(model_id, RPC_SERVER)
 
@@ -159,6 +173,13 @@ class LlamaServers:
         served = self._served[(model_id, kind)]
         status = served.supervisor.status
         return ServedModel(
-            model_id=model_id, path=str(served.path), state=status.state, port=status.port, restarts=status.restarts,
-            last_error=status.last_error, retry_at=status.retry_at, size_bytes=served.path.stat().st_size, kind=kind,
+            model_id=model_id,
+            path=str(served.path),
+            state=status.state,
+            port=status.port,
+            restarts=status.restarts,
+            last_error=status.last_error,
+            retry_at=status.retry_at,
+            size_bytes=served.path.stat().st_size,
+            kind=kind,
         )

@@ -62,9 +62,16 @@ class ChildFailed(Exception):
 class Supervisor:
     """Keeps one child running until cancelled; `on_change` is awaited on every state change."""
 
-    def __init__(self, name: str, build_argv: Callable[[int], list[str]], health_path: str | None,
-                 settings: RunnerSettings, on_change: Callable[[], Awaitable[None]], environment: dict[str, str] | None = None,
-                 cores: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        build_argv: Callable[[int], list[str]],
+        health_path: str | None,
+        settings: RunnerSettings,
+        on_change: Callable[[], Awaitable[None]],
+        environment: dict[str, str] | None = None,
+        cores: tuple[int, ...] = (),
+    ) -> None:
         self.name = name
         self.environment = environment or {}
         self.cores = cores  # CPU cores the child runs on (empty: the runner's own)
@@ -151,8 +158,9 @@ class Supervisor:
         delay = restart_delay(failures, self.settings.restart_backoff_initial, self.settings.restart_backoff_max)
         tail = " | ".join(list(self.status.stderr_tail)[-3:])
         event(log, "child failed", logging.WARNING, child=self.name, reason=reason, restart_in=f"{delay:.1f}s", tail=tail)
-        await self._set(state=FAILED, pid=0, restarts=self.status.restarts + 1,
-                        last_error=f"{reason}: {tail}" if tail else reason, retry_at=time.time() + delay)
+        await self._set(
+            state=FAILED, pid=0, restarts=self.status.restarts + 1, last_error=f"{reason}: {tail}" if tail else reason, retry_at=time.time() + delay
+        )
         await asyncio.sleep(delay)
 
     async def _set(self, **changes: object) -> None:

@@ -15,10 +15,19 @@ import numpy as np
 from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 from gguf.quants import quantize
 
-TOKENIZER_KEYS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
-                  "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
-                  "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id", "tokenizer.ggml.add_bos_token",
-                  "tokenizer.chat_template")
+TOKENIZER_KEYS = (
+    "tokenizer.ggml.model",
+    "tokenizer.ggml.pre",
+    "tokenizer.ggml.tokens",
+    "tokenizer.ggml.token_type",
+    "tokenizer.ggml.merges",
+    "tokenizer.ggml.bos_token_id",
+    "tokenizer.ggml.eos_token_id",
+    "tokenizer.ggml.unknown_token_id",
+    "tokenizer.ggml.padding_token_id",
+    "tokenizer.ggml.add_bos_token",
+    "tokenizer.chat_template",
+)
 
 
 # Tensor kinds: weight matrices (f16 or Q8_0 noise), norms (f32 ones), routers (f32 noise: each
@@ -83,8 +92,11 @@ class MoEShape:
 
     def tensors(self, vocab: int) -> list[tuple[str, tuple[int, ...], str]]:
         head = self.hidden // self.heads
-        names = [("token_embd.weight", (vocab, self.hidden), MATRIX), ("output_norm.weight", (self.hidden,), NORM),
-                 ("output.weight", (vocab, self.hidden), EMBEDDING)]
+        names = [
+            ("token_embd.weight", (vocab, self.hidden), MATRIX),
+            ("output_norm.weight", (self.hidden,), NORM),
+            ("output.weight", (vocab, self.hidden), EMBEDDING),
+        ]
         for i in range(self.layers):
             names += [
                 *_attention(i, self.hidden, self.heads, self.kv_heads),
@@ -147,7 +159,7 @@ def _write_tensors(writer: GGUFWriter, layout: list[tuple[str, tuple[int, ...], 
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     rng = np.random.default_rng(seed)
-    for name, dims, kind in layout:
+    for _name, dims, kind in layout:
         writer.write_tensor_data(_values(rng, dims, kind, quantized))
     writer.close()
     return path

@@ -40,12 +40,11 @@ def test_a_three_turn_conversation_stays_on_one_node(mesh_bed) -> None:
     # turns, and between them they use both nodes (a router that ignored the key would not).
     openings = pick_openings(ids, per_node=2)
     served_by: dict[str, set[str]] = {}
-    for opening, expected in openings.items():
+    for opening in openings:
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": opening}]
         for follow_up in ("Another one?", "And one more?", None):
             before = {name: http_bytes_sent(node) for name, node in (("A", a), ("B", b))}
-            reply = httpx.post(f"{c.api}/v1/chat/completions", timeout=120,
-                               json={"model": SMOLLM2, "messages": messages, "max_tokens": 8, "temperature": 0})
+            reply = httpx.post(f"{c.api}/v1/chat/completions", timeout=120, json={"model": SMOLLM2, "messages": messages, "max_tokens": 8, "temperature": 0})
             assert reply.status_code == 200, reply.text
             after = {name: http_bytes_sent(node) for name, node in (("A", a), ("B", b))}
             grew = {name for name in before if after[name] > before[name]}
@@ -66,8 +65,7 @@ def pick_openings(ids: dict[str, str], per_node: int) -> dict[str, str]:
     chosen: dict[str, str] = {}
     for topic in ("colours", "birds", "rivers", "trees", "cities", "stars", "fruits", "tools", "games", "songs", "seas", "hills"):
         opening = f"Name three {topic}."
-        key = ChatCompletionRequest(model=SMOLLM2, messages=[{"role": "system", "content": SYSTEM},
-                                                             {"role": "user", "content": opening}]).affinity()
+        key = ChatCompletionRequest(model=SMOLLM2, messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": opening}]).affinity()
         home = ids[max(ids, key=lambda node_id: _rendezvous(key, node_id))]
         if sum(1 for node in chosen.values() if node == home) < per_node:
             chosen[opening] = home

@@ -49,11 +49,21 @@ def mesh_processes() -> set[int]:
         (["frobnicate"], "unknown command"),
         (["--host", "0.0.0.0"], "--api-key"),
         # The seed's surface not built yet: "not built yet", not "unrecognized".
-        *[(flag, "not built yet") for flag in (["--auto"], ["--publish"], ["--mesh-name", "lab"], ["--region", "eu"],
-                                              ["--max-clients", "3"], ["--draft", "Qwen2.5-0.5B"], ["--join-nearby"],
-                                              ["--no-announce"], ["--blackboard"])],
-        *[([command], f"'{command}' is not built yet") for command in ("discover", "download", "models", "blackboard", "claude",
-                                                                        "goose", "opencode", "pi")],
+        *[
+            (flag, "not built yet")
+            for flag in (
+                ["--auto"],
+                ["--publish"],
+                ["--mesh-name", "lab"],
+                ["--region", "eu"],
+                ["--max-clients", "3"],
+                ["--draft", "Qwen2.5-0.5B"],
+                ["--join-nearby"],
+                ["--no-announce"],
+                ["--blackboard"],
+            )
+        ],
+        *[([command], f"'{command}' is not built yet") for command in ("discover", "download", "models", "blackboard", "claude", "goose", "opencode", "pi")],
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], fragment: str) -> None:

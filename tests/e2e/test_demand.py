@@ -19,8 +19,7 @@ HELLO = [{"role": "user", "content": "Say hi."}]
 
 def ask(node, model: str = SMOLLM2) -> int:
     try:
-        response = httpx.post(f"{node.api}/v1/chat/completions", json={"model": model, "messages": HELLO, "max_tokens": 2},
-                              timeout=30)
+        response = httpx.post(f"{node.api}/v1/chat/completions", json={"model": model, "messages": HELLO, "max_tokens": 2}, timeout=30)
     except httpx.HTTPError:
         return 0
     return response.status_code
@@ -100,7 +99,7 @@ def test_of_two_standbys_exactly_one_loads_the_model(mesh_bed, tmp_path: Path) -
         time.sleep(0.05)
     assert len(loaders) == 1, f"loaded by {loaders}"
     mesh_bed.wait_until(lambda: ask(a) == 200, 10, "A answering through the loader")
-    (idle,) = {"B": c, "C": b}[loaders.pop()],
+    (idle,) = ({"B": c, "C": b}[loaders.pop()],)
     assert role_of(idle) == "standby" and not idle.llama_servers()
 
 

@@ -26,8 +26,7 @@ API_PORT, CONSOLE_PORT, KEY = 19337, 19338, "sk-mesh-test-key"
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "10.213.7.1", "::", "myhost.example"])
 def test_a_non_loopback_host_without_an_api_key_is_refused(tmp_path: Path, host: str) -> None:
-    done = subprocess.run([*MESH_LLM_ARGV, "--host", host, "--model", SMOLLM2, "--home", str(tmp_path / "home")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run([*MESH_LLM_ARGV, "--host", host, "--model", SMOLLM2, "--home", str(tmp_path / "home")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert f"--host {host}" in done.stderr and "--api-key" in done.stderr
@@ -35,19 +34,36 @@ def test_a_non_loopback_host_without_an_api_key_is_refused(tmp_path: Path, host:
 
 def test_a_loopback_host_needs_no_key(tmp_path: Path) -> None:
     """Test meshes bind 127.0.0.x without keys: the check must not refuse them (it stops at --port here)."""
-    done = subprocess.run([*MESH_LLM_ARGV, "--host", "127.0.0.9", "--port", "0", "--home", str(tmp_path / "home")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run([*MESH_LLM_ARGV, "--host", "127.0.0.9", "--port", "0", "--home", str(tmp_path / "home")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--port 0 is not a valid port" in done.stderr
 
 
 def test_with_a_key_the_api_faces_the_network_and_the_console_and_token_do_not(tmp_path: Path, llama_bin_dir: Path) -> None:
     with namespace() as ns:
         log = (tmp_path / "node.log").open("wb")
-        node = subprocess.Popen(ns.argv(*MESH_LLM_ARGV, "--host", ns.address, "--api-key", KEY, "--model", SMOLLM2,
-                                        "--port", str(API_PORT), "--console", str(CONSOLE_PORT), "--home", str(tmp_path / "home"),
-                                        "--models-dir", str(tmp_path / "models")),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={"MESH_NODE_SERVICES_IDLE": "false", **os.environ})
+        node = subprocess.Popen(
+            ns.argv(
+                *MESH_LLM_ARGV,
+                "--host",
+                ns.address,
+                "--api-key",
+                KEY,
+                "--model",
+                SMOLLM2,
+                "--port",
+                str(API_PORT),
+                "--console",
+                str(CONSOLE_PORT),
+                "--home",
+                str(tmp_path / "home"),
+                "--models-dir",
+                str(tmp_path / "models"),
+            ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={"MESH_NODE_SERVICES_IDLE": "false", **os.environ},
+        )
         try:
             status = wait_ready(ns, node, tmp_path / "node.log")
             token = status["token"]
@@ -61,8 +77,12 @@ def test_with_a_key_the_api_faces_the_network_and_the_console_and_token_do_not(t
                 "metrics, no key": ns.request(f"{api}/metrics"),
                 "status on the API port, no key": ns.request(f"{api}/api/status"),
                 "models, key": ns.request(f"{api}/v1/models", headers={"Authorization": f"Bearer {KEY}"}),
-                "chat, key": ns.request(f"{api}/v1/chat/completions", "POST", headers={"Authorization": f"Bearer {KEY}"},
-                                        body={"model": SMOLLM2, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}),
+                "chat, key": ns.request(
+                    f"{api}/v1/chat/completions",
+                    "POST",
+                    headers={"Authorization": f"Bearer {KEY}"},
+                    body={"model": SMOLLM2, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
+                ),
                 "metrics, key": ns.request(f"{api}/metrics", headers={"Authorization": f"Bearer {KEY}"}),
                 "status on the API port, key": ns.request(f"{api}/api/status", headers={"Authorization": f"Bearer {KEY}"}),
                 "health": ns.request(f"{api}/health"),

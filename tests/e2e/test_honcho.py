@@ -52,16 +52,23 @@ def test_honcho_start_serves_the_model(tmp_path: Path, llama_bin_dir: Path) -> N
     env_file = tmp_path / "node.env"
     shipped = [line for line in (ROOT / ".env").read_text().splitlines() if line.startswith("MESH_PLACEMENT_MODELS=")]
     env_file.write_text("\n".join(shipped + [f"{name}={value}" for name, value in env.items() if name.startswith("MESH_")]) + "\n")
-    honcho = subprocess.Popen([str(Path(sys.executable).parent / "honcho"), "start", "-e", str(env_file)], cwd=ROOT, env=env,
-                              stdout=(tmp_path / "honcho.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    honcho = subprocess.Popen(
+        [str(Path(sys.executable).parent / "honcho"), "start", "-e", str(env_file)],
+        cwd=ROOT,
+        env=env,
+        stdout=(tmp_path / "honcho.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         answer = None
         while time.monotonic() < deadline and answer is None:
             assert honcho.poll() is None, (tmp_path / "honcho.log").read_text()
             try:
-                response = httpx.post(f"http://127.0.0.1:{ports['api']}/v1/completions",
-                                      json={"model": SMOLLM2, "prompt": "Hello", "max_tokens": 4}, timeout=30)
+                response = httpx.post(
+                    f"http://127.0.0.1:{ports['api']}/v1/completions", json={"model": SMOLLM2, "prompt": "Hello", "max_tokens": 4}, timeout=30
+                )
                 if response.status_code == 200:
                     answer = response.json()["choices"][0]["text"]
             except httpx.HTTPError:

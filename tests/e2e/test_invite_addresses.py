@@ -23,8 +23,9 @@ def test_a_node_bound_to_every_interface_invites_through_its_real_addresses(star
     and no loopback one (the host name's address is 127.0.1.1 or 127.0.0.1 on Debian and Ubuntu)."""
     node = start_node()
     hosts = [addresses.split(address)[0] for address in decode(node.token()).bootstrap]
-    machine = {entry.address for entries in psutil.net_if_addrs().values() for entry in entries
-               if entry.family == socket.AF_INET and not is_loopback(entry.address)}
+    machine = {
+        entry.address for entries in psutil.net_if_addrs().values() for entry in entries if entry.family == socket.AF_INET and not is_loopback(entry.address)
+    }
     if machine:
         assert set(hosts) == machine, hosts
     else:  # a machine without a network: only nodes on itself can join

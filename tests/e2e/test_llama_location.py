@@ -32,8 +32,9 @@ def test_a_node_serves_from_the_cache_mesh_llm_cache_names_with_an_empty_home(tm
         node.stop()
 
 
-@pytest.mark.parametrize("flags", [["--model", SMOLLM2], ["--standby", "--model", SMOLLM2],
-                                   ["--join", "mesh1-not-checked-before-binaries"]], ids=["model", "standby", "join"])
+@pytest.mark.parametrize(
+    "flags", [["--model", SMOLLM2], ["--standby", "--model", SMOLLM2], ["--join", "mesh1-not-checked-before-binaries"]], ids=["model", "standby", "join"]
+)
 def test_no_binaries_anywhere_is_one_line_and_exit_2(tmp_path: Path, flags: list[str]) -> None:
     env = {name: value for name, value in os.environ.items() if name != "MESH_LLAMA_BIN"}
     env |= {"HOME": str(tmp_path / "home"), "MESH_LLM_CACHE": str(tmp_path / "empty-cache")}
@@ -55,6 +56,24 @@ def test_a_client_node_needs_no_binaries(tmp_path: Path) -> None:
     env = {name: value for name, value in os.environ.items() if name != "MESH_LLAMA_BIN"}
     env |= {"HOME": str(tmp_path / "home"), "MESH_LLM_CACHE": str(tmp_path / "empty-cache")}
     token = InviteToken(new_mesh_id(), new_secret(), ("127.0.0.1:9",), "fp").encode()
-    done = subprocess.run([*MESH_LLM_ARGV, "--client", "--join", token, "--join-timeout", "1", "--home", str(tmp_path / "node"),
-                           "--port", str(free_port()), "--console", str(free_port())], capture_output=True, text=True, env=env, timeout=90)
+    done = subprocess.run(
+        [
+            *MESH_LLM_ARGV,
+            "--client",
+            "--join",
+            token,
+            "--join-timeout",
+            "1",
+            "--home",
+            str(tmp_path / "node"),
+            "--port",
+            str(free_port()),
+            "--console",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=90,
+    )
     assert done.returncode == 2 and "could not join the mesh" in done.stderr and "llama.cpp is not built" not in done.stderr

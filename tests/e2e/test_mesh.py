@@ -33,8 +33,9 @@ def test_three_nodes_form_a_mesh_within_five_seconds(mesh_bed) -> None:
     assert statuses["C"]["role"] == "client" and statuses["C"]["memory_offered_bytes"] == 0
     assert {p["name"]: p["role"] for p in statuses["A"]["peers"]}["C"] == "client"
     assert len({s["mesh_id"] for s in statuses.values()}) == 1
-    mesh_bed.wait_until(lambda: {p["name"]: p["models_on_disk"] for p in mesh_bed.nodes["B"].status()["peers"]}["A"] == [SMOLLM2],
-                        30, "A's models on disk known to B")
+    mesh_bed.wait_until(
+        lambda: {p["name"]: p["models_on_disk"] for p in mesh_bed.nodes["B"].status()["peers"]}["A"] == [SMOLLM2], 30, "A's models on disk known to B"
+    )
     # Every node measures its RTT to every peer as it probes them in turn.
     mesh_bed.wait_until(lambda: all(p["rtt_ms"] > 0 for n in ABC for p in mesh_bed.nodes[n].status()["peers"]), 10, "RTTs measured")
     print(f"converged {took:.2f}s after all nodes were up")

@@ -74,8 +74,26 @@ def test_token_for_an_unreachable_address_fails_after_the_join_timeout(tmp_path)
     silent = f"127.0.0.1:{free_port(kind=__import__('socket').SOCK_DGRAM)}"
     token = InviteToken("0123456789abcdef", b"\1" * 32, (silent,), "ab" * 32).encode()
     started = time.monotonic()
-    result = subprocess.run([str(MESH_LLM), "--join", token, "--join-timeout", "2", "--profile", "test", "--home", str(tmp_path / "h"),
-                             "--port", str(free_port()), "--console", str(free_port())], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            str(MESH_LLM),
+            "--join",
+            token,
+            "--join-timeout",
+            "2",
+            "--profile",
+            "test",
+            "--home",
+            str(tmp_path / "h"),
+            "--port",
+            str(free_port()),
+            "--console",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "could not join the mesh" in result.stderr and silent in result.stderr
     assert time.monotonic() - started < 30

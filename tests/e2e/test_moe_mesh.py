@@ -68,8 +68,12 @@ def settled(nodes, count: int, seen: list[dict]) -> bool:
 
 def peer_bytes(node) -> dict[str, float]:
     text = httpx.get(f"{node.console_url}/metrics", timeout=10).text
-    return {s.labels["stream"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
-            if s.name == "mesh_peer_bytes_total" and s.labels["direction"] == "sent"}
+    return {
+        s.labels["stream"]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "mesh_peer_bytes_total" and s.labels["direction"] == "sent"
+    }
 
 
 @pytest.mark.parametrize(("count", "room", "copies"), [(2, 10, 1), (3, 11, 2)])
@@ -88,13 +92,19 @@ def test_an_moe_model_split_by_experts_serves_from_every_shard_without_rpc(mesh_
     assert all(len(layers[0]) == room for layers in shards.values())
     print(plan["reason"])
     # The entry node must know every shard is ready (gossip, a probe interval or so) before spreading.
-    mesh_bed.wait_until(lambda: sum(1 for p in first.status()["peers"] for m in p["models"]
-                                    if m["model_id"] == MODEL and m["state"] == "ready") == count - 1, 30, "N0 sees every shard ready")
+    mesh_bed.wait_until(
+        lambda: sum(1 for p in first.status()["peers"] for m in p["models"] if m["model_id"] == MODEL and m["state"] == "ready") == count - 1,
+        30,
+        "N0 sees every shard ready",
+    )
     # Sessions spread over the shards (by `user`); every answer comes from a whole model on one node.
     served_by = set()
     for i in range(20):
-        response = httpx.post(f"{first.api}/v1/chat/completions", timeout=60, json={
-            "model": MODEL, "user": f"user-{i}", "max_tokens": 8, "messages": [{"role": "user", "content": f"Tell me about {i}."}]})
+        response = httpx.post(
+            f"{first.api}/v1/chat/completions",
+            timeout=60,
+            json={"model": MODEL, "user": f"user-{i}", "max_tokens": 8, "messages": [{"role": "user", "content": f"Tell me about {i}."}]},
+        )
         assert response.status_code == 200, response.text
         served_by.add(response.headers["x-mesh-node"])
     assert len(served_by) == count

@@ -22,10 +22,15 @@ from tests.nodes import free_port
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = {
-    "gateway": {"mesh_gateway_requests", "mesh_gateway_time_to_first_token_seconds", "mesh_gateway_inter_token_seconds",
-                "mesh_gateway_tokens_per_second", "mesh_gateway_completion_tokens", "mesh_peer_bytes"},
-    "gossip": {"mesh_gossip_peers", "mesh_gossip_rounds", "mesh_gossip_message_bytes", "mesh_gossip_suspicions",
-               "mesh_gossip_demand_requests"},
+    "gateway": {
+        "mesh_gateway_requests",
+        "mesh_gateway_time_to_first_token_seconds",
+        "mesh_gateway_inter_token_seconds",
+        "mesh_gateway_tokens_per_second",
+        "mesh_gateway_completion_tokens",
+        "mesh_peer_bytes",
+    },
+    "gossip": {"mesh_gossip_peers", "mesh_gossip_rounds", "mesh_gossip_message_bytes", "mesh_gossip_suspicions", "mesh_gossip_demand_requests"},
     "placement": {"mesh_placement_plan_changes", "mesh_placement_assignment"},
     "runner": {"mesh_runner_restarts", "mesh_runner_load_seconds", "mesh_runner_model_bytes", "mesh_runner_rpc_primed_bytes"},
 }
@@ -44,8 +49,11 @@ def test_every_service_has_its_metrics_counting_requests_and_the_dashboard_queri
     node = start_node("--model", SMOLLM2)
     node.wait_ready(SMOLLM2)
     for i in range(5):
-        response = httpx.post(f"{node.api}/v1/chat/completions", timeout=60, json={
-            "model": SMOLLM2, "stream": i % 2 == 0, "max_tokens": 8, "messages": [{"role": "user", "content": f"Count to {i}."}]})
+        response = httpx.post(
+            f"{node.api}/v1/chat/completions",
+            timeout=60,
+            json={"model": SMOLLM2, "stream": i % 2 == 0, "max_tokens": 8, "messages": [{"role": "user", "content": f"Count to {i}."}]},
+        )
         assert response.status_code == 200
     urls = node.status()["metrics"]
     assert set(urls) == set(FAMILIES) and all(url.startswith("http://127.0.0.1:") for url in urls.values())
@@ -81,12 +89,25 @@ def test_every_service_has_its_metrics_counting_requests_and_the_dashboard_queri
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's prometheus is installed by `make test`")
 def test_a_real_prometheus_scrapes_the_four_services_with_the_shipped_config(tmp_path: Path, llama_bin_dir: Path) -> None:
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "MESH_NODE_HOME": str(tmp_path / "home")}
-    honcho = subprocess.Popen([str(Path(sys.executable).parent / "honcho"), "start"], cwd=ROOT, env=env, stdout=(tmp_path / "honcho.log").open("w"),
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    honcho = subprocess.Popen(
+        [str(Path(sys.executable).parent / "honcho"), "start"],
+        cwd=ROOT,
+        env=env,
+        stdout=(tmp_path / "honcho.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     web = free_port()
-    prometheus = subprocess.Popen(["prometheus", f"--config.file={ROOT / 'deploy' / 'prometheus' / 'prometheus.yml'}",
-                                   f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{web}"],
-                                  stdout=(tmp_path / "prometheus.log").open("w"), stderr=subprocess.STDOUT)
+    prometheus = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={ROOT / 'deploy' / 'prometheus' / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{web}",
+        ],
+        stdout=(tmp_path / "prometheus.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 90
         health: dict[str, str] = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -61,13 +60,19 @@ def test_client_node_reaches_both_models_streams_incrementally_and_frees_slots(m
     for model in (SMOLLM2, OTHER):
         whole = client.chat.completions.create(model=model, messages=HELLO, temperature=0, seed=1, max_tokens=16)
         assert whole.model == model and whole.choices[0].message.content
-        pieces = [ch.choices[0].delta.content for ch in client.chat.completions.create(
-            model=model, messages=HELLO, temperature=0, seed=1, max_tokens=16, stream=True) if ch.choices and ch.choices[0].delta.content]
+        pieces = [
+            ch.choices[0].delta.content
+            for ch in client.chat.completions.create(model=model, messages=HELLO, temperature=0, seed=1, max_tokens=16, stream=True)
+            if ch.choices and ch.choices[0].delta.content
+        ]
         assert "".join(pieces) == whole.choices[0].message.content
     assert client.completions.create(model="smollm2", prompt="Once upon a time", max_tokens=8).choices[0].text
     a_id = a.status()["id"]
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(httpx.get(f"{c.api}/metrics").text) for s in family.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(httpx.get(f"{c.api}/metrics").text)
+        for s in family.samples
+    }
     to_a = sum(v for (name, labels), v in samples.items() if name == "mesh_gateway_requests_total" and ("target", a_id) in labels)
     assert to_a == 3  # chat, streamed chat, completion
     assert samples[("mesh_peer_bytes_total", (("direction", "received"), ("stream", "http")))] > 1000
@@ -107,8 +112,11 @@ def test_killing_llama_server_during_a_burst_never_hangs(mesh_bed, tmp_path) -> 
 
     def ask(i: int) -> None:
         try:
-            response = httpx.post(f"{c.api}/v1/chat/completions", timeout=60, json={
-                "model": SMOLLM2, "messages": [{"role": "user", "content": f"Count to {i}"}], "max_tokens": 48})
+            response = httpx.post(
+                f"{c.api}/v1/chat/completions",
+                timeout=60,
+                json={"model": SMOLLM2, "messages": [{"role": "user", "content": f"Count to {i}"}], "max_tokens": 48},
+            )
             results.append(response.status_code)
         except httpx.HTTPError as failure:
             results.append(failure)
@@ -185,5 +193,6 @@ def test_drop_stops_serving_a_model(mesh_bed, tmp_path) -> None:
     # Still on A's disk: unserved, not unknown; the request counts as demand a standby could answer.
     assert response.status_code == 503 and "counted as demand" in response.json()["error"]["message"]
     assert SMOLLM2 in response.json()["error"]["message"] and response.headers["retry-after"]
-    mesh_bed.wait_until(lambda: any(d["model_id"] == OTHER and d["requests"] == 1 and not d["pinned"] for d in a.status()["demand"]),
-                        10, "the dropped model in the demand map")
+    mesh_bed.wait_until(
+        lambda: any(d["model_id"] == OTHER and d["requests"] == 1 and not d["pinned"] for d in a.status()["demand"]), 10, "the dropped model in the demand map"
+    )

@@ -97,7 +97,7 @@ def test_events_report_ready_within_a_second_of_llama_server(node) -> None:
         for line in lines:
             if not line.startswith("data: "):
                 continue
-            (model,) = json.loads(line[len("data: "):])["models"]
+            (model,) = json.loads(line[len("data: ") :])["models"]
             if model["state"] == "starting":
                 seen.setdefault("port", model["port"])
             if model["state"] == "ready" and "port" in seen:

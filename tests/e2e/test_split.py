@@ -18,9 +18,11 @@ PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time", 
 def greedy(node) -> list[str]:
     texts = []
     for prompt in PROMPTS:
-        response = httpx.post(f"{node.api}/v1/completions", timeout=120,
-                              json={"model": SMOLLM2, "prompt": prompt, "max_tokens": 16, "temperature": 0, "seed": 1,
-                                    "cache_prompt": False})
+        response = httpx.post(
+            f"{node.api}/v1/completions",
+            timeout=120,
+            json={"model": SMOLLM2, "prompt": prompt, "max_tokens": 16, "temperature": 0, "seed": 1, "cache_prompt": False},
+        )
         assert response.status_code == 200, response.text
         texts.append(response.json()["choices"][0]["text"])
     return texts
@@ -45,6 +47,7 @@ def gateway_policy(node) -> int:
 
 def wait_split_ready(bed, nodes, count: int):
     """The host (whichever node it is) once its llama-server is ready over `count` nodes."""
+
     def host():
         for node in nodes:
             try:
@@ -72,12 +75,15 @@ def solo_answers(tmp_path_factory, llama_bin_dir):
         node.stop()
 
 
-@pytest.mark.parametrize(("count", "max_vram", "services_idle"), [
-    (2, "0.25", False),
-    (3, "0.15", False),
-    # As shipped on Linux: the services at idle priority, llama on every core (services/common/cpus.py).
-    pytest.param(2, "0.25", True, marks=pytest.mark.skipif(not cpus.can_idle(), reason="no idle scheduling policy here")),
-])
+@pytest.mark.parametrize(
+    ("count", "max_vram", "services_idle"),
+    [
+        (2, "0.25", False),
+        (3, "0.15", False),
+        # As shipped on Linux: the services at idle priority, llama on every core (services/common/cpus.py).
+        pytest.param(2, "0.25", True, marks=pytest.mark.skipif(not cpus.can_idle(), reason="no idle scheduling policy here")),
+    ],
+)
 def test_split_gives_the_same_greedy_answers_as_solo(mesh_bed, solo_answers, count: int, max_vram: str, services_idle: bool) -> None:
     nodes = split_over(mesh_bed, count, max_vram, {"MESH_NODE_SERVICES_IDLE": str(services_idle).lower()})
     host = wait_split_ready(mesh_bed, nodes, count)
@@ -105,9 +111,10 @@ def test_losing_a_worker_makes_the_host_replan(mesh_bed) -> None:
 
     def answers() -> bool:
         try:
-            return httpx.post(f"{host.api}/v1/completions", timeout=30,
-                              json={"model": SMOLLM2, "prompt": "Hello", "max_tokens": 4}).status_code == 200 \
+            return (
+                httpx.post(f"{host.api}/v1/completions", timeout=30, json={"model": SMOLLM2, "prompt": "Hello", "max_tokens": 4}).status_code == 200
                 and worker_id not in host_assignment(host)["workers"]
+            )
         except httpx.HTTPError:
             return False
 

@@ -26,8 +26,7 @@ def dense_model(tmp_path_factory) -> str:
 
 def tunnel_sent(node, name: str = "mesh_rpc_tunnel_bytes_total") -> float:
     text = httpx.get(f"{node.api}/metrics", timeout=10).text
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-               if s.name == name and s.labels["direction"] == "sent")
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name and s.labels["direction"] == "sent")
 
 
 def split_load(bed, model: str, prime: bool) -> tuple[float, int, float, float, Path]:
@@ -62,20 +61,28 @@ def split_load(bed, model: str, prime: bool) -> tuple[float, int, float, float, 
     loaded = tunnel_sent(host)
     # Decode: per token llama-server sends the inputs, the graph and asks for the result.
     chunks, sent = tunnel_sent(host, "mesh_rpc_tunnel_chunks_total"), tunnel_sent(host)
-    response = httpx.post(f"{host.api}/v1/completions", json={"model": "Dense-330M", "prompt": "Hello there", "max_tokens": 24,
-                                                              "ignore_eos": True, "temperature": 0}, timeout=120)
+    response = httpx.post(
+        f"{host.api}/v1/completions", json={"model": "Dense-330M", "prompt": "Hello there", "max_tokens": 24, "ignore_eos": True, "temperature": 0}, timeout=120
+    )
     assert response.status_code == 200
     tokens = response.json()["usage"]["completion_tokens"]
     worker = b if host is a else a
-    return (loaded, share, (tunnel_sent(host, "mesh_rpc_tunnel_chunks_total") - chunks) / tokens, (tunnel_sent(host) - sent) / tokens,
-            worker.home / "rpc-cache" / "rpc")
+    return (
+        loaded,
+        share,
+        (tunnel_sent(host, "mesh_rpc_tunnel_chunks_total") - chunks) / tokens,
+        (tunnel_sent(host) - sent) / tokens,
+        worker.home / "rpc-cache" / "rpc",
+    )
 
 
 @pytest.mark.parametrize("prime", [True, False])
 def test_bytes_on_load_with_and_without_priming(mesh_bed, dense_model, prime: bool) -> None:
     sent, share, per_token, bytes_per_token, cache = split_load(mesh_bed, dense_model, prime)
-    print(f"priming {'on' if prime else 'off'}: {sent / 1e6:.2f} MB through the RPC tunnel for a worker share of {share / 1e6:.1f} MB "
-          f"({100 * sent / share:.2f}%); {per_token:.1f} reads relayed and {bytes_per_token:.0f} bytes sent per generated token")
+    print(
+        f"priming {'on' if prime else 'off'}: {sent / 1e6:.2f} MB through the RPC tunnel for a worker share of {share / 1e6:.1f} MB "
+        f"({100 * sent / share:.2f}%); {per_token:.1f} reads relayed and {bytes_per_token:.0f} bytes sent per generated token"
+    )
     # Per token the host sends one hidden state (hidden x 4 bytes) and a few small inputs; without
     # our layer-output pin (patch 0003) it would send the last host block's residual add's two inputs.
     assert bytes_per_token < 2.5 * 4 * SHAPE.hidden
@@ -87,8 +94,9 @@ def test_bytes_on_load_with_and_without_priming(mesh_bed, dense_model, prime: bo
         primed = [file for file in cache.iterdir() if not file.name.endswith(".tmp")]
         assert primed
         if not os.statvfs(cache).f_flag & os.ST_NOATIME:  # a noatime mount never records reads
-            assert all(file.stat().st_atime > file.stat().st_mtime for file in primed), \
-                [file.name for file in primed if file.stat().st_atime <= file.stat().st_mtime]
+            assert all(file.stat().st_atime > file.stat().st_mtime for file in primed), [
+                file.name for file in primed if file.stat().st_atime <= file.stat().st_mtime
+            ]
         # One burst (inputs + graph) and one request for the result per token, plus the prompt's share.
         assert per_token <= 3
     else:

@@ -23,8 +23,12 @@ pytestmark = pytest.mark.e2e
 
 def cut_errors(node, target: str) -> float:
     families = text_string_to_metric_families(httpx.get(f"{node.api}/metrics", timeout=5).text)
-    return sum(s.value for family in families for s in family.samples if s.name == "mesh_gateway_target_errors_total"
-               and s.labels["target"] == target and s.labels["reason"] == "cut")
+    return sum(
+        s.value
+        for family in families
+        for s in family.samples
+        if s.name == "mesh_gateway_target_errors_total" and s.labels["target"] == target and s.labels["reason"] == "cut"
+    )
 
 
 def _ready_from(node) -> bool:
@@ -42,8 +46,7 @@ def test_a_serving_node_killed_mid_stream_ends_the_stream_with_an_error_and_done
     a.wait_ready(SMOLLM2)
     mesh_bed.wait_until(lambda: _ready_from(c), 60, "A's model ready as seen from C")
     a_id = a.status()["id"]
-    body = {"model": SMOLLM2, "messages": [{"role": "user", "content": "Tell me a long story."}],
-            "stream": True, "max_tokens": 200, "ignore_eos": True}
+    body = {"model": SMOLLM2, "messages": [{"role": "user", "content": "Tell me a long story."}], "stream": True, "max_tokens": 200, "ignore_eos": True}
     events: list[str] = []
     with httpx.stream("POST", f"{c.api}/v1/chat/completions", json=body, timeout=120) as response:
         assert response.status_code == 200

@@ -36,8 +36,9 @@ async def check(port: int) -> int | None:
             return None
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], what: str, process: subprocess.Popen | None = None,
-                   log: Path | None = None, timeout: float = 60.0) -> None:
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], what: str, process: subprocess.Popen | None = None, log: Path | None = None, timeout: float = 60.0
+) -> None:
     """Until predicate() holds; fails at once with the service's log if it died, else after `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -52,8 +53,13 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], what: str, process:
 def start_service(name: str, workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"{name}.log"
-    process = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=os.environ | {"MESH_NODE_HOME": str(workdir / "home")} | env,
-                               stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", f"services.{name}"],
+        env=os.environ | {"MESH_NODE_HOME": str(workdir / "home")} | env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     return process, log
 
 
@@ -129,10 +135,17 @@ def test_gateway_serves_only_while_it_follows_gossip(tmp_path: Path) -> None:
     """Before gossip answers, the gateway (endpoint and HTTP servers up) is NOT_SERVING; SERVING
     while it follows gossip's Watch; NOT_SERVING again when gossip goes away."""
     ports = {name: free_port() for name in ("gateway", "gossip", "console", "api")}
-    process, log = start_service("gateway", tmp_path, {
-        "MESH_NODE_GATEWAY_GRPC_PORT": str(ports["gateway"]), "MESH_NODE_GOSSIP_GRPC_PORT": str(ports["gossip"]),
-        "MESH_GATEWAY_CONSOLE_PORT": str(ports["console"]), "MESH_GATEWAY_API_PORT": str(ports["api"]),
-        "MESH_GATEWAY_PEER_HOST": "127.0.0.1"})
+    process, log = start_service(
+        "gateway",
+        tmp_path,
+        {
+            "MESH_NODE_GATEWAY_GRPC_PORT": str(ports["gateway"]),
+            "MESH_NODE_GOSSIP_GRPC_PORT": str(ports["gossip"]),
+            "MESH_GATEWAY_CONSOLE_PORT": str(ports["console"]),
+            "MESH_GATEWAY_API_PORT": str(ports["api"]),
+            "MESH_GATEWAY_PEER_HOST": "127.0.0.1",
+        },
+    )
 
     async def console_answers() -> bool:
         try:
@@ -169,8 +182,11 @@ def test_runner_serves_only_with_llama_binaries(tmp_path: Path) -> None:
 
     async def scenario(bin_dir: Path, expected: int) -> None:
         port = free_port()
-        process, log = start_service("runner", tmp_path / f"with-{bin_dir.name}", {
-            "MESH_NODE_RUNNER_GRPC_PORT": str(port), "MESH_NODE_RUNNER_METRICS_PORT": str(free_port()), "MESH_LLAMA_BIN": str(bin_dir)})
+        process, log = start_service(
+            "runner",
+            tmp_path / f"with-{bin_dir.name}",
+            {"MESH_NODE_RUNNER_GRPC_PORT": str(port), "MESH_NODE_RUNNER_METRICS_PORT": str(free_port()), "MESH_LLAMA_BIN": str(bin_dir)},
+        )
         try:
             # The runner logs its first health word once it has looked for the binaries.
             await wait_for(lambda: _logged(log, " health "), "health decided", process, log)

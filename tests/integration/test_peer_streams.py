@@ -45,6 +45,7 @@ def test_a_peer_that_never_answers_leaves_no_unretrieved_failure(tmp_path: Path)
 def test_work_on_a_peers_streams_stops_when_its_connection_ends(tmp_path: Path) -> None:
     """A handler still busy with a peer's stream (a relayed request, a gossip reply) is cancelled
     when the peer's connection ends, not left pending for asyncio to destroy."""
+
     async def scenario() -> None:
         started, cancelled = asyncio.Event(), asyncio.Event()
 
@@ -73,6 +74,7 @@ def test_work_on_a_peers_streams_stops_when_its_connection_ends(tmp_path: Path) 
 def test_a_gossip_message_our_gossip_service_cannot_answer_ends_its_stream(tmp_path: Path) -> None:
     """Our gossip service stopping (CANCELLED) or stuck: the asking peer sees the stream end at
     once, as from a node going down, and nothing is left unretrieved in our log."""
+
     class StoppingGossip:
         async def HandlePeerMessage(self, message: object, timeout: float) -> object:  # noqa: N802 - the gRPC method's name
             raise grpc.aio.AioRpcError(grpc.StatusCode.CANCELLED, grpc.aio.Metadata(), grpc.aio.Metadata(), details="CANCELLED")

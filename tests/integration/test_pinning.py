@@ -44,8 +44,7 @@ def test_every_thread_of_a_supervised_child_runs_on_its_cores() -> None:
 
 async def every_thread_on_its_cores() -> None:
     core = max(os.sched_getaffinity(0))
-    supervisor = Supervisor("pinned", lambda port: [sys.executable, "-c", CHILD, str(port)], None, RunnerSettings(),
-                            lambda: asyncio.sleep(0), cores=(core,))
+    supervisor = Supervisor("pinned", lambda port: [sys.executable, "-c", CHILD, str(port)], None, RunnerSettings(), lambda: asyncio.sleep(0), cores=(core,))
     task = asyncio.create_task(supervisor.run())
     try:
         async with asyncio.timeout(30):

@@ -38,18 +38,20 @@ async def endpoint(home: Path, name: str, links: PeerLinks, datagram_bytes: int 
     holder: dict[str, PeerEndpoint] = {}
 
     def local() -> LocalNode:
-        port = holder["endpoint"]._transport.get_extra_info("sockname")[1]  # noqa: SLF001
+        port = holder["endpoint"]._transport.get_extra_info("sockname")[1]
         return LocalNode("mesh-test", SECRET, name, f"127.0.0.1:{port}")
 
-    holder["endpoint"] = await open_endpoint("127.0.0.1", 0, identity=me, local=local, serve_stream=links.serve_stream, idle_timeout=30.0,
-                                               datagram_bytes=datagram_bytes, ack_delay=ack_delay)
+    holder["endpoint"] = await open_endpoint(
+        "127.0.0.1", 0, identity=me, local=local, serve_stream=links.serve_stream, idle_timeout=30.0, datagram_bytes=datagram_bytes, ack_delay=ack_delay
+    )
     links.endpoint = holder["endpoint"]
     return holder["endpoint"]
 
 
 @asynccontextmanager
-async def tunnel(tmp_path: Path, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]] = echo,
-                 publish: bool = True) -> AsyncIterator[tuple[int, dict[str, int], PeerLinks]]:
+async def tunnel(
+    tmp_path: Path, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]] = echo, publish: bool = True
+) -> AsyncIterator[tuple[int, dict[str, int], PeerLinks]]:
     """(local tunnel port on the host, bytes counted per direction, the host's links) to a server on the worker."""
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
     server_port = server.sockets[0].getsockname()[1]
@@ -140,8 +142,9 @@ def test_an_unpublished_port_is_not_reached(tmp_path: Path) -> None:
 
 
 @asynccontextmanager
-async def counted_tunnel(tmp_path: Path, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-                         datagram_bytes: int, ack_delay: float = ACK_DELAY) -> AsyncIterator[tuple[int, dict[str, int]]]:
+async def counted_tunnel(
+    tmp_path: Path, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], datagram_bytes: int, ack_delay: float = ACK_DELAY
+) -> AsyncIterator[tuple[int, dict[str, int]]]:
     """(local tunnel port on the host, datagrams each endpoint has sent so far) to a server on the worker."""
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
     server_port = server.sockets[0].getsockname()[1]
@@ -169,12 +172,15 @@ async def counted_tunnel(tmp_path: Path, handler: Callable[[asyncio.StreamReader
         server.close()
 
 
-@pytest.mark.parametrize(("datagram_bytes", "ack_delay", "datagrams"), [
-    (16384, ACK_DELAY, {"host": 1, "worker": 1}),  # loopback-sized datagrams: one each way
-    (16384, 0.0, {"host": 2, "worker": 2}),
-    (1452, ACK_DELAY, {"host": 8, "worker": 6}),  # Ethernet-sized: 11 KB and 8 KB of data
-    (1452, 0.0, {"host": 9, "worker": 7}),
-])
+@pytest.mark.parametrize(
+    ("datagram_bytes", "ack_delay", "datagrams"),
+    [
+        (16384, ACK_DELAY, {"host": 1, "worker": 1}),  # loopback-sized datagrams: one each way
+        (16384, 0.0, {"host": 2, "worker": 2}),
+        (1452, ACK_DELAY, {"host": 8, "worker": 6}),  # Ethernet-sized: 11 KB and 8 KB of data
+        (1452, 0.0, {"host": 9, "worker": 7}),
+    ],
+)
 def test_a_tokens_round_trip_sends_no_datagram_for_acks_alone(tmp_path: Path, datagram_bytes: int, ack_delay: float, datagrams: dict[str, int]) -> None:
     # A split's token: the host sends a burst, the worker computes and answers, the host computes
     # the next burst. Each side's ACK rides on its next data instead of a datagram of its own

@@ -6,7 +6,7 @@ from services.runner.command import child_environment, llama_server_argv
 
 def test_llama_server_binds_loopback_and_names_the_model() -> None:
     argv = llama_server_argv(Path("/bin/llama-server"), Path("/m/x.gguf"), "x", 4321, ctx_size=2048, threads=3, device="")
-    pairs = dict(zip(argv[1::2], argv[2::2]))
+    pairs = dict(zip(argv[1::2], argv[2::2], strict=False))
     assert argv[0] == "/bin/llama-server"
     assert pairs["--host"] == "127.0.0.1" and pairs["--port"] == "4321"
     assert pairs["--alias"] == "x" and pairs["--model"] == "/m/x.gguf"
@@ -23,13 +23,13 @@ def test_child_environment_keeps_only_what_children_need() -> None:
     env = child_environment({"PATH": "/bin", "MESH_GATEWAY_API_KEY": "secret", "HOME": "/root"})
     assert env == {"PATH": "/bin", "HOME": "/root"}
     # OpenMP's wait settings, as a llama.cpp user sets them, reach llama's processes.
-    assert child_environment({"GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": "active", "X": "y"}) == {
-        "GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": "active"}
+    assert child_environment({"GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": "active", "X": "y"}) == {"GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": "active"}
 
 
 def test_split_offloads_worker_blocks_and_keeps_the_output_layer_on_the_host() -> None:
-    argv = llama_server_argv(Path("s"), Path("m"), "m", 1, ctx_size=1, threads=1, device="",
-                             rpc_endpoints=("127.0.0.1:7001", "127.0.0.1:7002"), worker_layers=6, tensor_split=(4, 2))
+    argv = llama_server_argv(
+        Path("s"), Path("m"), "m", 1, ctx_size=1, threads=1, device="", rpc_endpoints=("127.0.0.1:7001", "127.0.0.1:7002"), worker_layers=6, tensor_split=(4, 2)
+    )
     pairs = {flag: argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag.startswith("--")}
     assert pairs["--rpc"] == "127.0.0.1:7001,127.0.0.1:7002"
     assert pairs["--n-gpu-layers"] == "7"  # 6 blocks plus the output layer llama.cpp counts with them

@@ -22,14 +22,17 @@ def flat(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
 
 
-@pytest.mark.parametrize(("given", "reserve", "services", "compute"), [
-    ((0, 1), True, (0, 1), (0, 1)),  # too few cores: nothing reserved
-    ((0, 1, 2), True, (0, 1, 2), (0, 1, 2)),
-    ((0, 1, 2, 3), True, (3,), (0, 1, 2)),
-    ((5, 0, 3, 1, 2, 4), True, (5,), (0, 1, 2, 3, 4)),  # order does not matter
-    ((8, 9, 10, 11), True, (11,), (8, 9, 10)),  # a node confined by taskset keeps to its cores
-    (tuple(range(16)), False, tuple(range(16)), tuple(range(16))),  # MESH_NODE_SERVICE_CORE=false
-])
+@pytest.mark.parametrize(
+    ("given", "reserve", "services", "compute"),
+    [
+        ((0, 1), True, (0, 1), (0, 1)),  # too few cores: nothing reserved
+        ((0, 1, 2), True, (0, 1, 2), (0, 1, 2)),
+        ((0, 1, 2, 3), True, (3,), (0, 1, 2)),
+        ((5, 0, 3, 1, 2, 4), True, (5,), (0, 1, 2, 3, 4)),  # order does not matter
+        ((8, 9, 10, 11), True, (11,), (8, 9, 10)),  # a node confined by taskset keeps to its cores
+        (tuple(range(16)), False, tuple(range(16)), tuple(range(16))),  # MESH_NODE_SERVICE_CORE=false
+    ],
+)
 def test_plan(given, reserve: bool, services, compute) -> None:
     plan = cpus.plan(given, reserve)
     assert (plan.services, plan.compute) == (services, compute)
@@ -50,7 +53,7 @@ def started(plan: cpus.CpuPlan, split: Split, threads: int | None = None) -> tup
     """The cores and argv the runner gives a llama-server it would start."""
     servers = LlamaServers(RunnerSettings(threads=threads), Path("/nonexistent"), plan)
     captured = {}
-    servers._start = lambda model_id, kind, path, supervisor, split: captured.update(supervisor=supervisor)  # noqa: SLF001
+    servers._start = lambda model_id, kind, path, supervisor, split: captured.update(supervisor=supervisor)
     servers.state_of = lambda model_id, kind="": None
     servers.serve("m", Path("/models/m.gguf"), split)
     supervisor = captured["supervisor"]
@@ -85,14 +88,17 @@ def siblings(root: Path, groups: list[str]) -> Path:
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="macOS asks sysctl for its performance cores")
-@pytest.mark.parametrize(("groups", "given", "threads"), [
-    (["0", "1"], (0, 1), 2),  # no SMT: one thread per CPU
-    (["0,4", "1,5", "2,6", "3,7"], tuple(range(8)), 4),  # 4 cores x 2 hardware threads: llama.cpp starts 4
-    (["0,4", "1,5", "2,6", "3,7"], (0, 1, 4), 2),  # a node confined by taskset counts only its cores
-    (["0-1", "2-3"], (0, 1, 2, 3), 2),  # siblings written as a range
-    ([], (0, 1, 2), 3),  # no topology (a container): each CPU a core of its own
-    ([], (), 1),
-])
+@pytest.mark.parametrize(
+    ("groups", "given", "threads"),
+    [
+        (["0", "1"], (0, 1), 2),  # no SMT: one thread per CPU
+        (["0,4", "1,5", "2,6", "3,7"], tuple(range(8)), 4),  # 4 cores x 2 hardware threads: llama.cpp starts 4
+        (["0,4", "1,5", "2,6", "3,7"], (0, 1, 4), 2),  # a node confined by taskset counts only its cores
+        (["0-1", "2-3"], (0, 1, 2, 3), 2),  # siblings written as a range
+        ([], (0, 1, 2), 3),  # no topology (a container): each CPU a core of its own
+        ([], (), 1),
+    ],
+)
 def test_threads_are_what_llama_cpp_would_start(tmp_path: Path, groups: list[str], given: tuple[int, ...], threads: int) -> None:
     assert cpus.math_cores(given, siblings(tmp_path, groups)) == threads
 
@@ -123,7 +129,7 @@ def test_a_split_gets_the_spin_limit_when_services_idle_and_alone_does_not(monke
     assert cpus.split_environment(services_idle=False) == {}
     servers = LlamaServers(RunnerSettings(), Path("/nonexistent"), cpus.plan(range(6), reserve=False), cpus.split_environment(services_idle=True))
     captured = {}
-    servers._start = lambda model_id, kind, path, supervisor, split: captured.update(supervisor=supervisor)  # noqa: SLF001
+    servers._start = lambda model_id, kind, path, supervisor, split: captured.update(supervisor=supervisor)
     servers.state_of = lambda model_id, kind="": None
     servers.serve("m", Path("/models/m.gguf"), Split(rpc_endpoints=("127.0.0.1:5000",), worker_layers=4, tensor_split=(4.0,)))
     host = captured["supervisor"]
@@ -170,8 +176,7 @@ def test_idle_priority_holds_for_the_service_and_the_threads_it_starts_later() -
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-c", IDLE_CHILD], capture_output=True, text=True, timeout=60,
-                            cwd=Path(__file__).resolve().parents[2])
+    result = subprocess.run([sys.executable, "-c", IDLE_CHILD], capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert result.stdout.split() == ["True", "True"], result.stderr
 
 

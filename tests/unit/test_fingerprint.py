@@ -31,7 +31,7 @@ def test_a_big_file_is_read_in_a_fixed_amount_from_header_to_last_byte(size: int
 
 
 def _fingerprint_of_bytes(data: bytes) -> str:
-    return digest(len(data), (data[offset:offset + length] for offset, length in sample_ranges(len(data))))
+    return digest(len(data), (data[offset : offset + length] for offset, length in sample_ranges(len(data))))
 
 
 BASE = bytes(range(256)) * (4 * SMALL // 256)  # 8 MiB: sampled, not read whole
@@ -40,17 +40,20 @@ BETWEEN = sample_ranges(len(BASE))[5][0] + BLOCK_BYTES + 1000  # a byte between 
 
 
 def _flip(data: bytes, at: int) -> bytes:
-    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
 
 
-@pytest.mark.parametrize(("other", "same"), [
-    (BASE, True),  # the same bytes
-    (_flip(BASE, 100), False),  # the header differs (metadata, tokenizer, tensor table)
-    (_flip(BASE, SAMPLED), False),  # weights differ where sampled: another fine-tune or seed differs everywhere
-    (_flip(BASE, len(BASE) - 1), False),  # the last byte is always read
-    (BASE + b"\0", False),  # the size differs
-    (_flip(BASE, BETWEEN), True),  # the price of reading 2 MiB: an edit between the samples goes unseen
-])
+@pytest.mark.parametrize(
+    ("other", "same"),
+    [
+        (BASE, True),  # the same bytes
+        (_flip(BASE, 100), False),  # the header differs (metadata, tokenizer, tensor table)
+        (_flip(BASE, SAMPLED), False),  # weights differ where sampled: another fine-tune or seed differs everywhere
+        (_flip(BASE, len(BASE) - 1), False),  # the last byte is always read
+        (BASE + b"\0", False),  # the size differs
+        (_flip(BASE, BETWEEN), True),  # the price of reading 2 MiB: an edit between the samples goes unseen
+    ],
+)
 def test_the_fingerprint_tells_files_apart_by_size_header_and_samples(other: bytes, same: bool) -> None:
     assert (_fingerprint_of_bytes(other) == _fingerprint_of_bytes(BASE)) is same
 

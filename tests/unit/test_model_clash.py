@@ -19,14 +19,17 @@ def near(a: str, b: str) -> float:
     return 0.002
 
 
-@pytest.mark.parametrize(("holders", "force", "mode", "workers"), [
-    ([("a", 4, OURS), ("b", 2, OURS)], True, "split", ("b",)),  # the same file: a split as ever
-    ([("a", 4, OURS), ("b", 2, THEIRS)], True, "unserved", ()),  # another file under the name: no split
-    ([("a", 4, OURS), ("b", 2, THEIRS), ("c", 2, OURS)], True, "split", ("c",)),  # only the same file's holders
-    ([("a", 4, OURS), ("b", 9, THEIRS)], False, "solo", ()),  # b has more memory, but it holds another model
-    ([("a", 4, OURS), ("b", 2, "")], True, "unserved", ()),  # a node that sent no fingerprint proves nothing
-    ([("b", 9, THEIRS)], False, "unserved", ()),  # nobody has our file
-])
+@pytest.mark.parametrize(
+    ("holders", "force", "mode", "workers"),
+    [
+        ([("a", 4, OURS), ("b", 2, OURS)], True, "split", ("b",)),  # the same file: a split as ever
+        ([("a", 4, OURS), ("b", 2, THEIRS)], True, "unserved", ()),  # another file under the name: no split
+        ([("a", 4, OURS), ("b", 2, THEIRS), ("c", 2, OURS)], True, "split", ("c",)),  # only the same file's holders
+        ([("a", 4, OURS), ("b", 9, THEIRS)], False, "solo", ()),  # b has more memory, but it holds another model
+        ([("a", 4, OURS), ("b", 2, "")], True, "unserved", ()),  # a node that sent no fingerprint proves nothing
+        ([("b", 9, THEIRS)], False, "unserved", ()),  # nobody has our file
+    ],
+)
 def test_a_split_is_planned_over_holders_of_the_planning_nodes_file_only(holders, force, mode, workers) -> None:
     plan = plan_split(GIB, 30, [Holder(n, int(gib * GIB), fp) for n, gib, fp in holders], near, force_split=force, fingerprint=OURS)
     assert (plan.mode, plan.workers) == (mode, workers), plan.reason
@@ -37,8 +40,15 @@ def test_a_split_is_planned_over_holders_of_the_planning_nodes_file_only(holders
 
 
 def node(node_id: str, memory_gib: float, fingerprint: str, assignments=()) -> NodeRecord:
-    return NodeRecord(node_id=node_id, name=node_id, role="serving", memory_offered_bytes=int(memory_gib * GIB), models_on_disk=("m",),
-                      model_files=(ModelFile("m", fingerprint),), assignments=tuple(assignments))
+    return NodeRecord(
+        node_id=node_id,
+        name=node_id,
+        role="serving",
+        memory_offered_bytes=int(memory_gib * GIB),
+        models_on_disk=("m",),
+        model_files=(ModelFile("m", fingerprint),),
+        assignments=tuple(assignments),
+    )
 
 
 def view(own: NodeRecord, *peers: NodeRecord) -> MeshView:
@@ -54,10 +64,13 @@ def plan_of(v: MeshView, ask: ModelAsk, force: bool = False) -> Assignment:
     return assignment
 
 
-@pytest.mark.parametrize(("peer_file", "mode", "workers"), [
-    (OURS, "split-host", ("b",)),
-    (THEIRS, "unserved", ()),
-])
+@pytest.mark.parametrize(
+    ("peer_file", "mode", "workers"),
+    [
+        (OURS, "split-host", ("b",)),
+        (THEIRS, "unserved", ()),
+    ],
+)
 def test_decide_splits_only_over_peers_with_the_same_file(peer_file: str, mode: str, workers: tuple) -> None:
     planned = plan_of(view(node("a", 0.5, OURS), node("b", 0.4, peer_file)), dense())
     assert (planned.mode, planned.workers) == (mode, workers), planned.reason
@@ -88,10 +101,13 @@ def moe_ask() -> ModelAsk:
     return ModelAsk("m", 3 * GIB, 4, moe=MoEAsk(16, 2, int(0.025 * GIB), int(1.4 * GIB), ranking), fingerprint=OURS)
 
 
-@pytest.mark.parametrize(("peer_file", "mode", "shards"), [
-    (OURS, "moe-shard", ["a", "b"]),
-    (THEIRS, "unserved", []),
-])
+@pytest.mark.parametrize(
+    ("peer_file", "mode", "shards"),
+    [
+        (OURS, "moe-shard", ["a", "b"]),
+        (THEIRS, "unserved", []),
+    ],
+)
 def test_an_expert_split_is_planned_over_nodes_with_the_same_file_only(peer_file: str, mode: str, shards: list) -> None:
     planned = plan_of(view(node("a", 3, OURS), node("b", 3, peer_file)), moe_ask())
     assert (planned.mode, [n for n, _ in planned.shards]) == (mode, shards), planned.reason
@@ -100,8 +116,14 @@ def test_an_expert_split_is_planned_over_nodes_with_the_same_file_only(peer_file
 
 
 def test_fingerprints_survive_protobuf() -> None:
-    record = NodeRecord(node_id="n1", name="box", models_on_disk=("m",), model_files=(ModelFile("m", OURS),),
-                        served=(ServedModel("m", "/m.gguf", "ready", 1, fingerprint=OURS),), version=2)
+    record = NodeRecord(
+        node_id="n1",
+        name="box",
+        models_on_disk=("m",),
+        model_files=(ModelFile("m", OURS),),
+        served=(ServedModel("m", "/m.gguf", "ready", 1, fingerprint=OURS),),
+        version=2,
+    )
     assert record_from_proto(record_to_proto(record)) == record
     assert record.fingerprint_of("m") == OURS and record.fingerprint_of("other") == ""
     update = SelfUpdate(frozenset({"models_on_disk", "model_files"}), {"models_on_disk": ("m",), "model_files": record.model_files})

@@ -70,7 +70,7 @@ def test_every_expert_lives_somewhere_and_every_shard_is_big_enough(layers, expe
         least = minimum_experts(experts, used)
         assert min(rooms) < least or sum(min(r, experts) for r in rooms) < experts
         return
-    for node, (_, room) in zip(plan.experts, capacity):
+    for node, (_, room) in zip(plan.experts, capacity, strict=False):
         sizes = {len(layer) for layer in node}
         assert len(sizes) == 1  # the same count in every layer: one expert_count per shard file
         (size,) = sizes

@@ -10,8 +10,9 @@ from services.placement.planner import GIB, memory_needed
 
 
 def node(node_id: str, memory_gib: float, on_disk=("m",), assignments=(), role="serving") -> NodeRecord:
-    return NodeRecord(node_id=node_id, name=node_id, role=role, memory_offered_bytes=int(memory_gib * GIB),
-                      models_on_disk=tuple(on_disk), assignments=tuple(assignments))
+    return NodeRecord(
+        node_id=node_id, name=node_id, role=role, memory_offered_bytes=int(memory_gib * GIB), models_on_disk=tuple(on_disk), assignments=tuple(assignments)
+    )
 
 
 def view(own: NodeRecord, *peers: NodeRecord, rtt: float = 0.002) -> MeshView:
@@ -88,8 +89,9 @@ def test_an_moe_model_too_big_for_each_node_is_split_by_experts_never_over_rpc()
     for layer in range(4):
         assert set(plan.shards[0][1][layer]) | set(plan.shards[1][1][layer]) == set(range(16))
     # b serves its own shard from a's published plan.
-    (mine,) = decide(view(b, replace(a, assignments=(plan,))), [moe_ask()], b.memory_offered_bytes, force_split=False, headroom=0.1,
-                     context_bytes=256 * 1024**2)
+    (mine,) = decide(
+        view(b, replace(a, assignments=(plan,))), [moe_ask()], b.memory_offered_bytes, force_split=False, headroom=0.1, context_bytes=256 * 1024**2
+    )
     assert mine.mode == "moe-shard" and mine.shards == (("b", plan.experts_of("b")),)
     # Before a has published, b waits for the planner.
     (waiting,) = decide(view(b, a), [moe_ask()], b.memory_offered_bytes, force_split=False, headroom=0.1, context_bytes=256 * 1024**2)

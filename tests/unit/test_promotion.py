@@ -16,9 +16,15 @@ def standby(node_id: str, memory_gib: float = 4, on_disk=("X", "Y")) -> NodeReco
 
 
 def server(node_id: str, *models: str, state: str = "ready") -> NodeRecord:
-    return NodeRecord(node_id, node_id, "serving", 8 * GIB, ("X", "Y"),
-                      served=tuple(ServedModel(m, f"/{m}.gguf", state, 9000) for m in models),
-                      assignments=tuple(Assignment(m, "solo", "fits") for m in models))
+    return NodeRecord(
+        node_id,
+        node_id,
+        "serving",
+        8 * GIB,
+        ("X", "Y"),
+        served=tuple(ServedModel(m, f"/{m}.gguf", state, 9000) for m in models),
+        assignments=tuple(Assignment(m, "solo", "fits") for m in models),
+    )
 
 
 def view(own: NodeRecord, *peers: NodeRecord, demand=(), dead=()) -> MeshView:

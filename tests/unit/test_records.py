@@ -20,8 +20,9 @@ def test_update_refuses_fields_it_does_not_own() -> None:
 
 
 def test_record_and_update_survive_protobuf() -> None:
-    record = NodeRecord(node_id="n1", name="box", role="serving", memory_offered_bytes=7,
-                        served=(ServedModel("m", "/m.gguf", "failed", 1, 2, "boom", 3.5, 9),), version=2)
+    record = NodeRecord(
+        node_id="n1", name="box", role="serving", memory_offered_bytes=7, served=(ServedModel("m", "/m.gguf", "failed", 1, 2, "boom", 3.5, 9),), version=2
+    )
     assert record_from_proto(record_to_proto(record)) == record
     update = SelfUpdate(frozenset({"role", "served"}), {"role": "serving", "served": record.served})
     assert update_from_proto(update_to_proto(update)) == update

@@ -59,8 +59,7 @@ def test_affinity_keeps_a_session_on_one_node_and_spreads_sessions() -> None:
     chosen = {first(route(view(peers=peers), "m", now=0, affinity=f"user:{u}", loads={"n0": 2})).node_id for u in range(40)}
     assert len(chosen) == 4  # different users land on different nodes
     for user in ("alice", "bob"):
-        picks = {first(route(view(peers=peers), "m", now=0, affinity=f"user:{user}", loads=load)).node_id
-                 for load in ({}, {"n1": 2}, {"n2": 1, "n3": 2})}
+        picks = {first(route(view(peers=peers), "m", now=0, affinity=f"user:{user}", loads=load)).node_id for load in ({}, {"n1": 2}, {"n2": 1, "n3": 2})}
         assert len(picks) == 1  # the same user always lands on the same node while loads stay within the slack
 
 
@@ -102,8 +101,9 @@ def test_moe_shards_are_chosen_by_session_not_by_locality() -> None:
     from services.gateway.routing import route
 
     def shard_node(node_id: str) -> NodeRecord:
-        return NodeRecord(node_id, node_id, "serving", served=(ServedModel("moe", "/m.gguf", "ready", 9000),),
-                          assignments=(Assignment("moe", "moe-shard", "shard"),))
+        return NodeRecord(
+            node_id, node_id, "serving", served=(ServedModel("moe", "/m.gguf", "ready", 9000),), assignments=(Assignment("moe", "moe-shard", "shard"),)
+        )
 
     view = MeshView(own=shard_node("a"), peers=(Peer(shard_node("b"), "b:1", "alive", 0.001),))
     firsts = {route(view, "moe", 0.0, affinity=f"user-{i}")[0].node_id for i in range(40)}

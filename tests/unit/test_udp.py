@@ -53,13 +53,16 @@ def test_what_waits_on_the_socket_arrives_as_one_batch_in_order() -> None:
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("sizes", [
-    [1452] * 8 + [700],           # a token's burst on a LAN: one run, shorter tail
-    [1452, 1452, 300, 1452, 40],  # a short one ends a run; the next run starts after it
-    [100, 1452, 1452],            # a larger one cannot follow a smaller one in a run
-    [16384] * 5,                  # loopback-sized: 3 fit one send (64 KiB), then two more
-    [1200],
-])
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        [1452] * 8 + [700],  # a token's burst on a LAN: one run, shorter tail
+        [1452, 1452, 300, 1452, 40],  # a short one ends a run; the next run starts after it
+        [100, 1452, 1452],  # a larger one cannot follow a smaller one in a run
+        [16384] * 5,  # loopback-sized: 3 fit one send (64 KiB), then two more
+        [1200],
+    ],
+)
 def test_corked_datagrams_arrive_separate_whole_and_in_order(sizes: list[int]) -> None:
     async def scenario() -> None:
         target = receiver()
@@ -91,7 +94,7 @@ class NoGSO:
     def sendmsg(self, *args: object) -> int:
         raise OSError(errno.EIO, "no GSO")
 
-    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - the real socket's methods
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.sock, name)
 
 
@@ -99,14 +102,14 @@ def test_a_kernel_without_gso_gets_plain_sends_and_nothing_is_lost() -> None:
     async def scenario() -> None:
         target = receiver()
         transport = BatchedDatagramTransport(bind_udp("127.0.0.1", 0), Recorder())
-        transport._sock = NoGSO(transport._sock)  # type: ignore[assignment]  # noqa: SLF001
+        transport._sock = NoGSO(transport._sock)  # type: ignore[assignment]
         sent = [bytes([i]) * 1452 for i in range(3)]
         for _ in range(2):  # the first corked run meets the refusal, the second goes plain at once
             with transport.corked():
                 for data in sent:
                     transport.sendto(data, target.getsockname())
             assert [target.recv(65535) for _ in sent] == sent
-        assert transport._gso is False  # noqa: SLF001
+        assert transport._gso is False
         transport.close()
         target.close()
 

@@ -15,8 +15,15 @@ PART = Assignment("m", "split-worker", "lends its memory to a's split", "a", ("b
 
 
 def node(node_id: str, memory_gib: float = 0.5, on_disk=("m",), assignments=(), served=(), role="serving") -> NodeRecord:
-    return NodeRecord(node_id=node_id, name=node_id, role=role, memory_offered_bytes=int(memory_gib * GIB),
-                      models_on_disk=tuple(on_disk), assignments=tuple(assignments), served=tuple(served))
+    return NodeRecord(
+        node_id=node_id,
+        name=node_id,
+        role=role,
+        memory_offered_bytes=int(memory_gib * GIB),
+        models_on_disk=tuple(on_disk),
+        assignments=tuple(assignments),
+        served=tuple(served),
+    )
 
 
 def view(own: NodeRecord, *peers: NodeRecord, status: str = "alive") -> MeshView:
@@ -24,25 +31,29 @@ def view(own: NodeRecord, *peers: NodeRecord, status: str = "alive") -> MeshView
 
 
 def place(v: MeshView, asks=(), force=False, held=frozenset({"m"}), dropped=frozenset(), excluded=frozenset()) -> tuple[Assignment, ...]:
-    return decide(v, list(asks), v.own.memory_offered_bytes, force_split=force, headroom=0.1, context_bytes=256 * 1024**2,
-                  dropped=dropped, held=held, excluded=excluded)
+    return decide(
+        v, list(asks), v.own.memory_offered_bytes, force_split=force, headroom=0.1, context_bytes=256 * 1024**2, dropped=dropped, held=held, excluded=excluded
+    )
 
 
 ASK = ModelAsk("m", int(0.1 * GIB), 30)  # fits one node: solo unless --split
 
 
-@pytest.mark.parametrize(("v", "asks", "held", "dropped", "expected"), [
-    # The issue's case: B joined with the model on disk and no --model; A's plan names it.
-    (view(node("b"), node("a", assignments=[PLAN])), [], {"m"}, set(), (PART,)),
-    (view(node("b"), node("a", assignments=[PLAN])), [], set(), set(), ()),  # not on its disk (or a client): nothing to lend
-    (view(node("b"), node("a", assignments=[replace(PLAN, workers=("c",))])), [], {"m"}, set(), ()),  # names another node
-    (view(node("b"), node("a", assignments=[PLAN]), status="suspect"), [], {"m"}, set(), ()),  # no live host
-    (view(node("b"), node("a", assignments=[PLAN])), [], {"m"}, {"m"}, ()),  # dropped here
-    # Serving it alone for demand gives way: the host serves it.
-    (view(node("b"), node("a", assignments=[PLAN])), [replace(ASK, promoted="demand")], {"m"}, set(), (PART,)),
-    # Its own --model decided first: it fits here and runs solo.
-    (view(node("b"), node("a", assignments=[PLAN])), [ASK], {"m"}, set(), (Assignment("m", "solo", "fits: needs 0.36 GiB of 0.50 GiB offered"),)),
-])
+@pytest.mark.parametrize(
+    ("v", "asks", "held", "dropped", "expected"),
+    [
+        # The issue's case: B joined with the model on disk and no --model; A's plan names it.
+        (view(node("b"), node("a", assignments=[PLAN])), [], {"m"}, set(), (PART,)),
+        (view(node("b"), node("a", assignments=[PLAN])), [], set(), set(), ()),  # not on its disk (or a client): nothing to lend
+        (view(node("b"), node("a", assignments=[replace(PLAN, workers=("c",))])), [], {"m"}, set(), ()),  # names another node
+        (view(node("b"), node("a", assignments=[PLAN]), status="suspect"), [], {"m"}, set(), ()),  # no live host
+        (view(node("b"), node("a", assignments=[PLAN])), [], {"m"}, {"m"}, ()),  # dropped here
+        # Serving it alone for demand gives way: the host serves it.
+        (view(node("b"), node("a", assignments=[PLAN])), [replace(ASK, promoted="demand")], {"m"}, set(), (PART,)),
+        # Its own --model decided first: it fits here and runs solo.
+        (view(node("b"), node("a", assignments=[PLAN])), [ASK], {"m"}, set(), (Assignment("m", "solo", "fits: needs 0.36 GiB of 0.50 GiB offered"),)),
+    ],
+)
 def test_a_node_named_in_a_live_peers_plan_lends_itself_whatever_it_was_asked(v, asks, held, dropped, expected) -> None:
     assert place(v, asks, held=frozenset(held), dropped=frozenset(dropped)) == expected
 
@@ -53,11 +64,14 @@ def test_two_hosts_naming_one_node_every_node_picks_the_lowest_id() -> None:
     assert (part.mode, part.host, part.layers) == ("split-worker", "a", (20, 10))
 
 
-@pytest.mark.parametrize(("peers", "excluded", "mode", "workers"), [
-    ([node("b")], set(), "split-host", ("b",)),  # --split with a worker at hand
-    ([node("b")], {"b"}, "solo", ()),  # its only worker did not come up: solo, as it fits
-    ([node("b"), node("c", 0.4)], {"b"}, "split-host", ("c",)),  # another worker instead
-])
+@pytest.mark.parametrize(
+    ("peers", "excluded", "mode", "workers"),
+    [
+        ([node("b")], set(), "split-host", ("b",)),  # --split with a worker at hand
+        ([node("b")], {"b"}, "solo", ()),  # its only worker did not come up: solo, as it fits
+        ([node("b"), node("c", 0.4)], {"b"}, "split-host", ("c",)),  # another worker instead
+    ],
+)
 def test_a_forced_split_plans_without_the_workers_left_out(peers, excluded, mode, workers) -> None:
     (assignment,) = place(view(node("a"), *peers), [ASK], force=True, excluded=frozenset(excluded))
     assert (assignment.mode, assignment.workers) == (mode, workers), assignment.reason
@@ -80,15 +94,18 @@ def rpc(state: str, restarts: int = 0) -> ServedModel:
     return ServedModel("m", "/m.gguf", state, port=5000, restarts=restarts, kind="rpc-server")
 
 
-@pytest.mark.parametrize(("worker", "waits"), [
-    (node("b"), True),  # never took the plan (a node that ignores it)
-    (node("b", assignments=[PART]), False),  # took it and primes: no rpc-server yet
-    (node("b", assignments=[PART], served=[rpc("starting")]), False),
-    (node("b", assignments=[PART], served=[rpc("ready")]), False),
-    (node("b", assignments=[PART], served=[rpc("failed", 1)]), True),  # cannot start its rpc-server
-    (node("b", assignments=[PART], served=[rpc("starting", 2)]), True),  # restarting after failures
-    (node("b", assignments=[replace(PART, host="c")], served=[rpc("starting")]), True),  # works for another host
-])
+@pytest.mark.parametrize(
+    ("worker", "waits"),
+    [
+        (node("b"), True),  # never took the plan (a node that ignores it)
+        (node("b", assignments=[PART]), False),  # took it and primes: no rpc-server yet
+        (node("b", assignments=[PART], served=[rpc("starting")]), False),
+        (node("b", assignments=[PART], served=[rpc("ready")]), False),
+        (node("b", assignments=[PART], served=[rpc("failed", 1)]), True),  # cannot start its rpc-server
+        (node("b", assignments=[PART], served=[rpc("starting", 2)]), True),  # restarting after failures
+        (node("b", assignments=[replace(PART, host="c")], served=[rpc("starting")]), True),  # works for another host
+    ],
+)
 def test_a_worker_that_shows_no_sign_of_coming_up_is_late_after_the_bound(worker, waits) -> None:
     v = view(node("a", assignments=[PLAN]), worker)
     clocks, late = late_workers(v, [PLAN], {}, now=100.0, bound=60.0)

@@ -31,8 +31,13 @@ def from_this_machine(request: Request) -> bool:
 
 @router.get("/api/status")
 async def get_status(request: Request) -> dict:
-    return status(request.app.state.mirror.view, request.app.state.fingerprint, request.app.state.metrics_urls,
-                  with_token=from_this_machine(request), addresses=tuple(request.app.state.settings.invite_addresses))
+    return status(
+        request.app.state.mirror.view,
+        request.app.state.fingerprint,
+        request.app.state.metrics_urls,
+        with_token=from_this_machine(request),
+        addresses=tuple(request.app.state.settings.invite_addresses),
+    )
 
 
 @router.get("/api/events")

@@ -43,8 +43,7 @@ def invite_token(view: MeshView, fingerprint: str, addresses: tuple[str, ...] = 
     return InviteToken(view.mesh_id, view.secret, bootstrap, fingerprint).encode()
 
 
-def status(view: MeshView, fingerprint: str, metrics: dict[str, str] | None = None, *, with_token: bool = False,
-           addresses: tuple[str, ...] = ()) -> dict:
+def status(view: MeshView, fingerprint: str, metrics: dict[str, str] | None = None, *, with_token: bool = False, addresses: tuple[str, ...] = ()) -> dict:
     """What /api/status answers and every /api/events status event carries (`with_token`: for a
     client on this machine only)."""
     own = node_status(view.own)

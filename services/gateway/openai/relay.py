@@ -39,8 +39,14 @@ Release = Callable[..., Awaitable[None]]
 
 
 class Relay:
-    def __init__(self, mirror: MeshMirror, metrics: GatewayMetrics, local: LocalUpstream, tunnel: TunnelUpstream | None,
-                 demand: Callable[[str], None] = lambda model: None) -> None:
+    def __init__(
+        self,
+        mirror: MeshMirror,
+        metrics: GatewayMetrics,
+        local: LocalUpstream,
+        tunnel: TunnelUpstream | None,
+        demand: Callable[[str], None] = lambda model: None,
+    ) -> None:
         self.mirror = mirror
         self.demand = demand
         self.metrics = metrics
@@ -55,8 +61,10 @@ class Relay:
             known = routing.resolve_name(model, routing.known_models(self.mirror.view))
             if isinstance(known, str):
                 # Known but unserved: the request counts as demand, and a standby node holding it may start it.
-                raise NoServer(f"model '{known}' is not served by this mesh right now (served models: {served}); "
-                               "the request was counted as demand for it: retry shortly", 5)
+                raise NoServer(
+                    f"model '{known}' is not served by this mesh right now (served models: {served}); the request was counted as demand for it: retry shortly",
+                    5,
+                )
             which = f" ('{model}' could mean {', '.join(decision.ambiguous)})" if decision.ambiguous else ""
             raise ModelNotFound(f"model '{model}' is not served by this mesh{which}; served models: {served}")
         if isinstance(decision, routing.NotReady):
@@ -104,8 +112,9 @@ class Relay:
         if stream and upstream.status == 200:
             self.metrics.requests.labels(target.model_id, target.node_id, endpoint, "200").inc()
             release = self._releaser(upstream, target, endpoint, started)
-            return RelayedStream(self._chunks(upstream, target, started, release), release, media_type="text/event-stream",
-                                 headers=headers | {"cache-control": "no-cache"})
+            return RelayedStream(
+                self._chunks(upstream, target, started, release), release, media_type="text/event-stream", headers=headers | {"cache-control": "no-cache"}
+            )
         try:
             body = b"".join([chunk async for chunk in upstream.chunks])
         except ResponseCut as cut:
@@ -169,16 +178,30 @@ class Relay:
             # After the first byte there is no retry: the stream says it failed, then ends as clients expect.
             yield sse.cut_stream_end(f"the server of '{target.model_id}' failed mid-stream: {failure}")
 
-    def _finished(self, target: routing.Target, endpoint: str, usage: tuple[int, int], started: float,
-                  status: int = 0, failure: str | None = None, client_left: bool = False) -> None:
+    def _finished(
+        self,
+        target: routing.Target,
+        endpoint: str,
+        usage: tuple[int, int],
+        started: float,
+        status: int = 0,
+        failure: str | None = None,
+        client_left: bool = False,
+    ) -> None:
         """Metrics and the one log line of a request that got a response; a failure counts as an error."""
         prompt, completion = usage
         elapsed = time.perf_counter() - started
         self.metrics.prompt_tokens.labels(target.model_id).inc(prompt)
         self.metrics.completion_tokens.labels(target.model_id).inc(completion)
         self.metrics.request_duration.labels(target.model_id).observe(elapsed)
-        fields = {"model": target.model_id, "node": target.node_id, "endpoint": endpoint, "prompt_tokens": prompt,
-                  "completion_tokens": completion, "ms": round(elapsed * 1000)}
+        fields = {
+            "model": target.model_id,
+            "node": target.node_id,
+            "endpoint": endpoint,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "ms": round(elapsed * 1000),
+        }
         if failure is not None:
             self.metrics.errors.labels(target.model_id, target.node_id, "cut").inc()
             event(log, "request failed", logging.WARNING, reason=failure, **fields)

@@ -30,7 +30,7 @@ def usage_of_stream_tail(tail: bytes) -> tuple[int, int]:
         if not line.startswith(b"data: {"):
             continue
         try:
-            counts = usage_of(json.loads(line[len(b"data: "):]))
+            counts = usage_of(json.loads(line[len(b"data: ") :]))
         except ValueError:
             # A line cut by the tail window: older events hold no usage anyway.
             return 0, 0

@@ -77,7 +77,7 @@ class AckPolicy:
         if space is None or space.ack_at is None:
             self._first_unacked = None
 
-    def _space(self):  # noqa: ANN202 - aioquic's QuicPacketSpace
+    def _space(self):
         return self.quic._spaces.get(tls.Epoch.ONE_RTT)  # noqa: SLF001
 
     def _data_waiting(self) -> bool:

@@ -96,8 +96,9 @@ class MeshConnection(QuicConnectionProtocol):
         already holds: for byte tunnels, where a reader and a task per direction cost two
         event-loop turns per hop on a path that runs once per generated token."""
         self._sinks[stream_id] = sink
-        held, ended = bytes(reader._buffer), reader._eof  # noqa: SLF001 - asyncio has no public "take what you hold"
-        reader._buffer.clear()  # noqa: SLF001
+        # asyncio has no public "take what you hold".
+        held, ended = bytes(reader._buffer), reader._eof  # noqa: SLF001  # pyright: ignore[reportAttributeAccessIssue]
+        reader._buffer.clear()  # noqa: SLF001  # pyright: ignore[reportAttributeAccessIssue]
         if held or ended:
             sink.stream_data(held, ended)
 
@@ -178,9 +179,14 @@ class MeshConnection(QuicConnectionProtocol):
         local = self.endpoint.local()
         reader, writer = await self.create_stream()
         nonce = admission.new_nonce()
-        writer.write(bytes([StreamKind.ADMISSION]) + encode_frame(peer_pb2.AdmissionHello(
-            mesh_id=local.mesh_id, nonce=nonce, fingerprint=self.endpoint.identity.fingerprint,
-            node_id=local.node_id, address=local.address).SerializeToString()))
+        writer.write(
+            bytes([StreamKind.ADMISSION])
+            + encode_frame(
+                peer_pb2.AdmissionHello(
+                    mesh_id=local.mesh_id, nonce=nonce, fingerprint=self.endpoint.identity.fingerprint, node_id=local.node_id, address=local.address
+                ).SerializeToString()
+            )
+        )
         try:
             challenge = peer_pb2.AdmissionChallenge.FromString(await read_frame(reader))
         except asyncio.IncompleteReadError:
@@ -209,7 +215,8 @@ class MeshConnection(QuicConnectionProtocol):
         event(log, "peer refused", logging.WARNING, reason=reason, **fields)
         self.close(error_code=0x100, reason_phrase=reason[:200])
 
-    def quic_event_received(self, quic_event: events.QuicEvent) -> None:
+    # The parameter is not called `event` as aioquic's is: that is our logging function here.
+    def quic_event_received(self, quic_event: events.QuicEvent) -> None:  # pyright: ignore[reportIncompatibleMethodOverride]
         if self._to_sink(quic_event):
             return
         if isinstance(quic_event, events.ConnectionTerminated):
@@ -308,16 +315,29 @@ StreamServer = Callable[[MeshConnection, StreamKind, asyncio.StreamReader, async
 class PeerEndpoint(QuicServer):
     """The UDP socket plus every connection on it, inbound and outbound."""
 
-    def __init__(self, *, identity: Identity, local: Callable[[], LocalNode], serve_stream: StreamServer,
-                 idle_timeout: float, datagram_bytes: int = 1200, ack_delay: float = 0.0,
-                 on_change: Callable[[], None] = lambda: None) -> None:
-        server_configuration = QuicConfiguration(is_client=False, alpn_protocols=[ALPN], idle_timeout=idle_timeout,
-                                                 max_datagram_size=datagram_bytes)
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        local: Callable[[], LocalNode],
+        serve_stream: StreamServer,
+        idle_timeout: float,
+        datagram_bytes: int = 1200,
+        ack_delay: float = 0.0,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        server_configuration = QuicConfiguration(is_client=False, alpn_protocols=[ALPN], idle_timeout=idle_timeout, max_datagram_size=datagram_bytes)
         server_configuration.load_cert_chain(identity.certificate_path, identity.key_path)
         super().__init__(configuration=server_configuration, create_protocol=partial(MeshConnection, endpoint=self))
         # Peers' certificates are self-signed: trust comes from admission, which binds their fingerprint.
-        self.client_configuration = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], idle_timeout=idle_timeout,
-                                                      verify_mode=ssl.CERT_NONE, server_name="mesh-llm", max_datagram_size=datagram_bytes)
+        self.client_configuration = QuicConfiguration(
+            is_client=True,
+            alpn_protocols=[ALPN],
+            idle_timeout=idle_timeout,
+            verify_mode=ssl.CERT_NONE,
+            server_name="mesh-llm",
+            max_datagram_size=datagram_bytes,
+        )
         self.client_configuration.load_cert_chain(identity.certificate_path, identity.key_path)
         self.identity = identity
         self.ack_delay = ack_delay
@@ -342,6 +362,7 @@ class PeerEndpoint(QuicServer):
         """A new admitted connection to host:port from our one socket, or an exception saying why not."""
         quic = QuicConnection(configuration=self.client_configuration)
         protocol = MeshConnection(quic, endpoint=self)
+        assert self._transport is not None  # open_endpoint gave the socket before any connect
         protocol.connection_made(self._transport)
         protocol._connection_id_issued_handler = partial(self._connection_id_issued, protocol=protocol)  # noqa: SLF001
         protocol._connection_id_retired_handler = partial(self._connection_id_retired, protocol=protocol)  # noqa: SLF001
@@ -380,8 +401,11 @@ class PeerEndpoint(QuicServer):
 
 async def open_endpoint(host: str, port: int, **kwargs: object) -> PeerEndpoint:
     endpoint = PeerEndpoint(**kwargs)  # type: ignore[arg-type]
-    BatchedDatagramTransport(bind_udp(host, port), endpoint)
-    event(log, "quic endpoint open", address=f"{host}:{endpoint._transport.get_extra_info('sockname')[1]}",  # noqa: SLF001
-          datagram_bytes=kwargs.get("datagram_bytes", 1200))
+    transport = BatchedDatagramTransport(bind_udp(host, port), endpoint)
+    event(
+        log,
+        "quic endpoint open",
+        address=f"{host}:{transport.get_extra_info('sockname')[1]}",
+        datagram_bytes=kwargs.get("datagram_bytes", 1200),
+    )
     return endpoint
-

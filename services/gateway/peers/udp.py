@@ -100,8 +100,14 @@ class BatchedDatagramTransport(asyncio.DatagramTransport):
             if self._gso and not self._backlog:
                 size, total = len(data), len(data)
                 # Segments of one size; the last of a run may be shorter.
-                while (end < len(held) and held[end][1] == addr and len(held[end][0]) <= size and end - start < GSO_SEGMENTS
-                       and total + len(held[end][0]) <= GSO_BYTES and len(held[end - 1][0]) == size):
+                while (
+                    end < len(held)
+                    and held[end][1] == addr
+                    and len(held[end][0]) <= size
+                    and end - start < GSO_SEGMENTS
+                    and total + len(held[end][0]) <= GSO_BYTES
+                    and len(held[end - 1][0]) == size
+                ):
                     total += len(held[end][0])
                     end += 1
             if end - start > 1 and self._send_segments([d for d, _ in held[start:end]], addr, len(data)):
@@ -111,7 +117,7 @@ class BatchedDatagramTransport(asyncio.DatagramTransport):
                 self.sendto(data, addr)
             start = end
 
-    def _send_segments(self, segments: list[bytes], addr: Any, size: int) -> bool:  # noqa: ANN401 - socket addresses
+    def _send_segments(self, segments: list[bytes], addr: Any, size: int) -> bool:
         """One sendmsg for all; False when it did not go (the caller sends them one by one)."""
         try:
             self._sock.sendmsg([b"".join(segments)], [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, addr)
@@ -123,7 +129,7 @@ class BatchedDatagramTransport(asyncio.DatagramTransport):
             return False  # otherwise (e.g. an ICMP error pending): the plain sends report it
         return True
 
-    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:  # noqa: ANN401 - socket addresses
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
         if self._closing:
             return
         if self._corked is not None:
@@ -152,7 +158,7 @@ class BatchedDatagramTransport(asyncio.DatagramTransport):
             self._backlog.popleft()
         self._loop.remove_writer(self._sock.fileno())
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:  # noqa: ANN401 - asyncio's interface
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
         extra: dict[str, Callable[[], Any]] = {"sockname": self._sock.getsockname, "socket": lambda: self._sock}
         return extra[name]() if name in extra and not self._closing else default
 

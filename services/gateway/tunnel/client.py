@@ -48,11 +48,16 @@ class TunnelUpstream:
         except (asyncio.IncompleteReadError, FrameError, ValueError):
             raise UpstreamUnavailable(f"peer {address} closed the tunnel before answering: {connection.closed_reason or 'no reason'}") from None
         finished = asyncio.Event()
-        return UpstreamResponse(int(reply["status"]), reply.get("content_type", "application/json"),
-                                self._body(connection, reader, writer, finished), lambda: self._close(connection, writer, stream_id, finished))
+        return UpstreamResponse(
+            int(reply["status"]),
+            reply.get("content_type", "application/json"),
+            self._body(connection, reader, writer, finished),
+            lambda: self._close(connection, writer, stream_id, finished),
+        )
 
-    async def _body(self, connection: MeshConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    finished: asyncio.Event) -> AsyncIterator[bytes]:
+    async def _body(
+        self, connection: MeshConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, finished: asyncio.Event
+    ) -> AsyncIterator[bytes]:
         received = 0
         credits = Credits(CREDIT_STEP)
         try:

@@ -32,8 +32,7 @@ STALE_PORT = 0x101  # stream error: the port asked for is not an rpc-server here
 class Splice(asyncio.Protocol):
     """One loopback TCP connection joined to one QUIC stream, both ways, half-closes included."""
 
-    def __init__(self, count: Callable[[str, int], None] = lambda direction, size: None,
-                 on_connected: Callable[[Splice], None] | None = None) -> None:
+    def __init__(self, count: Callable[[str, int], None] = lambda direction, size: None, on_connected: Callable[[Splice], None] | None = None) -> None:
         self.count = count
         self.on_connected = on_connected  # the host side: opens the QUIC stream, reading paused meanwhile
         self.transport: asyncio.Transport | None = None
@@ -47,9 +46,10 @@ class Splice(asyncio.Protocol):
 
     # The TCP side (asyncio.Protocol).
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)  # a TCP connection's, from asyncio's server
+        self.transport = transport
         if self.on_connected is not None:
-            self.transport.pause_reading()  # llama-server's first bytes wait in the kernel until the stream is open
+            transport.pause_reading()  # llama-server's first bytes wait in the kernel until the stream is open
             self.on_connected(self)
 
     def data_received(self, data: bytes) -> None:
@@ -158,8 +158,7 @@ class RpcTunnelServer:
             # Only our published rpc-servers: a peer must not reach any other local port. The peer
             # holds the mesh secret, so this is a stale port (our rpc-server restarted), not an
             # attack: drop the stream, not the connection its gossip and requests share.
-            event(log, "rpc stream refused", logging.WARNING, reason=f"port {port} is not an rpc-server of this node",
-                  peer=connection.peer_node_id or "?")
+            event(log, "rpc stream refused", logging.WARNING, reason=f"port {port} is not an rpc-server of this node", peer=connection.peer_node_id or "?")
             connection.cancel_stream(writer.get_extra_info("stream_id"), STALE_PORT)
             return
         try:

@@ -77,7 +77,7 @@ class TunnelServer:
                     # Not reading upstream meanwhile is the point: llama-server's socket fills, then it waits.
                     async with asyncio.timeout(CREDIT_WAIT_SECONDS):
                         window.granted += decode_credit(await reader.readexactly(CREDIT_FRAME_BYTES))
-                piece = chunk[start:start + CHUNK_BYTES]
+                piece = chunk[start : start + CHUNK_BYTES]
                 writer.write(encode_frame(piece))
                 window.sent += len(piece)
 

@@ -51,7 +51,8 @@ def test_bad_completion_prompt_gets_400() -> None:
 
 def test_unknown_model_gets_404_listing_served_models() -> None:
     response = client(ServedModel("alpha", "/a", "ready", 1)).post(
-        "/v1/chat/completions", json={"model": "beta", "messages": [{"role": "user", "content": "hi"}]})
+        "/v1/chat/completions", json={"model": "beta", "messages": [{"role": "user", "content": "hi"}]}
+    )
     error = assert_openai_error(response, 404, "model_not_found")
     assert "alpha" in error["message"]
 

@@ -29,8 +29,7 @@ def test_every_turn_of_a_conversation_has_the_same_key() -> None:
 def test_conversations_with_another_opening_or_system_text_have_other_keys() -> None:
     base = turns("Name three colours.")[0].affinity()
     assert turns("Name three birds.")[0].affinity() != base
-    other_system = ChatCompletionRequest(model="m", messages=[{"role": "system", "content": "Be verbose."},
-                                                              {"role": "user", "content": "Name three colours."}])
+    other_system = ChatCompletionRequest(model="m", messages=[{"role": "system", "content": "Be verbose."}, {"role": "user", "content": "Name three colours."}])
     assert other_system.affinity() != base
 
 
@@ -41,8 +40,9 @@ def test_the_user_field_wins() -> None:
 
 def test_a_conversation_stays_on_one_shard_of_an_expert_split() -> None:
     def shard_node(node_id: str) -> NodeRecord:
-        return NodeRecord(node_id, node_id, "serving", served=(ServedModel("m", "/m.gguf", "ready", 9000),),
-                          assignments=(Assignment("m", "moe-shard", "shard"),))
+        return NodeRecord(
+            node_id, node_id, "serving", served=(ServedModel("m", "/m.gguf", "ready", 9000),), assignments=(Assignment("m", "moe-shard", "shard"),)
+        )
 
     view = MeshView(own=shard_node("a"), peers=tuple(Peer(shard_node(n), f"{n}:1", "alive", 0.001) for n in "bcd"))
     for opening in (f"Question {i}" for i in range(20)):

@@ -13,11 +13,24 @@ from services.gateway.mesh_view import MeshMirror
 from services.gateway.settings import GatewaySettings
 
 
-@pytest.mark.parametrize(("host", "loopback"), [
-    ("127.0.0.1", True), ("127.0.0.7", True), ("::1", True), ("[::1]", True), ("localhost", True), ("LOCALHOST", True),
-    ("0.0.0.0", False), ("::", False), ("10.0.0.2", False), ("192.168.1.5", False), ("fe80::1", False),
-    ("myhost.example", False), ("", False),
-])
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.7", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("LOCALHOST", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.2", False),
+        ("192.168.1.5", False),
+        ("fe80::1", False),
+        ("myhost.example", False),
+        ("", False),
+    ],
+)
 def test_loopback_addresses(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 

@@ -59,21 +59,26 @@ def stream(api: TestClient) -> tuple[int, bytes]:
 
 
 def errors(metrics: GatewayMetrics) -> float:
-    return sum(sample.value for family in metrics.errors.collect() for sample in family.samples
-               if sample.name.endswith("_total") and sample.labels["reason"] == "cut")
+    return sum(
+        sample.value for family in metrics.errors.collect() for sample in family.samples if sample.name.endswith("_total") and sample.labels["reason"] == "cut"
+    )
 
 
 def logged(caplog: pytest.LogCaptureFixture) -> list[tuple[str, dict]]:
     return [(record.getMessage(), getattr(record, "fields", {})) for record in caplog.records if record.name.endswith("relay")]
 
 
-@pytest.mark.parametrize(("script", "reason"), [
-    ([*EVENTS, CUT], "peer silent"),  # the serving node went away
-    (EVENTS, "without data: [DONE]"),  # a local llama-server killed between two events
-    ([*EVENTS, EVENTS[0][:20], CUT], "peer silent"),  # cut inside an event: its half is not passed on
-])
+@pytest.mark.parametrize(
+    ("script", "reason"),
+    [
+        ([*EVENTS, CUT], "peer silent"),  # the serving node went away
+        (EVENTS, "without data: [DONE]"),  # a local llama-server killed between two events
+        ([*EVENTS, EVENTS[0][:20], CUT], "peer silent"),  # cut inside an event: its half is not passed on
+    ],
+)
 def test_a_cut_stream_ends_with_an_error_event_and_done_and_is_counted_failed(
-        caplog: pytest.LogCaptureFixture, script: list[bytes | Exception], reason: str) -> None:
+    caplog: pytest.LogCaptureFixture, script: list[bytes | Exception], reason: str
+) -> None:
     caplog.set_level(logging.INFO)
     upstream = ScriptedUpstream(script)
     api, metrics = gateway(upstream)

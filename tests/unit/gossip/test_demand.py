@@ -3,8 +3,9 @@ from hypothesis import strategies as st
 
 from services.gossip.demand import HOUR, DemandEntry, OwnCounter, expire, merge, summarize
 
-entries = st.builds(DemandEntry, st.sampled_from(["X", "Y"]), st.sampled_from(["a", "b", "c"]), st.integers(0, 50),
-                    st.integers(0, 50), st.floats(0, 100), st.floats(0, 100))
+entries = st.builds(
+    DemandEntry, st.sampled_from(["X", "Y"]), st.sampled_from(["a", "b", "c"]), st.integers(0, 50), st.integers(0, 50), st.floats(0, 100), st.floats(0, 100)
+)
 
 
 @given(st.lists(entries), st.lists(entries), st.lists(entries))

@@ -12,9 +12,14 @@ from services.gossip.swim import Member
 node_ids = st.sampled_from(["n1", "n2", "n3"])
 members = st.builds(
     lambda node_id, version, role, address, status, incarnation: Member(
-        NodeRecord(node_id=node_id, name=node_id, role=role, version=version), address, status, incarnation),
-    node_ids, st.integers(0, 3), st.sampled_from(["serving", "standby"]), st.sampled_from(["a:1", "b:2"]),
-    st.sampled_from([swim.ALIVE, swim.SUSPECT, swim.DEAD, swim.LEFT]), st.integers(0, 3),
+        NodeRecord(node_id=node_id, name=node_id, role=role, version=version), address, status, incarnation
+    ),
+    node_ids,
+    st.integers(0, 3),
+    st.sampled_from(["serving", "standby"]),
+    st.sampled_from(["a:1", "b:2"]),
+    st.sampled_from([swim.ALIVE, swim.SUSPECT, swim.DEAD, swim.LEFT]),
+    st.integers(0, 3),
 )
 states = st.lists(members, max_size=6)
 

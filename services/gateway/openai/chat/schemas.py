@@ -33,5 +33,5 @@ class ChatCompletionRequest(BaseModel):
         if self.user:
             return f"user:{self.user}"
         first_user = next((i for i, m in enumerate(self.messages) if m.role == "user"), len(self.messages) - 1)
-        opening = [{"role": m.role, "content": m.content} for m in self.messages[:first_user + 1]]
+        opening = [{"role": m.role, "content": m.content} for m in self.messages[: first_user + 1]]
         return "conversation:" + hashlib.sha256(json.dumps(opening, sort_keys=True).encode()).hexdigest()

@@ -20,15 +20,23 @@ def model_list(view: MeshView) -> dict:
         for served in record.served:
             if served.kind != "llama-server":
                 continue
-            entry = models.setdefault(served.model_id, {
-                "id": served.model_id, "object": "model", "created": int(record.updated_at), "owned_by": "mesh-llm", "nodes": [],
-            })
-            entry["nodes"].append({"node_id": record.node_id, "name": record.name, "state": served.state,
-                                   "fingerprint": served.fingerprint})
+            entry = models.setdefault(
+                served.model_id,
+                {
+                    "id": served.model_id,
+                    "object": "model",
+                    "created": int(record.updated_at),
+                    "owned_by": "mesh-llm",
+                    "nodes": [],
+                },
+            )
+            entry["nodes"].append({"node_id": record.node_id, "name": record.name, "state": served.state, "fingerprint": served.fingerprint})
     for entry in models.values():
         # A node that sent no fingerprint (an older version) proves no clash.
         entry["fingerprints"] = sorted({node["fingerprint"] for node in entry["nodes"] if node["fingerprint"]})
         if len(entry["fingerprints"]) > 1:
-            entry["clash"] = (f"{len(entry['fingerprints'])} different files are served under the name {entry['id']} "
-                              f"(see nodes); a request for it may be answered by any of them: rename one to tell them apart")
+            entry["clash"] = (
+                f"{len(entry['fingerprints'])} different files are served under the name {entry['id']} "
+                f"(see nodes); a request for it may be answered by any of them: rename one to tell them apart"
+            )
     return {"object": "list", "data": [models[name] for name in sorted(models)]}
