@@ -6,19 +6,58 @@ Pure data; protobuf conversion lives in records_proto.py. Must not import grpc.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+
+class Mode(StrEnum):
+    """What a node does for one model (an Assignment's mode)."""
+
+    SOLO = "solo"  # the whole model in this node's llama-server
+    SPLIT_HOST = "split-host"  # llama-server with --rpc over workers' rpc-servers
+    SPLIT_WORKER = "split-worker"  # an rpc-server for a host's split
+    MOE_SHARD = "moe-shard"  # a llama-server over this node's shard of an expert split
+    UNSERVED = "unserved"  # wanted, but no plan fits (the reason says why)
+    DROPPED = "dropped"  # stopped by `mesh-llm drop`
+
+
+# Modes in which a node runs something for the model (its role is then "serving").
+SERVING_MODES = frozenset({Mode.SOLO, Mode.SPLIT_HOST, Mode.SPLIT_WORKER, Mode.MOE_SHARD})
+# Modes in which a node answers the model's requests (a split's worker does not: its host does).
+ANSWERING_MODES = SERVING_MODES - {Mode.SPLIT_WORKER}
+
+
+class Role(StrEnum):
+    """What a node is in the mesh, as the console shows it."""
+
+    SERVING = "serving"
+    STANDBY = "standby"  # offers memory, serves nothing yet
+    CLIENT = "client"  # API only: offers no memory
+    LOADING = "loading"  # shown only: serving, with a model still starting
+
+
+class ProcessKind(StrEnum):
+    LLAMA_SERVER = "llama-server"  # answers the API
+    RPC_SERVER = "rpc-server"  # a split's worker
+
+
+class ProcessState(StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    FAILED = "failed"
+    STOPPED = "stopped"
 
 
 @dataclass(frozen=True)
 class ServedModel:
     model_id: str
     path: str
-    state: str  # starting | ready | failed | stopped
+    state: ProcessState
     port: int = 0
     restarts: int = 0
     last_error: str = ""
     retry_at: float = 0.0
     size_bytes: int = 0
-    kind: str = "llama-server"  # llama-server (answers the API) | rpc-server (a split's worker)
+    kind: ProcessKind = ProcessKind.LLAMA_SERVER
     fingerprint: str = ""  # of the model's file (an expert shard: of the file it was cut from)
 
 
@@ -34,7 +73,7 @@ class ModelFile:
 @dataclass(frozen=True)
 class Assignment:
     model_id: str
-    mode: str  # solo | split-host | split-worker | moe-shard | unserved | dropped
+    mode: Mode
     reason: str
     host: str = ""  # node id of the split's host
     workers: tuple[str, ...] = ()  # node ids of the split's workers, in --rpc order
@@ -52,7 +91,7 @@ class Assignment:
 class NodeRecord:
     node_id: str
     name: str
-    role: str = "standby"  # serving | standby | client
+    role: Role = Role.STANDBY
     memory_offered_bytes: int = 0
     models_on_disk: tuple[str, ...] = ()
     served: tuple[ServedModel, ...] = ()

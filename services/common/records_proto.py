@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-from services.common.records import Assignment, MeshView, ModelDemand, ModelFile, NodeRecord, Peer, SelfUpdate, ServedModel
+from services.common.records import (
+    Assignment,
+    MeshView,
+    Mode,
+    ModelDemand,
+    ModelFile,
+    NodeRecord,
+    Peer,
+    ProcessKind,
+    ProcessState,
+    Role,
+    SelfUpdate,
+    ServedModel,
+)
 from services.proto.mesh.v1 import gossip_pb2, node_pb2
 
 _STATE_NAMES = {
-    node_pb2.PROCESS_STATE_STARTING: "starting",
-    node_pb2.PROCESS_STATE_READY: "ready",
-    node_pb2.PROCESS_STATE_FAILED: "failed",
-    node_pb2.PROCESS_STATE_STOPPED: "stopped",
+    node_pb2.PROCESS_STATE_STARTING: ProcessState.STARTING,
+    node_pb2.PROCESS_STATE_READY: ProcessState.READY,
+    node_pb2.PROCESS_STATE_FAILED: ProcessState.FAILED,
+    node_pb2.PROCESS_STATE_STOPPED: ProcessState.STOPPED,
 }
 _STATE_NUMBERS = {name: number for number, name in _STATE_NAMES.items()}
 
@@ -18,13 +31,13 @@ def served_from_proto(message: node_pb2.ServedModel) -> ServedModel:
     return ServedModel(
         model_id=message.model_id,
         path=message.path,
-        state=_STATE_NAMES.get(message.state, "stopped"),
+        state=_STATE_NAMES.get(message.state, ProcessState.STOPPED),
         port=message.port,
         restarts=message.restarts,
         last_error=message.last_error,
         retry_at=message.retry_at,
         size_bytes=message.size_bytes,
-        kind=message.kind or "llama-server",
+        kind=ProcessKind(message.kind or ProcessKind.LLAMA_SERVER),
         fingerprint=message.fingerprint,
     )
 
@@ -55,7 +68,7 @@ def files_to_proto(files: tuple[ModelFile, ...]) -> list[node_pb2.ModelFile]:
 def assignment_from_proto(message: node_pb2.Assignment) -> Assignment:
     return Assignment(
         model_id=message.model_id,
-        mode=message.mode,
+        mode=Mode(message.mode),
         reason=message.reason,
         host=message.host,
         workers=tuple(message.workers),
@@ -90,7 +103,7 @@ def record_from_proto(message: node_pb2.NodeRecord) -> NodeRecord:
     return NodeRecord(
         node_id=message.node_id,
         name=message.name,
-        role=message.role,
+        role=Role(message.role or Role.STANDBY),
         memory_offered_bytes=message.memory_offered_bytes,
         models_on_disk=tuple(message.models_on_disk),
         served=tuple(served_from_proto(s) for s in message.served),
@@ -131,7 +144,7 @@ def update_to_proto(update: SelfUpdate) -> gossip_pb2.SelfUpdate:
 
 def update_from_proto(message: gossip_pb2.SelfUpdate) -> SelfUpdate:
     values: dict[str, object] = {
-        "role": message.role,
+        "role": Role(message.role) if message.role else "",
         "memory_offered_bytes": message.memory_offered_bytes,
         "models_on_disk": tuple(message.models_on_disk),
         "served": tuple(served_from_proto(s) for s in message.served),

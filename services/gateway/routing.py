@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.common.records import MeshView, NodeRecord, ServedModel
+from services.common.records import MeshView, Mode, NodeRecord, ProcessKind, ProcessState, Role, ServedModel
 from services.runner.models import ALIASES, CATALOG
 
 # Requests in flight a session's node may carry beyond the least loaded server before the session
@@ -81,7 +81,7 @@ def resolve_name(requested: str, served: tuple[str, ...]) -> str | UnknownModel:
 def known_models(view: MeshView) -> tuple[str, ...]:
     """Models the mesh knows of, served or not: on a live node's disk, in the demand map, the catalog."""
     records = [view.own, *(peer.record for peer in view.peers if peer.status == "alive")]
-    names = {name for record in records if record.role != "client" for name in record.models_on_disk}
+    names = {name for record in records if record.role != Role.CLIENT for name in record.models_on_disk}
     names.update(demand.model_id for demand in view.demand)
     return tuple(sorted(names | set(served_models(view)) | set(CATALOG)))
 
@@ -101,12 +101,12 @@ def route(
     if isinstance(name, UnknownModel):
         return name
     matches = [s for s in servers if s.served.model_id == name]
-    ready = [s for s in matches if s.served.state == "ready" and s.record.node_id not in exclude]
+    ready = [s for s in matches if s.served.state == ProcessState.READY and s.record.node_id not in exclude]
     if not ready:
         return NotReady(name, matches[0].served.state, retry_after([s.served for s in matches], now))
     # Shards of an expert split are different models in all but name: sessions are spread over
     # them by their affinity key alone (no preference for this node), each sticking to one shard.
-    sharded = any(a.model_id == name and a.mode == "moe-shard" for s in matches for a in s.record.assignments)
+    sharded = any(a.model_id == name and a.mode == Mode.MOE_SHARD for s in matches for a in s.record.assignments)
     loads = loads or {}
     least = min(loads.get(s.record.node_id, 0) for s in ready)
     ready.sort(key=lambda s: _preference(s, affinity, loads, sharded, least))
@@ -127,13 +127,13 @@ def _rendezvous(key: str, node_id: str) -> int:
 
 
 def _servers(view: MeshView) -> list[_Server]:
-    own = [_Server(view.own, served, "", 0.0) for served in view.own.served if served.kind == "llama-server"]
+    own = [_Server(view.own, served, "", 0.0) for served in view.own.served if served.kind == ProcessKind.LLAMA_SERVER]
     peers = [
         _Server(peer.record, served, peer.address, peer.rtt)
         for peer in view.peers
         if peer.status == "alive"
         for served in peer.record.served
-        if served.kind == "llama-server"
+        if served.kind == ProcessKind.LLAMA_SERVER
     ]
     return own + peers
 
@@ -146,14 +146,14 @@ def retry_after(matches: list[ServedModel], now: float) -> int:
 
 def rpc_ports(view: MeshView) -> set[int]:
     """Ports of this node's running rpc-servers: the only local ports an RPC tunnel may reach."""
-    return {served.port for served in view.own.served if served.kind == "rpc-server" and served.port}
+    return {served.port for served in view.own.served if served.kind == ProcessKind.RPC_SERVER and served.port}
 
 
 def local_port_of(view: MeshView, model_id: str) -> tuple[int, int, str]:
     """(port, 0, "") of this node's ready server for the model, or (0, status, why not) for a tunnel."""
     for served in view.own.served:
-        if served.model_id == model_id and served.kind == "llama-server":
-            if served.state == "ready":
+        if served.model_id == model_id and served.kind == ProcessKind.LLAMA_SERVER:
+            if served.state == ProcessState.READY:
                 return served.port, 0, ""
             return 0, 503, f"model '{model_id}' is {served.state} on node {view.own.name}"
     return 0, 503, f"model '{model_id}' is not served by node {view.own.name}"

@@ -12,7 +12,7 @@ from pathlib import Path
 from services.common import mesh_identity
 from services.common.changes import Changes
 from services.common.mesh_identity import MeshIdentity
-from services.common.records import ModelDemand, NodeRecord, SelfUpdate, apply_update
+from services.common.records import Mode, ModelDemand, NodeRecord, SelfUpdate, apply_update
 from services.gossip import demand, swim
 from services.gossip.demand import DemandEntry, OwnCounter
 from services.gossip.swim import Member
@@ -134,7 +134,7 @@ class Membership:
     def demand_map(self) -> tuple[ModelDemand, ...]:
         """The mesh's demand per model, with models pinned by live nodes (their --model)."""
         records = [self.own, *(m.record for m in self.live_peers())]
-        pinned = {a.model_id for r in records for a in r.assignments if a.mode != "dropped" and not a.promoted}
+        pinned = {a.model_id for r in records for a in r.assignments if a.mode != Mode.DROPPED and not a.promoted}
         return demand.summarize(self.demand.values(), pinned, time.time())
 
     def live_peers(self) -> list[Member]:

@@ -16,7 +16,7 @@ import grpc
 import psutil
 
 from services.common.logs import event
-from services.common.records import Assignment, MeshView, NodeRecord, SelfUpdate
+from services.common.records import SERVING_MODES, Assignment, MeshView, Mode, NodeRecord, ProcessKind, ProcessState, Role, SelfUpdate
 from services.common.records_proto import experts_from_proto, experts_to_proto, served_from_proto, update_to_proto, view_from_proto
 from services.placement import planner
 from services.placement.decide import ModelAsk, MoEAsk, decide
@@ -71,7 +71,7 @@ class Convergence:
             self.models = []  # held, not served: a standby serves only what demand asks of it
         self.asks = [await self._ask(m) for m in self.models]
         await self._update_self(
-            role="client" if self.settings.client else "standby",
+            role=Role.CLIENT if self.settings.client else Role.STANDBY,
             memory_offered_bytes=self.memory_offered(),
             models_on_disk=held if not self.settings.client else (),
             model_files=model_files(self.on_disk.values()) if not self.settings.client else (),
@@ -171,37 +171,36 @@ class Convergence:
                     event(log, "placement decided", model=assignment.model_id, mode=assignment.mode, reason=assignment.reason)
                 self.metrics.changed(self.assignments, assignments)
                 self.assignments = assignments
-                serving = ("solo", "split-host", "split-worker", "moe-shard")
-                role = "client" if s.client else ("serving" if any(a.mode in serving for a in assignments) else "standby")
+                role = Role.CLIENT if s.client else (Role.SERVING if any(a.mode in SERVING_MODES for a in assignments) else Role.STANDBY)
                 await self._update_self(role=role, assignments=assignments)
             for model_id in gone:
-                await self._stop(model_id, "llama-server")
-                await self._stop(model_id, "rpc-server")
+                await self._stop(model_id, ProcessKind.LLAMA_SERVER)
+                await self._stop(model_id, ProcessKind.RPC_SERVER)
             for assignment in assignments:
                 await self._apply(assignment)
 
     async def _apply(self, assignment: Assignment) -> None:
         path = str(self.on_disk[assignment.model_id].path)
         model_id = assignment.model_id
-        if assignment.mode == "solo":
-            await self._stop(model_id, "rpc-server")
+        if assignment.mode == Mode.SOLO:
+            await self._stop(model_id, ProcessKind.RPC_SERVER)
             await self.runner.Serve(runner_pb2.ServeRequest(model_id=model_id, path=path), wait_for_ready=True)
-        elif assignment.mode == "split-worker":
-            await self._stop(model_id, "llama-server")
+        elif assignment.mode == Mode.SPLIT_WORKER:
+            await self._stop(model_id, ProcessKind.LLAMA_SERVER)
             index = assignment.workers.index(self.view.own.node_id) if self.view else 0
             await self.runner.ServeRpc(
                 runner_pb2.ServeRpcRequest(model_id=model_id, path=path, layers=assignment.layers, worker_index=index), wait_for_ready=True
             )
-        elif assignment.mode == "moe-shard":
-            await self._stop(model_id, "rpc-server")
+        elif assignment.mode == Mode.MOE_SHARD:
+            await self._stop(model_id, ProcessKind.RPC_SERVER)
             experts = assignment.experts_of(self.view.own.node_id) if self.view else ()
             await self.runner.Serve(runner_pb2.ServeRequest(model_id=model_id, path=path, shard=experts_to_proto(experts)), wait_for_ready=True)
-        elif assignment.mode == "split-host":
-            await self._stop(model_id, "rpc-server")
+        elif assignment.mode == Mode.SPLIT_HOST:
+            await self._stop(model_id, ProcessKind.RPC_SERVER)
             await self._host(assignment, path)
         else:
-            await self._stop(model_id, "llama-server")
-            await self._stop(model_id, "rpc-server")
+            await self._stop(model_id, ProcessKind.LLAMA_SERVER)
+            await self._stop(model_id, ProcessKind.RPC_SERVER)
 
     async def _host(self, assignment: Assignment, path: str) -> None:
         """Start llama-server with --rpc once every worker's rpc-server is ready (else wait for gossip)."""
@@ -250,4 +249,4 @@ class Convergence:
 
 
 def _ready_rpc_port(record: NodeRecord, model_id: str) -> int:
-    return next((s.port for s in record.served if s.model_id == model_id and s.kind == "rpc-server" and s.state == "ready"), 0)
+    return next((s.port for s in record.served if s.model_id == model_id and s.kind == ProcessKind.RPC_SERVER and s.state == ProcessState.READY), 0)

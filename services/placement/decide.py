@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from services.common.records import Assignment, MeshView, NodeRecord
+from services.common.records import Assignment, MeshView, Mode, NodeRecord, Role
 from services.placement import planner, workers
 from services.placement.moe import ShardPlan, plan_shards
 from services.placement.split import Holder, other_files, plan_split, same_file
@@ -79,15 +79,15 @@ def decide(
         if ask.promoted:
             need = planner.memory_needed(ask.size_bytes, headroom, context_bytes)
             left -= need
-            decisions.append(Assignment(ask.model_id, "solo", ask.promoted, promoted=True))
+            decisions.append(Assignment(ask.model_id, Mode.SOLO, ask.promoted, promoted=True))
             continue
         if ask.model_id in dropped:
-            decisions.append(Assignment(ask.model_id, "dropped", "dropped by mesh-llm drop"))
+            decisions.append(Assignment(ask.model_id, Mode.DROPPED, "dropped by mesh-llm drop"))
             continue
         need = planner.memory_needed(ask.size_bytes, headroom, context_bytes)
         if need <= left and not force_split:
             left -= need
-            decisions.append(Assignment(ask.model_id, "solo", f"fits: needs {need / planner.GIB:.2f} GiB of {memory / planner.GIB:.2f} GiB offered"))
+            decisions.append(Assignment(ask.model_id, Mode.SOLO, f"fits: needs {need / planner.GIB:.2f} GiB of {memory / planner.GIB:.2f} GiB offered"))
             continue
         if ask.moe is not None:
             decisions.append(_moe_role(ask, ask.moe, own, left, records, headroom, context_bytes))
@@ -100,9 +100,9 @@ def decide(
 def _unforced(role: Assignment, fits: bool, excluded: frozenset[str]) -> Assignment:
     """--split asks for a split wherever one can run, not for no model: when the workers it had
     are left out (they did not come up) and the model fits here, it runs solo meanwhile."""
-    if role.mode != "unserved" or not fits or not excluded:
+    if role.mode != Mode.UNSERVED or not fits or not excluded:
         return role
-    return Assignment(role.model_id, "solo", f"fits; no worker for a split ({', '.join(sorted(excluded))} did not come up in time)")
+    return Assignment(role.model_id, Mode.SOLO, f"fits; no worker for a split ({', '.join(sorted(excluded))} did not come up in time)")
 
 
 def _holders(ask: ModelAsk, own: NodeRecord, left: int, records: Mapping[str, NodeRecord]) -> tuple[list[Holder], list[Holder]]:
@@ -113,7 +113,7 @@ def _holders(ask: ModelAsk, own: NodeRecord, left: int, records: Mapping[str, No
             node_id, left if node_id == own.node_id else r.memory_offered_bytes, ask.fingerprint if node_id == own.node_id else r.fingerprint_of(ask.model_id)
         )
         for node_id, r in records.items()
-        if ask.model_id in r.models_on_disk and r.role != "client"
+        if ask.model_id in r.models_on_disk and r.role != Role.CLIENT
     ]
     return same_file(named, ask.fingerprint)
 
@@ -125,37 +125,39 @@ def _moe_role(ask: ModelAsk, moe: MoEAsk, own: NodeRecord, left: int, records: M
         capacity = sorted((h.node_id, moe.room(h.memory, headroom, context_bytes, ask.layers)) for h in holders)
         least = min(moe.experts, max(4 * moe.experts_used, moe.floor))
         usable = [(node, room) for node, room in capacity if room >= least]
-        current = next((a for a in own.assignments if a.model_id == ask.model_id and a.mode == "moe-shard" and a.host == own.node_id), None)
+        current = next((a for a in own.assignments if a.model_id == ask.model_id and a.mode == Mode.MOE_SHARD and a.host == own.node_id), None)
         if current is not None and {node for node, _ in current.shards} == {node for node, _ in usable}:
             return current  # the split stands while the same nodes can hold it: no reloads
         # A node lost, or one more that could hold a shard (more copies, smaller shards): plan again.
         plan = plan_shards(moe.ranking, moe.experts_used, usable, moe.floor) if usable else None
         if not isinstance(plan, ShardPlan):
             why = plan.reason if plan is not None else f"no node has room for {least} experts per layer"
-            return Assignment(ask.model_id, "unserved", f"too big for one node, and no expert split fits: {why}" + other_files(others, ask.fingerprint))
+            return Assignment(ask.model_id, Mode.UNSERVED, f"too big for one node, and no expert split fits: {why}" + other_files(others, ask.fingerprint))
         shards = tuple((node, plan.shard(node)) for node in plan.nodes)
         reason = (
             f"expert split over {len(shards)} nodes: {', '.join(f'{node} keeps {len(layers[0])}' for node, layers in shards)} "
             f"of {moe.experts} experts per layer; each expert on at least {plan.copies}"
         )
-        return Assignment(ask.model_id, "moe-shard", reason, host=own.node_id, workers=tuple(node for node, _ in shards if node != own.node_id), shards=shards)
-    planned = next((a for a in records[planner_id].assignments if a.model_id == ask.model_id and a.mode == "moe-shard"), None) if planner_id else None
+        return Assignment(
+            ask.model_id, Mode.MOE_SHARD, reason, host=own.node_id, workers=tuple(node for node, _ in shards if node != own.node_id), shards=shards
+        )
+    planned = next((a for a in records[planner_id].assignments if a.model_id == ask.model_id and a.mode == Mode.MOE_SHARD), None) if planner_id else None
     experts = planned.experts_of(own.node_id) if planned is not None else ()
     if experts:
         return Assignment(
             ask.model_id,
-            "moe-shard",
+            Mode.MOE_SHARD,
             f"shard of {planner_id}'s expert split: {len(experts[0])} of {moe.experts} experts per layer",
             host=planner_id,
             shards=((own.node_id, experts),),
         )
-    return Assignment(ask.model_id, "unserved", f"too big for this node; {planner_id or 'no node'} plans an expert split")
+    return Assignment(ask.model_id, Mode.UNSERVED, f"too big for this node; {planner_id or 'no node'} plans an expert split")
 
 
 def _keep_split(ask: ModelAsk, own: NodeRecord, holders: Sequence[Holder]) -> Assignment | None:
     """The split this host already runs, while all its workers are still there (no flapping:
     re-planning restarts llama-server and reloads the model)."""
-    current = next((a for a in own.assignments if a.model_id == ask.model_id and a.mode == "split-host"), None)
+    current = next((a for a in own.assignments if a.model_id == ask.model_id and a.mode == Mode.SPLIT_HOST), None)
     present = {h.node_id for h in holders}
     if current is not None and set(current.workers) <= present and sum(current.layers) == ask.layers:
         return current
@@ -191,11 +193,13 @@ def _split_role(
             ask.size_bytes, ask.layers, [*holders, *others], rtt, force_split, headroom, context_bytes, fingerprint=ask.fingerprint, host_id=own.node_id
         )
         if plan.mode == "split":
-            return Assignment(ask.model_id, "split-host", plan.reason, plan.host, plan.workers, tuple(plan.layers[node] for node in (plan.host, *plan.workers)))
+            return Assignment(
+                ask.model_id, Mode.SPLIT_HOST, plan.reason, plan.host, plan.workers, tuple(plan.layers[node] for node in (plan.host, *plan.workers))
+            )
         if plan.mode == "solo":
-            return Assignment(ask.model_id, "solo", plan.reason)
-        return Assignment(ask.model_id, "unserved", plan.reason)
-    hosted = next((a for a in records[host].assignments if a.model_id == ask.model_id and a.mode == "split-host"), None) if host else None
+            return Assignment(ask.model_id, Mode.SOLO, plan.reason)
+        return Assignment(ask.model_id, Mode.UNSERVED, plan.reason)
+    hosted = next((a for a in records[host].assignments if a.model_id == ask.model_id and a.mode == Mode.SPLIT_HOST), None) if host else None
     if hosted is not None and own.node_id in hosted.workers:
-        return Assignment(ask.model_id, "split-worker", f"works for {host}'s split", hosted.host, hosted.workers, hosted.layers)
-    return Assignment(ask.model_id, "unserved", f"too big for this node; {host or 'no node'} would host a split" if host else "no node holds it")
+        return Assignment(ask.model_id, Mode.SPLIT_WORKER, f"works for {host}'s split", hosted.host, hosted.workers, hosted.layers)
+    return Assignment(ask.model_id, Mode.UNSERVED, f"too big for this node; {host or 'no node'} would host a split" if host else "no node holds it")

@@ -16,10 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.common.records import MeshView, ModelDemand, NodeRecord
+from services.common.records import ANSWERING_MODES, MeshView, ModelDemand, NodeRecord, ProcessKind, ProcessState, Role
 from services.placement import planner
-
-SERVING_MODES = ("solo", "split-host", "moe-shard")
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,7 @@ def promotions(view: MeshView, needs: Mapping[str, int], current: Mapping[str, s
     each model this node holds on disk needs; `current` what it already serves for demand."""
     demand = {d.model_id: d for d in view.demand}
     kept = {model: reason for model, reason in current.items() if model in demand}
-    if kept or view.own.role == "client" or _pins(view.own):
+    if kept or view.own.role == Role.CLIENT or _pins(view.own):
         return kept
     records = [view.own, *(peer.record for peer in view.peers if peer.status == "alive")]
     servers = {model: _server_count(records, model) for model in demand}
@@ -69,13 +67,13 @@ def _server_count(records: list[NodeRecord], model: str) -> int:
     return sum(
         1
         for r in records
-        if any(a.model_id == model and a.mode in SERVING_MODES for a in r.assignments)
-        or any(s.model_id == model and s.kind == "llama-server" and s.state in ("starting", "ready") for s in r.served)
+        if any(a.model_id == model and a.mode in ANSWERING_MODES for a in r.assignments)
+        or any(s.model_id == model and s.kind == ProcessKind.LLAMA_SERVER and s.state in (ProcessState.STARTING, ProcessState.READY) for s in r.served)
     )
 
 
 def _best_standby(records: list[NodeRecord], model: str, need: int) -> str:
-    fitting = [r for r in records if r.role == "standby" and model in r.models_on_disk and r.memory_offered_bytes >= need]
+    fitting = [r for r in records if r.role == Role.STANDBY and model in r.models_on_disk and r.memory_offered_bytes >= need]
     best = min(fitting, key=lambda r: (r.memory_offered_bytes - need, r.node_id), default=None)
     return best.node_id if best is not None else ""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from services.placement.planner import GIB, memory_needed
 
@@ -45,7 +46,7 @@ def other_files(others: Sequence[Holder], fingerprint: str) -> str:
 
 @dataclass(frozen=True)
 class SplitPlan:
-    mode: str  # solo | split | unserved
+    mode: Literal["solo", "split", "unserved"]
     host: str = ""
     workers: tuple[str, ...] = ()
     layers: dict[str, int] = field(default_factory=dict)  # node id -> layers, host included

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from services.common.records import Assignment, MeshView, NodeRecord
-
-SPLIT_HOST, SPLIT_WORKER = "split-host", "split-worker"
+from services.common.records import Assignment, MeshView, Mode, NodeRecord, ProcessKind, ProcessState
 
 
 def lent(own_id: str, records: Mapping[str, NodeRecord], held: frozenset[str]) -> dict[str, Assignment]:
@@ -25,15 +23,17 @@ def lent(own_id: str, records: Mapping[str, NodeRecord], held: frozenset[str]) -
         if node_id == own_id:
             continue
         for plan in records[node_id].assignments:
-            if plan.mode == SPLIT_HOST and own_id in plan.workers and plan.model_id in held and plan.model_id not in parts:
-                parts[plan.model_id] = Assignment(plan.model_id, SPLIT_WORKER, f"lends its memory to {node_id}'s split", node_id, plan.workers, plan.layers)
+            if plan.mode == Mode.SPLIT_HOST and own_id in plan.workers and plan.model_id in held and plan.model_id not in parts:
+                parts[plan.model_id] = Assignment(
+                    plan.model_id, Mode.SPLIT_WORKER, f"lends its memory to {node_id}'s split", node_id, plan.workers, plan.layers
+                )
     return parts
 
 
 def wants(record: NodeRecord, model_id: str) -> bool:
     """Whether the node plans for the model itself (it was asked to serve it), so it may host its
     split; a node that only lends to splits (or holds the file and was asked nothing) never hosts."""
-    return any(a.model_id == model_id and a.mode not in (SPLIT_WORKER, "dropped") for a in record.assignments)
+    return any(a.model_id == model_id and a.mode not in (Mode.SPLIT_WORKER, Mode.DROPPED) for a in record.assignments)
 
 
 def late_workers(
@@ -48,7 +48,7 @@ def late_workers(
     records = {peer.record.node_id: peer.record for peer in view.peers if peer.status == "alive"}
     clocks: dict[tuple[str, str], float] = {}
     for plan in assignments:
-        if plan.mode != SPLIT_HOST:
+        if plan.mode != Mode.SPLIT_HOST:
             continue
         for worker in plan.workers:
             # A worker gone from the view is no matter of clocks: the host re-plans without it at once.
@@ -58,8 +58,8 @@ def late_workers(
 
 
 def _coming_up(worker: NodeRecord, model_id: str, host: str) -> bool:
-    rpc = next((s for s in worker.served if s.model_id == model_id and s.kind == "rpc-server"), None)
-    if rpc is not None and rpc.state == "ready":
+    rpc = next((s for s in worker.served if s.model_id == model_id and s.kind == ProcessKind.RPC_SERVER), None)
+    if rpc is not None and rpc.state == ProcessState.READY:
         return True
-    taken = any(a.model_id == model_id and a.mode == SPLIT_WORKER and a.host == host for a in worker.assignments)
-    return taken and (rpc is None or (rpc.state == "starting" and rpc.restarts == 0))
+    taken = any(a.model_id == model_id and a.mode == Mode.SPLIT_WORKER and a.host == host for a in worker.assignments)
+    return taken and (rpc is None or (rpc.state == ProcessState.STARTING and rpc.restarts == 0))

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from services.common.records import ProcessKind
 from services.runner.servers import LlamaServers
 
 
@@ -25,7 +26,7 @@ class _ServersCollector(Collector):
         for served in self.servers.states():
             restarts.add_metric([served.model_id, served.kind], served.restarts)
             load.add_metric([served.model_id, served.kind], self.servers.load_seconds(served.model_id, served.kind))
-            if served.kind == "llama-server":
+            if served.kind == ProcessKind.LLAMA_SERVER:
                 size.add_metric([served.model_id], served.size_bytes)
             counts[(served.kind, served.state)] = counts.get((served.kind, served.state), 0) + 1
         for (kind, state), count in sorted(counts.items()):

@@ -16,13 +16,13 @@ from pathlib import Path
 from services.common import cpus
 from services.common.changes import Changes
 from services.common.logs import event
-from services.common.records import ServedModel
+from services.common.records import ProcessKind, ServedModel
 from services.runner import binaries, moe, priming
 from services.runner.command import llama_server_argv, rpc_server_argv
 from services.runner.settings import RunnerSettings
 from services.runner.supervisor import Supervisor
 
-LLAMA_SERVER, RPC_SERVER = "llama-server", "rpc-server"
+LLAMA_SERVER, RPC_SERVER = ProcessKind.LLAMA_SERVER, ProcessKind.RPC_SERVER
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Split:
 @dataclass
 class _Served:
     model_id: str
-    kind: str
+    kind: ProcessKind
     path: Path
     supervisor: Supervisor
     task: asyncio.Task[None]
@@ -53,7 +53,7 @@ class LlamaServers:
         self.split_environment = split_environment or {}  # for a split's llama processes (cpus.split_environment)
         self.cache_dir = cache_dir  # rpc-servers' tensor cache (LLAMA_CACHE)
         self.changes = Changes()
-        self._served: dict[tuple[str, str], _Served] = {}
+        self._served: dict[tuple[str, ProcessKind], _Served] = {}
         self.primed_bytes = 0  # written into rpc-server caches by priming, since start
         self.shards_dir = cache_dir.parent / "moe"  # MoE shards and expert rankings, reused across runs
 
@@ -137,11 +137,11 @@ class LlamaServers:
         # Our patch of llama.cpp (llama.cpp/patches/0002): one write per burst of RPC commands.
         return ({"GGML_RPC_COALESCE": "1"} if self.settings.rpc_coalesce else {}) | self.split_environment
 
-    def _start(self, model_id: str, kind: str, path: Path, supervisor: Supervisor, split: Split) -> None:
+    def _start(self, model_id: str, kind: ProcessKind, path: Path, supervisor: Supervisor, split: Split) -> None:
         task = asyncio.create_task(supervisor.run(), name=f"{kind} {model_id}")
         self._served[(model_id, kind)] = _Served(model_id, kind, path, supervisor, task, split)
 
-    async def stop(self, model_id: str, kind: str = LLAMA_SERVER) -> bool:
+    async def stop(self, model_id: str, kind: ProcessKind = LLAMA_SERVER) -> bool:
         served = self._served.pop((model_id, kind), None)
         if served is None:
             return False
@@ -159,17 +159,17 @@ class LlamaServers:
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop(model_id, kind) for model_id, kind in list(self._served)))
 
-    def pid_of(self, model_id: str, kind: str = LLAMA_SERVER) -> int:
+    def pid_of(self, model_id: str, kind: ProcessKind = LLAMA_SERVER) -> int:
         """The process id of the model's server (0 while it is not running)."""
         return self._served[(model_id, kind)].supervisor.status.pid
 
-    def load_seconds(self, model_id: str, kind: str = LLAMA_SERVER) -> float:
+    def load_seconds(self, model_id: str, kind: ProcessKind = LLAMA_SERVER) -> float:
         return self._served[(model_id, kind)].supervisor.status.load_seconds
 
     def states(self) -> list[ServedModel]:
         return [self.state_of(model_id, kind) for model_id, kind in sorted(self._served)]
 
-    def state_of(self, model_id: str, kind: str = LLAMA_SERVER) -> ServedModel:
+    def state_of(self, model_id: str, kind: ProcessKind = LLAMA_SERVER) -> ServedModel:
         served = self._served[(model_id, kind)]
         status = served.supervisor.status
         return ServedModel(

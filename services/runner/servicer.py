@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 
+from services.common.records import ProcessKind
 from services.common.records_proto import experts_from_proto, experts_to_proto
 from services.common.records_proto import served_to_proto as to_proto
 from services.proto.mesh.v1 import node_pb2, runner_pb2, runner_pb2_grpc
@@ -40,7 +41,7 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(missing))
 
     async def Stop(self, request: runner_pb2.StopRequest, context: grpc.aio.ServicerContext) -> runner_pb2.StopResponse:
-        return runner_pb2.StopResponse(stopped=await self.servers.stop(request.model_id, request.kind or LLAMA_SERVER))
+        return runner_pb2.StopResponse(stopped=await self.servers.stop(request.model_id, ProcessKind(request.kind or LLAMA_SERVER)))
 
     async def List(self, request: runner_pb2.ListRequest, context: grpc.aio.ServicerContext) -> runner_pb2.ModelStates:
         return self._snapshot()

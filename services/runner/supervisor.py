@@ -22,17 +22,18 @@ import httpx
 from services.common import cpus
 from services.common.logs import event
 from services.common.ports import reserve_tcp_port
+from services.common.records import ProcessState
 from services.runner.command import child_environment
 from services.runner.settings import RunnerSettings
 
 log = logging.getLogger(__name__)
 
-STARTING, READY, FAILED, STOPPED = "starting", "ready", "failed", "stopped"
+STARTING, READY, FAILED, STOPPED = ProcessState.STARTING, ProcessState.READY, ProcessState.FAILED, ProcessState.STOPPED
 
 
 @dataclass
 class ChildStatus:
-    state: str = STARTING
+    state: ProcessState = STARTING
     port: int = 0
     restarts: int = 0
     last_error: str = ""

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from services.common.invite import InviteToken
-from services.common.records import MeshView, NodeRecord, Peer
+from services.common.records import MeshView, NodeRecord, Peer, ProcessKind, ProcessState, Role
 
 
 def shown_role(record: NodeRecord) -> str:
     """client | standby | loading | serving: what the node is doing now (loading while a model it
     answers for is still starting)."""
-    if record.role == "serving" and any(s.kind == "llama-server" and s.state == "starting" for s in record.served):
-        return "loading"
+    if record.role == Role.SERVING and any(s.kind == ProcessKind.LLAMA_SERVER and s.state == ProcessState.STARTING for s in record.served):
+        return Role.LOADING
     return record.role
 
 

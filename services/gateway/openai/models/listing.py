@@ -10,7 +10,7 @@ choice to offer; one entry that says the truth is what a user of the API can act
 
 from __future__ import annotations
 
-from services.common.records import MeshView
+from services.common.records import MeshView, ProcessKind
 
 
 def model_list(view: MeshView) -> dict:
@@ -18,7 +18,7 @@ def model_list(view: MeshView) -> dict:
     models: dict[str, dict] = {}
     for record in (view.own, *(peer.record for peer in view.peers)):
         for served in record.served:
-            if served.kind != "llama-server":
+            if served.kind != ProcessKind.LLAMA_SERVER:
                 continue
             entry = models.setdefault(
                 served.model_id,
