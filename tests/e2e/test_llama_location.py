@@ -76,4 +76,6 @@ def test_a_client_node_needs_no_binaries(tmp_path: Path) -> None:
         env=env,
         timeout=90,
     )
-    assert done.returncode == 2 and "could not join the mesh" in done.stderr and "llama.cpp is not built" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("mesh-llm: error:")]
+    # The CLI let it start (its runner may log that it could not serve, as a client's never has to).
+    assert done.returncode == 2 and len(errors) == 1 and "could not join the mesh" in errors[0]
