@@ -70,7 +70,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check $(LINTED)
 
 typecheck: venv proto
-	$(VENV)/bin/basedpyright
+	$(VENV)/bin/basedpyright --project pyproject.toml
 
 run: setup
 	$(VENV)/bin/mesh-llm --model $(MODEL)
