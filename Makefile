@@ -82,7 +82,6 @@ bench: setup
 	$(PY) bench/gateway_overhead.py
 	$(PY) bench/tunnel_overhead.py
 	$(PY) bench/rpc_tunnel.py
-	$(PY) bench/ack_loss.py
 	$(PY) bench/split_pipeline.py
 	$(PY) bench/split_pinned.py
 	$(PY) bench/split_cores.py

@@ -28,7 +28,6 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.gateway.peers.acks import ACK_DELAY
 
 BURST, ANSWER = 11_000, 8_192
 TURNS = int(os.environ.get("BENCH_TURNS", "1000"))
@@ -46,7 +45,7 @@ async def answer_bursts(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
     writer.close()
 
 
-async def worker(home: Path, datagram_bytes: int, ack_delay: float) -> None:
+async def worker(home: Path, datagram_bytes: int) -> None:
     from services.gateway.peers.framing import StreamKind
     from services.gateway.peers.links import PeerLinks
     from services.gateway.tunnel.rpc import RpcTunnelServer
@@ -56,18 +55,18 @@ async def worker(home: Path, datagram_bytes: int, ack_delay: float) -> None:
     port = server.sockets[0].getsockname()[1]
     links = PeerLinks(lambda *_: None)
     links.handlers = {StreamKind.RPC: RpcTunnelServer(lambda: {port}).serve}
-    quic = await endpoint(home, "worker", links, datagram_bytes, ack_delay)
+    quic = await endpoint(home, "worker", links, datagram_bytes)
     print(json.dumps({"address": quic.local().address, "port": port}), flush=True)
     await asyncio.Event().wait()
 
 
-async def host(home: Path, datagram_bytes: int, ack_delay: float, address: str, port: int) -> None:
+async def host(home: Path, datagram_bytes: int, address: str, port: int) -> None:
     from services.gateway.peers.links import PeerLinks
     from services.gateway.tunnel.rpc import RpcTunnels
     from tests.integration.test_rpc_tunnel import endpoint
 
     links = PeerLinks(lambda *_: None)
-    await endpoint(home, "host", links, datagram_bytes, ack_delay)
+    await endpoint(home, "host", links, datagram_bytes)
     tunnel_port = await RpcTunnels(links, lambda *_: None, connect_timeout=10.0).open(address, port)
     print(json.dumps({"port": tunnel_port}), flush=True)
     await asyncio.Event().wait()
@@ -96,13 +95,13 @@ def cpu_seconds(process: subprocess.Popen[str]) -> float:
     return times.user + times.system
 
 
-def measure(datagram_bytes: int, ack_delay: float) -> tuple[list[float], list[float], tuple[float, float]]:
+def measure(datagram_bytes: int) -> tuple[list[float], list[float], tuple[float, float]]:
     """(direct TCP turn times, tunnel turn times, CPU seconds per tunnel turn of the host's and the
     worker's gateway) with two fresh gateways."""
-    worker_process, answering = spawn("worker", str(datagram_bytes), str(ack_delay))
+    worker_process, answering = spawn("worker", str(datagram_bytes))
     host_process = None
     try:
-        host_process, tunnel = spawn("host", str(datagram_bytes), str(ack_delay), answering["address"], str(answering["port"]))
+        host_process, tunnel = spawn("host", str(datagram_bytes), answering["address"], str(answering["port"]))
         direct = asyncio.run(turns(answering["port"], TURNS // 2))
         before = cpu_seconds(host_process), cpu_seconds(worker_process)
         took = asyncio.run(turns(tunnel["port"], TURNS))
@@ -119,21 +118,16 @@ def measure(datagram_bytes: int, ack_delay: float) -> tuple[list[float], list[fl
 def main() -> int:
     if len(sys.argv) > 1:
         home = Path(tempfile.mkdtemp(prefix="mesh-bench-"))
-        role, datagram_bytes, ack_delay, *rest = sys.argv[1:]
-        asyncio.run(
-            worker(home, int(datagram_bytes), float(ack_delay))
-            if role == "worker"
-            else host(home, int(datagram_bytes), float(ack_delay), rest[0], int(rest[1]))
-        )
+        role, datagram_bytes, *rest = sys.argv[1:]
+        asyncio.run(worker(home, int(datagram_bytes)) if role == "worker" else host(home, int(datagram_bytes), rest[0], int(rest[1])))
         return 0
     rows: dict[str, list[float]] = {}
     cpu: dict[str, tuple[float, float]] = {}
     for datagram_bytes in (16384, 1452):
-        for ack_delay in (0.0, ACK_DELAY):  # aioquic's ACKs (as shipped: 1 ms, a datagram each), ACKs riding on data
-            direct, tunnel, cpu_per_turn = measure(datagram_bytes, ack_delay)
-            rows.setdefault("direct TCP", []).extend(direct)
-            name = f"tunnel, {datagram_bytes}-byte datagrams" + (", ACKs riding on data" if ack_delay else "")
-            rows[name], cpu[name] = tunnel, cpu_per_turn
+        direct, tunnel, cpu_per_turn = measure(datagram_bytes)
+        rows.setdefault("direct TCP", []).extend(direct)
+        name = f"tunnel, {datagram_bytes}-byte datagrams"
+        rows[name], cpu[name] = tunnel, cpu_per_turn
     direct_median = statistics.median(rows["direct TCP"])
     print(f"\none token's round trip: {BURST} B burst, {ANSWER} B answer, {TURNS} turns {PAUSE * 1000:.0f} ms apart")
     print("| path | median ms | p90 ms | added to direct TCP, ms | CPU ms per turn: host gateway | worker gateway |")

@@ -15,9 +15,6 @@ the variant, one to stock, back to back, alternating order) give its ratio to st
 - a service core instead of idle priority (services on the node's last core, llama on the rest);
 - stock RPC with one core fewer (PER_NODE - 1 threads on PER_NODE - 1 cores): what a core is worth.
 
-- ACKs riding on data (services/gateway/peers/acks.py) instead of aioquic's (after 1 ms, each in a
-  datagram of its own).
-
 Needs 2 x PER_NODE + 2 cores (Linux). Env: BENCH_PER_NODE (6), BENCH_PAIRS (8), BENCH_MODEL,
 BENCH_VARIANTS (indexes into VARIANTS, e.g. "0,6"; default all).
 """
@@ -54,7 +51,6 @@ VARIANTS: list[tuple[str, dict[str, str], bool, bool]] = [
     ("libgomp's default spin, services on the node's cores", DEFAULT_SPIN, False, False),
     ("service core (services on the last core, llama on the rest)", SERVICE_CORE, False, False),
     ("stock RPC on one core fewer", {}, False, False),
-    ("ACKs riding on data (MESH_GATEWAY_PEER_ACK_DELAY=0.015)", {"MESH_GATEWAY_PEER_ACK_DELAY": "0.015"}, False, False),
     ("mesh as shipped, again", {}, False, False),
 ]
 STOCK_FEWER = "stock RPC on one core fewer"

@@ -80,7 +80,6 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
             serve_stream=links.serve_stream,
             idle_timeout=settings.peer_idle_timeout,
             datagram_bytes=settings.peer_datagram_bytes or datagram_size(settings.peer_host),
-            ack_delay=settings.peer_ack_delay,
         )
         grpc = await grpc_server.start(node.gateway_grpc_port, lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(links, rpc_tunnels), s))
         # Health: SERVING once the QUIC endpoint (above) and the HTTP servers listen, while gossip's Watch can be followed.

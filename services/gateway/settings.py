@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.exposure import is_loopback
 from services.common.settings import TextList
-from services.gateway.peers.acks import MAX_ACK_DELAY
 from services.gateway.peers.datagrams import LARGEST, SMALLEST
 
 
@@ -40,10 +39,6 @@ class GatewaySettings(BaseSettings):
     # Bytes per QUIC datagram; 0 takes the smallest MTU of the interfaces peer_host can send on
     # (1452 on Ethernet, 16384 on loopback): see peers/datagrams.py.
     peer_datagram_bytes: int = 0
-    # Seconds an ACK of a peer's data may wait to ride on data we send (peers/acks.py, e.g. ACK_DELAY =
-    # 0.015): fewer datagrams and 20-40% less gateway CPU per split token, but no faster split measured
-    # and slower turns on a lossy link. 0 (the default) acknowledges as aioquic does. At most 15 ms.
-    peer_ack_delay: float = Field(default=0.0, ge=0.0, le=MAX_ACK_DELAY)
     # Seconds an SSE client may sit without an event before a keepalive comment is sent.
     events_keepalive: float = 15.0
 

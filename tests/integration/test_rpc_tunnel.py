@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from services.gateway.peers import identity
-from services.gateway.peers.acks import ACK_DELAY
 from services.gateway.peers.endpoint import LocalNode, PeerEndpoint, open_endpoint
 from services.gateway.peers.framing import StreamKind
 from services.gateway.peers.links import PeerLinks
@@ -33,7 +32,7 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
     writer.close()
 
 
-async def endpoint(home: Path, name: str, links: PeerLinks, datagram_bytes: int = 1200, ack_delay: float = 0.0) -> PeerEndpoint:
+async def endpoint(home: Path, name: str, links: PeerLinks, datagram_bytes: int = 1200) -> PeerEndpoint:
     me = identity.load_or_create(home / name)
     holder: dict[str, PeerEndpoint] = {}
 
@@ -42,7 +41,7 @@ async def endpoint(home: Path, name: str, links: PeerLinks, datagram_bytes: int 
         return LocalNode("mesh-test", SECRET, name, f"127.0.0.1:{port}")
 
     holder["endpoint"] = await open_endpoint(
-        "127.0.0.1", 0, identity=me, local=local, serve_stream=links.serve_stream, idle_timeout=30.0, datagram_bytes=datagram_bytes, ack_delay=ack_delay
+        "127.0.0.1", 0, identity=me, local=local, serve_stream=links.serve_stream, idle_timeout=30.0, datagram_bytes=datagram_bytes
     )
     links.endpoint = holder["endpoint"]
     return holder["endpoint"]
@@ -143,15 +142,15 @@ def test_an_unpublished_port_is_not_reached(tmp_path: Path) -> None:
 
 @asynccontextmanager
 async def counted_tunnel(
-    tmp_path: Path, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], datagram_bytes: int, ack_delay: float = ACK_DELAY
+    tmp_path: Path, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], datagram_bytes: int
 ) -> AsyncIterator[tuple[int, dict[str, int]]]:
     """(local tunnel port on the host, datagrams each endpoint has sent so far) to a server on the worker."""
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
     server_port = server.sockets[0].getsockname()[1]
     host_links, worker_links = PeerLinks(lambda *_: None), PeerLinks(lambda *_: None)
     worker_links.handlers = {StreamKind.RPC: RpcTunnelServer(lambda: {server_port}).serve}
-    host = await endpoint(tmp_path, "host", host_links, datagram_bytes, ack_delay)
-    worker = await endpoint(tmp_path, "worker", worker_links, datagram_bytes, ack_delay)
+    host = await endpoint(tmp_path, "host", host_links, datagram_bytes)
+    worker = await endpoint(tmp_path, "worker", worker_links, datagram_bytes)
     sent = {"host": 0, "worker": 0}  # counted where the other side reads them
     for name, reader in (("host", worker), ("worker", host)):
         read = reader.datagrams_received
@@ -173,18 +172,16 @@ async def counted_tunnel(
 
 
 @pytest.mark.parametrize(
-    ("datagram_bytes", "ack_delay", "datagrams"),
+    ("datagram_bytes", "datagrams"),
     [
-        (16384, ACK_DELAY, {"host": 1, "worker": 1}),  # loopback-sized datagrams: one each way
-        (16384, 0.0, {"host": 2, "worker": 2}),
-        (1452, ACK_DELAY, {"host": 8, "worker": 6}),  # Ethernet-sized: 11 KB and 8 KB of data
-        (1452, 0.0, {"host": 9, "worker": 7}),
+        (16384, {"host": 2, "worker": 2}),  # loopback-sized datagrams: the data in one, aioquic's ACK in another
+        (1452, {"host": 9, "worker": 7}),  # Ethernet-sized: 11 KB and 8 KB of data, and an ACK
     ],
 )
-def test_a_tokens_round_trip_sends_no_datagram_for_acks_alone(tmp_path: Path, datagram_bytes: int, ack_delay: float, datagrams: dict[str, int]) -> None:
+def test_a_tokens_round_trip_sends_its_data_in_as_few_datagrams_as_fit(tmp_path: Path, datagram_bytes: int, datagrams: dict[str, int]) -> None:
     # A split's token: the host sends a burst, the worker computes and answers, the host computes
-    # the next burst. Each side's ACK rides on its next data instead of a datagram of its own
-    # (peers/acks.py); with aioquic's 1 ms ACKs (MESH_GATEWAY_PEER_ACK_DELAY=0) each side sends two.
+    # the next burst. Each side sends its data in as few datagrams as the size allows (one batch,
+    # peers/udp.py) plus aioquic's ACK of the other side's data.
     burst, answer = 11_000, 8_192
 
     async def compute_then_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -195,7 +192,7 @@ def test_a_tokens_round_trip_sends_no_datagram_for_acks_alone(tmp_path: Path, da
                 writer.write(b"a" * answer)
 
     async def scenario() -> None:
-        async with counted_tunnel(tmp_path, compute_then_answer, datagram_bytes, ack_delay) as (port, sent):
+        async with counted_tunnel(tmp_path, compute_then_answer, datagram_bytes) as (port, sent):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             for turn in range(60):
                 if turn == 20:  # warmed up: congestion window open, the streams set up
@@ -211,7 +208,7 @@ def test_a_tokens_round_trip_sends_no_datagram_for_acks_alone(tmp_path: Path, da
 
 
 def test_a_bulk_upload_is_acknowledged_every_few_packets(tmp_path: Path) -> None:
-    # Unprimed weights: ACKs held for their 20 ms would starve the sender's congestion window.
+    # Unprimed weights: the sender's congestion window needs the receiver's ACKs as the data flows.
     async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         received = 0
         while data := await reader.read(1 << 16):

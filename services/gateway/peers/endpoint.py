@@ -26,7 +26,6 @@ from google.protobuf.message import DecodeError
 
 from services.common.logs import event
 from services.gateway.peers import admission
-from services.gateway.peers.acks import AckPolicy
 from services.gateway.peers.framing import HEADER_BYTES, FrameError, StreamKind, encode_frame, frame_length, stream_kind
 from services.gateway.peers.identity import Identity, fingerprint_of
 from services.gateway.peers.udp import BatchedDatagramTransport, bind_udp
@@ -69,7 +68,6 @@ class MeshConnection(QuicConnectionProtocol):
     def __init__(self, quic: QuicConnection, stream_handler: object = None, *, endpoint: PeerEndpoint) -> None:
         super().__init__(quic, stream_handler=self._on_stream)
         self.endpoint = endpoint
-        self._acks = AckPolicy(quic, endpoint.ack_delay)  # later ACKs riding on data, where set (peers/acks.py)
         self.admitted = asyncio.Event()
         self.peer_node_id = ""
         self.peer_address = ""
@@ -236,9 +234,7 @@ class MeshConnection(QuicConnectionProtocol):
     def datagram_received(self, data: bytes | str, addr: object) -> None:
         """Read one datagram of a batch (peers/udp.py): what it carries for spliced streams and
         what we owe the peer go out once, when the batch ends (end_batch)."""
-        now = self._loop.time()
-        self._quic.receive_datagram(data, addr, now=now)  # type: ignore[arg-type]
-        self._acks.received(now)
+        self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]
         self._process_events()
         if self.endpoint.batch is None:
             self.end_batch()
@@ -252,14 +248,12 @@ class MeshConnection(QuicConnectionProtocol):
 
     def transmit(self) -> None:
         """Send what is due, the datagrams of one call together (peers/udp.py: GSO)."""
-        self._acks.sending(self._loop.time())
         corked = getattr(self._transport, "corked", None)
         if corked is None:
             super().transmit()
         else:
             with corked():
                 super().transmit()
-        self._acks.sent()
 
     def _deliver_held(self, only: int | None = None) -> None:
         for stream_id in [only] if only is not None else list(self._held):
@@ -323,7 +317,6 @@ class PeerEndpoint(QuicServer):
         serve_stream: StreamServer,
         idle_timeout: float,
         datagram_bytes: int = 1200,
-        ack_delay: float = 0.0,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
         server_configuration = QuicConfiguration(is_client=False, alpn_protocols=[ALPN], idle_timeout=idle_timeout, max_datagram_size=datagram_bytes)
@@ -340,7 +333,6 @@ class PeerEndpoint(QuicServer):
         )
         self.client_configuration.load_cert_chain(identity.certificate_path, identity.key_path)
         self.identity = identity
-        self.ack_delay = ack_delay
         self.local = local
         self.serve_stream = serve_stream
         self.connections: set[MeshConnection] = set()
