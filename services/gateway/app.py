@@ -8,9 +8,9 @@ from starlette.responses import JSONResponse, Response
 
 from services.gateway import errors
 from services.gateway.console.router import router as console_router
-from services.gateway.mesh_view import MeshMirror
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.middleware import RequestContext
+from services.gateway.mirror import MeshMirror
 from services.gateway.openai.chat.router import router as chat_router
 from services.gateway.openai.completions.router import router as completions_router
 from services.gateway.openai.models.router import router as models_router

@@ -12,8 +12,8 @@ from services.common.logs import event
 from services.common.settings import NodeSettings
 from services.gateway.app import create_api_app, create_console_app
 from services.gateway.demand import DemandReporter
-from services.gateway.mesh_view import MeshMirror
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.mirror import MeshMirror
 from services.gateway.openai.relay import Relay
 from services.gateway.peers import identity
 from services.gateway.peers.datagrams import datagram_size

@@ -1,6 +1,6 @@
 """The mesh picture this node holds: its own record, the members it knows, the mesh secret.
 
-Owns this state and its change counter; merge rules are swim.py's, the network is protocol.py's.
+Owns this state and its change counter; merge rules are swim.py's, the network is probe.py's.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from services.common.records import NodeRecord
 from services.common.settings import NodeSettings, node_id
 from services.gossip.membership import Membership
 from services.gossip.metrics import GossipMetrics
-from services.gossip.protocol import GossipProtocol
+from services.gossip.probe import GossipProtocol
 from services.gossip.servicer import GossipServicer
 from services.gossip.settings import GossipSettings
 from services.proto.mesh.v1 import gossip_pb2_grpc

@@ -10,7 +10,7 @@ from services.common.invite import new_secret
 from services.common.mesh_identity import MeshIdentity
 from services.common.records_proto import demand_to_proto, record_to_proto, update_from_proto
 from services.gossip.membership import Membership
-from services.gossip.protocol import GossipProtocol
+from services.gossip.probe import GossipProtocol
 from services.proto.mesh.v1 import gossip_pb2, gossip_pb2_grpc, node_pb2, peer_pb2
 
 

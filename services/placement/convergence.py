@@ -18,8 +18,8 @@ import psutil
 from services.common.logs import event
 from services.common.records import SERVING_MODES, Assignment, MeshView, Mode, NodeRecord, ProcessKind, ProcessState, Role, SelfUpdate
 from services.common.records_proto import experts_from_proto, experts_to_proto, served_from_proto, update_to_proto, view_from_proto
-from services.placement import planner
 from services.placement.decide import ModelAsk, MoEAsk, decide
+from services.placement.memory import memory_needed
 from services.placement.metrics import PlacementMetrics
 from services.placement.promotion import Rules, promotions
 from services.placement.settings import PlacementSettings
@@ -124,7 +124,7 @@ class Convergence:
     def _promote(self, view: MeshView) -> list[tuple[ModelRef, str]]:
         """The asks demand adds on this node: promotions kept, and new ones once they have settled."""
         s = self.settings
-        needs = {name: planner.memory_needed(ref.size_bytes, s.headroom, s.context_bytes) for name, ref in self.on_disk.items() if name not in self.dropped}
+        needs = {name: memory_needed(ref.size_bytes, s.headroom, s.context_bytes) for name, ref in self.on_disk.items() if name not in self.dropped}
         wanted = promotions(view, needs, self.promoted, Rules(s.hot_ratio, s.hot_requests)) if not s.client else {}
         now = time.monotonic()
         self.pending = {model: self.pending.get(model, now) for model in wanted if model not in self.promoted}

@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from services.common.records import Assignment, MeshView, Mode, NodeRecord, Role
-from services.placement import planner, workers
+from services.placement import workers
+from services.placement.memory import GIB, memory_needed
 from services.placement.moe import ShardPlan, plan_shards
 from services.placement.split import Holder, other_files, plan_split, same_file
 
@@ -36,7 +37,7 @@ class MoEAsk:
 
     def room(self, memory: int, headroom: float, context_bytes: int, layers: int) -> int:
         """How many experts per layer a shard may keep in `memory` (at most all of them)."""
-        free = (memory - context_bytes) / (1 + headroom) - self.trunk_bytes  # as planner.memory_needed counts
+        free = (memory - context_bytes) / (1 + headroom) - self.trunk_bytes  # as memory_needed counts
         return max(0, min(self.experts, int(free // max(1, self.expert_bytes * layers))))
 
 
@@ -77,17 +78,17 @@ def decide(
             decisions.append(lending[ask.model_id])
             continue
         if ask.promoted:
-            need = planner.memory_needed(ask.size_bytes, headroom, context_bytes)
+            need = memory_needed(ask.size_bytes, headroom, context_bytes)
             left -= need
             decisions.append(Assignment(ask.model_id, Mode.SOLO, ask.promoted, promoted=True))
             continue
         if ask.model_id in dropped:
             decisions.append(Assignment(ask.model_id, Mode.DROPPED, "dropped by mesh-llm drop"))
             continue
-        need = planner.memory_needed(ask.size_bytes, headroom, context_bytes)
+        need = memory_needed(ask.size_bytes, headroom, context_bytes)
         if need <= left and not force_split:
             left -= need
-            decisions.append(Assignment(ask.model_id, Mode.SOLO, f"fits: needs {need / planner.GIB:.2f} GiB of {memory / planner.GIB:.2f} GiB offered"))
+            decisions.append(Assignment(ask.model_id, Mode.SOLO, f"fits: needs {need / GIB:.2f} GiB of {memory / GIB:.2f} GiB offered"))
             continue
         if ask.moe is not None:
             decisions.append(_moe_role(ask, ask.moe, own, left, records, headroom, context_bytes))

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common.records import ANSWERING_MODES, MeshView, ModelDemand, NodeRecord, ProcessKind, ProcessState, Role
-from services.placement import planner
+from services.placement.memory import GIB
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,7 @@ def promotions(view: MeshView, needs: Mapping[str, int], current: Mapping[str, s
     for model, reason in [*_unserved(demand, servers), *_hot(demand, servers, rules)]:
         if model in needs and _best_standby(records, model, needs[model]) == view.own.node_id:
             return {
-                model: f"{reason}; this is the best-fitting standby node (needs {needs[model] / planner.GIB:.2f} GiB "
-                f"of {view.own.memory_offered_bytes / planner.GIB:.2f} GiB)"
+                model: f"{reason}; this is the best-fitting standby node (needs {needs[model] / GIB:.2f} GiB of {view.own.memory_offered_bytes / GIB:.2f} GiB)"
             }
     return {}
 

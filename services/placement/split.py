@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from services.placement.planner import GIB, memory_needed
+from services.placement.memory import GIB, memory_needed
 
 MAX_RTT_SECONDS = 0.080
 RTT_BUCKET_SECONDS = 0.010  # RTTs within one bucket count as equal, so jitter does not reorder workers

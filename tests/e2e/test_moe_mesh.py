@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.placement.planner import memory_needed
+from services.placement.memory import memory_needed
 from services.placement.settings import PlacementSettings
 from services.runner.models import resolve
 from services.runner.moe import model_facts

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from services.common.records import Assignment, MeshView, ModelDemand, NodeRecord, Peer, ServedModel
-from services.placement.planner import GIB
+from services.placement.memory import GIB
 from services.placement.promotion import Rules, promotions
 
 NEED = {"X": 1 * GIB, "Y": 1 * GIB}

@@ -7,7 +7,7 @@ import pytest
 
 from services.common.records import Assignment, MeshView, NodeRecord, Peer, ServedModel
 from services.placement.decide import ModelAsk, decide
-from services.placement.planner import GIB
+from services.placement.memory import GIB
 from services.placement.workers import late_workers
 
 PLAN = Assignment("m", "split-host", "", "a", ("b",), (20, 10))

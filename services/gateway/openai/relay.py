@@ -24,8 +24,8 @@ from starlette.types import Receive, Scope, Send
 from services.common.logs import event, request_id
 from services.gateway import routing
 from services.gateway.errors import ModelNotFound, NoServer
-from services.gateway.mesh_view import MeshMirror
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.mirror import MeshMirror
 from services.gateway.openai import sse
 from services.gateway.openai.usage import usage_of_response, usage_of_stream_tail
 from services.gateway.tunnel.client import TunnelUpstream

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from services.common.exposure import is_loopback
 from services.common.records import MeshView, NodeRecord
 from services.gateway.app import create_console_app
-from services.gateway.mesh_view import MeshMirror
+from services.gateway.mirror import MeshMirror
 from services.gateway.settings import GatewaySettings
 
 

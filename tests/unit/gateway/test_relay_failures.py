@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from services.common.records import MeshView, NodeRecord, ServedModel
 from services.gateway.app import create_api_app
-from services.gateway.mesh_view import MeshMirror
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.mirror import MeshMirror
 from services.gateway.openai.relay import Relay
 from services.gateway.settings import GatewaySettings
 from services.gateway.upstream import ResponseCut, UpstreamResponse

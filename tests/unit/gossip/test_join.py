@@ -14,7 +14,7 @@ import grpc
 from services.common.mesh_identity import MeshIdentity
 from services.common.records import NodeRecord
 from services.gossip.membership import Membership
-from services.gossip.protocol import GossipProtocol, PeerUnreachable
+from services.gossip.probe import GossipProtocol, PeerUnreachable
 from services.gossip.settings import TEST
 
 LIVE, DEAD, SILENT, REFUSING = "10.0.0.5:7000", "172.17.0.1:7000", "[fd00::5]:7000", "192.168.1.9:7000"

@@ -6,7 +6,7 @@ import pytest
 
 from services.common.records import Assignment, MeshView, NodeRecord, Peer
 from services.placement.decide import ModelAsk, decide
-from services.placement.planner import GIB, memory_needed
+from services.placement.memory import GIB, memory_needed
 
 
 def node(node_id: str, memory_gib: float, on_disk=("m",), assignments=(), role="serving") -> NodeRecord:
