@@ -48,8 +48,10 @@ proto: $(GENERATED)
 
 $(GENERATED): $(PROTOS) $(INSTALLED)
 	rm -rf services/proto/mesh
+	# Typed stubs for the gRPC services too (mypy-protobuf): callers and servicers are type-checked.
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=services/proto --pyi_out=services/proto \
-		--grpc_python_out=services/proto $(PROTOS)
+		--grpc_python_out=services/proto --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
+		--mypy_grpc_out=services/proto $(PROTOS)
 	# Generated imports name the proto package; point them into ours.
 	sed -i -E 's/^from mesh\.v1 import/from services.proto.mesh.v1 import/' services/proto/mesh/v1/*.py services/proto/mesh/v1/*.pyi
 	touch services/proto/mesh/__init__.py services/proto/mesh/v1/__init__.py $@

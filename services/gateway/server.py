@@ -32,7 +32,7 @@ from services.proto.mesh.v1 import gateway_pb2_grpc, gossip_pb2, gossip_pb2_grpc
 log = logging.getLogger(__name__)
 
 
-def answer_gossip(gossip_stub: gossip_pb2_grpc.GossipStub) -> GossipHandler:
+def answer_gossip(gossip_stub: gossip_pb2_grpc.GossipAsyncStub) -> GossipHandler:
     """Peers' gossip messages, answered by our gossip service."""
 
     async def on_gossip(payload: bytes, peer: str) -> bytes | None:
