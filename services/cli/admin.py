@@ -12,9 +12,9 @@ from pathlib import Path
 import grpc
 
 from services.cli.flags import UsageError
+from services.common import node_identity
 from services.common.invite import InviteToken
 from services.common.settings import NodeSettings
-from services.gateway.peers import identity
 from services.proto.mesh.v1 import gossip_pb2, gossip_pb2_grpc, placement_pb2, placement_pb2_grpc
 
 NODE_FILE = "node.json"
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> None:
     try:
         if command[0] == "rotate-key":
             mesh = stub.RotateSecret(gossip_pb2.RotateSecretRequest(), timeout=5)
-            token = InviteToken(mesh.mesh_id, mesh.secret, tuple(node.get("addresses") or [node["address"]]), identity.load_or_create(home).fingerprint)
+            token = InviteToken(mesh.mesh_id, mesh.secret, tuple(node.get("addresses") or [node["address"]]), node_identity.load_or_create(home).fingerprint)
             print(f"new mesh secret (version {mesh.secret_version}); old invite tokens no longer admit new nodes.")
             print(f"invite token: {token.encode()}")
         elif command[0] == "drop":

@@ -15,12 +15,11 @@ import psutil
 from services.cli import admin, moe_check
 from services.cli.flags import Options, UsageError, api_host, check, console_host, fail, port_free
 from services.cli.node import Node
-from services.common import addresses, mesh_identity
+from services.common import addresses, mesh_identity, node_identity
 from services.common.invite import InviteToken
 from services.common.mesh_identity import MeshIdentity
 from services.common.ports import free_udp_port, reserve_tcp_port
 from services.common.settings import NodeSettings, environment_for
-from services.gateway.peers import identity
 from services.gateway.settings import GatewaySettings
 from services.gossip.settings import PROFILES, GossipSettings
 from services.placement.settings import PlacementSettings
@@ -164,7 +163,7 @@ def run() -> None:
         fail(str(bad))
     home = args.home or NodeSettings().home
     mesh = mesh_of(home, options.token)
-    me = identity.load_or_create(home)
+    me = node_identity.load_or_create(home)
     advertised = advertised_addresses(args, quic_host, quic_port)
     token = InviteToken(mesh.mesh_id, mesh.secret, advertised, me.fingerprint).encode()
     stop_requested: list[int] = []

@@ -7,7 +7,7 @@ import logging
 
 import grpc
 
-from services.common import grpc_server, http_server, lifecycle
+from services.common import grpc_server, http_server, lifecycle, node_identity
 from services.common.logs import event
 from services.common.settings import NodeSettings
 from services.gateway.app import create_api_app, create_console_app
@@ -15,7 +15,6 @@ from services.gateway.demand import DemandReporter
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.mirror import MeshMirror
 from services.gateway.openai.relay import Relay
-from services.gateway.peers import identity
 from services.gateway.peers.datagrams import datagram_size
 from services.gateway.peers.endpoint import LocalNode, open_endpoint
 from services.gateway.peers.framing import StreamKind
@@ -51,7 +50,7 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
     mirror = MeshMirror()
     metrics = GatewayMetrics(mirror)
     local_upstream = LocalUpstream(settings.connect_timeout)
-    me = identity.load_or_create(node.home)
+    me = node_identity.load_or_create(node.home)
     async with grpc_server.channel(node.address("gossip")) as gossip:
         gossip_stub = gossip_pb2_grpc.GossipStub(gossip)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway.peers import identity
+from services.common import node_identity
 from services.gateway.peers.endpoint import LocalNode, PeerEndpoint, open_endpoint
 from services.gateway.peers.framing import StreamKind
 from services.gateway.peers.links import PeerLinks
@@ -33,7 +33,7 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 
 
 async def endpoint(home: Path, name: str, links: PeerLinks, datagram_bytes: int = 1200) -> PeerEndpoint:
-    me = identity.load_or_create(home / name)
+    me = node_identity.load_or_create(home / name)
     holder: dict[str, PeerEndpoint] = {}
 
     def local() -> LocalNode:

@@ -25,9 +25,9 @@ from aioquic.quic.connection import QuicConnection
 from google.protobuf.message import DecodeError
 
 from services.common.logs import event
+from services.common.node_identity import NodeIdentity, fingerprint_of
 from services.gateway.peers import admission
 from services.gateway.peers.framing import HEADER_BYTES, FrameError, StreamKind, encode_frame, frame_length, stream_kind
-from services.gateway.peers.identity import Identity, fingerprint_of
 from services.gateway.peers.udp import BatchedDatagramTransport, bind_udp
 from services.proto.mesh.v1 import peer_pb2
 
@@ -312,7 +312,7 @@ class PeerEndpoint(QuicServer):
     def __init__(
         self,
         *,
-        identity: Identity,
+        identity: NodeIdentity,
         local: Callable[[], LocalNode],
         serve_stream: StreamServer,
         idle_timeout: float,

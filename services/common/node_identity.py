@@ -1,6 +1,9 @@
-"""The node's TLS identity: a persistent key pair and self-signed certificate under its home.
+"""The node's own identity: a persistent key pair and self-signed certificate under its home.
 
-Owns creating and loading the files and the certificate fingerprint; nothing else.
+Owns creating and loading <home>/node-key.pem and node-cert.pem, and the certificate's fingerprint.
+The gateway's QUIC endpoint presents the certificate (TLS 1.3); invite tokens carry the fingerprint
+(the CLI's init and rotate-key). Which mesh the node belongs to is mesh_identity.py's; proving it
+to a peer is the gateway's (peers/admission.py). Nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 
 @dataclass(frozen=True)
-class Identity:
+class NodeIdentity:
     certificate_path: Path
     key_path: Path
     fingerprint: str
@@ -28,13 +31,13 @@ def fingerprint_of(certificate: x509.Certificate) -> str:
     return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
-def load_or_create(home: Path) -> Identity:
+def load_or_create(home: Path) -> NodeIdentity:
     """The identity stored under `home`, made on first use (the key file is private to us)."""
     certificate_path, key_path = home / "node-cert.pem", home / "node-key.pem"
     if not (certificate_path.exists() and key_path.exists()):
         _create(certificate_path, key_path)
     certificate = x509.load_pem_x509_certificate(certificate_path.read_bytes())
-    return Identity(certificate_path, key_path, fingerprint_of(certificate))
+    return NodeIdentity(certificate_path, key_path, fingerprint_of(certificate))
 
 
 def _create(certificate_path: Path, key_path: Path) -> None:
