@@ -17,8 +17,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from services.common.catalog import CATALOG, alias_of
 from services.common.records import MeshView, Mode, NodeRecord, ProcessKind, ProcessState, Role, ServedModel
-from services.runner.models import ALIASES, CATALOG
 
 # Requests in flight a session's node may carry beyond the least loaded server before the session
 # goes to its next choice: a cache miss costs less than waiting behind a queue of others' requests.
@@ -69,7 +69,7 @@ def resolve_name(requested: str, served: tuple[str, ...]) -> str | UnknownModel:
     for name in served:
         if name.lower() == wanted:
             return name
-    alias = ALIASES.get(wanted)
+    alias = alias_of(wanted)
     if alias in served:
         return alias
     prefixed = tuple(name for name in served if name.lower().startswith(wanted))

