@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 from services.common.records import Assignment, MeshView, Mode, NodeRecord, Role
 from services.placement import workers
+from services.placement.holders import Holder, elect, other_files, same_file
 from services.placement.memory import GIB, memory_needed
 from services.placement.moe import ShardPlan, plan_shards
-from services.placement.split import Holder, other_files, plan_split, same_file
+from services.placement.split import plan_split
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,8 @@ def _holders(ask: ModelAsk, own: NodeRecord, left: int, records: Mapping[str, No
 
 def _moe_role(ask: ModelAsk, moe: MoEAsk, own: NodeRecord, left: int, records: Mapping[str, NodeRecord], headroom: float, context_bytes: int) -> Assignment:
     holders, others = _holders(ask, own, left, records)
-    planner_id = min(holders, key=lambda h: (-h.memory, h.node_id)).node_id if holders else ""
+    planner = elect(holders)
+    planner_id = planner.node_id if planner is not None else ""
     if planner_id == own.node_id:
         capacity = sorted((h.node_id, moe.room(h.memory, headroom, context_bytes, ask.layers)) for h in holders)
         least = min(moe.experts, max(4 * moe.experts_used, moe.floor))
@@ -179,7 +181,8 @@ def _split_role(
     # The biggest holder that was asked for the model hosts: one that only lends its memory never
     # plans for it, so naming it host would leave the model unserved.
     askers = [h for h in holders if h.node_id == own.node_id or workers.wants(records[h.node_id], ask.model_id)]
-    host = min(askers, key=lambda h: (-h.memory, h.node_id)).node_id if askers else ""
+    elected = elect(askers)
+    host = elected.node_id if elected is not None else ""
     if host == own.node_id:
         kept = _keep_split(ask, own, holders)
         if kept is not None:

@@ -3,10 +3,9 @@
 Pure: from the model's needs, the nodes that hold its GGUF (with the memory they offer) and the
 RTTs between them, decide solo, split or unserved. Only holders of the same file count: one whose
 file under this name has another fingerprint holds another model (its layers would not fit ours)
-and is left out, named in the reason. The host is the node with the most memory, unless the
-caller names it;
-workers are the nearest peers (RTT at most 80 ms) added until the group fits; layers are given in
-proportion to memory, the host included. No I/O.
+and is left out, named in the reason. The host is the elected holder (holders.elect), unless the
+caller names it; workers are the nearest peers (RTT at most 80 ms) added until the group fits;
+layers are given in proportion to memory, the host included. No I/O.
 """
 
 from __future__ import annotations
@@ -15,33 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from services.placement.holders import Holder, elect, other_files, same_file
 from services.placement.memory import GIB, memory_needed
 
 MAX_RTT_SECONDS = 0.080
 RTT_BUCKET_SECONDS = 0.010  # RTTs within one bucket count as equal, so jitter does not reorder workers
-
-
-@dataclass(frozen=True)
-class Holder:
-    """A node that has the model's GGUF on disk and offers memory to the mesh."""
-
-    node_id: str
-    memory: int
-    fingerprint: str = ""  # of its file under the model's name
-
-
-def same_file(holders: Sequence[Holder], fingerprint: str) -> tuple[list[Holder], list[Holder]]:
-    """(holders of the file with this fingerprint, holders of another file under the same name)."""
-    return [h for h in holders if h.fingerprint == fingerprint], [h for h in holders if h.fingerprint != fingerprint]
-
-
-def other_files(others: Sequence[Holder], fingerprint: str) -> str:
-    """Why some nodes with the model's name are not counted ("" when there are none)."""
-    if not others:
-        return ""
-    named = ", ".join(f"{h.node_id} (file {h.fingerprint or 'without fingerprint'})" for h in others)
-    verb = "holds" if len(others) == 1 else "hold"
-    return f"; not counted: {named} {verb} another file under this name than ours ({fingerprint or 'without fingerprint'})"
 
 
 @dataclass(frozen=True)
@@ -69,10 +46,10 @@ def plan_split(
     `fingerprint` is the planning node's file: holders of any other file are never in the plan."""
     need = memory_needed(size_bytes, headroom, context_bytes)
     holders, others = same_file(holders, fingerprint)
-    if not holders:
-        return SplitPlan("unserved", reason="no node has the model on disk" + other_files(others, fingerprint))
     # The caller may name the host (decide.py: a node that was only asked to lend never hosts).
-    host = next((h for h in holders if h.node_id == host_id), None) or min(holders, key=lambda h: (-h.memory, h.node_id))
+    host = next((h for h in holders if h.node_id == host_id), None) or elect(holders)
+    if host is None:
+        return SplitPlan("unserved", reason="no node has the model on disk" + other_files(others, fingerprint))
     if need <= host.memory and not force_split:
         return SplitPlan("solo", host.node_id, (), {host.node_id: layer_count}, f"fits on {host.node_id}")
     near = [h for h in holders if h is not host and (r := rtt(host.node_id, h.node_id)) is not None and r <= max_rtt]

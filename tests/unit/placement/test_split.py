@@ -2,8 +2,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.placement.holders import Holder
 from services.placement.memory import GIB
-from services.placement.split import Holder, plan_split, proportional_layers
+from services.placement.split import plan_split, proportional_layers
 
 RTT = {frozenset(("a", "b")): 0.002, frozenset(("a", "c")): 0.010, frozenset(("a", "d")): 0.120, frozenset(("b", "c")): 0.005}
 

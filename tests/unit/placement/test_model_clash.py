@@ -9,8 +9,9 @@ from services.common.records import Assignment, MeshView, ModelFile, NodeRecord,
 from services.common.records_proto import record_from_proto, record_to_proto, update_from_proto, update_to_proto
 from services.gateway.openai.models.listing import model_list
 from services.placement.decide import ModelAsk, MoEAsk, decide
+from services.placement.holders import Holder
 from services.placement.memory import GIB
-from services.placement.split import Holder, plan_split
+from services.placement.split import plan_split
 
 OURS, THEIRS = "aaaa000000000000", "bbbb000000000000"
 
