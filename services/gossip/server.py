@@ -9,7 +9,7 @@ from services.common import grpc_server, lifecycle, mesh_identity, metrics_http
 from services.common.records import NodeRecord
 from services.common.settings import NodeSettings, node_id
 from services.gossip.membership import Membership
-from services.gossip.metrics import GossipMetrics
+from services.gossip.metrics import GossipMetrics, registry_for
 from services.gossip.probe import GossipProtocol
 from services.gossip.servicer import GossipServicer
 from services.gossip.settings import GossipSettings
@@ -21,10 +21,9 @@ async def main(node: NodeSettings, settings: GossipSettings) -> None:
     own = NodeRecord(node_id=node_id(node), name=node.name, version=int(time.time() * 1000), updated_at=time.time())
     membership = Membership(own, settings.address, mesh_identity.load_or_create(node.home), node.home, settings.demand_ttl)
     async with grpc_server.channel(node.address("gateway")) as gateway:
-        metrics = GossipMetrics(membership)
+        metrics = GossipMetrics()
         protocol = GossipProtocol(membership, settings.timings(), gateway, metrics)
-        metrics.state.rounds = protocol
-        metrics_http.serve(node.gossip_metrics_port, metrics.registry)
+        metrics_http.serve(node.gossip_metrics_port, registry_for(metrics, membership, lambda: protocol.rounds))
         server = await grpc_server.start(node.gossip_grpc_port, lambda s: gossip_pb2_grpc.add_GossipServicer_to_server(GossipServicer(membership, protocol), s))
         # Its state is loaded (above) and its servicer answers: a joining node's gossip serves too.
         await server.health.set(True, "state loaded")
