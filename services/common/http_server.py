@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Generator
 
 import uvicorn
@@ -18,7 +19,7 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self.started_event = started
 
-    async def startup(self, sockets: list | None = None) -> None:
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         # Listening now: the service's health may say so (a failed bind leaves started False).
         if self.started and self.started_event is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from services.common.records import (
     Assignment,
     MeshView,
@@ -57,7 +59,7 @@ def served_to_proto(served: ServedModel) -> node_pb2.ServedModel:
     )
 
 
-def files_from_proto(files) -> tuple[ModelFile, ...]:
+def files_from_proto(files: Iterable[node_pb2.ModelFile]) -> tuple[ModelFile, ...]:
     return tuple(ModelFile(file.model_id, file.fingerprint) for file in files)
 
 
@@ -95,7 +97,7 @@ def experts_to_proto(layers: tuple[tuple[int, ...], ...]) -> list[node_pb2.Exper
     return [node_pb2.ExpertList(experts=list(layer)) for layer in layers]
 
 
-def experts_from_proto(layers) -> tuple[tuple[int, ...], ...]:
+def experts_from_proto(layers: Iterable[node_pb2.ExpertList]) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(layer.experts) for layer in layers)
 
 

@@ -92,7 +92,7 @@ def wait_for_text(path: Path) -> str:
 def environment_for(settings: BaseModel) -> dict[str, str]:
     """The environment variables that rebuild `settings` in a child process."""
     prefix = settings.model_config.get("env_prefix", "")
-    variables = {}
+    variables: dict[str, str] = {}
     for name, value in settings.model_dump(mode="json").items():
         if value is None:
             # Absent means "use the default" in the child too.

@@ -119,7 +119,7 @@ class Membership:
         now = time.time()
         self.counter.forget(now, self.demand_ttl)
         others = {key: e for key, e in self.demand.items() if e.origin != self.own.node_id}
-        mine = {}
+        mine: dict[tuple[str, str], DemandEntry] = {}
         for entry in self.counter.entries(now):
             key = (entry.model_id, entry.origin)
             kept = self.demand.get(key)
