@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from services.runner.supervisor import die_with_parent
+from services.common.children import die_with_parent
 
 SERVICES = ("gossip", "runner", "placement", "gateway")
 PASSED_THROUGH = ("MESH_LLM_CACHE",)  # where the runner keeps its compiled tensor hashing library

@@ -10,9 +10,7 @@ import asyncio
 import collections
 import logging
 import os
-import shutil
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from services.common import cpus
+from services.common.children import die_with_parent
 from services.common.logs import event
 from services.common.ports import reserve_tcp_port
 from services.common.records import ProcessState
@@ -46,14 +45,6 @@ class ChildStatus:
 def restart_delay(failures: int, initial: float, maximum: float) -> float:
     """Seconds to wait before restart number `failures` (1-based): doubling, capped."""
     return min(maximum, initial * 2 ** max(0, failures - 1))
-
-
-def die_with_parent(argv: list[str], signal_name: str = "KILL") -> list[str]:
-    """On Linux, wrap argv so the child gets `signal_name` if its parent dies without stopping it."""
-    setpriv = shutil.which("setpriv")
-    if sys.platform.startswith("linux") and setpriv:
-        return [setpriv, "--pdeathsig", signal_name, "--", *argv]
-    return argv
 
 
 class ChildFailed(Exception):
