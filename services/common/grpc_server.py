@@ -1,6 +1,7 @@
-"""The gRPC server shell every service uses: loopback only, standard health check.
+"""The gRPC server shell every service uses: loopback only, standard health check, one error policy.
 
-Owns binding and health. Health starts NOT_SERVING and says SERVING only when the service says it
+Owns binding, health, and the interceptor that turns a servicer's exceptions into status codes
+(errors.py's family into their codes; anything else, logged once, into INTERNAL). Health starts NOT_SERVING and says SERVING only when the service says it
 can do its work (`Health.set`), or while the siblings it needs are reachable (`serve_while_reachable`);
 it is NOT_SERVING for good once the server stops. Servicers are registered by the caller; what
 "ready" means is each service's own word, given in its server.py.
@@ -9,12 +10,15 @@ it is NOT_SERVING for good once the server stops. Servicers are registered by th
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from services.common.errors import ServiceError
 from services.common.logs import event
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,73 @@ class Health:
         await self._servicer.enter_graceful_shutdown()
 
 
+Behaviour = Callable[..., Any]  # a servicer method as grpc calls it: (request or request iterator, context)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Servicers raise, this answers: a ServiceError becomes its code with its message as details;
+    any other exception is a bug, logged once with its traceback and answered INTERNAL."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        return answering_handler(handler, handler_call_details.method)
+
+
+def answering_handler(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
+    """The same handler, its behaviour wrapped so that exceptions become status codes."""
+    wrap = {
+        (False, False): (grpc.unary_unary_rpc_method_handler, handler.unary_unary),
+        (False, True): (grpc.unary_stream_rpc_method_handler, handler.unary_stream),
+        (True, False): (grpc.stream_unary_rpc_method_handler, handler.stream_unary),
+        (True, True): (grpc.stream_stream_rpc_method_handler, handler.stream_stream),
+    }
+    build, behaviour = wrap[(handler.request_streaming, handler.response_streaming)]
+    if behaviour is None:
+        return handler  # grpc answers UNIMPLEMENTED itself
+    return build(answering(behaviour, method), handler.request_deserializer, handler.response_serializer)
+
+
+def answering(behaviour: Behaviour, method: str) -> Behaviour:
+    """`behaviour` with its exceptions answered; the kind grpc tells apart (coroutine function or
+    async generator function) is kept. Synchronous behaviours (we have none) pass unwrapped."""
+    if inspect.isasyncgenfunction(behaviour):
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            try:
+                async for item in behaviour(request, context):
+                    yield item
+            except Exception as failure:  # noqa: BLE001 - every failure is answered, none ignored
+                await answer(failure, method, context)
+
+        return streaming
+    if inspect.iscoroutinefunction(behaviour):
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                return await behaviour(request, context)
+            except Exception as failure:  # noqa: BLE001 - every failure is answered, none ignored
+                await answer(failure, method, context)
+
+        return unary
+    return behaviour
+
+
+async def answer(failure: Exception, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """End the call with the status `failure` stands for (context.abort raises)."""
+    if isinstance(failure, grpc.aio.AbortError):
+        raise failure  # the servicer ended the call itself: its status stands
+    if isinstance(failure, ServiceError):
+        await context.abort(failure.code, str(failure))
+    log.error("unexpected failure in %s", method, exc_info=failure)
+    await context.abort(grpc.StatusCode.INTERNAL, f"{type(failure).__name__}: {failure}")
+
+
 class Server:
     """A started gRPC server and its health."""
 
@@ -55,10 +126,11 @@ class Server:
 
 
 async def start(port: int, register: Callable[[grpc.aio.Server], None]) -> Server:
-    """A started server on 127.0.0.1:port whose health answers NOT_SERVING until the service sets it."""
+    """A started server on 127.0.0.1:port whose health answers NOT_SERVING until the service sets it,
+    and whose servicers' exceptions are answered by ErrorInterceptor."""
     # No SO_REUSEPORT (gRPC's default on Linux): a second process given the same port must fail to
     # start, not silently share the port's connections with ours.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=[("grpc.so_reuseport", 0)])
     register(server)
     health_servicer = health.aio.HealthServicer()  # pyright: ignore[reportAttributeAccessIssue] - types-grpcio lacks health.aio
     # The reference servicer starts at SERVING: a checker asking before the service is ready must hear the truth.

@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 
+from services.common.errors import DeadlineExceeded, PermissionDenied, Unavailable
 from services.gateway.peers.endpoint import AdmissionRefused
 from services.gateway.peers.framing import FrameError, StreamKind
 from services.gateway.peers.links import PeerLinks
@@ -28,12 +29,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def SendToPeer(self, request: gateway_pb2.PeerRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.PeerReply:
         try:
             reply, peer, rtt = await self.links.request(request.address, StreamKind.GOSSIP, request.payload, request.timeout or 5.0)
+        # The peer's failures, told in the words gossip records as the peer's reason (join_error).
         except AdmissionRefused as refused:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"refused: {refused}")
+            raise PermissionDenied(f"refused: {refused}") from refused
         except TimeoutError:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer from {request.address} in {request.timeout:.1f}s")
+            raise DeadlineExceeded(f"no answer from {request.address} in {request.timeout:.1f}s") from None
         except (ConnectionError, OSError, FrameError) as failure:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{request.address}: {failure}")
+            raise Unavailable(f"{request.address}: {failure}") from failure
         except asyncio.IncompleteReadError:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{request.address}: closed the stream before answering")
+            raise Unavailable(f"{request.address}: closed the stream before answering") from None
         return gateway_pb2.PeerReply(payload=reply, peer_node_id=peer, rtt=rtt)

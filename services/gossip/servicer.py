@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from services.common.errors import InvalidArgument
 from services.common.invite import new_secret
 from services.common.mesh_identity import MeshIdentity
 from services.common.records_proto import demand_to_proto, record_to_proto, update_from_proto
@@ -30,7 +31,7 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
         try:
             record = await self.membership.update_self(update_from_proto(request))
         except ValueError as invalid:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(invalid))
+            raise InvalidArgument(str(invalid)) from invalid
         return record_to_proto(record)
 
     async def Watch(self, request: gossip_pb2.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[gossip_pb2.MeshView]:
@@ -60,7 +61,7 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
         try:
             message = peer_pb2.GossipMessage.FromString(request.payload)
         except Exception:  # noqa: BLE001 - protobuf raises DecodeError or others for garbage
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed gossip message")
+            raise InvalidArgument("malformed gossip message") from None
         reply = await self.protocol.handle(message)
         payload = reply.SerializeToString()
         self.protocol.count_bytes(len(payload), len(request.payload))

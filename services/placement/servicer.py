@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from services.common.errors import NotFound
 from services.common.records_proto import assignment_to_proto
 from services.placement.convergence import Convergence
 from services.proto.mesh.v1 import placement_pb2, placement_pb2_grpc
@@ -18,7 +19,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementServicer):
 
     async def Drop(self, request: placement_pb2.DropRequest, context: grpc.aio.ServicerContext) -> placement_pb2.Plan:
         if not await self.convergence.drop(request.model_id):
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"this node does not serve '{request.model_id}'")
+            raise NotFound(f"this node does not serve '{request.model_id}'")
         return self._plan()
 
     def _plan(self) -> placement_pb2.Plan:
