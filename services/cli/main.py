@@ -19,6 +19,7 @@ from services.common import addresses, mesh_identity, node_identity
 from services.common.invite import InviteToken
 from services.common.mesh_identity import MeshIdentity
 from services.common.ports import free_udp_port, reserve_tcp_port
+from services.common.records import JoinState
 from services.common.settings import NodeSettings, environment_for
 from services.gateway.settings import GatewaySettings
 from services.gossip.settings import PROFILES, GossipSettings
@@ -132,9 +133,9 @@ def wait_for_join(console: str, stop_requested: list[int], timeout: float) -> st
     while not stop_requested and time.monotonic() < deadline:
         try:
             status = httpx.get(f"{console}/api/status", timeout=2).json()
-            if status["join_state"] == "joined":
+            if status["join_state"] == JoinState.JOINED:
                 return ""
-            if status["join_state"] == "failed":
+            if status["join_state"] == JoinState.FAILED:
                 return status["join_error"] or "no answer"
         except (httpx.HTTPError, ValueError, KeyError):
             # The console is not up yet: keep waiting until the deadline.

@@ -40,6 +40,15 @@ class ProcessKind(StrEnum):
     RPC_SERVER = "rpc-server"  # a split's worker
 
 
+class JoinState(StrEnum):
+    """How this node's join of a mesh went, as the CLI and the console report it."""
+
+    STARTED = ""  # this node started the mesh: nothing to join
+    JOINING = "joining"
+    JOINED = "joined"
+    FAILED = "failed"  # no seed answered
+
+
 class ProcessState(StrEnum):
     STARTING = "starting"
     READY = "ready"
@@ -148,7 +157,7 @@ class MeshView:
     secret_version: int = 0
     address: str = ""  # this node's QUIC address
     join_error: str = ""
-    join_state: str = ""  # "" (started the mesh) | joining | joined | failed
+    join_state: JoinState = JoinState.STARTED
     gossip_rounds: int = 0
     demand: tuple[ModelDemand, ...] = ()
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from services.common.records import (
     Assignment,
+    JoinState,
     MeshView,
     Mode,
     ModelDemand,
@@ -168,7 +169,7 @@ def view_from_proto(message: gossip_pb2.MeshView) -> MeshView:
         address=message.address,
         join_error=message.join_error,
         gossip_rounds=message.gossip_rounds,
-        join_state=message.join_state,
+        join_state=JoinState(message.join_state),
         demand=tuple(ModelDemand(d.model_id, d.requests, d.recent, d.last_seen, d.pinned) for d in message.demand),
     )
 

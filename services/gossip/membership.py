@@ -12,7 +12,7 @@ from pathlib import Path
 from services.common import mesh_identity
 from services.common.changes import Changes
 from services.common.mesh_identity import MeshIdentity
-from services.common.records import Mode, ModelDemand, NodeRecord, SelfUpdate, apply_update
+from services.common.records import JoinState, Mode, ModelDemand, NodeRecord, SelfUpdate, apply_update
 from services.gossip import demand, swim
 from services.gossip.demand import DemandEntry, OwnCounter
 from services.gossip.swim import Member
@@ -56,7 +56,7 @@ class Membership:
         self.rtt: dict[str, float] = {}
         self.rtt_told: dict[str, float] = {}  # the RTTs watchers last heard (rtt_is_news)
         self.join_error = ""
-        self.join_state = ""
+        self.join_state = JoinState.STARTED
         self.changes = Changes()
         self.demand_ttl = demand_ttl
         self.demand: dict[demand.Key, DemandEntry] = {}

@@ -15,6 +15,7 @@ import time
 import grpc
 
 from services.common.logs import event
+from services.common.records import JoinState
 from services.gossip import swim
 from services.gossip.membership import GossipState, Membership
 from services.gossip.metrics import GossipMetrics
@@ -48,18 +49,18 @@ class GossipProtocol:
     async def join(self, seeds: list[str], timeout: float) -> None:
         """Exchange state with a seed; keep trying all seeds until `timeout`, then record why not."""
         deadline = time.monotonic() + timeout
-        self.membership.join_state = "joining"
+        self.membership.join_state = JoinState.JOINING
         while time.monotonic() < deadline:
             seed = await self._first_answering(seeds)
             if seed:
                 event(log, "joined mesh", seed=seed)
                 self.membership.join_error = ""
-                self.membership.join_state = "joined"
+                self.membership.join_state = JoinState.JOINED
                 await self.membership.changes.publish()
                 return
             await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         event(log, "join failed", logging.WARNING, seeds=",".join(seeds), reason=self.membership.join_error)
-        self.membership.join_state = "failed"
+        self.membership.join_state = JoinState.FAILED
         await self.membership.changes.publish()
 
     async def _first_answering(self, seeds: list[str]) -> str:
