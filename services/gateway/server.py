@@ -15,8 +15,9 @@ from services.gateway.demand import DemandReporter
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.mirror import MeshMirror
 from services.gateway.openai.relay import Relay
+from services.gateway.peers.admission import LocalNode
 from services.gateway.peers.datagrams import datagram_size
-from services.gateway.peers.endpoint import LocalNode, open_endpoint
+from services.gateway.peers.endpoint import open_endpoint
 from services.gateway.peers.framing import StreamKind
 from services.gateway.peers.links import GossipHandler, PeerLinks, request_reply
 from services.gateway.routing import local_port_of, rpc_ports

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from services.common import node_identity
-from services.gateway.peers.endpoint import LocalNode, PeerEndpoint, open_endpoint
+from services.gateway.peers.admission import LocalNode
+from services.gateway.peers.endpoint import PeerEndpoint, open_endpoint
 from services.gateway.peers.framing import StreamKind
 from services.gateway.peers.links import PeerLinks
 from services.gateway.tunnel.rpc import RpcTunnels, RpcTunnelServer

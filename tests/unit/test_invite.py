@@ -1,7 +1,7 @@
 import pytest
 
 from services.common.invite import InviteToken, TokenError, decode, new_secret
-from services.gateway.peers import admission
+from services.gateway.peers import proof
 from services.gateway.peers.framing import MAX_FRAME_BYTES, FrameError, StreamKind, encode_frame, frame_length, stream_kind
 
 TOKEN = InviteToken("abcdef0123456789", new_secret(), ("10.0.0.2:7000", "host.local:7001"), "ab" * 32)
@@ -31,16 +31,16 @@ def test_token_with_a_bad_address_is_refused() -> None:
 
 
 def test_proofs_bind_secret_role_fingerprints_and_nonces() -> None:
-    secret, nonce_a, nonce_b = new_secret(), admission.new_nonce(), admission.new_nonce()
-    transcript = admission.transcript("mesh", "client-fp", "server-fp", nonce_a, nonce_b)
-    proof = admission.proof(secret, "client", transcript)
-    assert admission.check(secret, "client", transcript, proof)
-    assert not admission.check(new_secret(), "client", transcript, proof)  # wrong secret
-    assert not admission.check(secret, "server", transcript, proof)  # reflected to the other role
-    relayed = admission.transcript("mesh", "client-fp", "mitm-fp", nonce_a, nonce_b)
-    assert not admission.check(secret, "client", relayed, proof)  # a man in the middle's certificate
-    replayed = admission.transcript("mesh", "client-fp", "server-fp", nonce_a, admission.new_nonce())
-    assert not admission.check(secret, "client", replayed, proof)  # a fresh server nonce
+    secret, nonce_a, nonce_b = new_secret(), proof.new_nonce(), proof.new_nonce()
+    transcript = proof.transcript("mesh", "client-fp", "server-fp", nonce_a, nonce_b)
+    given = proof.prove(secret, "client", transcript)
+    assert proof.check(secret, "client", transcript, given)
+    assert not proof.check(new_secret(), "client", transcript, given)  # wrong secret
+    assert not proof.check(secret, "server", transcript, given)  # reflected to the other role
+    relayed = proof.transcript("mesh", "client-fp", "mitm-fp", nonce_a, nonce_b)
+    assert not proof.check(secret, "client", relayed, given)  # a man in the middle's certificate
+    replayed = proof.transcript("mesh", "client-fp", "server-fp", nonce_a, proof.new_nonce())
+    assert not proof.check(secret, "client", replayed, given)  # a fresh server nonce
 
 
 def test_framing_limits_and_kinds() -> None:

@@ -1,9 +1,10 @@
 """The node's one QUIC endpoint: a single UDP socket that accepts peers and connects to them.
 
-Owns the connections on the socket (read in batches by peers/udp.py), admission on each
-connection, and reading typed streams. What a gossip message means is gossip's business (passed on through `on_gossip`).
-aioquic's QuicServer demultiplexes datagrams by connection id; we add outgoing connections to
-the same table so that the node never opens a second UDP socket.
+Owns the connections on the socket (read in batches by peers/udp.py): which are admitted, the
+typed streams a peer opens (served only once it is admitted), spliced byte streams, and closing a
+connection with a reason. The admission exchange is admission.py's; what a stream carries is its
+handler's (gossip, tunnels). aioquic's QuicServer demultiplexes datagrams by connection id; we add
+outgoing connections to the same table so that the node never opens a second UDP socket.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
@@ -27,29 +27,15 @@ from google.protobuf.message import DecodeError
 from services.common.logs import event
 from services.common.node_identity import NodeIdentity, fingerprint_of
 from services.gateway.peers import admission
-from services.gateway.peers.framing import HEADER_BYTES, FrameError, StreamKind, encode_frame, frame_length, stream_kind
+from services.gateway.peers.admission import AdmissionRefused, LocalNode
+from services.gateway.peers.framing import FrameError, StreamKind, stream_kind
 from services.gateway.peers.udp import BatchedDatagramTransport, bind_udp
-from services.proto.mesh.v1 import peer_pb2
 
 log = logging.getLogger(__name__)
 
 # The peer protocol's version: bumped whenever a stream layout changes (2: HTTP tunnels framed, with
 # credit and an end frame), so nodes of different versions refuse each other at the handshake.
 ALPN = "mesh-llm/2"
-
-
-@dataclass(frozen=True)
-class LocalNode:
-    """What admission needs to know about this node, read fresh for every new connection."""
-
-    mesh_id: str
-    secret: bytes
-    node_id: str
-    address: str
-
-
-class AdmissionRefused(Exception):
-    """The other side is not (or could not prove it is) in our mesh; the message says why."""
 
 
 class StreamSink(Protocol):
@@ -148,66 +134,29 @@ class MeshConnection(QuicConnectionProtocol):
                 pass
 
     async def _admit_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        local = self.endpoint.local()
-        hello = peer_pb2.AdmissionHello.FromString(await read_frame(reader))
-        if hello.mesh_id != local.mesh_id:
-            await self._refuse_with(writer, f"unknown mesh {hello.mesh_id!r} (this is mesh {local.mesh_id!r})", hello, challenged=False)
+        try:
+            client = await admission.admit_client(reader, writer, self.endpoint.local(), self.endpoint.identity.fingerprint)
+        except AdmissionRefused as refused:
+            await asyncio.sleep(0.05)  # let the refusal frame leave before the close
+            self.refuse(refused.reason, peer=refused.peer, address=refused.address)
             return
-        nonce = admission.new_nonce()
-        writer.write(encode_frame(peer_pb2.AdmissionChallenge(nonce=nonce, node_id=local.node_id).SerializeToString()))
-        given = peer_pb2.AdmissionProof.FromString(await read_frame(reader)).proof
-        transcript = admission.transcript(local.mesh_id, hello.fingerprint, self.endpoint.identity.fingerprint, hello.nonce, nonce)
-        if not admission.check(local.secret, "client", transcript, given):
-            await self._refuse_with(writer, "wrong mesh secret (an old or forged invite token)", hello)
-            return
-        writer.write(encode_frame(peer_pb2.AdmissionResult(admitted=True, proof=admission.proof(local.secret, "server", transcript)).SerializeToString()))
-        self.peer_node_id, self.peer_address = hello.node_id, hello.address
+        self.peer_node_id, self.peer_address = client.node_id, client.address
         self.admitted.set()
         self.endpoint.on_admitted(self)
-        event(log, "peer admitted", peer=hello.node_id, address=hello.address)
-
-    async def _refuse_with(self, writer: asyncio.StreamWriter, reason: str, hello: peer_pb2.AdmissionHello, *, challenged: bool = True) -> None:
-        refusal = peer_pb2.AdmissionResult(admitted=False, reason=reason) if challenged else peer_pb2.AdmissionChallenge(refusal=reason)
-        writer.write(encode_frame(refusal.SerializeToString()))
-        await asyncio.sleep(0.05)  # let the refusal frame leave before the close
-        self.refuse(reason, peer=hello.node_id or "?", address=hello.address or "?")
+        event(log, "peer admitted", peer=client.node_id, address=client.address)
 
     async def admit_to_server(self) -> None:
         """Client side: prove we hold the secret and check that the server does too."""
-        local = self.endpoint.local()
         reader, writer = await self.create_stream()
-        nonce = admission.new_nonce()
-        writer.write(
-            bytes([StreamKind.ADMISSION])
-            + encode_frame(
-                peer_pb2.AdmissionHello(
-                    mesh_id=local.mesh_id, nonce=nonce, fingerprint=self.endpoint.identity.fingerprint, node_id=local.node_id, address=local.address
-                ).SerializeToString()
-            )
-        )
+        fingerprints = (self.endpoint.identity.fingerprint, server_fingerprint(self))
         try:
-            challenge = peer_pb2.AdmissionChallenge.FromString(await read_frame(reader))
-        except asyncio.IncompleteReadError:
-            raise AdmissionRefused(self._refusal_from(reader)) from None
-        if challenge.refusal or not challenge.nonce:
-            raise AdmissionRefused(challenge.refusal or "refused")
-        transcript = admission.transcript(local.mesh_id, self.endpoint.identity.fingerprint, server_fingerprint(self), nonce, challenge.nonce)
-        writer.write(encode_frame(peer_pb2.AdmissionProof(proof=admission.proof(local.secret, "client", transcript)).SerializeToString()))
-        try:
-            result = peer_pb2.AdmissionResult.FromString(await read_frame(reader))
-        except asyncio.IncompleteReadError:
-            raise AdmissionRefused(self._refusal_from(reader)) from None
-        if not result.admitted:
-            raise AdmissionRefused(result.reason)
-        if not admission.check(local.secret, "server", transcript, result.proof):
-            self.refuse("peer failed to prove it holds the mesh secret")
-            raise AdmissionRefused("peer failed to prove it holds the mesh secret")
-        self.peer_node_id = challenge.node_id
+            self.peer_node_id = await admission.admit_to_server(reader, writer, self.endpoint.local(), fingerprints, lambda: self.closed_reason)
+        except AdmissionRefused as refused:
+            if refused.by_us:
+                self.refuse(refused.reason)
+            raise
         self.admitted.set()
         writer.close()
-
-    def _refusal_from(self, reader: asyncio.StreamReader) -> str:
-        return self.closed_reason or "connection closed during admission"
 
     def refuse(self, reason: str, **fields: object) -> None:
         event(log, "peer refused", logging.WARNING, reason=reason, **fields)
@@ -296,11 +245,6 @@ def server_fingerprint(connection: MeshConnection) -> str:
     # aioquic keeps the peer's certificate on its TLS context without a public accessor.
     certificate = connection._quic.tls._peer_certificate  # noqa: SLF001
     return fingerprint_of(certificate) if certificate is not None else ""
-
-
-async def read_frame(reader: asyncio.StreamReader) -> bytes:
-    length = frame_length(await reader.readexactly(HEADER_BYTES))
-    return await reader.readexactly(length)
 
 
 StreamServer = Callable[[MeshConnection, StreamKind, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -1,13 +1,18 @@
 """Stream framing on QUIC: a typed header opens each stream, then length-prefixed frames.
 
-Pure encoding and decoding; reading from streams lives in endpoint.py. Every stream starts with
-one byte naming its kind, so one connection carries gossip, HTTP tunnels and RPC tunnels.
+Encoding and decoding, and reading one frame off a stream's reader (read_frame); opening
+streams and serving them are endpoint.py's. Every stream starts with one byte naming its kind,
+so one connection carries admission, gossip, HTTP tunnels and RPC tunnels.
 """
 
 from __future__ import annotations
 
 import enum
 import struct
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from asyncio import StreamReader
 
 MAX_FRAME_BYTES = 1 << 20  # a gossip or admission frame is a few KB; 1 MiB is generous
 _LENGTH = struct.Struct("!I")
@@ -45,3 +50,9 @@ def stream_kind(byte: bytes) -> StreamKind:
 
 
 HEADER_BYTES = _LENGTH.size
+
+
+async def read_frame(reader: StreamReader) -> bytes:
+    """One length-prefixed frame (FrameError when the peer announces one over the limit)."""
+    length = frame_length(await reader.readexactly(HEADER_BYTES))
+    return await reader.readexactly(length)

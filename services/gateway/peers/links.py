@@ -11,8 +11,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from services.common import addresses
-from services.gateway.peers.endpoint import MeshConnection, PeerEndpoint, read_frame
-from services.gateway.peers.framing import StreamKind, encode_frame
+from services.gateway.peers.endpoint import MeshConnection, PeerEndpoint
+from services.gateway.peers.framing import StreamKind, encode_frame, read_frame
 
 GossipHandler = Callable[[bytes, str], Awaitable[bytes | None]]  # None: no answer (the stream just ends)
 ByteCounter = Callable[[str, str, int], None]

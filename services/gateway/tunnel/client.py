@@ -18,8 +18,8 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
-from services.gateway.peers.endpoint import MeshConnection, read_frame
-from services.gateway.peers.framing import HEADER_BYTES, FrameError, StreamKind, encode_frame, frame_length
+from services.gateway.peers.endpoint import MeshConnection
+from services.gateway.peers.framing import HEADER_BYTES, FrameError, StreamKind, encode_frame, frame_length, read_frame
 from services.gateway.peers.links import ByteCounter, PeerLinks
 from services.gateway.tunnel.credit import CREDIT_STEP, Credits, encode_credit
 from services.gateway.upstream import ResponseCut, UpstreamResponse, UpstreamUnavailable

@@ -18,8 +18,8 @@ import logging
 from collections.abc import Callable
 
 from services.common.logs import event
-from services.gateway.peers.endpoint import MeshConnection, read_frame
-from services.gateway.peers.framing import StreamKind, encode_frame
+from services.gateway.peers.endpoint import MeshConnection
+from services.gateway.peers.framing import StreamKind, encode_frame, read_frame
 from services.gateway.peers.links import PeerLinks
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ import json
 import logging
 
 from services.common.logs import event
-from services.gateway.peers.endpoint import MeshConnection, read_frame
-from services.gateway.peers.framing import encode_frame
+from services.gateway.peers.endpoint import MeshConnection
+from services.gateway.peers.framing import encode_frame, read_frame
 from services.gateway.peers.links import ByteCounter
 from services.gateway.tunnel.credit import CHUNK_BYTES, CREDIT_FRAME_BYTES, CREDIT_WAIT_SECONDS, WINDOW_BYTES, Window, decode_credit
 from services.gateway.upstream import LocalUpstream, ResponseCut, UpstreamResponse, UpstreamUnavailable
