@@ -47,26 +47,21 @@ async def answer_bursts(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
 
 async def worker(home: Path, datagram_bytes: int) -> None:
     from services.gateway.peers.framing import StreamKind
-    from services.gateway.peers.links import PeerLinks
     from services.gateway.tunnel.rpc import RpcTunnelServer
     from tests.integration.test_rpc_tunnel import endpoint
 
     server = await asyncio.start_server(answer_bursts, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    links = PeerLinks(lambda *_: None)
-    links.handlers = {StreamKind.RPC: RpcTunnelServer(lambda: {port}).serve}
-    quic = await endpoint(home, "worker", links, datagram_bytes)
+    quic, _ = await endpoint(home, "worker", {StreamKind.RPC: RpcTunnelServer(lambda: {port}).serve}, datagram_bytes)
     print(json.dumps({"address": quic.local().address, "port": port}), flush=True)
     await asyncio.Event().wait()
 
 
 async def host(home: Path, datagram_bytes: int, address: str, port: int) -> None:
-    from services.gateway.peers.links import PeerLinks
     from services.gateway.tunnel.rpc import RpcTunnels
     from tests.integration.test_rpc_tunnel import endpoint
 
-    links = PeerLinks(lambda *_: None)
-    await endpoint(home, "host", links, datagram_bytes)
+    _, links = await endpoint(home, "host", datagram_bytes=datagram_bytes)
     tunnel_port = await RpcTunnels(links, lambda *_: None, connect_timeout=10.0).open(address, port)
     print(json.dumps({"port": tunnel_port}), flush=True)
     await asyncio.Event().wait()

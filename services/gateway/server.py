@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 
 import grpc
 
@@ -17,7 +18,7 @@ from services.gateway.mirror import MeshMirror
 from services.gateway.openai.relay import Relay
 from services.gateway.peers.admission import LocalNode
 from services.gateway.peers.datagrams import datagram_size
-from services.gateway.peers.endpoint import open_endpoint
+from services.gateway.peers.endpoint import StreamHandler, open_endpoint
 from services.gateway.peers.framing import StreamKind
 from services.gateway.peers.links import GossipHandler, PeerLinks, request_reply
 from services.gateway.routing import local_port_of, rpc_ports
@@ -47,6 +48,23 @@ def answer_gossip(gossip_stub: gossip_pb2_grpc.GossipAsyncStub) -> GossipHandler
     return on_gossip
 
 
+def peer_handlers(
+    gossip_stub: gossip_pb2_grpc.GossipAsyncStub, mirror: MeshMirror, metrics: GatewayMetrics, local_upstream: LocalUpstream
+) -> dict[StreamKind, StreamHandler]:
+    """What serves each kind of stream an admitted peer opens: gossip messages, relayed HTTP requests, RPC tunnels."""
+    return {
+        StreamKind.GOSSIP: request_reply(answer_gossip(gossip_stub), metrics.count_peer_bytes),
+        StreamKind.HTTP: TunnelServer(lambda model: local_port_of(mirror.view, model), local_upstream, metrics.count_peer_bytes).serve,
+        StreamKind.RPC: RpcTunnelServer(lambda: rpc_ports(mirror.view)).serve,
+    }
+
+
+def local_node(mirror: MeshMirror) -> LocalNode:
+    """This node as admission tells peers about it, from the mesh view gossip keeps current."""
+    view = mirror.view
+    return LocalNode(view.mesh_id, view.secret, view.own.node_id, view.address)
+
+
 async def main(node: NodeSettings, settings: GatewaySettings) -> None:
     mirror = MeshMirror()
     metrics = GatewayMetrics(mirror)
@@ -54,33 +72,19 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
     me = node_identity.load_or_create(node.home)
     async with grpc_server.channel(node.address("gossip")) as gossip:
         gossip_stub = gossip_pb2_grpc.GossipStub(gossip)
-
-        on_gossip = answer_gossip(gossip_stub)
-
-        def local() -> LocalNode:
-            view = mirror.view
-            return LocalNode(view.mesh_id, view.secret, view.own.node_id, view.address)
-
-        links = PeerLinks(metrics.count_peer_bytes)
-        demand = DemandReporter(gossip)
-        relay = Relay(mirror, metrics, local_upstream, TunnelUpstream(links, metrics.count_peer_bytes, settings.connect_timeout), demand.count)
-        tunnels = TunnelServer(lambda model: local_port_of(mirror.view, model), local_upstream, metrics.count_peer_bytes)
-        rpc_tunnels = RpcTunnels(links, metrics.count_rpc_bytes, settings.connect_timeout)
-        rpc_server = RpcTunnelServer(lambda: rpc_ports(mirror.view))
-        links.handlers = {
-            StreamKind.GOSSIP: request_reply(on_gossip, metrics.count_peer_bytes),
-            StreamKind.HTTP: tunnels.serve,
-            StreamKind.RPC: rpc_server.serve,
-        }
-        links.endpoint = await open_endpoint(
+        endpoint = await open_endpoint(
             settings.peer_host,
             settings.peer_port,
             identity=me,
-            local=local,
-            serve_stream=links.serve_stream,
+            local=partial(local_node, mirror),
+            handlers=peer_handlers(gossip_stub, mirror, metrics, local_upstream),
             idle_timeout=settings.peer_idle_timeout,
             datagram_bytes=settings.peer_datagram_bytes or datagram_size(settings.peer_host),
         )
+        links = PeerLinks(endpoint, metrics.count_peer_bytes)
+        demand = DemandReporter(gossip)
+        relay = Relay(mirror, metrics, local_upstream, TunnelUpstream(links, metrics.count_peer_bytes, settings.connect_timeout), demand.count)
+        rpc_tunnels = RpcTunnels(links, metrics.count_rpc_bytes, settings.connect_timeout)
         grpc = await grpc_server.start(node.gateway_grpc_port, lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(links, rpc_tunnels), s))
         # Health: SERVING once the QUIC endpoint (above) and the HTTP servers listen, while gossip's Watch can be followed.
         console_up, api_up = asyncio.Event(), asyncio.Event()
@@ -108,7 +112,7 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
             except Exception:  # noqa: BLE001 - gossip already gone: peers will detect us as dead instead
                 pass
             rpc_tunnels.close_all()
-            links.endpoint.close()
+            endpoint.close()
             await local_upstream.close()
             await grpc.stop(grace=1.0)
 

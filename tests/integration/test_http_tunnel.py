@@ -20,7 +20,6 @@ import pytest
 
 from services.gateway.peers.endpoint import PeerEndpoint
 from services.gateway.peers.framing import StreamKind
-from services.gateway.peers.links import PeerLinks
 from services.gateway.tunnel.client import TunnelUpstream
 from services.gateway.tunnel.credit import WINDOW_BYTES
 from services.gateway.tunnel.server import TunnelServer
@@ -93,9 +92,10 @@ async def http_tunnel(tmp_path: Path, llama_server=None) -> AsyncIterator[Tunnel
     llama = await asyncio.start_server(llama_server or producer.serve, "127.0.0.1", 0)
     port = llama.sockets[0].getsockname()[1]
     local = LocalUpstream(5.0)
-    requester_links, server_links = PeerLinks(lambda *_: None), PeerLinks(lambda *_: None)
-    server_links.handlers = {StreamKind.HTTP: TunnelServer(lambda model: (port, 0, ""), local, lambda *_: None).serve}
-    requester, server = await endpoint(tmp_path, "requester", requester_links), await endpoint(tmp_path, "server", server_links)
+    (requester, requester_links), (server, _) = (
+        await endpoint(tmp_path, "requester"),
+        await endpoint(tmp_path, "server", {StreamKind.HTTP: TunnelServer(lambda model: (port, 0, ""), local, lambda *_: None).serve}),
+    )
     try:
         yield Tunnel(requester, server, TunnelUpstream(requester_links, lambda *_: None, 10.0), producer)
     finally:

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from services.gateway.peers.framing import StreamKind
-from services.gateway.peers.links import PeerLinks, request_reply
+from services.gateway.peers.links import request_reply
 from services.gateway.server import answer_gossip
 from tests.integration.test_rpc_tunnel import endpoint, run
 
@@ -25,12 +25,11 @@ def test_a_peer_that_never_answers_leaves_no_unretrieved_failure(tmp_path: Path)
 
     async def scenario() -> None:
         asyncio.get_running_loop().set_exception_handler(lambda _, context: unhandled.append(context["message"]))
-        links = PeerLinks(lambda *_: None)
-        lonely = await endpoint(tmp_path, "lonely", links)
+        lonely, links = await endpoint(tmp_path, "lonely")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:  # bound, never read: a powered-off peer
             dead.bind(("127.0.0.1", 0))
             with pytest.raises(TimeoutError):
-                await lonely.connect("127.0.0.1", dead.getsockname()[1], 0.3)
+                await lonely.connect(f"127.0.0.1:{dead.getsockname()[1]}", 0.3)
             with pytest.raises(TimeoutError):  # gossip's way: the request gives up while its connect still tries
                 await links.request(f"127.0.0.1:{dead.getsockname()[1]}", StreamKind.GOSSIP, b"ping", 0.3)
             await asyncio.sleep(3)  # the abandoned handshake's close lands (3 PTOs)
@@ -57,9 +56,7 @@ def test_work_on_a_peers_streams_stops_when_its_connection_ends(tmp_path: Path) 
                 cancelled.set()
                 raise
 
-        host_links, worker_links = PeerLinks(lambda *_: None), PeerLinks(lambda *_: None)
-        worker_links.handlers = {StreamKind.RPC: busy}
-        host, worker = await endpoint(tmp_path, "host", host_links), await endpoint(tmp_path, "worker", worker_links)
+        (host, host_links), (worker, _) = await endpoint(tmp_path, "host"), await endpoint(tmp_path, "worker", {StreamKind.RPC: busy})
         connection = await host_links.connection_to(worker.local().address, 10.0)
         _, writer = await connection.create_stream()
         writer.write(bytes([StreamKind.RPC]))
@@ -83,9 +80,8 @@ def test_a_gossip_message_our_gossip_service_cannot_answer_ends_its_stream(tmp_p
 
     async def scenario() -> None:
         asyncio.get_running_loop().set_exception_handler(lambda _, context: unhandled.append(context["message"]))
-        host_links, worker_links = PeerLinks(lambda *_: None), PeerLinks(lambda *_: None)
-        worker_links.handlers = {StreamKind.GOSSIP: request_reply(answer_gossip(StoppingGossip()), lambda *_: None)}  # type: ignore[arg-type]
-        host, worker = await endpoint(tmp_path, "host", host_links), await endpoint(tmp_path, "worker", worker_links)
+        gossip = request_reply(answer_gossip(StoppingGossip()), lambda *_: None)  # type: ignore[arg-type]
+        (host, host_links), (worker, _) = await endpoint(tmp_path, "host"), await endpoint(tmp_path, "worker", {StreamKind.GOSSIP: gossip})
         with pytest.raises(asyncio.IncompleteReadError):  # SendToPeer answers this UNAVAILABLE
             await host_links.request(worker.local().address, StreamKind.GOSSIP, b"ping", 10.0)
         host.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import pytest
 
 from services.common import node_identity
 from services.gateway.peers.admission import LocalNode
-from services.gateway.peers.endpoint import PeerEndpoint, open_endpoint
+from services.gateway.peers.endpoint import PeerEndpoint, StreamHandler, open_endpoint
 from services.gateway.peers.framing import StreamKind
 from services.gateway.peers.links import PeerLinks
 from services.gateway.tunnel.rpc import RpcTunnels, RpcTunnelServer
@@ -33,19 +33,18 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
     writer.close()
 
 
-async def endpoint(home: Path, name: str, links: PeerLinks, datagram_bytes: int = 1200) -> PeerEndpoint:
+async def endpoint(
+    home: Path, name: str, handlers: Mapping[StreamKind, StreamHandler] | None = None, datagram_bytes: int = 1200
+) -> tuple[PeerEndpoint, PeerLinks]:
+    """A node's endpoint on a free loopback port serving `handlers`, and its links to peers."""
     me = node_identity.load_or_create(home / name)
-    holder: dict[str, PeerEndpoint] = {}
 
     def local() -> LocalNode:
-        port = holder["endpoint"]._transport.get_extra_info("sockname")[1]
+        port = opened._transport.get_extra_info("sockname")[1]  # bound once opened, before any peer asks
         return LocalNode("mesh-test", SECRET, name, f"127.0.0.1:{port}")
 
-    holder["endpoint"] = await open_endpoint(
-        "127.0.0.1", 0, identity=me, local=local, serve_stream=links.serve_stream, idle_timeout=30.0, datagram_bytes=datagram_bytes
-    )
-    links.endpoint = holder["endpoint"]
-    return holder["endpoint"]
+    opened = await open_endpoint("127.0.0.1", 0, identity=me, local=local, handlers=handlers or {}, idle_timeout=30.0, datagram_bytes=datagram_bytes)
+    return opened, PeerLinks(opened, lambda *_: None)
 
 
 @asynccontextmanager
@@ -60,9 +59,10 @@ async def tunnel(
     def count(worker: str, direction: str, size: int) -> None:
         counted[direction] += size
 
-    host_links, worker_links = PeerLinks(lambda *_: None), PeerLinks(lambda *_: None)
-    worker_links.handlers = {StreamKind.RPC: RpcTunnelServer(lambda: {server_port} if publish else set()).serve}
-    host, worker = await endpoint(tmp_path, "host", host_links), await endpoint(tmp_path, "worker", worker_links)
+    (host, host_links), (worker, _) = (
+        await endpoint(tmp_path, "host"),
+        await endpoint(tmp_path, "worker", {StreamKind.RPC: RpcTunnelServer(lambda: {server_port} if publish else set()).serve}),
+    )
     tunnels = RpcTunnels(host_links, count, connect_timeout=10.0)
     port = await tunnels.open(worker.local().address, server_port)
     try:
@@ -135,7 +135,6 @@ def test_an_unpublished_port_is_not_reached(tmp_path: Path) -> None:
             writer.close()
             assert not reached.is_set()
             # Only the stream: the peers' connection (their gossip and requests) stays up.
-            assert host_links.endpoint is not None
             assert [c.admitted.is_set() for c in host_links.endpoint.connections] == [True]
 
     run(scenario)
@@ -148,10 +147,8 @@ async def counted_tunnel(
     """(local tunnel port on the host, datagrams each endpoint has sent so far) to a server on the worker."""
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
     server_port = server.sockets[0].getsockname()[1]
-    host_links, worker_links = PeerLinks(lambda *_: None), PeerLinks(lambda *_: None)
-    worker_links.handlers = {StreamKind.RPC: RpcTunnelServer(lambda: {server_port}).serve}
-    host = await endpoint(tmp_path, "host", host_links, datagram_bytes)
-    worker = await endpoint(tmp_path, "worker", worker_links, datagram_bytes)
+    host, host_links = await endpoint(tmp_path, "host", datagram_bytes=datagram_bytes)
+    worker, _ = await endpoint(tmp_path, "worker", {StreamKind.RPC: RpcTunnelServer(lambda: {server_port}).serve}, datagram_bytes)
     sent = {"host": 0, "worker": 0}  # counted where the other side reads them
     for name, reader in (("host", worker), ("worker", host)):
         read = reader.datagrams_received

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from google.protobuf.message import DecodeError
 
+from services.common import addresses
 from services.common.logs import event
 from services.common.node_identity import NodeIdentity, fingerprint_of
 from services.gateway.peers import admission
@@ -51,12 +52,12 @@ class StreamSink(Protocol):
 class MeshConnection(QuicConnectionProtocol):
     """One QUIC connection to a peer; no stream but admission is served until it is admitted."""
 
-    def __init__(self, quic: QuicConnection, stream_handler: object = None, *, endpoint: PeerEndpoint) -> None:
+    def __init__(self, quic: QuicConnection, stream_handler: object = None, *, endpoint: PeerEndpoint, peer_address: str = "") -> None:
         super().__init__(quic, stream_handler=self._on_stream)
         self.endpoint = endpoint
         self.admitted = asyncio.Event()
         self.peer_node_id = ""
-        self.peer_address = ""
+        self.peer_address = peer_address  # where the peer listens: the address we connected to, or the one its hello names
         self.closed_reason = ""
         self.timeouts = 0  # consecutive requests on this connection that got no reply in time
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -247,7 +248,8 @@ def server_fingerprint(connection: MeshConnection) -> str:
     return fingerprint_of(certificate) if certificate is not None else ""
 
 
-StreamServer = Callable[[MeshConnection, StreamKind, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+# Serves one kind of stream a peer opened (its kind byte read) until the stream ends.
+StreamHandler = Callable[[MeshConnection, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 class PeerEndpoint(QuicServer):
@@ -258,10 +260,9 @@ class PeerEndpoint(QuicServer):
         *,
         identity: NodeIdentity,
         local: Callable[[], LocalNode],
-        serve_stream: StreamServer,
+        handlers: Mapping[StreamKind, StreamHandler],
         idle_timeout: float,
         datagram_bytes: int = 1200,
-        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         server_configuration = QuicConfiguration(is_client=False, alpn_protocols=[ALPN], idle_timeout=idle_timeout, max_datagram_size=datagram_bytes)
         server_configuration.load_cert_chain(identity.certificate_path, identity.key_path)
@@ -278,9 +279,8 @@ class PeerEndpoint(QuicServer):
         self.client_configuration.load_cert_chain(identity.certificate_path, identity.key_path)
         self.identity = identity
         self.local = local
-        self.serve_stream = serve_stream
+        self.handlers = handlers
         self.connections: set[MeshConnection] = set()
-        self.on_change = on_change
         self.batch: set[MeshConnection] | None = None  # connections that read datagrams of the batch being read
 
     def datagrams_received(self, batch: list[tuple[bytes, Any]]) -> None:
@@ -294,10 +294,19 @@ class PeerEndpoint(QuicServer):
             for connection in touched:
                 connection.end_batch()
 
-    async def connect(self, host: str, port: int, timeout: float) -> MeshConnection:
-        """A new admitted connection to host:port from our one socket, or an exception saying why not."""
+    async def serve_stream(self, connection: MeshConnection, kind: StreamKind, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A stream an admitted peer opened, handed to the handler of its kind."""
+        handler = self.handlers.get(kind)
+        if handler is None:
+            connection.refuse(f"{kind.name} streams are not served")
+            return
+        await handler(connection, reader, writer)
+
+    async def connect(self, address: str, timeout: float) -> MeshConnection:
+        """A new admitted connection to address (host:port) from our one socket, or an exception saying why not."""
+        host, port = addresses.split(address)  # IPv6 hosts come in brackets
         quic = QuicConnection(configuration=self.client_configuration)
-        protocol = MeshConnection(quic, endpoint=self)
+        protocol = MeshConnection(quic, endpoint=self, peer_address=address)
         assert self._transport is not None  # open_endpoint gave the socket before any connect
         protocol.connection_made(self._transport)
         protocol._connection_id_issued_handler = partial(self._connection_id_issued, protocol=protocol)  # noqa: SLF001
@@ -322,12 +331,10 @@ class PeerEndpoint(QuicServer):
 
     def on_admitted(self, connection: MeshConnection) -> None:
         self.connections.add(connection)
-        self.on_change()
 
     def on_closed(self, connection: MeshConnection) -> None:
         self.connections.discard(connection)
         connection.admitted.clear()
-        self.on_change()
 
     def close(self) -> None:
         for connection in list(self.connections):
@@ -335,13 +342,18 @@ class PeerEndpoint(QuicServer):
         super().close()
 
 
-async def open_endpoint(host: str, port: int, **kwargs: object) -> PeerEndpoint:
-    endpoint = PeerEndpoint(**kwargs)  # type: ignore[arg-type]
+async def open_endpoint(
+    host: str,
+    port: int,
+    *,
+    identity: NodeIdentity,
+    local: Callable[[], LocalNode],
+    handlers: Mapping[StreamKind, StreamHandler],
+    idle_timeout: float,
+    datagram_bytes: int = 1200,
+) -> PeerEndpoint:
+    """The endpoint on its socket, bound to host:port (0: any free port), serving `handlers` once peers are admitted."""
+    endpoint = PeerEndpoint(identity=identity, local=local, handlers=handlers, idle_timeout=idle_timeout, datagram_bytes=datagram_bytes)
     transport = BatchedDatagramTransport(bind_udp(host, port), endpoint)
-    event(
-        log,
-        "quic endpoint open",
-        address=f"{host}:{transport.get_extra_info('sockname')[1]}",
-        datagram_bytes=kwargs.get("datagram_bytes", 1200),
-    )
+    event(log, "quic endpoint open", address=f"{host}:{transport.get_extra_info('sockname')[1]}", datagram_bytes=datagram_bytes)
     return endpoint

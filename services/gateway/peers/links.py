@@ -1,7 +1,8 @@
 """Links to peers: one admitted connection per peer address, reused for every request.
 
-Owns finding or opening the connection for an address and the request/reply exchange on a
-stream; admission and framing are endpoint.py's and framing.py's.
+Owns finding or opening the connection for an address, dropping one that stays silent, and the
+request/reply exchange on a stream; connecting and serving streams are endpoint.py's, admission
+admission.py's, framing framing.py's.
 """
 
 from __future__ import annotations
@@ -10,20 +11,19 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from services.common import addresses
-from services.gateway.peers.endpoint import MeshConnection, PeerEndpoint
+from services.gateway.peers.endpoint import MeshConnection, PeerEndpoint, StreamHandler
 from services.gateway.peers.framing import StreamKind, encode_frame, read_frame
 
 GossipHandler = Callable[[bytes, str], Awaitable[bytes | None]]  # None: no answer (the stream just ends)
 ByteCounter = Callable[[str, str, int], None]
-StreamHandler = Callable[[MeshConnection, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 class PeerLinks:
-    def __init__(self, count: ByteCounter) -> None:
+    """Requests to peers over the endpoint's connections; `count` adds bytes by stream kind and direction."""
+
+    def __init__(self, endpoint: PeerEndpoint, count: ByteCounter) -> None:
+        self.endpoint = endpoint
         self.count = count
-        self.handlers: dict[StreamKind, StreamHandler] = {}
-        self.endpoint: PeerEndpoint | None = None
         self._connecting: dict[str, asyncio.Task[MeshConnection]] = {}
 
     async def request(self, address: str, kind: StreamKind, payload: bytes, timeout: float) -> tuple[bytes, str, float]:
@@ -55,18 +55,16 @@ class PeerLinks:
         connection.timeouts += 1
         if connection.timeouts >= 2:
             connection.close(reason_phrase="peer silent")
-            assert self.endpoint is not None
             self.endpoint.on_closed(connection)
 
     async def connection_to(self, address: str, timeout: float) -> MeshConnection:
-        assert self.endpoint is not None
         for connection in self.endpoint.connections:
             if connection.peer_address == address and connection.admitted.is_set():
                 return connection
         # One connect per address at a time; concurrent requests share it.
         task = self._connecting.get(address)
         if task is None:
-            task = asyncio.create_task(self._connect(address, timeout))
+            task = asyncio.create_task(self.endpoint.connect(address, timeout))
             self._connecting[address] = task
             task.add_done_callback(lambda _: self._connect_done(address, task))
         return await asyncio.shield(task)
@@ -77,21 +75,6 @@ class PeerLinks:
             # Mark a failure seen: callers still waiting get it raised; when all of them gave up
             # (cancelled through the shield), asyncio would log it as "never retrieved".
             task.exception()
-
-    async def _connect(self, address: str, timeout: float) -> MeshConnection:
-        assert self.endpoint is not None
-        host, port = addresses.split(address)  # IPv6 hosts come in brackets
-        connection = await self.endpoint.connect(host, port, timeout)
-        connection.peer_address = address
-        return connection
-
-    async def serve_stream(self, connection: MeshConnection, kind: StreamKind, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """A stream a peer opened after admission, handed to the handler of its kind."""
-        handler = self.handlers.get(kind)
-        if handler is None:
-            connection.refuse(f"{kind.name} streams are not served")
-            return
-        await handler(connection, reader, writer)
 
 
 def request_reply(on_message: GossipHandler, count: ByteCounter) -> StreamHandler:
