@@ -1,7 +1,8 @@
 """Counting requests per model for the mesh's demand map: the gateway counts, gossip merges.
 
-Counts are batched and sent to gossip's RecordDemand twice a second, off the request path; counts
-that could not be sent are kept for the next batch.
+Counts are batched and sent to gossip's RecordDemand twice a second, off the request path. While
+gossip is away (restarting) the batch waits for it (calls.call) and new counts gather for the next;
+counts gossip did not take are kept for the next batch.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections import Counter
 
 import grpc
 
+from services.common import calls
 from services.common.logs import event
 from services.proto.mesh.v1 import gossip_pb2, gossip_pb2_grpc
 
@@ -20,7 +22,7 @@ log = logging.getLogger(__name__)
 
 class DemandReporter:
     def __init__(self, gossip: grpc.aio.Channel, interval: float = 0.5) -> None:
-        self.stub = gossip_pb2_grpc.GossipStub(gossip)
+        self.stub: gossip_pb2_grpc.GossipAsyncStub = gossip_pb2_grpc.GossipStub(gossip)
         self.interval = interval
         self.pending: Counter[str] = Counter()
         self._wake = asyncio.Event()
@@ -35,9 +37,16 @@ class DemandReporter:
             await asyncio.sleep(self.interval)
             self._wake.clear()
             batch, self.pending = self.pending, Counter()
-            try:
-                await self.stub.RecordDemand(gossip_pb2.DemandReport(requests=dict(batch)), timeout=5, wait_for_ready=True)
-            except grpc.aio.AioRpcError as failure:
-                event(log, "demand report failed", logging.WARNING, code=failure.code().name)
+            if not await self.send(batch):
                 self.pending.update(batch)
                 self._wake.set()
+
+    async def send(self, batch: Counter[str]) -> bool:
+        """Whether gossip took the batch; False (logged) if it stayed away past the deadline or refused it."""
+        report = gossip_pb2.DemandReport(requests=dict(batch))
+        try:
+            await calls.call(lambda: self.stub.RecordDemand(report, timeout=5, wait_for_ready=True), "Gossip.RecordDemand")
+        except grpc.aio.AioRpcError as failure:
+            event(log, "demand report failed", logging.WARNING, code=failure.code().name)
+            return False
+        return True

@@ -3,6 +3,8 @@ per interval (push-pull state on every ping), ask others to probe a silent membe
 declare dead, leave gracefully.
 
 Owns timing and the network calls (through the gateway's SendToPeer); merge rules are swim.py's.
+Our own gateway restarting is routine: probing waits for it, and a probe it cut blames no peer. A
+probe is not retried (calls.py's policy): its own timing is SWIM's, and the next round is the retry.
 """
 
 from __future__ import annotations
@@ -30,11 +32,16 @@ class PeerUnreachable(Exception):
     """A peer did not answer in time, or refused us; the message says which."""
 
 
+class GatewayAway(PeerUnreachable):
+    """Our own gateway, which carries every message, went away during the call: no word on the peer."""
+
+
 class GossipProtocol:
     def __init__(self, membership: Membership, timings: Profile, gateway: grpc.aio.Channel, metrics: GossipMetrics | None = None) -> None:
         self.membership = membership
         self.metrics = metrics
         self.timings = timings
+        self.gateway_channel = gateway
         self.gateway = gateway_pb2_grpc.GatewayStub(gateway)
         self.rounds = 0
         self._order: list[str] = []
@@ -104,6 +111,8 @@ class GossipProtocol:
         try:
             reply = await self.gateway.SendToPeer(request, timeout=timeout + 1.0, wait_for_ready=True)
         except grpc.aio.AioRpcError as failure:
+            if self.gateway_channel.get_state() != grpc.ChannelConnectivity.READY:
+                raise GatewayAway(f"our gateway is away ({failure.code().name})") from None
             raise PeerUnreachable(failure.details() or failure.code().name) from None
         if reply.peer_node_id:
             await self.membership.heard_from(reply.peer_node_id, reply.rtt)
@@ -118,6 +127,8 @@ class GossipProtocol:
     async def _probe_forever(self) -> None:
         while True:
             await asyncio.sleep(self.timings.probe_interval)
+            # While our gateway restarts every probe would fail: silence we caused proves nothing.
+            await self.gateway_channel.channel_ready()
             target = self._next_target()
             if target is not None:
                 await self.probe(target)
@@ -147,6 +158,8 @@ class GossipProtocol:
         try:
             await self.ping(target.address, target.node_id)
             return
+        except GatewayAway:
+            return  # the next round probes again, through the gateway back up
         except PeerUnreachable:
             # Not proof of death: the path may be lossy. Ask others to try before suspecting.
             pass
