@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import time
@@ -11,8 +10,17 @@ from pathlib import Path
 
 import httpx
 
+from services.common.settings import NodeSettings
+from services.runner import binaries
+from services.runner.settings import RunnerSettings
+
 MODEL = "SmolLM2-135M-Instruct"
-CACHE = Path(os.environ.get("MESH_LLM_CACHE", Path.home() / ".cache" / "mesh-llm")) / "bench"
+CACHE = NodeSettings().cache / "bench"  # MESH_LLM_CACHE, as the nodes read it
+
+
+def llama_bin() -> Path:
+    """The llama.cpp binaries a node's runner would start: MESH_LLAMA_BIN, else the pinned build in the cache."""
+    return binaries.folder_of(RunnerSettings().llama_bin, NodeSettings().cache)
 
 
 def cached_model(name: str, write: Callable[[Path, Path], object]) -> Path:

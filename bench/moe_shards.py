@@ -18,7 +18,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import CACHE, cached_model, streamed_request, wait_healthy
+from bench.common import CACHE, cached_model, llama_bin, streamed_request, wait_healthy
 from services.common import cpus
 from services.common.ports import reserve_tcp_port
 from services.placement.moe import plan_shards
@@ -37,7 +37,9 @@ def model_file() -> Path:
 
 def decode_rate(model: Path) -> float:
     port = reserve_tcp_port()
-    argv = llama_server_argv(binaries.binary("llama-server", None), model, MODEL, port, ctx_size=2048, threads=cpus.math_cores(cpus.node_cpus()), device="")
+    argv = llama_server_argv(
+        binaries.binary("llama-server", llama_bin()), model, MODEL, port, ctx_size=2048, threads=cpus.math_cores(cpus.node_cpus()), device=""
+    )
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -52,7 +54,7 @@ def decode_rate(model: Path) -> float:
 
 def main() -> int:
     path = model_file()
-    facts = model_facts(path, CACHE / "moe")
+    facts = model_facts(path, CACHE / "moe", llama_bin())
     plan = plan_shards(facts.ranking.order, SHAPE.experts_used, [("a", SHAPE.experts // 2), ("b", SHAPE.experts // 2)])
     experts = plan.shard("a")
     target = shard_path(CACHE / "moe", path, experts)

@@ -37,7 +37,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import cached_model, streamed_request, wait_healthy
+from bench.common import cached_model, llama_bin, streamed_request, wait_healthy
 from services.common import cpus
 from services.runner import binaries
 from services.runner.command import llama_server_argv, rpc_server_argv
@@ -192,10 +192,10 @@ def running_stock(
     threads = threads or RunnerSettings().threads or cpus.math_cores(cores[0] if cores else cpus.node_cpus())  # as the runner picks
     ours = {"GGML_RPC_COALESCE": "1", "LLAMA_PIN_LAYER_OUT": "1"}  # our patches 0002 and 0003, off unless asked for
     env = {name: value for name, value in os.environ.items() if name not in ours} | (ours if patched else {})
-    llama_bin = RunnerSettings().llama_bin  # MESH_LLAMA_BIN, else llama.cpp/build.py's cache
+    folder = llama_bin()  # MESH_LLAMA_BIN, else the pinned build in the cache
     with on_cores(cores[1] if cores else None):
         worker = subprocess.Popen(
-            rpc_server_argv(binaries.binary("ggml-rpc-server", llama_bin), rpc_port, threads=threads, cache=False),
+            rpc_server_argv(binaries.binary("ggml-rpc-server", folder), rpc_port, threads=threads, cache=False),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,
@@ -209,7 +209,7 @@ def running_stock(
                     break
             time.sleep(0.1)
         argv = llama_server_argv(
-            binaries.binary("llama-server", llama_bin),
+            binaries.binary("llama-server", folder),
             path,
             MODEL,
             api_port,

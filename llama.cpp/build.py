@@ -27,7 +27,6 @@ import hashlib
 import json
 import netrc
 import os
-import platform
 import re
 import shutil
 import ssl
@@ -42,7 +41,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
-PIN = json.loads((HERE / "pin.json").read_text())
+# The pin's data and the cache key: shared with the CLI and the runner, which name the same folder
+# without running this script (standard library only, like this file).
+sys.path.insert(0, str(HERE.parent))
+from services.common import llama_pin  # noqa: E402
+
+PIN = llama_pin.read_pin(HERE)
 CACHE_ROOT = Path(os.environ.get("MESH_LLM_CACHE") or Path.home() / ".cache" / "mesh-llm")
 SOURCE_CACHE = Path(os.environ.get("MESH_LLM_SOURCE_CACHE") or CACHE_ROOT / "src")
 DEFAULT_INDEX = "https://pypi.org/simple"  # pip's own default when nothing names an index
@@ -50,30 +54,12 @@ DEFAULT_INDEX = "https://pypi.org/simple"  # pip's own default when nothing name
 SIMPLE_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 
 
-def backend_flags() -> list[str]:
-    """Metal on macOS, CUDA where nvcc and a GPU exist, CPU otherwise."""
-    if platform.system() == "Darwin":
-        return ["-DGGML_METAL=ON"]
-    if shutil.which("nvcc") and shutil.which("nvidia-smi"):
-        probe = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
-        if probe.returncode == 0 and "GPU" in probe.stdout:
-            return ["-DGGML_CUDA=ON"]
-    return []
-
-
 def build_flags() -> list[str]:
-    # Static binaries (BUILD_SHARED_LIBS=OFF in pin.json) need no rpath and can move freely.
-    return PIN["cmake_flags"] + backend_flags()
+    return llama_pin.build_flags(PIN, llama_pin.backend_flags())
 
 
 def cache_key(flags: list[str]) -> str:
-    digest = hashlib.sha256()
-    digest.update(PIN["version"].encode())
-    digest.update("\0".join(flags).encode())
-    digest.update("\0".join(PIN["targets"]).encode())
-    for patch in sorted((HERE / "patches").glob("*.patch")):
-        digest.update(patch.read_bytes())
-    return f"{PIN['version']}-{digest.hexdigest()[:12]}"
+    return llama_pin.cache_key(PIN, flags, [patch.read_bytes() for patch in llama_pin.patches(HERE)])
 
 
 class FetchError(Exception):
@@ -114,7 +100,7 @@ def fetch_sdist(pin: dict = PIN, folder: Path | None = None) -> Path:
 class PipConfig(NamedTuple):
     """What pip download would use: its indexes, find-links, certificates, proxy and timeout."""
 
-    # A NamedTuple, not a dataclass: binaries.py loads this file without registering a module.
+    # A NamedTuple, not a dataclass: tests load this file without registering a module.
     indexes: list[str]
     find_links: list[str]
     cafile: str | None = None
@@ -311,7 +297,7 @@ def unpack(sdist: Path, into: Path) -> Path:
     with tarfile.open(sdist) as archive:
         archive.extractall(into, filter="data")
     (source,) = into.glob("*/llama.cpp")
-    for patch in sorted((HERE / "patches").glob("*.patch")):
+    for patch in llama_pin.patches(HERE):
         log(f"applying {patch.name}")
         subprocess.run(["patch", "-p1", "-i", str(patch)], cwd=source, check=True)
     return source

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from services.runner import binaries
+from services.common import llama_pin
+from services.common.settings import NodeSettings
 from tests.nodes import NodeProcess
 
 SMOLLM2 = "SmolLM2-135M-Instruct"
@@ -14,7 +15,7 @@ pytest_plugins = ["tests.ci_skips", "pytester"]
 
 @pytest.fixture(scope="session")
 def llama_bin_dir() -> Path:
-    folder = binaries.default_bin_dir()
+    folder = llama_pin.bin_dir(NodeSettings().cache)  # where `make llama` builds (MESH_LLAMA_BIN aside)
     if not (folder / "llama-server").is_file():
         raise RuntimeError(f"llama-server not built in {folder}: run `make llama` (make test does)")
     return folder

@@ -21,7 +21,8 @@ for name in $NAMES; do
     --platform manylinux_2_12_x86_64 --platform manylinux2010_x86_64 -d $D/whl "$name${version:+==$version}"
 done
 # llama.cpp: the pinned sdist without what a CPU build of llama-server and ggml-rpc-server never reads.
-SDIST=$(python3 -c 'import json,pathlib,os; p=json.load(open("llama.cpp/pin.json")); print(pathlib.Path(os.environ.get("MESH_LLM_CACHE", pathlib.Path.home()/".cache/mesh-llm"))/"src"/p["sdist"])')
+# build.py fetches it if missing and names where it keeps it (MESH_LLM_CACHE and MESH_LLM_SOURCE_CACHE as it reads them).
+SDIST=$(python3 llama.cpp/build.py --fetch-only | sed -n 's/^\[llama.cpp\] fetched: //p')
 SCRATCH=$(mktemp -d); trap 'rm -rf $SCRATCH' EXIT
 tar xzf "$SDIST" -C $SCRATCH
 tar cJf $D/llama-src.tar.xz -C $SCRATCH/*/ --exclude=llama.cpp/docs --exclude=llama.cpp/models --exclude=llama.cpp/media \

@@ -154,7 +154,7 @@ def run() -> None:
             return
         # Any node that may run llama (its models, or memory lent to the mesh) needs the binaries;
         # the folder is decided here, once, for the runner.
-        llama_bin = binaries.required(RunnerSettings().llama_bin) if lends_memory(options) else None
+        llama_bin = binaries.required(binaries.folder_of(RunnerSettings().llama_bin, NodeSettings().cache)) if lends_memory(options) else None
         args = options.args
         quic_host = args.host or "0.0.0.0"
         quic_port = args.bind_port or free_udp_port(quic_host)

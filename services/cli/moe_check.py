@@ -17,6 +17,7 @@ from services.placement.moe import ShardPlan, minimum_experts, plan_shards
 from services.runner import binaries
 from services.runner.models import ModelError, resolve
 from services.runner.moe import CALIBRATION, moe_info, rank_experts, shard_path, write_shard
+from services.runner.settings import RunnerSettings
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,8 +32,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{model.model_id} is not a Mixture-of-Experts model (no expert_count in its header)")
     if args.nodes < 1:
         raise UsageError("--nodes must be at least 1")
-    home = args.home or NodeSettings().home
-    ranking = rank_experts(model.path, info, home / "moe")
+    node = NodeSettings()
+    home = args.home or node.home
+    llama_bin = binaries.folder_of(RunnerSettings().llama_bin, node.cache)
+    ranking = rank_experts(model.path, info, home / "moe", llama_bin)
     copies = 2 if args.nodes >= 3 else 1
     per_shard = max(minimum_experts(info.experts, info.experts_used), math.ceil(copies * info.experts / args.nodes))
     plan = plan_shards(ranking.order, info.experts_used, [(f"shard{i + 1}", per_shard) for i in range(args.nodes)])
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         f"plan: {args.nodes} shard(s), {per_shard} experts per layer each, a core of {plan.core[0]} on every shard, "
         f"every expert on at least {plan.copies} shard(s)"
     )
-    perplexity = binaries.binary("llama-perplexity", None)
+    perplexity = binaries.binary("llama-perplexity", llama_bin)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         base = Path(scratch) / "base.kld"

@@ -1,7 +1,7 @@
 """Node-wide settings every service reads, and turning settings objects into environments.
 
-Owns: the node's identity and the loopback gRPC ports of its four services. Each service
-has its own settings class beside its code; this module must not know their fields.
+Owns: the node's identity, the loopback gRPC ports of its four services and the cache root. Each
+service has its own settings class beside its code; this module must not know their fields.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -26,6 +26,10 @@ def _list_from_text(value: object) -> object:
 
 # A list setting given as a JSON list or as comma-separated text (what .env files for honcho hold).
 TextList = Annotated[list[str], NoDecode, BeforeValidator(_list_from_text)]
+
+
+def _default_cache() -> Path:
+    return Path.home() / ".cache" / "mesh-llm"
 
 
 class NodeSettings(BaseSettings):
@@ -51,12 +55,22 @@ class NodeSettings(BaseSettings):
     runner_metrics_port: int = 19444
     # Python logging level name for every service.
     log_level: str = "INFO"
+    # Root of what mesh-llm builds and keeps outside the repository and the node's home: llama.cpp's
+    # builds (llama.cpp/build.py reads the same MESH_LLM_CACHE), the compiled tensor hashing
+    # library; shared by every node of the machine, so one build serves them all.
+    cache: Path = Field(default_factory=_default_cache, validation_alias=AliasChoices("MESH_LLM_CACHE", "MESH_NODE_CACHE", "cache"))
     # Gateway, gossip and placement run at idle priority (Linux SCHED_IDLE), so they never take a
     # core from llama's threads; they run when those wait (services/common/cpus.py says why).
     services_idle: bool = True
     # Instead (with services_idle off), on machines of 4+ cores: those services keep to one core,
     # and a split's llama-server and rpc-server to the others.
     service_core: bool = False
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object) -> object:
+        # An empty MESH_LLM_CACHE means the default, as build.py reads it.
+        return _default_cache() if value == "" else value
 
     def address(self, service: str) -> str:
         """The loopback gRPC address of one of this node's services."""

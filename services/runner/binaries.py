@@ -1,24 +1,28 @@
-"""Where the llama.cpp binaries are: MESH_LLAMA_BIN, else the cache llama.cpp/build.py fills
-(under MESH_LLM_CACHE, default ~/.cache/mesh-llm: the build script's own rule, read from it).
+"""Where the llama.cpp binaries are: the folder MESH_LLAMA_BIN names, else the pinned build's folder
+under the node's cache (MESH_LLM_CACHE; services/common/llama_pin.py names it as build.py does).
 
-Owns the lookup only; building is llama.cpp/build.py's job. The CLI resolves the folder once
-(`required`) and hands it to the runner, so the node's services never look elsewhere.
+Owns the lookup only: building is llama.cpp/build.py's job, and nothing here runs it. The folder
+is decided once (`folder_of`: by the CLI, which hands it to the runner as MESH_RUNNER_LLAMA_BIN,
+or by the runner at start when started without the CLI) and passed to everything that starts a binary.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "llama.cpp" / "build.py"
+from services.common import llama_pin
 
 
 class BinaryMissing(Exception):
     """A llama.cpp binary is not built; the message says how to build it."""
 
 
-def binary(name: str, configured: Path | None) -> Path:
-    folder = configured or default_bin_dir()
+def folder_of(configured: Path | None, cache_root: Path) -> Path:
+    """The folder the setting names, else where build.py puts the pinned build on this machine."""
+    return configured or llama_pin.bin_dir(cache_root)
+
+
+def binary(name: str, folder: Path) -> Path:
     path = folder / name
     if not path.is_file():
         raise BinaryMissing(f"{path} not found: run `make llama` (or set MESH_LLAMA_BIN)")
@@ -28,19 +32,9 @@ def binary(name: str, configured: Path | None) -> Path:
 SERVING = ("llama-server", "ggml-rpc-server")  # what a node needs to serve or lend memory
 
 
-def required(configured: Path | None) -> Path:
-    """The folder holding every binary a serving node runs, or BinaryMissing saying what to run."""
-    folder = configured or default_bin_dir()
+def required(folder: Path) -> Path:
+    """The folder, if it holds every binary a serving node runs; else BinaryMissing saying what to run."""
     missing = [name for name in SERVING if not (folder / name).is_file()]
     if missing:
         raise BinaryMissing(f"llama.cpp is not built ({', '.join(missing)} not in {folder}): run `make llama`, or set MESH_LLAMA_BIN to a folder that has them")
     return folder
-
-
-def default_bin_dir() -> Path:
-    spec = importlib.util.spec_from_file_location("mesh_llama_build", BUILD_SCRIPT)
-    if spec is None or spec.loader is None:
-        raise BinaryMissing(f"{BUILD_SCRIPT} is missing: set MESH_LLAMA_BIN")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    return build.CACHE_ROOT / "llama.cpp" / build.cache_key(build.build_flags()) / "bin"

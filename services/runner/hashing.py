@@ -40,13 +40,9 @@ def _library(cache_root: Path) -> ctypes.CDLL:
     return library
 
 
-def default_cache_root() -> Path:
-    return Path(os.environ.get("MESH_LLM_CACHE", Path.home() / ".cache" / "mesh-llm"))
-
-
-def fnv1a64(data: bytes | bytearray | memoryview, cache_root: Path | None = None) -> int:
-    """llama.cpp's fnv_hash of the bytes."""
+def fnv1a64(data: bytes | bytearray | memoryview, cache_root: Path) -> int:
+    """llama.cpp's fnv_hash of the bytes; the compiled function is kept under `cache_root` (NodeSettings.cache)."""
     array = np.frombuffer(data, dtype=np.uint8)  # no copy, read-only mmaps included
     if array.size == 0:
         return 0xCBF29CE484222325
-    return _library(cache_root or default_cache_root()).mesh_fnv1a64(array.ctypes.data, array.size)
+    return _library(cache_root).mesh_fnv1a64(array.ctypes.data, array.size)

@@ -54,7 +54,7 @@ class Ranking:
     source: str  # imatrix (router statistics on the calibration text) | router-norm heuristic
 
 
-def rank_experts(path: Path, info: MoEInfo, cache_dir: Path, llama_bin: Path | None = None, threads: int = 2) -> Ranking:
+def rank_experts(path: Path, info: MoEInfo, cache_dir: Path, llama_bin: Path, threads: int = 2) -> Ranking:
     """Per-layer expert ranking from llama-imatrix's per-expert token counts on the calibration
     text, cached per model file; if imatrix cannot run, router row norms (marked as a heuristic)."""
     stat = path.stat()
@@ -71,7 +71,7 @@ def rank_experts(path: Path, info: MoEInfo, cache_dir: Path, llama_bin: Path | N
     return ranking
 
 
-def _imatrix_ranking(path: Path, info: MoEInfo, llama_bin: Path | None, threads: int) -> Ranking:
+def _imatrix_ranking(path: Path, info: MoEInfo, llama_bin: Path, threads: int) -> Ranking:
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "imatrix.gguf"
         subprocess.run(
@@ -131,7 +131,7 @@ class ModelFacts:
     ranking: Ranking | None = None
 
 
-def model_facts(path: Path, cache_dir: Path, llama_bin: Path | None = None, threads: int = 2) -> ModelFacts:
+def model_facts(path: Path, cache_dir: Path, llama_bin: Path, threads: int = 2) -> ModelFacts:
     """What placement needs to plan a model: its size and layers; for MoE, its experts and their ranking."""
     size = path.stat().st_size
     info = moe_info(path)

@@ -46,15 +46,16 @@ def tensors_of(path: Path, blocks: range) -> list[tuple[str, int, int]]:
     return chosen
 
 
-def prime(path: Path, cache_dir: Path, blocks: range, manifest: Path) -> Primed:
-    """Write the cache files of the blocks' tensors (skipping those present); list them in `manifest`."""
+def prime(path: Path, cache_dir: Path, blocks: range, manifest: Path, cache_root: Path) -> Primed:
+    """Write the cache files of the blocks' tensors (skipping those present); list them in `manifest`.
+    `cache_root` keeps the compiled hashing function (hashing.py)."""
     target = cache_dir / "rpc"
     target.mkdir(parents=True, exist_ok=True)
     written, total, names = 0, 0, []
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         for _, offset, size in tensors_of(path, blocks):
             view = memoryview(data)[offset : offset + size]
-            name = f"{fnv1a64(view):016x}"
+            name = f"{fnv1a64(view, cache_root):016x}"
             names.append(name)
             file = target / name
             if not file.exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from services.common import cpus, grpc_server, lifecycle, metrics_http
 from services.common.settings import NodeSettings
@@ -15,13 +16,20 @@ from services.runner.settings import RunnerSettings
 
 
 async def main(node: NodeSettings, settings: RunnerSettings) -> None:
+    # The CLI names the folder; started alone (honcho, compose), the runner names it here, once.
+    llama_bin = binaries.folder_of(settings.llama_bin, node.cache)
     servers = LlamaServers(
-        settings, node.home / "rpc-cache", cpus.node_plan(node.service_core and not node.services_idle), cpus.split_environment(node.services_idle)
+        settings,
+        node.home / "rpc-cache",
+        llama_bin,
+        node.cache,
+        cpus.node_plan(node.service_core and not node.services_idle),
+        cpus.split_environment(node.services_idle),
     )
     metrics_http.serve(node.runner_metrics_port, registry_for(servers))
     server = await grpc_server.start(node.runner_grpc_port, lambda s: runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(servers), s))
     # Ready once it can start models; without llama.cpp's binaries it still answers, but cannot serve.
-    missing = missing_binaries(settings)
+    missing = missing_binaries(llama_bin)
     await server.health.set(not missing, missing or "llama.cpp binaries found")
     try:
         await asyncio.Event().wait()
@@ -31,10 +39,10 @@ async def main(node: NodeSettings, settings: RunnerSettings) -> None:
         await server.stop(grace=1.0)
 
 
-def missing_binaries(settings: RunnerSettings) -> str:
+def missing_binaries(llama_bin: Path) -> str:
     """'' when llama-server and rpc-server can be started, else why not."""
     try:
-        binaries.required(settings.llama_bin)
+        binaries.required(llama_bin)
     except binaries.BinaryMissing as missing:
         return str(missing)
     return ""

@@ -47,8 +47,18 @@ class _Served:
 
 
 class LlamaServers:
-    def __init__(self, settings: RunnerSettings, cache_dir: Path, cores: cpus.CpuPlan | None = None, split_environment: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: RunnerSettings,
+        cache_dir: Path,
+        llama_bin: Path,
+        cache_root: Path,
+        cores: cpus.CpuPlan | None = None,
+        split_environment: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
+        self.llama_bin = llama_bin  # the folder of llama.cpp's binaries (binaries.folder_of), decided at start
+        self.cache_root = cache_root  # the machine's mesh-llm cache (NodeSettings.cache), where priming's hashing function is compiled to
         self.cores = cores or cpus.plan(cpus.node_cpus(), reserve=False)
         self.split_environment = split_environment or {}  # for a split's llama processes (cpus.split_environment)
         self.cache_dir = cache_dir  # rpc-servers' tensor cache (LLAMA_CACHE)
@@ -65,7 +75,7 @@ class LlamaServers:
             return self.state_of(model_id)
         if current is not None:
             current.task.cancel()
-        binary = binaries.binary("llama-server", self.settings.llama_bin)
+        binary = binaries.binary("llama-server", self.llama_bin)
         s = self.settings
         # A split host keeps off the mesh's service core (services/common/cpus.py); alone, every core.
         cores = self.cores.compute if split.rpc_endpoints else self.cores.every
@@ -104,7 +114,7 @@ class LlamaServers:
         return self.serve(model_id, target)
 
     async def inspect(self, path: Path) -> moe.ModelFacts:
-        return await asyncio.to_thread(moe.model_facts, path, self.shards_dir, self.settings.llama_bin, self._threads(self.cores.every))
+        return await asyncio.to_thread(moe.model_facts, path, self.shards_dir, self.llama_bin, self._threads(self.cores.every))
 
     async def serve_rpc(self, model_id: str, path: Path, layers: tuple[int, ...] = (), worker_index: int = 0) -> ServedModel:
         """Supervise an rpc-server that works for a split of the model (tensor cache on), its cache
@@ -112,10 +122,10 @@ class LlamaServers:
         if (model_id, RPC_SERVER) not in self._served:
             if self.settings.prime_rpc_cache and layers:
                 blocks = priming.worker_layers(layers, sum(layers), worker_index)
-                primed = await asyncio.to_thread(priming.prime, path, self.cache_dir, blocks, self._manifest(model_id))
+                primed = await asyncio.to_thread(priming.prime, path, self.cache_dir, blocks, self._manifest(model_id), self.cache_root)
                 self.primed_bytes += primed.bytes
                 event(log, "rpc cache primed", model=model_id, blocks=f"{blocks.start}-{blocks.stop - 1}", files_written=primed.files, bytes=primed.bytes)
-            binary = binaries.binary("ggml-rpc-server", self.settings.llama_bin)
+            binary = binaries.binary("ggml-rpc-server", self.llama_bin)
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             threads = self._threads(self.cores.compute)
             supervisor = Supervisor(

@@ -11,7 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class RunnerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MESH_RUNNER_", frozen=True, populate_by_name=True)
 
-    # Folder with llama-server and ggml-rpc-server; empty means the build cache of llama.cpp/build.py.
+    # Folder with llama-server and ggml-rpc-server; empty: the pinned build under the node's cache
+    # (where llama.cpp/build.py puts it: binaries.folder_of), named once when the runner starts.
     llama_bin: Path | None = Field(default=None, validation_alias=AliasChoices("MESH_LLAMA_BIN", "MESH_RUNNER_LLAMA_BIN", "llama_bin"))
     # Context window in tokens shared by all slots; 4096 keeps the KV cache small on CPUs.
     ctx_size: int = 4096

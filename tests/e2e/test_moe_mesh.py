@@ -28,10 +28,10 @@ def moe_model(tmp_path_factory) -> Path:
     return write_moe(folder / f"{MODEL}.gguf", SHAPE, resolve(SMOLLM2, folder).path)
 
 
-def max_vram_for(model: Path, experts: int) -> str:
+def max_vram_for(model: Path, experts: int, llama_bin: Path) -> str:
     """--max-vram (GB) with room for the trunk plus `experts` experts per layer, not the whole model."""
     settings = PlacementSettings()
-    facts = model_facts(model, model.parent / "cache")
+    facts = model_facts(model, model.parent / "cache", llama_bin)
     need = (facts.trunk_bytes + experts * facts.expert_bytes * facts.layers) * (1 + settings.headroom) + settings.context_bytes
     assert need < memory_needed(facts.size_bytes, settings.headroom, settings.context_bytes)
     return f"{(need + 1e6) / 1e9:.4f}"
@@ -77,8 +77,10 @@ def peer_bytes(node) -> dict[str, float]:
 
 
 @pytest.mark.parametrize(("count", "room", "copies"), [(2, 10, 1), (3, 11, 2)])
-def test_an_moe_model_split_by_experts_serves_from_every_shard_without_rpc(mesh_bed, moe_model: Path, count: int, room: int, copies: int) -> None:
-    vram = max_vram_for(moe_model, room)
+def test_an_moe_model_split_by_experts_serves_from_every_shard_without_rpc(
+    mesh_bed, llama_bin_dir: Path, moe_model: Path, count: int, room: int, copies: int
+) -> None:
+    vram = max_vram_for(moe_model, room, llama_bin_dir)
     first = mesh_bed.start("N0", "--model", str(moe_model), "--max-vram", vram)
     nodes = [first] + [mesh_bed.start(f"N{i}", "--model", str(moe_model), "--max-vram", vram, join=first) for i in range(1, count)]
     seen: list[dict] = []

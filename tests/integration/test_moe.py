@@ -121,5 +121,5 @@ def test_without_imatrix_the_ranking_falls_back_to_router_norms_marked_as_such(m
     ranking = rank_experts(moe_model, moe_info(moe_model), tmp_path / "cache", llama_bin=tmp_path / "no-llama-here")
     assert ranking.source == "router-norm heuristic"
     assert len(ranking.order) == SHAPE.layers and all(sorted(layer) == list(range(SHAPE.experts)) for layer in ranking.order)
-    cached = rank_experts(moe_model, moe_info(moe_model), tmp_path / "cache")  # cached per model file: not recomputed
+    cached = rank_experts(moe_model, moe_info(moe_model), tmp_path / "cache", tmp_path / "no-llama-here")  # cached per model file: not recomputed
     assert cached == ranking

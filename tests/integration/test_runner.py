@@ -11,6 +11,7 @@ import httpx
 import psutil
 import pytest
 
+from services.common.settings import NodeSettings
 from services.runner.models import resolve
 from services.runner.servers import LlamaServers
 from services.runner.settings import RunnerSettings
@@ -33,10 +34,10 @@ async def wait_for(servers: LlamaServers, model_id: str, predicate, timeout: flo
 
 def test_crash_restarts_with_backoff_and_stop_leaves_nothing(llama_bin_dir: Path, tmp_path: Path) -> None:
     model = resolve(SMOLLM2, tmp_path)
-    settings = RunnerSettings(llama_bin=llama_bin_dir, restart_backoff_initial=1.0)
+    settings = RunnerSettings(restart_backoff_initial=1.0)
 
     async def scenario() -> None:
-        servers = LlamaServers(settings, tmp_path / "cache")
+        servers = LlamaServers(settings, tmp_path / "cache", llama_bin_dir, NodeSettings().cache)
         servers.serve(model.model_id, model.path)
         ready = await wait_for(servers, SMOLLM2, lambda s: s.state == "ready")
         async with httpx.AsyncClient() as client:
@@ -60,10 +61,10 @@ def test_crash_restarts_with_backoff_and_stop_leaves_nothing(llama_bin_dir: Path
 def test_a_model_llama_server_cannot_load_is_reported_failed(llama_bin_dir: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\xff" * 64)
-    settings = RunnerSettings(llama_bin=llama_bin_dir, restart_backoff_initial=5.0)
+    settings = RunnerSettings(restart_backoff_initial=5.0)
 
     async def scenario() -> None:
-        servers = LlamaServers(settings, tmp_path / "cache")
+        servers = LlamaServers(settings, tmp_path / "cache", llama_bin_dir, NodeSettings().cache)
         servers.serve("broken", broken)
         failed = await wait_for(servers, "broken", lambda s: s.state == "failed")
         assert failed.last_error and failed.restarts == 1

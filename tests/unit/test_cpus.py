@@ -51,7 +51,7 @@ def test_pin_this_process_and_a_gone_one() -> None:
 
 def started(plan: cpus.CpuPlan, split: Split, threads: int | None = None) -> tuple[tuple[int, ...], list[str]]:
     """The cores and argv the runner gives a llama-server it would start."""
-    servers = LlamaServers(RunnerSettings(threads=threads), Path("/nonexistent"), plan)
+    servers = LlamaServers(RunnerSettings(threads=threads), Path("/nonexistent"), Path("/bin"), Path("/nonexistent"), plan)
     captured = {}
     servers._start = lambda model_id, kind, path, supervisor, split: captured.update(supervisor=supervisor)
     servers.state_of = lambda model_id, kind="": None
@@ -127,7 +127,14 @@ def test_a_split_gets_the_spin_limit_when_services_idle_and_alone_does_not(monke
     monkeypatch.setattr("services.runner.binaries.binary", lambda name, folder: Path(f"/bin/{name}"))
     monkeypatch.setattr(cpus, "can_idle", lambda: True)
     assert cpus.split_environment(services_idle=False) == {}
-    servers = LlamaServers(RunnerSettings(), Path("/nonexistent"), cpus.plan(range(6), reserve=False), cpus.split_environment(services_idle=True))
+    servers = LlamaServers(
+        RunnerSettings(),
+        Path("/nonexistent"),
+        Path("/bin"),
+        Path("/nonexistent"),
+        cpus.plan(range(6), reserve=False),
+        cpus.split_environment(services_idle=True),
+    )
     captured = {}
     servers._start = lambda model_id, kind, path, supervisor, split: captured.update(supervisor=supervisor)
     servers.state_of = lambda model_id, kind="": None

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from services.common.settings import NodeSettings
 from services.runner.hashing import fnv1a64
 from services.runner.models import resolve
 from services.runner.priming import prime, tensors_of, unprime, worker_layers
@@ -19,7 +20,7 @@ def python_fnv(data: bytes) -> int:
 
 @pytest.mark.parametrize("data", [b"", b"a", b"hello world", bytes(range(256)) * 3])
 def test_native_hash_matches_llama_cpps_fnv(data: bytes) -> None:
-    assert fnv1a64(data) == python_fnv(data)
+    assert fnv1a64(data, NodeSettings().cache) == python_fnv(data)
 
 
 @pytest.mark.parametrize(
@@ -38,13 +39,13 @@ def test_prime_writes_each_tensor_of_the_workers_blocks_once_and_unprime_removes
     model = write_dense(tmp_path / "tiny.gguf", DenseShape(layers=3, hidden=64, ffn=128, heads=4, kv_heads=2), resolve("SmolLM2-135M-Instruct", tmp_path).path)
     chosen = tensors_of(model, range(1, 3))
     assert len(chosen) == 2 * 9 and all(name.startswith(("blk.1.", "blk.2.")) for name, _, _ in chosen)
-    primed = prime(model, tmp_path / "cache", range(1, 3), tmp_path / "m.txt")
+    primed = prime(model, tmp_path / "cache", range(1, 3), tmp_path / "m.txt", NodeSettings().cache)
     assert primed.bytes == sum(size for _, _, size in chosen)
     files = sorted((tmp_path / "cache" / "rpc").iterdir())
     assert 0 < len(files) <= len(chosen)  # identical tensors (the norms) share one file
     name, offset, size = chosen[1]
     data = model.read_bytes()[offset : offset + size]
     assert (tmp_path / "cache" / "rpc" / f"{python_fnv(data):016x}").read_bytes() == data
-    assert prime(model, tmp_path / "cache", range(1, 3), tmp_path / "m.txt").files == 0  # already there
+    assert prime(model, tmp_path / "cache", range(1, 3), tmp_path / "m.txt", NodeSettings().cache).files == 0  # already there
     assert unprime(tmp_path / "cache", tmp_path / "m.txt") == len(files)
     assert list((tmp_path / "cache" / "rpc").iterdir()) == []
