@@ -66,32 +66,68 @@ def summarize(entries: Iterable[DemandEntry], pinned: Iterable[str], now: float)
 
 
 class OwnCounter:
-    """This node's counts, written into its own demand entries."""
+    """This node's counts, written into its own demand entries: what this gossip counted since it
+    started, plus what its previous life (the same node, before gossip restarted) had counted, as
+    the mesh remembers it."""
 
-    def __init__(self, origin: str) -> None:
+    def __init__(self, origin: str, started: float = 0.0) -> None:
         self.origin = origin
+        self.started = started  # unix time this counter began: our entries written before are a previous life's
         self.requests: dict[str, int] = {}
         self.times: dict[str, deque[float]] = {}
         self.last_seen: dict[str, float] = {}
+        self.previous: dict[str, DemandEntry] = {}  # per model, the newest entry of our previous life heard
+
+    def refuses(self, model_id: str) -> bool:
+        """Names we do not track: empty, too long, or new beyond MAX_MODELS."""
+        known = model_id in self.requests or model_id in self.previous
+        return not model_id or len(model_id) > MAX_NAME or (not known and len(self.requests.keys() | self.previous.keys()) >= MAX_MODELS)
 
     def count(self, model_id: str, n: int, now: float) -> bool:
         """Count n requests for a model; False (and nothing counted) for names we refuse to track."""
-        if not model_id or len(model_id) > MAX_NAME or (model_id not in self.requests and len(self.requests) >= MAX_MODELS):
+        if self.refuses(model_id):
             return False
         self.requests[model_id] = self.requests.get(model_id, 0) + n
         self.times.setdefault(model_id, deque()).extend([now] * n)
         self.last_seen[model_id] = now
         return True
 
+    def take_back(self, entry: DemandEntry) -> bool:
+        """Keep an entry of our previous life that a peer echoed (the newest per model): its counts
+        add to ours. True if it told us something new."""
+        kept = self.previous.get(entry.model_id)
+        if entry.origin != self.origin or entry.updated_at >= self.started or self.refuses(entry.model_id):
+            return False
+        if kept is not None and _order(kept) >= _order(entry):
+            return False
+        self.previous[entry.model_id] = entry
+        return True
+
     def entries(self, now: float) -> list[DemandEntry]:
         for times in self.times.values():
             while times and now - times[0] > HOUR:
                 times.popleft()
-        return [
-            DemandEntry(model_id, self.origin, total, len(self.times[model_id]), self.last_seen[model_id], now) for model_id, total in self.requests.items()
-        ]
+        return [self._entry(model_id, now) for model_id in self.requests.keys() | self.previous.keys()]
+
+    def _entry(self, model_id: str, now: float) -> DemandEntry:
+        before = self.previous.get(model_id, DemandEntry(model_id, self.origin, 0, 0, 0.0, now))
+        # The previous life's hour count holds for the hour after it was written (as summarize reads it).
+        recent = before.recent if now - before.updated_at < HOUR else 0
+        return DemandEntry(
+            model_id,
+            self.origin,
+            self.requests.get(model_id, 0) + before.requests,
+            len(self.times.get(model_id, ())) + recent,
+            self._last_seen(model_id),
+            now,
+        )
 
     def forget(self, now: float, ttl: float) -> None:
-        """Drop models whose last request is older than the TTL (they leave every node's map)."""
-        for model_id in [m for m, seen in self.last_seen.items() if now - seen > ttl]:
-            del self.requests[model_id], self.times[model_id], self.last_seen[model_id]
+        """Drop models whose last request, in either life, is older than the TTL (they leave every node's map)."""
+        for model_id in [m for m in self.requests.keys() | self.previous.keys() if now - self._last_seen(m) > ttl]:
+            for counts in (self.requests, self.times, self.last_seen, self.previous):
+                counts.pop(model_id, None)
+
+    def _last_seen(self, model_id: str) -> float:
+        before = self.previous.get(model_id)
+        return max(self.last_seen.get(model_id, 0.0), before.last_seen if before is not None else 0.0)

@@ -60,7 +60,7 @@ class Membership:
         self.changes = Changes()
         self.demand_ttl = demand_ttl
         self.demand: dict[demand.Key, DemandEntry] = {}
-        self.counter = OwnCounter(own.node_id)
+        self.counter = OwnCounter(own.node_id, started=time.time())
 
     def own_member(self) -> Member:
         return Member(self.own, self.address, swim.ALIVE, self.incarnation)
@@ -83,6 +83,9 @@ class Membership:
         # Our own entries are ours to write: an echo of an older one must not replace them.
         theirs = [e for e in state.demand if e.origin != self.own.node_id]
         self.demand = demand.expire(demand.merge(self.demand, theirs), time.time(), self.demand_ttl)
+        # Echoes of what our previous life counted (gossip restarted): the mesh gives the counts back.
+        if any([self.counter.take_back(e) for e in state.demand if e.origin == self.own.node_id]):
+            self.demand = self._with_own_demand(time.time())
         if state.mesh.mesh_id == self.mesh.mesh_id and state.mesh.secret_version > self.mesh.secret_version:
             self.mesh = state.mesh
             mesh_identity.save(self.home, self.mesh)
@@ -118,6 +121,13 @@ class Membership:
         """Rewrite our own entries (their hour counts age), forget everything past the TTL."""
         now = time.time()
         self.counter.forget(now, self.demand_ttl)
+        updated = self._with_own_demand(now)
+        if updated != self.demand:
+            self.demand = updated
+            await self.changes.publish()
+
+    def _with_own_demand(self, now: float) -> dict[demand.Key, DemandEntry]:
+        """The demand map with our own entries written from the counter, past the TTL forgotten."""
         others = {key: e for key, e in self.demand.items() if e.origin != self.own.node_id}
         mine: dict[tuple[str, str], DemandEntry] = {}
         for entry in self.counter.entries(now):
@@ -126,10 +136,7 @@ class Membership:
             # Unchanged counts are rewritten once a minute only: every rewrite is a change to gossip.
             same = kept is not None and (kept.requests, kept.recent, kept.last_seen) == (entry.requests, entry.recent, entry.last_seen)
             mine[key] = kept if kept is not None and same and now - kept.updated_at < DEMAND_REWRITE else entry
-        updated = demand.expire({**others, **mine}, now, self.demand_ttl)
-        if updated != self.demand:
-            self.demand = updated
-            await self.changes.publish()
+        return demand.expire({**others, **mine}, now, self.demand_ttl)
 
     def demand_map(self) -> tuple[ModelDemand, ...]:
         """The mesh's demand per model, with models pinned by live nodes (their --model)."""
