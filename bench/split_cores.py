@@ -12,7 +12,6 @@ the variant, one to stock, back to back, alternating order) give its ratio to st
   threads free gets (SMT siblings, efficiency cores: services/common/cpus.py math_cores);
 - the same with libgomp's default spin (GOMP_SPINCOUNT=300000 set by the user wins over the
   split's short spin); libgomp's default spin with the services on the node's cores;
-- a service core instead of idle priority (services on the node's last core, llama on the rest);
 - stock RPC with one core fewer (PER_NODE - 1 threads on PER_NODE - 1 cores): what a core is worth.
 
 Needs 2 x PER_NODE + 2 cores (Linux). Env: BENCH_PER_NODE (6), BENCH_PAIRS (8), BENCH_MODEL,
@@ -40,7 +39,6 @@ from services.common import cpus as cpu_plan
 PER_NODE = int(os.environ.get("BENCH_PER_NODE", "6"))
 PAIRS = int(os.environ.get("BENCH_PAIRS", "8"))
 DEFAULT_SPIN = {"GOMP_SPINCOUNT": "300000"}  # libgomp's own default, set explicitly
-SERVICE_CORE = {"MESH_NODE_SERVICES_IDLE": "false", "MESH_NODE_SERVICE_CORE": "true"}
 
 
 # (label, the nodes' environment, services moved off the node's cores, also ask the host's llama-server directly)
@@ -49,7 +47,6 @@ VARIANTS: list[tuple[str, dict[str, str], bool, bool]] = [
     ("services on cores of their own", {}, True, False),
     ("services on cores of their own, libgomp's default spin", DEFAULT_SPIN, True, False),
     ("libgomp's default spin, services on the node's cores", DEFAULT_SPIN, False, False),
-    ("service core (services on the last core, llama on the rest)", SERVICE_CORE, False, False),
     ("stock RPC on one core fewer", {}, False, False),
     ("mesh as shipped, again", {}, False, False),
 ]

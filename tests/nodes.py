@@ -65,15 +65,14 @@ class NodeProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         # Its own session, like a terminal's foreground job: Ctrl-C is SIGINT to the whole group.
-        # Several test nodes share this machine's cores: a service core each would be the same core
-        # for all of them, and idle-priority services would wait on every other node's llama
-        # (services/common/cpus.py), so both are off unless a caller turns them on.
+        # Several test nodes share this machine's cores: idle-priority services would wait on every
+        # other node's llama (services/common/cpus.py), so it is off unless a caller turns it on.
         self.process = subprocess.Popen(
             self.argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={"MESH_NODE_SERVICE_CORE": "false", "MESH_NODE_SERVICES_IDLE": "false"} | os.environ | (env or {}),
+            env={"MESH_NODE_SERVICES_IDLE": "false"} | os.environ | (env or {}),
         )
         return self
 

@@ -1,20 +1,16 @@
-"""Which CPU cores a node's processes run on, and at what priority.
+"""How many threads a node's llama processes start, and at what priority the mesh's services run.
 
 On a split, the mesh's own Python (the gateway relaying RPC traffic over QUIC, gossip, placement)
 wakes several times per token. ggml's threads wait for each other at every operation, so each
 wake-up that takes a core from one of them stalls them all (measured on a 16-core machine, two
 nodes of 6 cores: 0.66-0.73x stock llama.cpp RPC with the services sharing the compute cores).
 
-Two ways out, both Linux only (elsewhere, macOS, every process may use every core as is):
-- services at idle priority (the default): gateway, gossip and placement run as SCHED_IDLE, which
-  never preempts a normal thread, so they run in the gaps when llama's threads wait on the
-  network, exactly when the relay is needed. llama's OpenMP threads then must not busy-wait long
-  after each graph (GOMP_SPINCOUNT below), or the gaps vanish. Measured there: 1.09x over the
-  service core (paired over 4 rounds), and llama keeps every core.
-- a service core (MESH_NODE_SERVICE_CORE=true with MESH_NODE_SERVICES_IDLE=false): on machines of
-  RESERVE_FROM cores or more, the services keep to the last core and a split's llama-server and
-  rpc-server to the others.
-A model served alone keeps every core either way.
+The way out, Linux only (elsewhere, macOS, every process runs at normal priority): services at
+idle priority (on by default, MESH_NODE_SERVICES_IDLE): gateway, gossip and placement run as
+SCHED_IDLE, which never preempts a normal thread, so they run in the gaps when llama's threads
+wait on the network, exactly when the relay is needed. llama's OpenMP threads then must not
+busy-wait long after each graph (GOMP_SPINCOUNT below), or the gaps vanish. llama keeps every
+core (a core set aside for the services measured no better: bench/README.md, split_cores).
 
 Threads: as many as llama.cpp itself would start (`math_cores`): one per physical core, and on
 Apple silicon one per performance core. The hardware threads that leaves (a core's second SMT
@@ -27,13 +23,10 @@ sharing llama's cores, 0.82-0.91x (README, bench/split_cores.py).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-RESERVE_FROM = 4  # fewer cores than this: giving one up to the mesh costs more than it saves
 # Fewer cores than this and the services stay at normal priority: on one core anything CPU-bound
 # at normal priority (a generation, the runner hashing tensors to prime a cache) leaves idle-priority
 # services no time at all, gossip misses its pings, peers declare the node dead and the split is
@@ -45,33 +38,9 @@ SERVICES = ("gateway", "gossip", "placement")
 # OpenMP threads of a split's llama processes spin this many rounds after each graph, then sleep
 # (libgomp's default, 300,000, is ~10 ms on a Xeon: they would spin through the whole network
 # round trip and keep idle-priority services off every core). Measured on par with no spinning
-# (OMP_WAIT_POLICY=passive) and 1.09x over the service core.
+# (OMP_WAIT_POLICY=passive).
 SPLIT_OPENMP_SPIN = "20000"
 SYSFS_CPUS = Path("/sys/devices/system/cpu")  # Linux: each logical CPU's topology/thread_siblings_list
-
-
-@dataclass(frozen=True)
-class CpuPlan:
-    every: tuple[int, ...]  # all cores the node may use (a model served alone runs on these)
-    services: tuple[int, ...]  # where gateway, gossip and placement run
-    compute: tuple[int, ...]  # where a split's llama-server and rpc-server run
-
-    @property
-    def reserved(self) -> bool:
-        return self.services != self.every
-
-
-def plan(cpus: set[int] | list[int] | tuple[int, ...], reserve: bool = True) -> CpuPlan:
-    """The last core for the mesh's services and the rest for split compute, when there are
-    enough cores and `reserve` is on; otherwise everything everywhere."""
-    every = tuple(sorted(set(cpus)))
-    if not reserve or len(every) < RESERVE_FROM:
-        return CpuPlan(every, every, every)
-    return CpuPlan(every, every[-1:], every[:-1])
-
-
-def can_pin() -> bool:
-    return hasattr(os, "sched_setaffinity")
 
 
 def can_idle() -> bool:
@@ -104,12 +73,6 @@ def split_environment(services_idle: bool) -> dict[str, str]:
     return {} if math_cores(cores) < len(cores) else {"GOMP_SPINCOUNT": SPLIT_OPENMP_SPIN}
 
 
-def node_plan(service_core: bool) -> CpuPlan:
-    """This node's plan; nothing is reserved where nothing can be pinned (a reserved core with no
-    pinning would only cost a split one thread)."""
-    return plan(node_cpus(), service_core and can_pin())
-
-
 def node_cpus() -> tuple[int, ...]:
     """The cores this process may run on (what `taskset` or a container allows), else all."""
     if hasattr(os, "sched_getaffinity"):
@@ -138,24 +101,3 @@ def _sysctl_int(name: str) -> int:
         return int(subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5, check=True).stdout)
     except (OSError, subprocess.SubprocessError, ValueError):
         return 0
-
-
-def pinned_argv(argv: list[str], cpus: tuple[int, ...]) -> list[str]:
-    """argv started on `cpus` from its first instruction (with util-linux's taskset), so every
-    thread it ever starts stays there; unchanged where taskset is missing (see `pin`)."""
-    taskset = shutil.which("taskset")
-    if not cpus or not taskset or not can_pin():
-        return argv
-    return [taskset, "--cpu-list", ",".join(map(str, cpus)), *argv]
-
-
-def pin(pid: int, cpus: tuple[int, ...]) -> bool:
-    """Restrict process `pid` (0: this one) to `cpus`; threads it starts later inherit this
-    (threads it already has do not). False where the platform cannot (macOS) or the process is gone."""
-    if not can_pin() or not cpus:
-        return False
-    try:
-        os.sched_setaffinity(pid, cpus)
-    except OSError:  # the process already exited, or the cores are not ours: the caller logs it
-        return False
-    return True

@@ -38,15 +38,11 @@ def run_service(service: str, main: Callable[[NodeSettings, Settings], Coroutine
     node = load(NodeSettings, service)
     settings = load(settings_class, service)
     logs.configure(service, node.name, node.log_level)
-    if service in cpus.SERVICES:
-        if node.services_idle:
-            if cpus.run_at_idle_priority():
-                logs.event(logging.getLogger(service), "idle priority")
-            else:
-                logs.event(logging.getLogger(service), "idle priority unavailable: normal priority", logging.WARNING if cpus.can_idle() else logging.INFO)
-        cores = cpus.node_plan(node.service_core and not node.services_idle)
-        if cores.reserved and cpus.pin(0, cores.services):
-            logs.event(logging.getLogger(service), "pinned", cores=",".join(map(str, cores.services)))
+    if service in cpus.SERVICES and node.services_idle:
+        if cpus.run_at_idle_priority():
+            logs.event(logging.getLogger(service), "idle priority")
+        else:
+            logs.event(logging.getLogger(service), "idle priority unavailable: normal priority", logging.WARNING if cpus.can_idle() else logging.INFO)
     run(main(node, settings))
 
 

@@ -62,9 +62,6 @@ class NodeSettings(BaseSettings):
     # Gateway, gossip and placement run at idle priority (Linux SCHED_IDLE), so they never take a
     # core from llama's threads; they run when those wait (services/common/cpus.py says why).
     services_idle: bool = True
-    # Instead (with services_idle off), on machines of 4+ cores: those services keep to one core,
-    # and a split's llama-server and rpc-server to the others.
-    service_core: bool = False
 
     @field_validator("cache", mode="before")
     @classmethod

@@ -23,8 +23,7 @@ async def main(node: NodeSettings, settings: RunnerSettings) -> None:
         node.home / "rpc-cache",
         llama_bin,
         node.cache,
-        cpus.node_plan(node.service_core and not node.services_idle),
-        cpus.split_environment(node.services_idle),
+        split_environment=cpus.split_environment(node.services_idle),
     )
     metrics_http.serve(node.runner_metrics_port, registry_for(servers))
     server = await grpc_server.start(node.runner_grpc_port, lambda s: runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(servers), s))

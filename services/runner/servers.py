@@ -53,13 +53,13 @@ class LlamaServers:
         cache_dir: Path,
         llama_bin: Path,
         cache_root: Path,
-        cores: cpus.CpuPlan | None = None,
+        cores: tuple[int, ...] | None = None,
         split_environment: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.llama_bin = llama_bin  # the folder of llama.cpp's binaries (binaries.folder_of), decided at start
         self.cache_root = cache_root  # the machine's mesh-llm cache (NodeSettings.cache), where priming's hashing function is compiled to
-        self.cores = cores or cpus.plan(cpus.node_cpus(), reserve=False)
+        self.cores = cores or cpus.node_cpus()  # what llama's thread counts are made for (cpus.math_cores)
         self.split_environment = split_environment or {}  # for a split's llama processes (cpus.split_environment)
         self.cache_dir = cache_dir  # rpc-servers' tensor cache (LLAMA_CACHE)
         self.changes = Changes()
@@ -77,9 +77,7 @@ class LlamaServers:
             current.task.cancel()
         binary = binaries.binary("llama-server", self.llama_bin)
         s = self.settings
-        # A split host keeps off the mesh's service core (services/common/cpus.py); alone, every core.
-        cores = self.cores.compute if split.rpc_endpoints else self.cores.every
-        threads = self._threads(cores)
+        threads = self._threads()
 
         def argv(port: int) -> list[str]:
             return llama_server_argv(
@@ -99,7 +97,7 @@ class LlamaServers:
         # (0001); the last host block's residual add stays on the host, so a token sends the workers
         # one hidden state instead of the add's two inputs (0003).
         environment = {"GGML_RPC_HASH_THRESHOLD": "0", "LLAMA_PIN_LAYER_OUT": "1"} | self._rpc_environment() if split.rpc_endpoints else {}
-        supervisor = Supervisor(f"llama-server[{model_id}]", argv, "/health", s, self.changes.publish, environment, cores)
+        supervisor = Supervisor(f"llama-server[{model_id}]", argv, "/health", s, self.changes.publish, environment)
         self._start(model_id, LLAMA_SERVER, path, supervisor, split)
         return self.state_of(model_id)
 
@@ -114,7 +112,7 @@ class LlamaServers:
         return self.serve(model_id, target)
 
     async def inspect(self, path: Path) -> moe.ModelFacts:
-        return await asyncio.to_thread(moe.model_facts, path, self.shards_dir, self.llama_bin, self._threads(self.cores.every))
+        return await asyncio.to_thread(moe.model_facts, path, self.shards_dir, self.llama_bin, self._threads())
 
     async def serve_rpc(self, model_id: str, path: Path, layers: tuple[int, ...] = (), worker_index: int = 0) -> ServedModel:
         """Supervise an rpc-server that works for a split of the model (tensor cache on), its cache
@@ -127,7 +125,7 @@ class LlamaServers:
                 event(log, "rpc cache primed", model=model_id, blocks=f"{blocks.start}-{blocks.stop - 1}", files_written=primed.files, bytes=primed.bytes)
             binary = binaries.binary("ggml-rpc-server", self.llama_bin)
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            threads = self._threads(self.cores.compute)
+            threads = self._threads()
             supervisor = Supervisor(
                 f"rpc-server[{model_id}]",
                 lambda port: rpc_server_argv(binary, port, threads=threads, cache=True),
@@ -135,13 +133,12 @@ class LlamaServers:
                 self.settings,
                 self.changes.publish,
                 {"LLAMA_CACHE": str(self.cache_dir)} | self._rpc_environment(),
-                self.cores.compute,
             )
             self._start(model_id, RPC_SERVER, path, supervisor, Split())
         return self.state_of(model_id, RPC_SERVER)
 
-    def _threads(self, cores: tuple[int, ...]) -> int:
-        return self.settings.threads or cpus.math_cores(cores)
+    def _threads(self) -> int:
+        return self.settings.threads or cpus.math_cores(self.cores)
 
     def _rpc_environment(self) -> dict[str, str]:
         # Our patch of llama.cpp (llama.cpp/patches/0002): one write per burst of RPC commands.

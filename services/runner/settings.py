@@ -17,8 +17,8 @@ class RunnerSettings(BaseSettings):
     # Context window in tokens shared by all slots; 4096 keeps the KV cache small on CPUs.
     ctx_size: int = 4096
     # CPU threads for generation; by default llama.cpp's own choice over the cores the server may
-    # run on (one per physical core, on Apple silicon per performance core; cpus.math_cores):
-    # every core the node may use for a model served alone, all but the mesh's service core for a split.
+    # run on (one per physical core, on Apple silicon per performance core; cpus.math_cores): every
+    # core the node may use, for a model served alone and for a split.
     threads: int | None = Field(default=None, ge=1)
     # Passed to llama-server --device (e.g. "CUDA0", "none"); empty lets llama.cpp choose.
     device: str = ""

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from services.common import cpus
 from services.common.children import die_with_parent
 from services.common.logs import event
 from services.common.ports import reserve_tcp_port
@@ -62,11 +61,9 @@ class Supervisor:
         settings: RunnerSettings,
         on_change: Callable[[], Awaitable[None]],
         environment: dict[str, str] | None = None,
-        cores: tuple[int, ...] = (),
     ) -> None:
         self.name = name
         self.environment = environment or {}
-        self.cores = cores  # CPU cores the child runs on (empty: the runner's own)
         self.build_argv = build_argv
         self.health_path = health_path
         self.settings = settings
@@ -92,7 +89,7 @@ class Supervisor:
         port = reserve_tcp_port()
         await self._set(state=STARTING, port=port, retry_at=0.0)
         process = await asyncio.create_subprocess_exec(
-            *die_with_parent(cpus.pinned_argv(self.build_argv(port), self.cores)),
+            *die_with_parent(self.build_argv(port)),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -100,8 +97,6 @@ class Supervisor:
             # Its own process group: a terminal's Ctrl-C reaches us, and we stop it in order.
             start_new_session=True,
         )
-        if self.cores and not cpus.pin(process.pid, self.cores):  # taskset did it already where it exists
-            event(log, "child not pinned", logging.WARNING, child=self.name, cores=",".join(map(str, self.cores)))
         await self._set(pid=process.pid)
         started = time.monotonic()
         event(log, "child started", child=self.name, pid=process.pid, port=port)

@@ -1,4 +1,4 @@
-"""Which cores the mesh's services and a split's llama processes run on (services/common/cpus.py)."""
+"""How many threads llama's processes start, and the priority that leaves the mesh's services (services/common/cpus.py)."""
 
 from __future__ import annotations
 
@@ -22,58 +22,27 @@ def flat(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
 
 
-@pytest.mark.parametrize(
-    ("given", "reserve", "services", "compute"),
-    [
-        ((0, 1), True, (0, 1), (0, 1)),  # too few cores: nothing reserved
-        ((0, 1, 2), True, (0, 1, 2), (0, 1, 2)),
-        ((0, 1, 2, 3), True, (3,), (0, 1, 2)),
-        ((5, 0, 3, 1, 2, 4), True, (5,), (0, 1, 2, 3, 4)),  # order does not matter
-        ((8, 9, 10, 11), True, (11,), (8, 9, 10)),  # a node confined by taskset keeps to its cores
-        (tuple(range(16)), False, tuple(range(16)), tuple(range(16))),  # MESH_NODE_SERVICE_CORE=false
-    ],
-)
-def test_plan(given, reserve: bool, services, compute) -> None:
-    plan = cpus.plan(given, reserve)
-    assert (plan.services, plan.compute) == (services, compute)
-    assert plan.every == tuple(sorted(given))
-    assert plan.reserved == (services != plan.every)
-    assert not set(plan.services) & set(plan.compute) or not plan.reserved
-
-
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
-def test_pin_this_process_and_a_gone_one() -> None:
-    mine = cpus.node_cpus()
-    assert cpus.pin(0, mine)
-    assert tuple(sorted(os.sched_getaffinity(0))) == mine
-    assert not cpus.pin(2**22 + 12345, mine)  # no such process
-
-
-def started(plan: cpus.CpuPlan, split: Split, threads: int | None = None) -> tuple[tuple[int, ...], list[str]]:
-    """The cores and argv the runner gives a llama-server it would start."""
-    servers = LlamaServers(RunnerSettings(threads=threads), Path("/nonexistent"), Path("/bin"), Path("/nonexistent"), plan)
+def started(cores: tuple[int, ...], split: Split, threads: int | None = None) -> list[str]:
+    """The argv the runner gives a llama-server it would start on a node of `cores`."""
+    servers = LlamaServers(RunnerSettings(threads=threads), Path("/nonexistent"), Path("/bin"), Path("/nonexistent"), cores)
     captured = {}
     servers._start = lambda model_id, kind, path, supervisor, split: captured.update(supervisor=supervisor)
     servers.state_of = lambda model_id, kind="": None
     servers.serve("m", Path("/models/m.gguf"), split)
-    supervisor = captured["supervisor"]
-    return supervisor.cores, supervisor.build_argv(1234)
+    return captured["supervisor"].build_argv(1234)
 
 
 def threads_in(argv: list[str]) -> int:
     return int(argv[argv.index("--threads") + 1])
 
 
-def test_split_host_keeps_off_the_service_core_and_alone_uses_all(monkeypatch, flat) -> None:
+def test_a_split_host_and_a_model_alone_both_use_every_core(monkeypatch, flat) -> None:
     monkeypatch.setattr("services.runner.binaries.binary", lambda name, folder: Path(f"/bin/{name}"))
-    plan = cpus.plan(range(6))
-    cores, argv = started(plan, Split(rpc_endpoints=("127.0.0.1:5000",), worker_layers=4, tensor_split=(4.0,)))
-    assert cores == (0, 1, 2, 3, 4) and threads_in(argv) == 5
-    cores, argv = started(plan, Split())
-    assert cores == tuple(range(6)) and threads_in(argv) == 6
+    cores = tuple(range(6))
+    assert threads_in(started(cores, Split(rpc_endpoints=("127.0.0.1:5000",), worker_layers=4, tensor_split=(4.0,)))) == 6
+    assert threads_in(started(cores, Split())) == 6
     # An explicit MESH_RUNNER_THREADS wins over the core count.
-    _, argv = started(plan, Split(rpc_endpoints=("127.0.0.1:5000",), worker_layers=4, tensor_split=(4.0,)), threads=3)
-    assert threads_in(argv) == 3
+    assert threads_in(started(cores, Split(rpc_endpoints=("127.0.0.1:5000",), worker_layers=4, tensor_split=(4.0,)), threads=3)) == 3
 
 
 def siblings(root: Path, groups: list[str]) -> Path:
@@ -107,20 +76,8 @@ def test_threads_are_what_llama_cpp_would_start(tmp_path: Path, groups: list[str
 def test_the_runner_starts_one_thread_per_core_and_leaves_the_second_hardware_threads(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setattr("services.runner.binaries.binary", lambda name, folder: Path(f"/bin/{name}"))
     monkeypatch.setattr(cpus, "SYSFS_CPUS", siblings(tmp_path, ["0,4", "1,5", "2,6", "3,7"]))
-    cores, argv = started(cpus.plan(range(8), reserve=False), Split(rpc_endpoints=("127.0.0.1:5000",), worker_layers=4, tensor_split=(4.0,)))
-    assert cores == tuple(range(8)) and threads_in(argv) == 4
-    _, argv = started(cpus.plan(range(8), reserve=False), Split())
-    assert threads_in(argv) == 4
-
-
-def test_pinned_argv_starts_the_child_on_its_cores(monkeypatch) -> None:
-    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(cpus, "can_pin", lambda: True)
-    assert cpus.pinned_argv(["llama-server", "-m", "x"], (0, 1, 2)) == ["/usr/bin/taskset", "--cpu-list", "0,1,2", "llama-server", "-m", "x"]
-    assert cpus.pinned_argv(["llama-server"], ()) == ["llama-server"]
-    monkeypatch.setattr(cpus, "can_pin", lambda: False)  # macOS: nothing to pin with, nothing reserved
-    assert cpus.pinned_argv(["llama-server"], (0,)) == ["llama-server"]
-    assert not cpus.node_plan(service_core=True).reserved
+    assert threads_in(started(tuple(range(8)), Split(rpc_endpoints=("127.0.0.1:5000",), worker_layers=4, tensor_split=(4.0,)))) == 4
+    assert threads_in(started(tuple(range(8)), Split())) == 4
 
 
 def test_a_split_gets_the_spin_limit_when_services_idle_and_alone_does_not(monkeypatch, flat) -> None:
@@ -132,7 +89,7 @@ def test_a_split_gets_the_spin_limit_when_services_idle_and_alone_does_not(monke
         Path("/nonexistent"),
         Path("/bin"),
         Path("/nonexistent"),
-        cpus.plan(range(6), reserve=False),
+        tuple(range(6)),
         cpus.split_environment(services_idle=True),
     )
     captured = {}
