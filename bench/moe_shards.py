@@ -25,7 +25,7 @@ from services.placement.moe import plan_shards
 from services.runner import binaries
 from services.runner.command import llama_server_argv
 from services.runner.moe import model_facts, shard_path, write_shard
-from services.runner.synthetic import MoEShape, write_moe
+from tests.synthetic import MoEShape, write_moe
 
 SHAPE = MoEShape(layers=8, experts=32, experts_used=4, hidden=1024, expert_ffn=512, heads=16, kv_heads=4)
 MODEL = "MoE-32x-1G"

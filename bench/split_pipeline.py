@@ -42,9 +42,9 @@ from services.common import cpus
 from services.runner import binaries
 from services.runner.command import llama_server_argv, rpc_server_argv
 from services.runner.settings import RunnerSettings
-from services.runner.synthetic import DenseShape, write_dense
 from tests.meshbed import MeshBed
 from tests.nodes import NodeProcess, free_port
+from tests.synthetic import DenseShape, write_dense
 
 SHAPE = DenseShape(layers=9, hidden=2048, ffn=5632, heads=16, kv_heads=4)
 MODEL = "Dense-1G"

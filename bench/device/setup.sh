@@ -39,7 +39,7 @@ if [ ! -f $D/models/Dense-1G.gguf ]; then
   python3 - <<'EOF'
 from pathlib import Path
 from bench.split_pipeline import SHAPE
-from services.runner.synthetic import write_dense
+from tests.synthetic import write_dense
 tmp = Path("/tmp/devbench/models/tmp/Dense-1G.gguf")
 tmp.parent.mkdir(parents=True, exist_ok=True)
 write_dense(tmp, SHAPE, Path(".devbench/tokenizer.gguf"))

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from services.runner.models import resolve
-from services.runner.synthetic import DenseShape, write_dense
 from tests.conftest import SMOLLM2
+from tests.synthetic import DenseShape, write_dense
 
 pytestmark = pytest.mark.e2e
 SHAPE = DenseShape(layers=4, hidden=256, ffn=512, heads=4, kv_heads=2)

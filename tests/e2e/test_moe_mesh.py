@@ -14,8 +14,8 @@ from services.placement.memory import memory_needed
 from services.placement.settings import PlacementSettings
 from services.runner.models import resolve
 from services.runner.moe import model_facts
-from services.runner.synthetic import MoEShape, write_moe
 from tests.conftest import SMOLLM2
+from tests.synthetic import MoEShape, write_moe
 
 pytestmark = pytest.mark.e2e
 SHAPE = MoEShape(layers=8, experts=16, experts_used=2, hidden=512, expert_ffn=256)

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.runner.models import resolve
 from services.runner.priming import tensors_of, worker_layers
-from services.runner.synthetic import DenseShape, write_dense
+from tests.synthetic import DenseShape, write_dense
 
 pytestmark = pytest.mark.e2e
 # Hidden size 1024, 8 blocks, f16: about 330 MB, tensors of realistic size.

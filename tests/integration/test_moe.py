@@ -16,9 +16,9 @@ from services.runner import binaries
 from services.runner.command import llama_server_argv
 from services.runner.models import resolve
 from services.runner.moe import moe_info, rank_experts, shard_path, write_shard
-from services.runner.synthetic import MoEShape, write_moe
 from tests.conftest import SMOLLM2
 from tests.nodes import MESH_LLM
+from tests.synthetic import MoEShape, write_moe
 
 SHAPE = MoEShape(layers=8, experts=16, experts_used=2, hidden=512, expert_ffn=256)
 PROMPTS = ["The sea is", "Once upon a time", "def add(a, b):", "Paris is the capital of", "1, 2, 3,"]

@@ -8,8 +8,8 @@ import pytest
 from services.common.records import ModelFile
 from services.runner.fingerprint import BLOCK_BYTES, HEADER_BYTES, SAMPLES, digest, fingerprint_file, sample_ranges
 from services.runner.models import model_files, resolve
-from services.runner.synthetic import DenseShape, write_dense
 from tests.conftest import SMOLLM2
+from tests.synthetic import DenseShape, write_dense
 
 SMALL = HEADER_BYTES + SAMPLES * BLOCK_BYTES  # up to this size the whole file is read
 

@@ -8,7 +8,7 @@ from services.common.settings import NodeSettings
 from services.runner.hashing import fnv1a64
 from services.runner.models import resolve
 from services.runner.priming import prime, tensors_of, unprime, worker_layers
-from services.runner.synthetic import DenseShape, write_dense
+from tests.synthetic import DenseShape, write_dense
 
 
 def python_fnv(data: bytes) -> int:

@@ -1,9 +1,10 @@
 """Random-weight GGUF models of any size, for tests and benchmarks that need shapes we cannot download.
 
-Owns writing llama-shaped dense models and qwen3moe-shaped Mixture-of-Experts models with the real
-SmolLM2 tokenizer, streaming one tensor at a time so a multi-GB file needs only one tensor's worth
-of memory. The weights are noise (small
-normal values): llama-server loads and generates from them; what it says is gibberish.
+A fixture, not part of the product: tests and bench/ import it (bench/ scripts put the repository
+root on sys.path). Owns writing llama-shaped dense models and qwen3moe-shaped Mixture-of-Experts
+models with the real SmolLM2 tokenizer, streaming one tensor at a time so a multi-GB file needs
+only one tensor's worth of memory. The weights are noise (small normal values): llama-server loads
+and generates from them; what it says is gibberish.
 """
 
 from __future__ import annotations
