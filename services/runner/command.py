@@ -56,7 +56,9 @@ def llama_server_argv(
         # hidden state (hidden x 4 bytes) instead of the logits (vocab x 4 bytes: 24x more here).
         argv += ["--rpc", ",".join(rpc_endpoints), "--n-gpu-layers", str(worker_layers + 1), "--override-tensor", f"{HOST_TENSORS}=CPU"]
         # No busy-waiting: a split host's threads mostly wait on its workers, and spinning ones
-        # take the CPU the node's gateway needs to relay the RPC traffic (measured: bench/split_pipeline.py).
+        # take the CPU the node's gateway needs to relay the RPC traffic. Read only by ggml's own
+        # thread pool, in builds without OpenMP (macOS: Apple's clang has none); an OpenMP build
+        # (Linux) never reads it, and there the split's GOMP_SPINCOUNT does this (cpus.split_environment).
         argv += ["--poll", "0"]
         if len(rpc_endpoints) > 1:
             shares = [*tensor_split[:-1], tensor_split[-1] + 1]
