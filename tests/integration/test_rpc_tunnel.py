@@ -34,14 +34,18 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 
 
 async def endpoint(
-    home: Path, name: str, handlers: Mapping[StreamKind, StreamHandler] | None = None, datagram_bytes: int = 1200
+    home: Path,
+    name: str,
+    handlers: Mapping[StreamKind, StreamHandler] | None = None,
+    datagram_bytes: int = 1200,
+    mesh: tuple[str, bytes] = ("mesh-test", SECRET),
 ) -> tuple[PeerEndpoint, PeerLinks]:
-    """A node's endpoint on a free loopback port serving `handlers`, and its links to peers."""
+    """A node's endpoint on a free loopback port serving `handlers`, and its links to peers; `mesh`: its mesh id and secret."""
     me = node_identity.load_or_create(home / name)
 
     def local() -> LocalNode:
         port = opened._transport.get_extra_info("sockname")[1]  # bound once opened, before any peer asks
-        return LocalNode("mesh-test", SECRET, name, f"127.0.0.1:{port}")
+        return LocalNode(*mesh, name, f"127.0.0.1:{port}")
 
     opened = await open_endpoint("127.0.0.1", 0, identity=me, local=local, handlers=handlers or {}, idle_timeout=30.0, datagram_bytes=datagram_bytes)
     return opened, PeerLinks(opened, lambda *_: None)
