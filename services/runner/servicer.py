@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 
+from services.common.errors import NotFound
 from services.common.records import ProcessKind
 from services.common.records_proto import experts_from_proto, experts_to_proto
 from services.common.records_proto import served_to_proto as to_proto
 from services.proto.mesh.v1 import node_pb2, runner_pb2, runner_pb2_grpc
 from services.runner.binaries import BinaryMissing
+from services.runner.inventory import take_inventory
+from services.runner.models import ModelError, ModelRef
 from services.runner.servers import LLAMA_SERVER, LlamaServers, Split
 
 
@@ -67,3 +71,15 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
             reply.ranking.extend(experts_to_proto(facts.ranking.order))
             reply.ranking_source = facts.ranking.source
         return reply
+
+    async def Models(self, request: runner_pb2.ModelsRequest, context: grpc.aio.ServicerContext) -> runner_pb2.ModelsReply:
+        try:
+            # Fingerprinting reads every file: off the event loop.
+            inventory = await asyncio.to_thread(take_inventory, tuple(request.specs), Path(request.models_dir))
+        except ModelError as bad:
+            raise NotFound(str(bad)) from bad
+        return runner_pb2.ModelsReply(named=[ref_to_proto(ref) for ref in inventory.named], on_disk=[ref_to_proto(ref) for ref in inventory.on_disk])
+
+
+def ref_to_proto(ref: ModelRef) -> runner_pb2.ModelRef:
+    return runner_pb2.ModelRef(model_id=ref.model_id, path=str(ref.path), size_bytes=ref.size_bytes, fingerprint=ref.fingerprint)
