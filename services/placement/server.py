@@ -9,7 +9,7 @@ from services.common.settings import NodeSettings
 from services.placement.convergence import Convergence
 from services.placement.servicer import PlacementServicer
 from services.placement.settings import PlacementSettings
-from services.proto.mesh.v1 import placement_pb2_grpc
+from services.proto.mesh.v1 import gateway_pb2_grpc, gossip_pb2_grpc, placement_pb2_grpc, runner_pb2_grpc
 
 
 async def main(node: NodeSettings, settings: PlacementSettings) -> None:
@@ -18,7 +18,7 @@ async def main(node: NodeSettings, settings: PlacementSettings) -> None:
         grpc_server.channel(node.address("runner")) as runner,
         grpc_server.channel(node.address("gateway")) as gateway,
     ):
-        convergence = Convergence(settings, gossip, runner, gateway)
+        convergence = Convergence(settings, gossip_pb2_grpc.GossipStub(gossip), runner_pb2_grpc.RunnerStub(runner), gateway_pb2_grpc.GatewayStub(gateway))
         metrics_http.serve(node.placement_metrics_port, convergence.metrics.registry)
         server = await grpc_server.start(
             node.placement_grpc_port,

@@ -1,0 +1,101 @@
+"""What the plan knows besides the mesh: frozen inputs the loop gathers and the plan reads.
+
+The models on this node's disk and what the runner read of them, what the runner reports it runs,
+what placement last asked of it, the RPC tunnels open, and the plan's own memory from one round to
+the next (promotions settling, late workers' clocks). Pure data: must not import grpc or asyncio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from services.common.records import Assignment, ProcessKind, ServedModel
+from services.placement.settings import PlacementSettings
+
+Key = tuple[str, ProcessKind]  # one process of the runner: (model id, kind)
+Experts = tuple[tuple[int, ...], ...]  # per layer: expert ids
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A model file on this node's disk, as the runner found it."""
+
+    model_id: str
+    path: str
+    size_bytes: int
+    fingerprint: str = ""  # of the file's content: tells same-named files apart
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What the runner read of a model's file; experts 0 for a dense model."""
+
+    layers: int
+    experts: int = 0
+    experts_used: int = 0
+    expert_bytes: int = 0  # one expert of one layer
+    trunk_bytes: int = 0  # everything but the experts
+    ranking: Experts = ()  # per layer: expert ids, most used first
+
+
+@dataclass(frozen=True)
+class LlamaRequest:
+    """A llama-server as placement asks the runner for it (solo, a split's host, an expert shard)."""
+
+    model_id: str
+    path: str
+    rpc_endpoints: tuple[str, ...] = ()  # host:port of the RPC tunnels to the split's workers
+    worker_layers: int = 0
+    tensor_split: tuple[float, ...] = ()
+    shard: Experts = ()  # the experts this node's shard keeps, per layer
+
+    @property
+    def key(self) -> Key:
+        return (self.model_id, ProcessKind.LLAMA_SERVER)
+
+
+@dataclass(frozen=True)
+class RpcRequest:
+    """An rpc-server for a peer's split, as placement asks the runner for it."""
+
+    model_id: str
+    path: str
+    layers: tuple[int, ...]  # the split's layers per node: host first
+    worker_index: int
+
+    @property
+    def key(self) -> Key:
+        return (self.model_id, ProcessKind.RPC_SERVER)
+
+
+Request = LlamaRequest | RpcRequest
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the plan carries from one round to the next; each round's plan returns the next one."""
+
+    assignments: tuple[Assignment, ...] = ()  # the last decision
+    promoted: Mapping[str, str] = field(default_factory=dict)  # model -> why this node serves it for demand
+    pending: Mapping[str, float] = field(default_factory=dict)  # promotions settling: model -> first wanted (monotonic)
+    waiting: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (model, worker) not coming up -> since
+    excluded: Mapping[str, float] = field(default_factory=dict)  # workers left out of our split plans -> until
+    strikes: Mapping[str, int] = field(default_factory=dict)  # times each worker was left out
+
+
+@dataclass(frozen=True)
+class Facts:
+    settings: PlacementSettings
+    memory_offered: int  # bytes this node offers the mesh (0 on a client)
+    asked: tuple[str, ...] = ()  # model ids this node serves of its own (--model; none on a standby)
+    on_disk: Mapping[str, LocalModel] = field(default_factory=dict)  # every model this node could serve
+    inspections: Mapping[str, Inspection] = field(default_factory=dict)
+    dropped: frozenset[str] = frozenset()  # by `mesh-llm drop`
+    running: tuple[ServedModel, ...] = ()  # the runner's report, by (model id, kind)
+    sent: Mapping[Key, Request] = field(default_factory=dict)  # what the runner was last asked, per process
+    tunnels: Mapping[tuple[str, int], int] = field(default_factory=dict)  # (worker address, rpc port) -> local port
+    memory: Memory = Memory()
+
+    def running_by_key(self) -> dict[Key, ServedModel]:
+        return {(served.model_id, served.kind): served for served in self.running}

@@ -1,0 +1,86 @@
+"""The processes a decision needs on this node, and the runner calls that make the runner run
+exactly those: only the difference between what is wanted and what the runner reports.
+
+A process is asked for again when the request changed (a split's endpoints, a shard's experts), or
+when the runner does not report it alive (it failed, or the runner restarted and runs nothing);
+the runner keeps a process it already runs as asked. A split's host waits until every worker's
+rpc-server is ready in gossip and its tunnel is open, and meanwhile keeps what it runs (a solo
+llama-server serves on until the split can take over). Pure: must not import grpc or asyncio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from services.common.records import Assignment, MeshView, Mode, NodeRecord, ProcessKind, ProcessState, ServedModel
+from services.placement.actions import Action, OpenTunnel, Serve, ServeRpc, Stop
+from services.placement.facts import Facts, Key, LlamaRequest, LocalModel, Request, RpcRequest
+
+ALIVE = frozenset({ProcessState.STARTING, ProcessState.READY})
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What one assignment needs: a request, or (a host waiting) the process kept as it is."""
+
+    request: Request | None = None
+    kept: Key | None = None
+    tunnels: tuple[OpenTunnel, ...] = ()
+
+
+def process_actions(view: MeshView, facts: Facts, assignments: Sequence[Assignment]) -> tuple[Action, ...]:
+    """Stops first (memory freed before models load), then tunnels, then serves."""
+    parts = [wanted(view, facts.tunnels, assignment, facts.on_disk[assignment.model_id]) for assignment in assignments if assignment.model_id in facts.on_disk]
+    requests = {part.request.key: part.request for part in parts if part.request is not None}
+    kept = {part.kept for part in parts if part.kept is not None}
+    running = facts.running_by_key()
+    stops = [Stop(*key) for key in sorted({*running, *facts.sent}) if key not in requests and key not in kept]
+    serves = [_serve(request) for key, request in requests.items() if facts.sent.get(key) != request or not _alive(running.get(key))]
+    return (*stops, *(tunnel for part in parts for tunnel in part.tunnels), *serves)
+
+
+def wanted(view: MeshView, tunnels: Mapping[tuple[str, int], int], assignment: Assignment, model: LocalModel) -> Wanted:
+    own = view.own.node_id
+    if assignment.mode == Mode.SOLO:
+        return Wanted(LlamaRequest(model.model_id, model.path))
+    if assignment.mode == Mode.MOE_SHARD:
+        return Wanted(LlamaRequest(model.model_id, model.path, shard=assignment.experts_of(own)))
+    if assignment.mode == Mode.SPLIT_WORKER:
+        index = assignment.workers.index(own) if own in assignment.workers else 0
+        return Wanted(RpcRequest(model.model_id, model.path, assignment.layers, index))
+    if assignment.mode == Mode.SPLIT_HOST:
+        return _host(view, tunnels, assignment, model)
+    return Wanted()  # unserved or dropped: nothing runs
+
+
+def _host(view: MeshView, tunnels: Mapping[tuple[str, int], int], assignment: Assignment, model: LocalModel) -> Wanted:
+    """llama-server with --rpc once every worker's rpc-server is ready and reached by a tunnel."""
+    waiting = Wanted(kept=(model.model_id, ProcessKind.LLAMA_SERVER))
+    records = {peer.record.node_id: (peer.record, peer.address) for peer in view.peers if peer.status == "alive"}
+    targets = []
+    for worker in assignment.workers:
+        record, address = records.get(worker, (None, ""))
+        port = ready_rpc_port(record, model.model_id) if record is not None else 0
+        if not port:
+            return waiting
+        targets.append((address, port))
+    missing = tuple(OpenTunnel(address, port) for address, port in targets if (address, port) not in tunnels)
+    if missing:
+        return Wanted(kept=waiting.kept, tunnels=missing)
+    endpoints = tuple(f"127.0.0.1:{tunnels[target]}" for target in targets)
+    workers_layers = assignment.layers[1:]
+    return Wanted(LlamaRequest(model.model_id, model.path, endpoints, sum(workers_layers), tuple(float(n) for n in workers_layers)))
+
+
+def ready_rpc_port(record: NodeRecord, model_id: str) -> int:
+    """The port of the node's ready rpc-server for the model (0: none ready)."""
+    return next((s.port for s in record.served if s.model_id == model_id and s.kind == ProcessKind.RPC_SERVER and s.state == ProcessState.READY), 0)
+
+
+def _alive(served: ServedModel | None) -> bool:
+    return served is not None and served.state in ALIVE
+
+
+def _serve(request: Request) -> Serve | ServeRpc:
+    return Serve(request) if isinstance(request, LlamaRequest) else ServeRpc(request)
