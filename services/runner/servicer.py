@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 
-from services.common.errors import NotFound
+from services.common.errors import FailedPrecondition, NotFound
 from services.common.records import ProcessKind
 from services.common.records_proto import experts_from_proto, experts_to_proto
 from services.common.records_proto import served_to_proto as to_proto
@@ -19,30 +19,34 @@ from services.runner.models import ModelError, ModelRef
 from services.runner.servers import LLAMA_SERVER, LlamaServers, Split
 
 
+def existing(path: str) -> Path:
+    """The model file a request names; NOT_FOUND to the caller if it is not there."""
+    model = Path(path)
+    if not model.is_file():
+        raise NotFound(f"{model} does not exist")
+    return model
+
+
 class RunnerServicer(runner_pb2_grpc.RunnerServicer):
     def __init__(self, servers: LlamaServers) -> None:
         self.servers = servers
 
     async def Serve(self, request: runner_pb2.ServeRequest, context: grpc.aio.ServicerContext) -> node_pb2.ServedModel:
-        path = Path(request.path)
-        if not path.is_file():
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"{path} does not exist")
+        path = existing(request.path)
         split = Split(tuple(request.rpc_endpoints), request.worker_layers, tuple(request.tensor_split))
         try:
             if request.shard:
                 return to_proto(await self.servers.serve_shard(request.model_id, path, experts_from_proto(request.shard)))
             return to_proto(self.servers.serve(request.model_id, path, split))
         except BinaryMissing as missing:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(missing))
+            raise FailedPrecondition(str(missing)) from missing
 
     async def ServeRpc(self, request: runner_pb2.ServeRpcRequest, context: grpc.aio.ServicerContext) -> node_pb2.ServedModel:
-        path = Path(request.path)
-        if not path.is_file():
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"{path} does not exist")
+        path = existing(request.path)
         try:
             return to_proto(await self.servers.serve_rpc(request.model_id, path, tuple(request.layers), request.worker_index))
         except BinaryMissing as missing:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(missing))
+            raise FailedPrecondition(str(missing)) from missing
 
     async def Stop(self, request: runner_pb2.StopRequest, context: grpc.aio.ServicerContext) -> runner_pb2.StopResponse:
         return runner_pb2.StopResponse(stopped=await self.servers.stop(request.model_id, ProcessKind(request.kind or LLAMA_SERVER)))
@@ -60,10 +64,7 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
         return runner_pb2.ModelStates(models=[to_proto(state) for state in self.servers.states()])
 
     async def Inspect(self, request: runner_pb2.InspectRequest, context: grpc.aio.ServicerContext) -> runner_pb2.ModelFacts:
-        path = Path(request.path)
-        if not path.is_file():
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"{path} does not exist")
-        facts = await self.servers.inspect(path)
+        facts = await self.servers.inspect(existing(request.path))
         reply = runner_pb2.ModelFacts(layers=facts.layers, size_bytes=facts.size_bytes)
         if facts.moe is not None and facts.ranking is not None:
             reply.experts, reply.experts_used = facts.moe.experts, facts.moe.experts_used
