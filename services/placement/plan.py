@@ -39,14 +39,21 @@ def plan(view: MeshView, facts: Facts, now: float) -> Plan:
     unread = [Inspect(model_id, facts.on_disk[model_id].path) for model_id in planned(facts, memory) if model_id not in facts.inspections]
     if unread:
         # Decide once every model is read: a decision without one would be published, then undone.
-        record = record_changes(view, facts, memory.assignments)
-        return Plan((*([Publish(record)] if record else []), *unread), memory, notes)
+        return Plan((*publish(view, facts, memory.assignments), *unread), memory, notes)
     memory, left_out = exclude(view, facts, memory, now)
-    # This node as it knows itself, not gossip's copy: that lags a round, and is empty after gossip restarted.
-    planning = replace(view, own=replace(view.own, **holdings(facts), assignments=memory.assignments or view.own.assignments))
+    assignments = assign(view, facts, memory)
+    decided = [Note(Event.DECIDED, {"model": a.model_id, "mode": a.mode, "reason": a.reason}) for a in assignments] if assignments != memory.assignments else []
+    actions = (*publish(view, facts, assignments), *process_actions(view, facts, assignments))
+    return Plan(actions, replace(memory, assignments=assignments), (*notes, *left_out, *decided))
+
+
+def assign(view: MeshView, facts: Facts, memory: Memory) -> tuple[Assignment, ...]:
+    """decide() over this node as it knows itself, not gossip's copy: that lags a round, and is
+    empty after gossip restarted."""
+    own = replace(view.own, **holdings(facts), assignments=memory.assignments or view.own.assignments)
     s = facts.settings
-    assignments = decide(
-        planning,
+    return decide(
+        replace(view, own=own),
         asks(facts, memory),
         facts.memory_offered,
         force_split=s.split,
@@ -56,10 +63,11 @@ def plan(view: MeshView, facts: Facts, now: float) -> Plan:
         held=frozenset() if s.client else frozenset(facts.on_disk),
         excluded=frozenset(memory.excluded),
     )
-    decided = [Note(Event.DECIDED, {"model": a.model_id, "mode": a.mode, "reason": a.reason}) for a in assignments] if assignments != memory.assignments else []
+
+
+def publish(view: MeshView, facts: Facts, assignments: Sequence[Assignment]) -> list[Action]:
     record = record_changes(view, facts, assignments)
-    actions = (*([Publish(record)] if record else []), *process_actions(view, facts, assignments))
-    return Plan(actions, replace(memory, assignments=assignments), (*notes, *left_out, *decided))
+    return [Publish(record)] if record else []
 
 
 def planned(facts: Facts, memory: Memory) -> list[str]:
