@@ -87,7 +87,7 @@ def math_cores(cpus: tuple[int, ...], sysfs: Path | None = None) -> int:
     efficiency cores are counted as cores here (llama.cpp leaves them out)."""
     if sys.platform == "darwin":
         return max(1, min(len(cpus) or 1, _sysctl_int("hw.perflevel0.physicalcpu") or _sysctl_int("hw.physicalcpu") or len(cpus)))
-    cores = set()
+    cores: set[str] = set()
     for cpu in cpus:
         try:
             cores.add(((sysfs or SYSFS_CPUS) / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text().strip())

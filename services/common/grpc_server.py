@@ -10,25 +10,39 @@ it is NOT_SERVING for good once the server stops. Servicers are registered by th
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.errors import ServiceError
 from services.common.logs import event
 
 log = logging.getLogger(__name__)
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+# What a servicer method is given besides its request; ours read nothing from it (errors are raised).
+Context = grpc.aio.ServicerContext[Any, Any]
+# grpc_health's asyncio servicer: types-grpcio's stubs lack `health.aio`, so it is reached untyped
+# here once and typed by HealthServicer below.
+_aio_health: Any = importlib.import_module("grpc_health.v1.health").aio
+
+
+class HealthServicer(Protocol):
+    """grpc_health's asyncio HealthServicer, as far as we use it."""
+
+    async def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None: ...
+
+    async def enter_graceful_shutdown(self) -> None: ...
 
 
 class Health:
     """This service's answer to `grpc.health.v1.Health`; the service alone decides it."""
 
-    def __init__(self, servicer: health.aio.HealthServicer) -> None:  # pyright: ignore[reportAttributeAccessIssue] - types-grpcio lacks health.aio
+    def __init__(self, servicer: HealthServicer) -> None:
         self._servicer = servicer
         self.serving: bool | None = None  # None: the service has not said yet (checkers hear NOT_SERVING)
 
@@ -133,10 +147,10 @@ async def start(port: int, register: Callable[[grpc.aio.Server], None]) -> Serve
     # start, not silently share the port's connections with ours.
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=[("grpc.so_reuseport", 0)])
     register(server)
-    health_servicer = health.aio.HealthServicer()  # pyright: ignore[reportAttributeAccessIssue] - types-grpcio lacks health.aio
+    health_servicer: HealthServicer = _aio_health.HealthServicer()
     # The reference servicer starts at SERVING: a checker asking before the service is ready must hear the truth.
     await health_servicer.set("", NOT_SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)  # pyright: ignore[reportUnknownMemberType] - typeshed leaves its arguments untyped
     # Security invariant: gRPC is never reachable from other machines.
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()

@@ -40,6 +40,15 @@ class ProcessKind(StrEnum):
     RPC_SERVER = "rpc-server"  # a split's worker
 
 
+class PeerStatus(StrEnum):
+    """A member's standing in the failure detector (SWIM), as gossip spreads it."""
+
+    ALIVE = "alive"
+    SUSPECT = "suspect"  # missed a probe: still routed to, not yet declared dead
+    DEAD = "dead"  # suspected for the whole suspicion timeout
+    LEFT = "left"  # said goodbye
+
+
 class JoinState(StrEnum):
     """How this node's join of a mesh went, as the CLI and the console report it."""
 
@@ -142,7 +151,7 @@ class Peer:
 
     record: NodeRecord
     address: str
-    status: str  # alive | suspect
+    status: PeerStatus  # alive or suspect: the dead and those who left are not peers
     rtt: float = 0.0  # seconds, this node's last measurement
 
 

@@ -13,6 +13,7 @@ from services.common.records import (
     ModelFile,
     NodeRecord,
     Peer,
+    PeerStatus,
     ProcessKind,
     ProcessState,
     Role,
@@ -159,7 +160,7 @@ def update_from_proto(message: gossip_pb2.SelfUpdate) -> SelfUpdate:
 
 
 def view_from_proto(message: gossip_pb2.MeshView) -> MeshView:
-    peers = tuple(Peer(record_from_proto(p.record), p.address, p.status, p.rtt) for p in message.peers)
+    peers = tuple(Peer(record_from_proto(p.record), p.address, PeerStatus(p.status), p.rtt) for p in message.peers)
     return MeshView(
         own=record_from_proto(message.self),
         peers=peers,

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from services.common.records import PeerStatus
 from services.gateway.mirror import MeshMirror
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -22,7 +23,7 @@ class _MeshCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         view = self.mirror.view
         peers = GaugeMetricFamily("mesh_gossip_peers", "Peers this node knows, by state", labels=["state"])
-        for state in ("alive", "suspect"):
+        for state in (PeerStatus.ALIVE, PeerStatus.SUSPECT):
             peers.add_metric([state], sum(1 for p in view.peers if p.status == state))
         yield peers
         yield CounterMetricFamily("mesh_gossip_rounds", "Gossip state exchanges this node took part in", value=view.gossip_rounds)

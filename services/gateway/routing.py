@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common.catalog import CATALOG, alias_of
-from services.common.records import MeshView, Mode, NodeRecord, ProcessKind, ProcessState, Role, ServedModel
+from services.common.records import MeshView, Mode, NodeRecord, PeerStatus, ProcessKind, ProcessState, Role, ServedModel
 
 # Requests in flight a session's node may carry beyond the least loaded server before the session
 # goes to its next choice: a cache miss costs less than waiting behind a queue of others' requests.
@@ -80,7 +80,7 @@ def resolve_name(requested: str, served: tuple[str, ...]) -> str | UnknownModel:
 
 def known_models(view: MeshView) -> tuple[str, ...]:
     """Models the mesh knows of, served or not: on a live node's disk, in the demand map, the catalog."""
-    records = [view.own, *(peer.record for peer in view.peers if peer.status == "alive")]
+    records = [view.own, *(peer.record for peer in view.peers if peer.status == PeerStatus.ALIVE)]
     names = {name for record in records if record.role != Role.CLIENT for name in record.models_on_disk}
     names.update(demand.model_id for demand in view.demand)
     return tuple(sorted(names | set(served_models(view)) | set(CATALOG)))
@@ -131,7 +131,7 @@ def _servers(view: MeshView) -> list[_Server]:
     peers = [
         _Server(peer.record, served, peer.address, peer.rtt)
         for peer in view.peers
-        if peer.status == "alive"
+        if peer.status == PeerStatus.ALIVE
         for served in peer.record.served
         if served.kind == ProcessKind.LLAMA_SERVER
     ]

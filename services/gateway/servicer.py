@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
-
 from services.common.errors import DeadlineExceeded, PermissionDenied, Unavailable
+from services.common.grpc_server import Context
 from services.gateway.peers.endpoint import AdmissionRefused
 from services.gateway.peers.framing import FrameError, StreamKind
 from services.gateway.peers.links import PeerLinks
@@ -19,14 +18,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.links = links
         self.rpc_tunnels = rpc_tunnels
 
-    async def OpenRpcTunnel(self, request: gateway_pb2.RpcTunnelRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.RpcTunnel:
+    async def OpenRpcTunnel(self, request: gateway_pb2.RpcTunnelRequest, context: Context) -> gateway_pb2.RpcTunnel:
         return gateway_pb2.RpcTunnel(local_port=await self.rpc_tunnels.open(request.address, request.port))
 
-    async def CloseRpcTunnel(self, request: gateway_pb2.RpcTunnel, context: grpc.aio.ServicerContext) -> gateway_pb2.RpcTunnel:
+    async def CloseRpcTunnel(self, request: gateway_pb2.RpcTunnel, context: Context) -> gateway_pb2.RpcTunnel:
         self.rpc_tunnels.close(request.local_port)
         return request
 
-    async def SendToPeer(self, request: gateway_pb2.PeerRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.PeerReply:
+    async def SendToPeer(self, request: gateway_pb2.PeerRequest, context: Context) -> gateway_pb2.PeerReply:
         try:
             reply, peer, rtt = await self.links.request(request.address, StreamKind.GOSSIP, request.payload, request.timeout or 5.0)
         # The peer's failures, told in the words gossip records as the peer's reason (join_error).

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import grpc
-
 from services.common.errors import InvalidArgument
+from services.common.grpc_server import Context
 from services.common.invite import new_secret
 from services.common.mesh_identity import MeshIdentity
 from services.common.records_proto import demand_to_proto, record_to_proto, update_from_proto
@@ -24,17 +23,17 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
         self.membership = membership
         self.protocol = protocol
 
-    async def GetSelf(self, request: gossip_pb2.GetSelfRequest, context: grpc.aio.ServicerContext) -> node_pb2.NodeRecord:
+    async def GetSelf(self, request: gossip_pb2.GetSelfRequest, context: Context) -> node_pb2.NodeRecord:
         return record_to_proto(self.membership.own)
 
-    async def UpdateSelf(self, request: gossip_pb2.SelfUpdate, context: grpc.aio.ServicerContext) -> node_pb2.NodeRecord:
+    async def UpdateSelf(self, request: gossip_pb2.SelfUpdate, context: Context) -> node_pb2.NodeRecord:
         try:
             record = await self.membership.update_self(update_from_proto(request))
         except ValueError as invalid:
             raise InvalidArgument(str(invalid)) from invalid
         return record_to_proto(record)
 
-    async def Watch(self, request: gossip_pb2.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[gossip_pb2.MeshView]:
+    async def Watch(self, request: gossip_pb2.WatchRequest, context: Context) -> AsyncIterator[gossip_pb2.MeshView]:
         seen = -1
         while True:
             seen = await self.membership.changes.wait_newer(seen)
@@ -57,7 +56,7 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
             demand=[demand_to_proto(d) for d in m.demand_map()],
         )
 
-    async def HandlePeerMessage(self, request: gossip_pb2.PeerMessage, context: grpc.aio.ServicerContext) -> gossip_pb2.PeerMessage:
+    async def HandlePeerMessage(self, request: gossip_pb2.PeerMessage, context: Context) -> gossip_pb2.PeerMessage:
         try:
             message = peer_pb2.GossipMessage.FromString(request.payload)
         except Exception:  # noqa: BLE001 - protobuf raises DecodeError or others for garbage
@@ -67,13 +66,13 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
         self.protocol.count_bytes(len(payload), len(request.payload))
         return gossip_pb2.PeerMessage(payload=payload)
 
-    async def Leave(self, request: gossip_pb2.LeaveRequest, context: grpc.aio.ServicerContext) -> gossip_pb2.LeaveResponse:
+    async def Leave(self, request: gossip_pb2.LeaveRequest, context: Context) -> gossip_pb2.LeaveResponse:
         await self.protocol.leave()
         return gossip_pb2.LeaveResponse()
 
-    async def RecordDemand(self, request: gossip_pb2.DemandReport, context: grpc.aio.ServicerContext) -> gossip_pb2.DemandReportReply:
+    async def RecordDemand(self, request: gossip_pb2.DemandReport, context: Context) -> gossip_pb2.DemandReportReply:
         await self.membership.count_demand(dict(request.requests))
         return gossip_pb2.DemandReportReply()
 
-    async def RotateSecret(self, request: gossip_pb2.RotateSecretRequest, context: grpc.aio.ServicerContext) -> gossip_pb2.MeshIdentity:
+    async def RotateSecret(self, request: gossip_pb2.RotateSecretRequest, context: Context) -> gossip_pb2.MeshIdentity:
         return identity_to_proto(await self.membership.rotate_secret(new_secret()))

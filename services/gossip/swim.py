@@ -12,9 +12,9 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from services.common.records import NodeRecord
+from services.common.records import NodeRecord, PeerStatus
 
-ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
+ALIVE, SUSPECT, DEAD, LEFT = PeerStatus.ALIVE, PeerStatus.SUSPECT, PeerStatus.DEAD, PeerStatus.LEFT  # short names for the rules
 # At the same incarnation, worse news wins: a suspicion overrides alive, death overrides both.
 _RANK = {ALIVE: 0, SUSPECT: 1, DEAD: 2, LEFT: 3}
 
@@ -23,7 +23,7 @@ _RANK = {ALIVE: 0, SUSPECT: 1, DEAD: 2, LEFT: 3}
 class Member:
     record: NodeRecord
     address: str
-    status: str = ALIVE
+    status: PeerStatus = ALIVE
     incarnation: int = 0
     # Local bookkeeping, never gossiped and not part of the merge: when the status last changed.
     status_since: float = 0.0

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from services.common.mesh_identity import MeshIdentity
+from services.common.records import PeerStatus
 from services.common.records_proto import record_from_proto, record_to_proto
 from services.gossip.demand import DemandEntry
 from services.gossip.membership import GossipState
 from services.gossip.swim import Member
 from services.proto.mesh.v1 import peer_pb2
+
+KNOWN_STATUSES = frozenset(status.value for status in PeerStatus)  # a member in a status we do not know is dropped
 
 
 def member_to_proto(member: Member) -> peer_pb2.Member:
@@ -15,7 +18,7 @@ def member_to_proto(member: Member) -> peer_pb2.Member:
 
 
 def member_from_proto(message: peer_pb2.Member) -> Member:
-    return Member(record_from_proto(message.record), message.address, message.status or "alive", message.incarnation)
+    return Member(record_from_proto(message.record), message.address, PeerStatus(message.status) if message.status else PeerStatus.ALIVE, message.incarnation)
 
 
 def state_to_proto(state: GossipState) -> peer_pb2.GossipState:
@@ -32,6 +35,6 @@ def state_to_proto(state: GossipState) -> peer_pb2.GossipState:
 
 def state_from_proto(message: peer_pb2.GossipState, mesh_id: str) -> GossipState:
     mesh = MeshIdentity(mesh_id, message.secret.secret, message.secret.version)
-    members = tuple(member_from_proto(m) for m in message.members if m.status in ("alive", "suspect", "dead", "left"))
+    members = tuple(member_from_proto(m) for m in message.members if m.status in KNOWN_STATUSES)
     demand = tuple(DemandEntry(e.model_id, e.origin, e.requests, e.recent, e.last_seen, e.updated_at) for e in message.demand if e.model_id and e.origin)
     return GossipState(message.from_node_id, members, mesh, demand)

@@ -71,4 +71,4 @@ class Note:
     """One event of a plan for the log (and the metrics)."""
 
     event: Event
-    fields: Mapping[str, object] = field(default_factory=dict)
+    fields: Mapping[str, object] = field(default_factory=dict[str, object])

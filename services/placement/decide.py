@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from services.common.records import Assignment, MeshView, Mode, NodeRecord, Role
+from services.common.records import Assignment, MeshView, Mode, NodeRecord, PeerStatus, Role
 from services.placement import workers
 from services.placement.holders import Holder, elect, other_files, same_file
 from services.placement.memory import GIB, memory_needed
@@ -67,12 +67,12 @@ def decide(
     """`held`: the models this node may lend to a peer's split (those on its disk; none on a client).
     `excluded`: workers this node's splits leave out for now (they did not come up: workers.late_workers)."""
     own = view.own
-    rtts = {peer.record.node_id: peer.rtt for peer in view.peers if peer.status == "alive"}
-    records = {own.node_id: own, **{peer.record.node_id: peer.record for peer in view.peers if peer.status == "alive"}}
+    rtts = {peer.record.node_id: peer.rtt for peer in view.peers if peer.status == PeerStatus.ALIVE}
+    records = {own.node_id: own, **{peer.record.node_id: peer.record for peer in view.peers if peer.status == PeerStatus.ALIVE}}
     lending = workers.lent(own.node_id, records, held - dropped)
     usable = {node_id: record for node_id, record in records.items() if node_id not in excluded}
     left = memory
-    decisions = []
+    decisions: list[Assignment] = []
     for ask in asks:
         if ask.promoted and ask.model_id in lending:
             # A host's plan naming this node wins over serving the model alone for demand: the host serves it.
@@ -196,11 +196,11 @@ def _split_role(
         plan = plan_split(
             ask.size_bytes, ask.layers, [*holders, *others], rtt, force_split, headroom, context_bytes, fingerprint=ask.fingerprint, host_id=own.node_id
         )
-        if plan.mode == "split":
+        if plan.mode == Mode.SPLIT_HOST:
             return Assignment(
                 ask.model_id, Mode.SPLIT_HOST, plan.reason, plan.host, plan.workers, tuple(plan.layers[node] for node in (plan.host, *plan.workers))
             )
-        if plan.mode == "solo":
+        if plan.mode == Mode.SOLO:
             return Assignment(ask.model_id, Mode.SOLO, plan.reason)
         return Assignment(ask.model_id, Mode.UNSERVED, plan.reason)
     hosted = next((a for a in records[host].assignments if a.model_id == ask.model_id and a.mode == Mode.SPLIT_HOST), None) if host else None

@@ -77,11 +77,11 @@ class Memory:
     """What the plan carries from one round to the next; each round's plan returns the next one."""
 
     assignments: tuple[Assignment, ...] = ()  # the last decision
-    promoted: Mapping[str, str] = field(default_factory=dict)  # model -> why this node serves it for demand
-    pending: Mapping[str, float] = field(default_factory=dict)  # promotions settling: model -> first wanted (monotonic)
-    waiting: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (model, worker) not coming up -> since
-    excluded: Mapping[str, float] = field(default_factory=dict)  # workers left out of our split plans -> until
-    strikes: Mapping[str, int] = field(default_factory=dict)  # times each worker was left out
+    promoted: Mapping[str, str] = field(default_factory=dict[str, str])  # model -> why this node serves it for demand
+    pending: Mapping[str, float] = field(default_factory=dict[str, float])  # promotions settling: model -> first wanted (monotonic)
+    waiting: Mapping[tuple[str, str], float] = field(default_factory=dict[tuple[str, str], float])  # (model, worker) not coming up -> since
+    excluded: Mapping[str, float] = field(default_factory=dict[str, float])  # workers left out of our split plans -> until
+    strikes: Mapping[str, int] = field(default_factory=dict[str, int])  # times each worker was left out
 
 
 @dataclass(frozen=True)
@@ -89,12 +89,12 @@ class Facts:
     settings: PlacementSettings
     memory_offered: int  # bytes this node offers the mesh (0 on a client)
     asked: tuple[str, ...] = ()  # model ids this node serves of its own (--model; none on a standby)
-    on_disk: Mapping[str, LocalModel] = field(default_factory=dict)  # every model this node could serve
-    inspections: Mapping[str, Inspection] = field(default_factory=dict)
+    on_disk: Mapping[str, LocalModel] = field(default_factory=dict[str, LocalModel])  # every model this node could serve
+    inspections: Mapping[str, Inspection] = field(default_factory=dict[str, Inspection])
     dropped: frozenset[str] = frozenset()  # by `mesh-llm drop`
     running: tuple[ServedModel, ...] = ()  # the runner's report, by (model id, kind)
-    sent: Mapping[Key, Request] = field(default_factory=dict)  # what the runner was last asked, per process
-    tunnels: Mapping[tuple[str, int], int] = field(default_factory=dict)  # (worker address, rpc port) -> local port
+    sent: Mapping[Key, Request] = field(default_factory=dict[Key, Request])  # what the runner was last asked, per process
+    tunnels: Mapping[tuple[str, int], int] = field(default_factory=dict[tuple[str, int], int])  # (worker address, rpc port) -> local port
     memory: Memory = Memory()
 
     def running_by_key(self) -> dict[Key, ServedModel]:

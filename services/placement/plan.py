@@ -95,7 +95,7 @@ def exclude(view: MeshView, facts: Facts, memory: Memory, now: float) -> tuple[M
     """Workers left out of this node's split plans: late ones join, those whose time is up leave."""
     s = facts.settings
     waiting, late = late_workers(view, memory.assignments, memory.waiting, now, s.worker_start_bound)
-    excluded, strikes, notes = dict(memory.excluded), dict(memory.strikes), []
+    excluded, strikes, notes = dict(memory.excluded), dict(memory.strikes), list[Note]()
     for worker in sorted(late - set(excluded)):
         # Each time the same worker is late again it stays out twice as long (capped): a host that
         # serves solo meanwhile is not re-planned every few minutes around a worker that never comes.

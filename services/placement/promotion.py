@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.common.records import ANSWERING_MODES, MeshView, ModelDemand, NodeRecord, ProcessKind, ProcessState, Role
+from services.common.records import ANSWERING_MODES, MeshView, ModelDemand, NodeRecord, PeerStatus, ProcessKind, ProcessState, Role
 from services.placement.memory import GIB
 
 
@@ -33,7 +33,7 @@ def promotions(view: MeshView, needs: Mapping[str, int], current: Mapping[str, s
     kept = {model: reason for model, reason in current.items() if model in demand}
     if kept or view.own.role == Role.CLIENT or _pins(view.own):
         return kept
-    records = [view.own, *(peer.record for peer in view.peers if peer.status == "alive")]
+    records = [view.own, *(peer.record for peer in view.peers if peer.status == PeerStatus.ALIVE)]
     servers = {model: _server_count(records, model) for model in demand}
     for model, reason in [*_unserved(demand, servers), *_hot(demand, servers, rules)]:
         if model in needs and _best_standby(records, model, needs[model]) == view.own.node_id:

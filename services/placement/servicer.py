@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import grpc
-
 from services.common.errors import NotFound
+from services.common.grpc_server import Context
 from services.common.records_proto import assignment_to_proto
 from services.placement.convergence import Convergence
 from services.proto.mesh.v1 import placement_pb2, placement_pb2_grpc
@@ -14,10 +13,10 @@ class PlacementServicer(placement_pb2_grpc.PlacementServicer):
     def __init__(self, convergence: Convergence) -> None:
         self.convergence = convergence
 
-    async def GetPlan(self, request: placement_pb2.GetPlanRequest, context: grpc.aio.ServicerContext) -> placement_pb2.Plan:
+    async def GetPlan(self, request: placement_pb2.GetPlanRequest, context: Context) -> placement_pb2.Plan:
         return self._plan()
 
-    async def Drop(self, request: placement_pb2.DropRequest, context: grpc.aio.ServicerContext) -> placement_pb2.Plan:
+    async def Drop(self, request: placement_pb2.DropRequest, context: Context) -> placement_pb2.Plan:
         if not await self.convergence.drop(request.model_id):
             raise NotFound(f"this node does not serve '{request.model_id}'")
         return self._plan()

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from services.common.records import Mode
 from services.placement.holders import Holder, elect, other_files, same_file
 from services.placement.memory import GIB, memory_needed
 
@@ -23,7 +24,7 @@ RTT_BUCKET_SECONDS = 0.010  # RTTs within one bucket count as equal, so jitter d
 
 @dataclass(frozen=True)
 class SplitPlan:
-    mode: Literal["solo", "split", "unserved"]
+    mode: Literal[Mode.SOLO, Mode.SPLIT_HOST, Mode.UNSERVED]  # a split names its host and workers
     host: str = ""
     workers: tuple[str, ...] = ()
     layers: dict[str, int] = field(default_factory=dict)  # node id -> layers, host included
@@ -49,9 +50,9 @@ def plan_split(
     # The caller may name the host (decide.py: a node that was only asked to lend never hosts).
     host = next((h for h in holders if h.node_id == host_id), None) or elect(holders)
     if host is None:
-        return SplitPlan("unserved", reason="no node has the model on disk" + other_files(others, fingerprint))
+        return SplitPlan(Mode.UNSERVED, reason="no node has the model on disk" + other_files(others, fingerprint))
     if need <= host.memory and not force_split:
-        return SplitPlan("solo", host.node_id, (), {host.node_id: layer_count}, f"fits on {host.node_id}")
+        return SplitPlan(Mode.SOLO, host.node_id, (), {host.node_id: layer_count}, f"fits on {host.node_id}")
     near = [h for h in holders if h is not host and (r := rtt(host.node_id, h.node_id)) is not None and r <= max_rtt]
     near.sort(key=lambda h: (int((rtt(host.node_id, h.node_id) or 0.0) / RTT_BUCKET_SECONDS), h.node_id))
     group, offered = [host], host.memory
@@ -63,7 +64,7 @@ def plan_split(
     if offered < need or len(group) == 1:
         far = len(holders) - 1 - len(near)
         return SplitPlan(
-            "unserved",
+            Mode.UNSERVED,
             host.node_id,
             reason=(
                 f"needs {need / GIB:.2f} GiB; {host.node_id} and {len(group) - 1} peer(s) within {max_rtt * 1000:.0f} ms "
@@ -73,7 +74,7 @@ def plan_split(
     group = group[:layer_count]  # a node gets at least one layer
     layers = proportional_layers([h.memory for h in group], layer_count)
     return SplitPlan(
-        "split",
+        Mode.SPLIT_HOST,
         host.node_id,
         tuple(h.node_id for h in group[1:]),
         dict(zip([h.node_id for h in group], layers, strict=True)),

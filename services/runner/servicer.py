@@ -6,9 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
-
 from services.common.errors import FailedPrecondition, NotFound
+from services.common.grpc_server import Context
 from services.common.records import ProcessKind
 from services.common.records_proto import experts_from_proto, experts_to_proto
 from services.common.records_proto import served_to_proto as to_proto
@@ -31,7 +30,7 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
     def __init__(self, servers: LlamaServers) -> None:
         self.servers = servers
 
-    async def Serve(self, request: runner_pb2.ServeRequest, context: grpc.aio.ServicerContext) -> node_pb2.ServedModel:
+    async def Serve(self, request: runner_pb2.ServeRequest, context: Context) -> node_pb2.ServedModel:
         path = existing(request.path)
         split = Split(tuple(request.rpc_endpoints), request.worker_layers, tuple(request.tensor_split))
         try:
@@ -41,20 +40,20 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
         except BinaryMissing as missing:
             raise FailedPrecondition(str(missing)) from missing
 
-    async def ServeRpc(self, request: runner_pb2.ServeRpcRequest, context: grpc.aio.ServicerContext) -> node_pb2.ServedModel:
+    async def ServeRpc(self, request: runner_pb2.ServeRpcRequest, context: Context) -> node_pb2.ServedModel:
         path = existing(request.path)
         try:
             return to_proto(await self.servers.serve_rpc(request.model_id, path, tuple(request.layers), request.worker_index))
         except BinaryMissing as missing:
             raise FailedPrecondition(str(missing)) from missing
 
-    async def Stop(self, request: runner_pb2.StopRequest, context: grpc.aio.ServicerContext) -> runner_pb2.StopResponse:
+    async def Stop(self, request: runner_pb2.StopRequest, context: Context) -> runner_pb2.StopResponse:
         return runner_pb2.StopResponse(stopped=await self.servers.stop(request.model_id, ProcessKind(request.kind or LLAMA_SERVER)))
 
-    async def List(self, request: runner_pb2.ListRequest, context: grpc.aio.ServicerContext) -> runner_pb2.ModelStates:
+    async def List(self, request: runner_pb2.ListRequest, context: Context) -> runner_pb2.ModelStates:
         return self._snapshot()
 
-    async def Watch(self, request: runner_pb2.ListRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[runner_pb2.ModelStates]:
+    async def Watch(self, request: runner_pb2.ListRequest, context: Context) -> AsyncIterator[runner_pb2.ModelStates]:
         seen = -1
         while True:
             seen = await self.servers.changes.wait_newer(seen)
@@ -63,7 +62,7 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
     def _snapshot(self) -> runner_pb2.ModelStates:
         return runner_pb2.ModelStates(models=[to_proto(state) for state in self.servers.states()])
 
-    async def Inspect(self, request: runner_pb2.InspectRequest, context: grpc.aio.ServicerContext) -> runner_pb2.ModelFacts:
+    async def Inspect(self, request: runner_pb2.InspectRequest, context: Context) -> runner_pb2.ModelFacts:
         facts = await self.servers.inspect(existing(request.path))
         reply = runner_pb2.ModelFacts(layers=facts.layers, size_bytes=facts.size_bytes)
         if facts.moe is not None and facts.ranking is not None:
@@ -73,7 +72,7 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
             reply.ranking_source = facts.ranking.source
         return reply
 
-    async def Models(self, request: runner_pb2.ModelsRequest, context: grpc.aio.ServicerContext) -> runner_pb2.ModelsReply:
+    async def Models(self, request: runner_pb2.ModelsRequest, context: Context) -> runner_pb2.ModelsReply:
         try:
             # Fingerprinting reads every file: off the event loop.
             inventory = await asyncio.to_thread(take_inventory, tuple(request.specs), Path(request.models_dir))

@@ -23,9 +23,9 @@ def near(a: str, b: str) -> float:
 @pytest.mark.parametrize(
     ("holders", "force", "mode", "workers"),
     [
-        ([("a", 4, OURS), ("b", 2, OURS)], True, "split", ("b",)),  # the same file: a split as ever
+        ([("a", 4, OURS), ("b", 2, OURS)], True, "split-host", ("b",)),  # the same file: a split as ever
         ([("a", 4, OURS), ("b", 2, THEIRS)], True, "unserved", ()),  # another file under the name: no split
-        ([("a", 4, OURS), ("b", 2, THEIRS), ("c", 2, OURS)], True, "split", ("c",)),  # only the same file's holders
+        ([("a", 4, OURS), ("b", 2, THEIRS), ("c", 2, OURS)], True, "split-host", ("c",)),  # only the same file's holders
         ([("a", 4, OURS), ("b", 9, THEIRS)], False, "solo", ()),  # b has more memory, but it holds another model
         ([("a", 4, OURS), ("b", 2, "")], True, "unserved", ()),  # a node that sent no fingerprint proves nothing
         ([("b", 9, THEIRS)], False, "unserved", ()),  # nobody has our file
@@ -34,7 +34,7 @@ def near(a: str, b: str) -> float:
 def test_a_split_is_planned_over_holders_of_the_planning_nodes_file_only(holders, force, mode, workers) -> None:
     plan = plan_split(GIB, 30, [Holder(n, int(gib * GIB), fp) for n, gib, fp in holders], near, force_split=force, fingerprint=OURS)
     assert (plan.mode, plan.workers) == (mode, workers), plan.reason
-    if mode == "split":
+    if mode == "split-host":
         assert set(plan.layers) == {"a", *workers}
     if mode == "unserved":
         assert "another file under this name" in plan.reason and THEIRS in plan.reason or "b (file without fingerprint)" in plan.reason

@@ -21,20 +21,20 @@ def holders(**memory_gib: float) -> list[Holder]:
     ("size_gib", "nodes", "force", "mode", "host", "workers"),
     [
         (1, holders(a=4, b=2), False, "solo", "a", ()),  # fits the biggest node
-        (1, holders(a=4, b=2), True, "split", "a", ("b",)),  # --split forces it
-        (5, holders(a=4, b=2), False, "split", "a", ("b",)),
-        (5, holders(a=4, b=3, c=3), False, "split", "a", ("b",)),  # nearest first, stop once it fits
-        (8, holders(a=4, b=3, c=3), False, "split", "a", ("b", "c")),
+        (1, holders(a=4, b=2), True, "split-host", "a", ("b",)),  # --split forces it
+        (5, holders(a=4, b=2), False, "split-host", "a", ("b",)),
+        (5, holders(a=4, b=3, c=3), False, "split-host", "a", ("b",)),  # nearest first, stop once it fits
+        (8, holders(a=4, b=3, c=3), False, "split-host", "a", ("b", "c")),
         (5, holders(a=4, d=4), False, "unserved", "a", ()),  # d is 120 ms away: never in a split
         (20, holders(a=4, b=3, c=3), False, "unserved", "a", ()),  # not enough memory in the mesh
         (1, [], False, "unserved", "", ()),
-        (5, holders(b=4, a=4, c=1), False, "split", "a", ("b",)),  # equal memory: lowest id hosts
+        (5, holders(b=4, a=4, c=1), False, "split-host", "a", ("b",)),  # equal memory: lowest id hosts
     ],
 )
 def test_solo_split_or_unserved(size_gib, nodes, force, mode, host, workers) -> None:
     plan = plan_split(int(size_gib * GIB), 30, nodes, rtt, force_split=force, headroom=0.1, context_bytes=0)
     assert (plan.mode, plan.host, plan.workers) == (mode, host, workers), plan.reason
-    if mode == "split":
+    if mode == "split-host":
         assert sum(plan.layers.values()) == 30 and min(plan.layers.values()) >= 1
         assert list(plan.layers) == [host, *workers]
 
