@@ -82,7 +82,7 @@ async def turns(port: int, count: int) -> list[float]:
 
 def spawn(*args: str) -> tuple[subprocess.Popen[str], dict]:
     child = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
-    return child, json.loads(child.stdout.readline())  # type: ignore[union-attr]
+    return child, json.loads(child.stdout.readline())
 
 
 def cpu_seconds(process: subprocess.Popen[str]) -> float:

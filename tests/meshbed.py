@@ -31,9 +31,9 @@ class MeshBed:
             self.relay.front(ip, advertised, (ip, quic))
         argv = ["--host", ip, "--bind-port", str(quic), "--advertise", f"{ip}:{advertised}", "--profile", "test", "--name", name, *args]
         if join is not None or token is not None:
-            argv += ["--join", token or join.token()]  # type: ignore[union-attr]
+            argv += ["--join", token or join.token()]
         node = NodeProcess(self.workdir / name, *argv, host=ip).start(env)
-        node.name = name  # type: ignore[attr-defined]
+        node.name = name
         self.nodes[name] = node
         return node
 

@@ -113,7 +113,7 @@ class NodeProcess:
     def sockets(self) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
         """(TCP listening addresses, UDP socket addresses) of every process of this node."""
         listeners, udp = [], []
-        for process in [psutil.Process(self.process.pid), *self.descendants()]:  # type: ignore[union-attr]
+        for process in [psutil.Process(self.process.pid), *self.descendants()]:
             for connection in process.net_connections(kind="inet"):
                 if connection.type == socket.SOCK_STREAM and connection.status == psutil.CONN_LISTEN:
                     listeners.append((connection.laddr.ip, connection.laddr.port))

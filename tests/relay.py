@@ -31,7 +31,7 @@ class _Front(asyncio.DatagramProtocol):
         self.upstreams: dict[tuple[str, int], asyncio.DatagramTransport] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport
 
     def datagram_received(self, data: bytes, source: tuple[str, int]) -> None:
         upstream = self.upstreams.get(source)
@@ -51,7 +51,7 @@ class _Front(asyncio.DatagramProtocol):
 
         if source not in self.upstreams:
             transport, _ = await loop.create_datagram_endpoint(Back, local_addr=("127.0.0.1", 0))
-            self.upstreams[source] = transport  # type: ignore[assignment]
+            self.upstreams[source] = transport
         upstream = self.upstreams[source]
         self.relay.forward(source[0], self.node_ip, lambda: upstream.sendto(first, self.target))
 
@@ -97,9 +97,9 @@ class Relay:
             return
         delay = rule.delay + self.random.random() * rule.jitter
         if delay > 0:
-            self.loop.call_later(delay, send)  # type: ignore[arg-type]
+            self.loop.call_later(delay, send)
         else:
-            send()  # type: ignore[operator]
+            send()
 
     def close(self) -> None:
         async def shut() -> None:

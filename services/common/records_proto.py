@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 from services.common.records import (
     Assignment,
@@ -134,15 +135,16 @@ def record_to_proto(record: NodeRecord) -> node_pb2.NodeRecord:
 
 
 def update_to_proto(update: SelfUpdate) -> gossip_pb2.SelfUpdate:
+    # Each value has its NodeRecord field's type (apply_update sets them on the record as they are).
     values = update.values
     return gossip_pb2.SelfUpdate(
         fields=sorted(update.fields),
         role=str(values.get("role", "")),
-        memory_offered_bytes=int(values.get("memory_offered_bytes", 0)),  # type: ignore[call-overload]
-        models_on_disk=list(values.get("models_on_disk", ())),  # type: ignore[call-overload]
-        served=[served_to_proto(s) for s in values.get("served", ())],  # type: ignore[attr-defined]
-        assignments=[assignment_to_proto(a) for a in values.get("assignments", ())],  # type: ignore[attr-defined]
-        model_files=files_to_proto(values.get("model_files", ())),  # type: ignore[arg-type]
+        memory_offered_bytes=cast(int, values.get("memory_offered_bytes", 0)),
+        models_on_disk=cast("tuple[str, ...]", values.get("models_on_disk", ())),
+        served=[served_to_proto(s) for s in cast("tuple[ServedModel, ...]", values.get("served", ()))],
+        assignments=[assignment_to_proto(a) for a in cast("tuple[Assignment, ...]", values.get("assignments", ()))],
+        model_files=files_to_proto(cast("tuple[ModelFile, ...]", values.get("model_files", ()))),
     )
 
 

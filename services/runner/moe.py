@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import SupportsInt, cast
 
 import numpy as np
 from gguf import GGUFReader, GGUFValueType, GGUFWriter
@@ -42,10 +43,17 @@ def moe_info(path: Path) -> MoEInfo | None:
     """The model's expert layout from its header alone, or None for a dense model."""
     fields = header_fields(path, lambda key: key == "general.architecture" or key.endswith((".expert_count", ".expert_used_count", ".block_count")))
     arch = str(fields.get("general.architecture", ""))
-    experts = int(fields.get(f"{arch}.expert_count", 0) or 0)  # type: ignore[call-overload]
+    experts = _count(fields.get(f"{arch}.expert_count"), 0)
     if experts <= 1:
         return None
-    return MoEInfo(arch, experts, int(fields.get(f"{arch}.expert_used_count", 1) or 1), int(fields.get(f"{arch}.block_count", 0) or 0))  # type: ignore[call-overload]
+    return MoEInfo(arch, experts, _count(fields.get(f"{arch}.expert_used_count"), 1), _count(fields.get(f"{arch}.block_count"), 0))
+
+
+def _count(value: object, absent: int) -> int:
+    """A count from the header (gguf gives numpy integers), or `absent` where the key is missing or 0."""
+    if value is None:
+        return absent
+    return int(cast(SupportsInt, value)) or absent
 
 
 @dataclass(frozen=True)

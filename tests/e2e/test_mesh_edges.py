@@ -33,7 +33,7 @@ async def misbehave(port: int, first_bytes: bytes) -> str:
                 closed.set_result(event.reason_phrase)
             original(event)
 
-        client.quic_event_received = watch  # type: ignore[method-assign]
+        client.quic_event_received = watch
         _, writer = await client.create_stream()
         writer.write(first_bytes)
         return await asyncio.wait_for(closed, 10)

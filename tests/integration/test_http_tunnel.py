@@ -159,7 +159,7 @@ def test_a_client_that_does_not_read_holds_generation_back_within_a_bound(tmp_pa
                 if tunnel.producer.produced > held_at + (4 << 20):
                     break
             # The client goes away: the far end's upstream request is closed (the slot is freed).
-            await body.aclose()  # type: ignore[attr-defined]
+            await body.aclose()
             await response.close()
             await asyncio.wait_for(tunnel.producer.closed.wait(), 10)
 

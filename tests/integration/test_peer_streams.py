@@ -80,7 +80,7 @@ def test_a_gossip_message_our_gossip_service_cannot_answer_ends_its_stream(tmp_p
 
     async def scenario() -> None:
         asyncio.get_running_loop().set_exception_handler(lambda _, context: unhandled.append(context["message"]))
-        gossip = request_reply(answer_gossip(StoppingGossip()), lambda *_: None)  # type: ignore[arg-type]
+        gossip = request_reply(answer_gossip(StoppingGossip()), lambda *_: None)
         (host, host_links), (worker, _) = await endpoint(tmp_path, "host"), await endpoint(tmp_path, "worker", {StreamKind.GOSSIP: gossip})
         with pytest.raises(asyncio.IncompleteReadError):  # SendToPeer answers this UNAVAILABLE
             await host_links.request(worker.local().address, StreamKind.GOSSIP, b"ping", 10.0)

@@ -161,7 +161,7 @@ async def counted_tunnel(
             sent[name] += len(batch)
             read(batch)
 
-        reader.datagrams_received = counting  # type: ignore[method-assign]
+        reader.datagrams_received = counting
     tunnels = RpcTunnels(host_links, lambda *_: None, connect_timeout=10.0)
     port = await tunnels.open(worker.local().address, server_port)
     try:

@@ -102,7 +102,7 @@ def test_a_kernel_without_gso_gets_plain_sends_and_nothing_is_lost() -> None:
     async def scenario() -> None:
         target = receiver()
         transport = BatchedDatagramTransport(bind_udp("127.0.0.1", 0), Recorder())
-        transport._sock = NoGSO(transport._sock)  # type: ignore[assignment]
+        transport._sock = NoGSO(transport._sock)
         sent = [bytes([i]) * 1452 for i in range(3)]
         for _ in range(2):  # the first corked run meets the refusal, the second goes plain at once
             with transport.corked():

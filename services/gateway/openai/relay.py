@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import anyio
 from starlette.responses import Response, StreamingResponse
@@ -217,8 +217,8 @@ class RelayedStream(StreamingResponse):
     be the only place: without this, the upstream stayed open (and a peer serving it waited on
     credit that never came, with its llama-server slot held)."""
 
-    def __init__(self, content: AsyncIterator[bytes], release: Release, **kwargs: object) -> None:
-        super().__init__(content, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, content: AsyncIterator[bytes], release: Release, media_type: str, headers: Mapping[str, str]) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
         self.release = release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -15,7 +15,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
@@ -184,7 +184,8 @@ class MeshConnection(QuicConnectionProtocol):
     def datagram_received(self, data: bytes | str, addr: object) -> None:
         """Read one datagram of a batch (peers/udp.py): what it carries for spliced streams and
         what we owe the peer go out once, when the batch ends (end_batch)."""
-        self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]
+        # A UDP endpoint receives bytes (asyncio's str is for other transports).
+        self._quic.receive_datagram(cast(bytes, data), addr, now=self._loop.time())
         self._process_events()
         if self.endpoint.batch is None:
             self.end_batch()
@@ -219,26 +220,27 @@ class MeshConnection(QuicConnectionProtocol):
             for sink in lost:
                 sink.stream_lost()
             return False
-        stream_id = getattr(quic_event, "stream_id", None)
-        sink = self._sinks.get(stream_id)  # type: ignore[arg-type]
+        if not isinstance(quic_event, (events.StreamDataReceived, events.StreamReset, events.StopSendingReceived)):
+            return False
+        stream_id = quic_event.stream_id
+        sink = self._sinks.get(stream_id)
         if sink is None:
             return False
         if isinstance(quic_event, events.StreamDataReceived):
             if quic_event.end_stream:
-                del self._sinks[stream_id]  # type: ignore[arg-type]
-            held = self._held.get(stream_id)  # type: ignore[arg-type]
+                del self._sinks[stream_id]
+            held = self._held.get(stream_id)
             if held is not None:
                 held[1].append(quic_event.data)
-                self._held[stream_id] = (sink, held[1], quic_event.end_stream)  # type: ignore[index]
+                self._held[stream_id] = (sink, held[1], quic_event.end_stream)
             elif self.endpoint.batch is not None:
-                self._held[stream_id] = (sink, [quic_event.data], quic_event.end_stream)  # type: ignore[index]
+                self._held[stream_id] = (sink, [quic_event.data], quic_event.end_stream)
             else:
                 sink.stream_data(quic_event.data, quic_event.end_stream)
             return True
-        if isinstance(quic_event, (events.StreamReset, events.StopSendingReceived)):
-            self._deliver_held(stream_id)  # type: ignore[arg-type]
-            del self._sinks[stream_id]  # type: ignore[arg-type]
-            sink.stream_lost()
+        self._deliver_held(stream_id)  # a reset or stop: what arrived first still goes out first
+        del self._sinks[stream_id]
+        sink.stream_lost()
         return False
 
 

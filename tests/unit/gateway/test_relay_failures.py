@@ -49,7 +49,7 @@ def gateway(upstream: ScriptedUpstream) -> tuple[TestClient, GatewayMetrics]:
     mirror = MeshMirror()
     mirror.view = MeshView(own=NodeRecord(node_id="me", name="me", served=(ServedModel("alpha", "/a", "ready", 1),)))
     metrics = GatewayMetrics()
-    relay = Relay(mirror, metrics, upstream, None)  # type: ignore[arg-type]
+    relay = Relay(mirror, metrics, upstream, None)
     return TestClient(create_api_app(GatewaySettings(), mirror, relay, metrics)), metrics
 
 
@@ -133,7 +133,7 @@ def test_a_client_that_leaves_before_the_first_chunk_releases_the_upstream(spec_
     upstream = SilentUpstream([])
     mirror = MeshMirror()
     mirror.view = MeshView(own=NodeRecord(node_id="me", name="me", served=(ServedModel("alpha", "/a", "ready", 1),)))
-    relay = Relay(mirror, GatewayMetrics(), upstream, None)  # type: ignore[arg-type]
+    relay = Relay(mirror, GatewayMetrics(), upstream, None)
 
     async def leave_at_once() -> None:
         response = await relay.forward("/v1/chat/completions", "alpha", True, b"{}")
@@ -157,4 +157,4 @@ def test_a_client_that_leaves_before_the_first_chunk_releases_the_upstream(spec_
     assert upstream.closed == 1
     assert relay.in_flight["me"] == 0
     done = [record for record in caplog.records if record.getMessage() == "request done"]
-    assert len(done) == 1 and done[0].fields["client_left"] is True  # type: ignore[attr-defined]
+    assert len(done) == 1 and done[0].fields["client_left"] is True

@@ -20,7 +20,7 @@ def scrape(registry: CollectorRegistry, name: str, **labels: str) -> float | Non
 
 def test_a_scrape_reads_the_rounds_and_counters_as_they_are_then() -> None:
     metrics, rounds = GossipMetrics(), [3]
-    registry = registry_for(metrics, NoMembers(), lambda: rounds[0])  # type: ignore[arg-type]
+    registry = registry_for(metrics, NoMembers(), lambda: rounds[0])
     metrics.suspicions.inc()
     metrics.message_bytes.labels("sent").inc(120)
     rounds[0] = 5
@@ -33,7 +33,7 @@ def test_a_scrape_reads_the_rounds_and_counters_as_they_are_then() -> None:
 def test_two_gossip_services_in_one_process_count_apart() -> None:
     """Counters belong to their registry (tests run several nodes' services in one process)."""
     first, second = GossipMetrics(), GossipMetrics()
-    first_registry, second_registry = (registry_for(m, NoMembers(), lambda: 0) for m in (first, second))  # type: ignore[arg-type]
+    first_registry, second_registry = (registry_for(m, NoMembers(), lambda: 0) for m in (first, second))
     first.deaths.inc()
     assert scrape(first_registry, "mesh_gossip_deaths_total") == 1
     assert scrape(second_registry, "mesh_gossip_deaths_total") == 0

@@ -136,7 +136,7 @@ def settings(**fields) -> PlacementSettings:
 
 async def started(gossip: FakeGossip, runner: FakeRunner, **fields) -> tuple[Convergence, asyncio.Task[None]]:
     """A node that asked its runner to serve m (and, unless it refuses, serves it: its record says so)."""
-    convergence = Convergence(settings(**fields), gossip, runner, FakeGateway())  # type: ignore[arg-type]
+    convergence = Convergence(settings(**fields), gossip, runner, FakeGateway())
     task = asyncio.create_task(convergence.run())
     await until(lambda: "Serve m" in runner.calls and (runner.refuse is not None or any(s.state == ProcessState.READY for s in gossip.own.served)))
     return convergence, task
@@ -206,7 +206,7 @@ def test_a_refused_serve_is_logged_and_placement_goes_on() -> None:
 
 def test_a_model_the_runner_cannot_find_stops_placement_with_its_answer() -> None:
     async def scenario() -> None:
-        convergence = Convergence(settings(models=["nowhere"]), FakeGossip(), FakeRunner(), FakeGateway())  # type: ignore[arg-type]
+        convergence = Convergence(settings(models=["nowhere"]), FakeGossip(), FakeRunner(), FakeGateway())
         await convergence.run()
 
     with pytest.raises(grpc.aio.AioRpcError) as raised:
