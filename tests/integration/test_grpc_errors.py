@@ -27,14 +27,14 @@ class Raising(gossip_pb2_grpc.GossipServicer):
     def __init__(self, failure: Exception) -> None:
         self.failure = failure
 
-    async def GetSelf(self, request: gossip_pb2.GetSelfRequest, context: grpc.aio.ServicerContext) -> node_pb2.NodeRecord:  # noqa: N802 - gRPC's method name
+    async def GetSelf(self, request: gossip_pb2.GetSelfRequest, context: grpc.aio.ServicerContext) -> node_pb2.NodeRecord:
         raise self.failure
 
-    async def Watch(self, request: gossip_pb2.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[gossip_pb2.MeshView]:  # noqa: N802 - gRPC's method name
+    async def Watch(self, request: gossip_pb2.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[gossip_pb2.MeshView]:
         yield gossip_pb2.MeshView(address="first")
         raise self.failure
 
-    async def Leave(self, request: gossip_pb2.LeaveRequest, context: grpc.aio.ServicerContext) -> gossip_pb2.LeaveResponse:  # noqa: N802 - gRPC's method name
+    async def Leave(self, request: gossip_pb2.LeaveRequest, context: grpc.aio.ServicerContext) -> gossip_pb2.LeaveResponse:
         # A servicer that still ends the call itself keeps its own status.
         await context.abort(grpc.StatusCode.ABORTED, "ended by the servicer")
         raise AssertionError("abort returned")

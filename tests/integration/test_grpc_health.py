@@ -126,7 +126,7 @@ async def _is(port: int, status: int) -> bool:
 class FakeGossip(gossip_pb2_grpc.GossipServicer):
     """Gossip as the gateway follows it: one empty mesh view, then a Watch that stays open."""
 
-    async def Watch(self, request, context):  # noqa: N802 - gRPC's method name
+    async def Watch(self, request, context):
         yield gossip_pb2.MeshView()
         await asyncio.Event().wait()
 

@@ -73,7 +73,7 @@ def test_a_gossip_message_our_gossip_service_cannot_answer_ends_its_stream(tmp_p
     once, as from a node going down, and nothing is left unretrieved in our log."""
 
     class StoppingGossip:
-        async def HandlePeerMessage(self, message: object, timeout: float) -> object:  # noqa: N802 - the gRPC method's name
+        async def HandlePeerMessage(self, message: object, timeout: float) -> object:
             raise grpc.aio.AioRpcError(grpc.StatusCode.CANCELLED, grpc.aio.Metadata(), grpc.aio.Metadata(), details="CANCELLED")
 
     unhandled: list[str] = []

@@ -54,10 +54,10 @@ class FakeGossip(Sibling):
         self.rounds = 0
         self.updates: list[frozenset[str]] = []
 
-    def Watch(self, request: gossip_pb2.WatchRequest, wait_for_ready: bool = False) -> AsyncIterator[object]:  # noqa: N802 - the gRPC method\'s name
+    def Watch(self, request: gossip_pb2.WatchRequest, wait_for_ready: bool = False) -> AsyncIterator[object]:
         return self.stream(lambda: gossip_pb2.MeshView(self=record_to_proto(self.own), gossip_rounds=self.rounds))
 
-    async def UpdateSelf(self, request: gossip_pb2.SelfUpdate, wait_for_ready: bool = False) -> node_pb2.NodeRecord:  # noqa: N802 - the gRPC method\'s name
+    async def UpdateSelf(self, request: gossip_pb2.SelfUpdate, wait_for_ready: bool = False) -> node_pb2.NodeRecord:
         update = update_from_proto(request)
         self.updates.append(update.fields)
         changed = apply_update(self.own, update, 0.0)
@@ -83,20 +83,20 @@ class FakeRunner(Sibling):
         self.calls: list[str] = []
         self.refuse = refuse
 
-    def Watch(self, request: runner_pb2.ListRequest, wait_for_ready: bool = False) -> AsyncIterator[object]:  # noqa: N802 - the gRPC method\'s name
+    def Watch(self, request: runner_pb2.ListRequest, wait_for_ready: bool = False) -> AsyncIterator[object]:
         return self.stream(lambda: runner_pb2.ModelStates(models=[served_to_proto(s) for _, s in sorted(self.running.items())]))
 
-    async def Models(self, request: runner_pb2.ModelsRequest, wait_for_ready: bool = False) -> runner_pb2.ModelsReply:  # noqa: N802 - the gRPC method\'s name
+    async def Models(self, request: runner_pb2.ModelsRequest, wait_for_ready: bool = False) -> runner_pb2.ModelsReply:
         if list(request.specs) != ["m"]:
             raise failure(grpc.StatusCode.NOT_FOUND)
         ref = runner_pb2.ModelRef(model_id="m", path=PATH, size_bytes=GIB, fingerprint="fp-m")
         return runner_pb2.ModelsReply(named=[ref], on_disk=[ref])
 
-    async def Inspect(self, request: runner_pb2.InspectRequest, wait_for_ready: bool = False) -> runner_pb2.ModelFacts:  # noqa: N802 - the gRPC method\'s name
+    async def Inspect(self, request: runner_pb2.InspectRequest, wait_for_ready: bool = False) -> runner_pb2.ModelFacts:
         self.calls.append("Inspect")
         return runner_pb2.ModelFacts(layers=30, size_bytes=GIB)
 
-    async def Serve(self, request: runner_pb2.ServeRequest, wait_for_ready: bool = False) -> node_pb2.ServedModel:  # noqa: N802 - the gRPC method\'s name
+    async def Serve(self, request: runner_pb2.ServeRequest, wait_for_ready: bool = False) -> node_pb2.ServedModel:
         self.calls.append(f"Serve {request.model_id}")
         if self.refuse is not None:
             raise failure(self.refuse)
@@ -106,7 +106,7 @@ class FakeRunner(Sibling):
             await self.changes.publish()
         return served_to_proto(served)
 
-    async def Stop(self, request: runner_pb2.StopRequest, wait_for_ready: bool = False) -> runner_pb2.StopResponse:  # noqa: N802 - the gRPC method\'s name
+    async def Stop(self, request: runner_pb2.StopRequest, wait_for_ready: bool = False) -> runner_pb2.StopResponse:
         self.calls.append(f"Stop {request.model_id} {request.kind}")
         stopped = self.running.pop((request.model_id, request.kind), None) is not None
         await self.changes.publish()
@@ -118,7 +118,7 @@ class FakeRunner(Sibling):
 
 
 class FakeGateway:
-    async def OpenRpcTunnel(self, request: gateway_pb2.RpcTunnelRequest, wait_for_ready: bool = False) -> gateway_pb2.RpcTunnel:  # noqa: N802 - the gRPC method\'s name
+    async def OpenRpcTunnel(self, request: gateway_pb2.RpcTunnelRequest, wait_for_ready: bool = False) -> gateway_pb2.RpcTunnel:
         return gateway_pb2.RpcTunnel(local_port=4000)
 
 
