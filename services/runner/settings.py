@@ -30,10 +30,13 @@ class RunnerSettings(BaseSettings):
     stable_after: float = 60.0
     # Seconds a starting llama-server may take to answer /health before it counts as failed.
     ready_timeout: float = 180.0
-    # Prime a split worker's rpc-server cache from the local GGUF (False: stock llama.cpp RPC, for benchmarks).
+    # Prime a split worker's rpc-server cache from the local GGUF, so the host sends hashes, not
+    # weights. The cache holds a copy of the worker's layers on disk: False saves that disk and
+    # sends the layers over the network instead, as stock llama.cpp RPC does.
     prime_rpc_cache: bool = True
     # Our patch of llama.cpp: RPC client and server send each burst of commands in one write, so
-    # the QUIC tunnel relays one read per token instead of a dozen (False: llama.cpp's own sends).
+    # the QUIC tunnel relays one read per token instead of a dozen. False: llama.cpp's own sends
+    # (the same bytes), a way back should the patch ever misbehave with a newer llama.cpp.
     rpc_coalesce: bool = True
     # Seconds between SIGTERM and SIGKILL when stopping a child.
     stop_timeout: float = 5.0
