@@ -13,8 +13,9 @@ from typing import Literal
 
 NONCE_BYTES = 16
 
-# Which side a proof comes from: a proof is never valid for the other role (no reflection).
-Role = Literal["client", "server"]
+# Which side of the handshake a proof comes from: a proof is never valid for the other side (no
+# reflection). Not a node's Role (records.py): any node is "client" when it dials, "server" when dialled.
+Side = Literal["client", "server"]
 
 
 def new_nonce() -> bytes:
@@ -27,9 +28,9 @@ def transcript(mesh_id: str, client_fingerprint: str, server_fingerprint: str, c
     return b"\0".join(parts)
 
 
-def prove(secret: bytes, role: Role, transcript_bytes: bytes) -> bytes:
-    return hmac.new(secret, role.encode() + b"\0" + transcript_bytes, hashlib.sha256).digest()
+def prove(secret: bytes, side: Side, transcript_bytes: bytes) -> bytes:
+    return hmac.new(secret, side.encode() + b"\0" + transcript_bytes, hashlib.sha256).digest()
 
 
-def check(secret: bytes, role: Role, transcript_bytes: bytes, given: bytes) -> bool:
-    return hmac.compare_digest(prove(secret, role, transcript_bytes), given)
+def check(secret: bytes, side: Side, transcript_bytes: bytes, given: bytes) -> bool:
+    return hmac.compare_digest(prove(secret, side, transcript_bytes), given)
