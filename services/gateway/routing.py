@@ -17,7 +17,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.common.catalog import CATALOG, alias_of
+from services.common.catalog import CATALOG
+from services.common.model_names import match_name
 from services.common.records import MeshView, Mode, NodeRecord, PeerStatus, ProcessKind, ProcessState, Role, ServedModel
 
 # Requests in flight a session's node may carry beyond the least loaded server before the session
@@ -64,18 +65,10 @@ def served_models(view: MeshView) -> tuple[str, ...]:
 
 
 def resolve_name(requested: str, served: tuple[str, ...]) -> str | UnknownModel:
-    """The served model a name means: exact (any case), a catalog alias, or a unique prefix."""
-    wanted = requested.lower()
-    for name in served:
-        if name.lower() == wanted:
-            return name
-    alias = alias_of(wanted)
-    if alias in served:
-        return alias
-    prefixed = tuple(name for name in served if name.lower().startswith(wanted))
-    if len(prefixed) == 1:
-        return prefixed[0]
-    return UnknownModel(served, prefixed)
+    """The served model a name means, by --model's rule (model_names.py): exact in any case, a
+    catalog alias, or a unique substring."""
+    found = match_name(requested, served)
+    return found if isinstance(found, str) else UnknownModel(served, found)
 
 
 def known_models(view: MeshView) -> tuple[str, ...]:

@@ -35,15 +35,18 @@ def test_local_ready_server_comes_first_case_insensitively() -> None:
     [
         ("smollm2", ("SmolLM2-135M-Instruct",), "SmolLM2-135M-Instruct"),  # catalog alias
         ("qwen", ("Qwen3-8B", "SmolLM2"), "Qwen3-8B"),  # unique prefix
+        ("8b", ("Qwen3-8B", "SmolLM2"), "Qwen3-8B"),  # unique substring, as --model reads names
         ("QWEN3-8B", ("Qwen3-8B",), "Qwen3-8B"),
+        ("qwen3-8b", ("Qwen3-8B", "Qwen3-8B-Q8_0"), "Qwen3-8B"),  # exact beats substring
     ],
 )
-def test_names_resolve_by_alias_and_unique_prefix(asked: str, served: tuple[str, ...], expected: str) -> None:
+def test_names_resolve_by_alias_and_unique_substring(asked: str, served: tuple[str, ...], expected: str) -> None:
     assert first(route(view(tuple(ready(m) for m in served)), asked, now=0)).model_id == expected
 
 
-def test_ambiguous_prefix_and_unknown_model_list_what_is_served() -> None:
+def test_ambiguous_substring_and_unknown_model_list_what_is_served() -> None:
     assert route(view((ready("Qwen3-8B"), ready("Qwen3-4B"))), "qwen", now=0) == UnknownModel(("Qwen3-4B", "Qwen3-8B"), ("Qwen3-4B", "Qwen3-8B"))
+    assert route(view((ready("Qwen3-8B"), ready("Llama-8B"))), "8b", now=0) == UnknownModel(("Llama-8B", "Qwen3-8B"), ("Llama-8B", "Qwen3-8B"))
     assert route(view((ready("b"),), (peer("p", ready("a")),)), "zzz", now=0) == UnknownModel(("a", "b"))
 
 
