@@ -23,6 +23,7 @@ from services.common.logs import event
 from services.common.records import Assignment, MeshView
 from services.common.records_proto import served_from_proto, view_from_proto
 from services.placement.actions import Event, Note
+from services.placement.drafts import drafts
 from services.placement.executor import Executor
 from services.placement.facts import Facts, LocalModel
 from services.placement.metrics import PlacementMetrics
@@ -72,13 +73,17 @@ class Convergence:
         s = self.settings
         if s.client:
             return self.facts
-        request = runner_pb2.ModelsRequest(specs=s.models, models_dir=str(s.models_dir))
+        # The draft (--draft) is found like a model: asked for last, after the models.
+        request = runner_pb2.ModelsRequest(specs=[*s.models, *([s.draft] if s.draft else [])], models_dir=str(s.models_dir))
         # A spec naming no GGUF is NOT_FOUND: placement stops with the runner's line (the CLI checked first).
         reply = await calls.call(lambda: self.runner.Models(request, wait_for_ready=True), "Models")
-        named = [local_from_proto(ref) for ref in reply.named]
+        named = [local_from_proto(ref) for ref in reply.named[: len(s.models)]]
+        chosen = local_from_proto(reply.named[-1]) if s.draft else None
+        on_disk = {ref.model_id: local_from_proto(ref) for ref in reply.on_disk}
         # A standby only holds what --model names: it serves what demand asks of it (promotion.py).
         asked = () if s.standby else tuple(model.model_id for model in named)
-        return replace(self.facts, asked=asked, on_disk={ref.model_id: local_from_proto(ref) for ref in reply.on_disk})
+        found = drafts(on_disk, [model.model_id for model in named], chosen, s.catalog_drafts)
+        return replace(self.facts, asked=asked, on_disk=on_disk, drafts=found)
 
     async def follow_mesh(self) -> None:
         async for message in calls.follow(lambda: self.gossip.Watch(gossip_pb2.WatchRequest(), wait_for_ready=True), "gossip Watch"):

@@ -85,6 +85,7 @@ def serve_to_proto(request: LlamaRequest) -> runner_pb2.ServeRequest:
         worker_layers=request.worker_layers,
         tensor_split=request.tensor_split,
         shard=experts_to_proto(request.shard),
+        draft_path=request.draft,
     )
 
 

@@ -49,6 +49,7 @@ class LlamaRequest:
     worker_layers: int = 0
     tensor_split: tuple[float, ...] = ()
     shard: Experts = ()  # the experts this node's shard keeps, per layer
+    draft: str = ""  # path of its draft model for speculative decoding (drafts.py); empty: none
 
     @property
     def key(self) -> Key:
@@ -91,6 +92,7 @@ class Facts:
     asked: tuple[str, ...] = ()  # model ids this node serves of its own (--model; none on a standby)
     on_disk: Mapping[str, LocalModel] = field(default_factory=dict[str, LocalModel])  # every model this node could serve
     inspections: Mapping[str, Inspection] = field(default_factory=dict[str, Inspection])
+    drafts: Mapping[str, str] = field(default_factory=dict[str, str])  # model id -> path of its draft model (drafts.py)
     dropped: frozenset[str] = frozenset()  # by `mesh-llm drop`
     running: tuple[ServedModel, ...] = ()  # the runner's report, by (model id, kind)
     sent: Mapping[Key, Request] = field(default_factory=dict[Key, Request])  # what the runner was last asked, per process

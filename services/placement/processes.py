@@ -31,7 +31,11 @@ class Wanted:
 
 def process_actions(view: MeshView, facts: Facts, assignments: Sequence[Assignment]) -> tuple[Action, ...]:
     """Stops first (memory freed before models load), then tunnels, then serves."""
-    parts = [wanted(view, facts.tunnels, assignment, facts.on_disk[assignment.model_id]) for assignment in assignments if assignment.model_id in facts.on_disk]
+    parts = [
+        wanted(view, facts.tunnels, assignment, facts.on_disk[assignment.model_id], facts.drafts.get(assignment.model_id, ""))
+        for assignment in assignments
+        if assignment.model_id in facts.on_disk
+    ]
     requests = {part.request.key: part.request for part in parts if part.request is not None}
     kept = {part.kept for part in parts if part.kept is not None}
     running = facts.running_by_key()
@@ -40,21 +44,22 @@ def process_actions(view: MeshView, facts: Facts, assignments: Sequence[Assignme
     return (*stops, *(tunnel for part in parts for tunnel in part.tunnels), *serves)
 
 
-def wanted(view: MeshView, tunnels: Mapping[tuple[str, int], int], assignment: Assignment, model: LocalModel) -> Wanted:
+def wanted(view: MeshView, tunnels: Mapping[tuple[str, int], int], assignment: Assignment, model: LocalModel, draft: str = "") -> Wanted:
+    """`draft`: the path of the model's draft, which runs beside each llama-server (a split's host's too)."""
     own = view.own.node_id
     if assignment.mode == Mode.SOLO:
-        return Wanted(LlamaRequest(model.model_id, model.path))
+        return Wanted(LlamaRequest(model.model_id, model.path, draft=draft))
     if assignment.mode == Mode.MOE_SHARD:
-        return Wanted(LlamaRequest(model.model_id, model.path, shard=assignment.experts_of(own)))
+        return Wanted(LlamaRequest(model.model_id, model.path, shard=assignment.experts_of(own), draft=draft))
     if assignment.mode == Mode.SPLIT_WORKER:
         index = assignment.workers.index(own) if own in assignment.workers else 0
         return Wanted(RpcRequest(model.model_id, model.path, assignment.layers, index))
     if assignment.mode == Mode.SPLIT_HOST:
-        return _host(view, tunnels, assignment, model)
+        return _host(view, tunnels, assignment, model, draft)
     return Wanted()  # unserved or dropped: nothing runs
 
 
-def _host(view: MeshView, tunnels: Mapping[tuple[str, int], int], assignment: Assignment, model: LocalModel) -> Wanted:
+def _host(view: MeshView, tunnels: Mapping[tuple[str, int], int], assignment: Assignment, model: LocalModel, draft: str) -> Wanted:
     """llama-server with --rpc once every worker's rpc-server is ready and reached by a tunnel."""
     waiting = Wanted(kept=(model.model_id, ProcessKind.LLAMA_SERVER))
     records = {peer.record.node_id: (peer.record, peer.address) for peer in view.peers if peer.status == PeerStatus.ALIVE}
@@ -70,7 +75,7 @@ def _host(view: MeshView, tunnels: Mapping[tuple[str, int], int], assignment: As
         return Wanted(kept=waiting.kept, tunnels=missing)
     endpoints = tuple(f"127.0.0.1:{tunnels[target]}" for target in targets)
     workers_layers = assignment.layers[1:]
-    return Wanted(LlamaRequest(model.model_id, model.path, endpoints, sum(workers_layers), tuple(float(n) for n in workers_layers)))
+    return Wanted(LlamaRequest(model.model_id, model.path, endpoints, sum(workers_layers), tuple(float(n) for n in workers_layers), draft=draft))
 
 
 def ready_rpc_port(record: NodeRecord, model_id: str) -> int:

@@ -19,6 +19,12 @@ class PlacementSettings(BaseSettings):
     client: bool = False
     # Split models over nodes even when they fit one (--split): for tests and benchmarks of splits.
     split: bool = False
+    # Draft model for speculative decoding of the models named by --model (--draft): a catalog name,
+    # a path or a name in models_dir, resolved by the runner like a model. Empty: the catalog's.
+    draft: str = ""
+    # Give each model its catalog entry's draft when that file is on disk (--no-draft: False): a
+    # small model of the same tokenizer makes the big one faster and never changes its output.
+    catalog_drafts: bool = True
     # Folder searched for GGUF files named by file name or stem.
     models_dir: Path = Path.home() / ".models"
     # Memory this node offers in bytes (--max-vram); 0 offers all of the machine's memory.

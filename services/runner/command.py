@@ -5,7 +5,24 @@ Owns argv construction for llama-server; must not start anything.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
+
+
+class Speculation(StrEnum):
+    """Draft-free speculative decoding: llama.cpp's n-gram types (--spec-type), which guess the next
+    tokens from what the context already holds; worth it where the output repeats its input (a
+    code edit repeats most of the code)."""
+
+    NONE = "none"
+    NGRAM_SIMPLE = "ngram-simple"  # the last n tokens looked up in the context, the tokens after them proposed
+    NGRAM_MAP_K = "ngram-map-k"  # the same over a map of the context's n-grams (hits counted)
+    NGRAM_MAP_K4V = "ngram-map-k4v"  # the map, keeping up to four continuations per n-gram
+    NGRAM_MOD = "ngram-mod"  # a hashed n-gram pool shared by the slots (llama.cpp's --spec-default)
+
+
+# llama.cpp's type of speculation with a separate draft model (one of the same tokenizer).
+DRAFT_MODEL = "draft-simple"
 
 # The output layer (and token_embd, which tied-embedding models reuse as their output).
 HOST_TENSORS = r"^(output|output_norm|token_embd)\."
@@ -23,10 +40,13 @@ def llama_server_argv(
     rpc_endpoints: tuple[str, ...] = (),
     worker_layers: int = 0,
     tensor_split: tuple[float, ...] = (),
+    draft: Path | None = None,
+    speculation: Speculation = Speculation.NONE,
 ) -> list[str]:
     """llama-server serving one model on 127.0.0.1:port under the name `model_id`; with RPC
     endpoints, the last `worker_layers` blocks run on the workers, `tensor_split` blocks each
-    (in --rpc order), and the output layer on the host."""
+    (in --rpc order), and the output layer on the host. A `draft` model and n-gram `speculation`
+    propose tokens the model then checks in one batch (the output stays what it would be)."""
     argv = [
         str(binary),
         "--model",
@@ -63,7 +83,23 @@ def llama_server_argv(
         if len(rpc_endpoints) > 1:
             shares = [*tensor_split[:-1], tensor_split[-1] + 1]
             argv += ["--tensor-split", ",".join(f"{share:g}" for share in shares)]
-    return argv
+    return argv + speculation_flags(draft, speculation, device, split=bool(rpc_endpoints))
+
+
+def speculation_flags(draft: Path | None, speculation: Speculation, device: str, *, split: bool) -> list[str]:
+    """llama-server's flags for speculative decoding: the draft model and the types in use (n-gram
+    first: llama.cpp tries its types in that order)."""
+    types = [str(speculation)] if speculation != Speculation.NONE else []
+    flags: list[str] = []
+    if draft is not None:
+        types.append(DRAFT_MODEL)
+        flags += ["--spec-draft-model", str(draft)]
+        if split:
+            # The draft follows the model's devices, which on a split host include the workers' RPC
+            # devices: each drafted token would cross the network. It stays on the host: its own
+            # device when one is named, else the CPU (none offloads nothing, as for the host's blocks).
+            flags += ["--spec-draft-device", device or "none"]
+    return ["--spec-type", ",".join(types), *flags] if types else []
 
 
 def rpc_server_argv(binary: Path, port: int, *, threads: int, cache: bool) -> list[str]:

@@ -44,6 +44,7 @@ class _Served:
     supervisor: Supervisor
     task: asyncio.Task[None]
     split: Split
+    draft: Path | None = None
 
 
 class LlamaServers:
@@ -67,11 +68,11 @@ class LlamaServers:
         self.primed_bytes = 0  # written into rpc-server caches by priming, since start
         self.shards_dir = cache_dir.parent / "moe"  # MoE shards and expert rankings, reused across runs
 
-    def serve(self, model_id: str, path: Path, split: Split = Split()) -> ServedModel:
-        """Supervise llama-server for the model; a model already served the same way is left as is,
-        one served with another split is restarted with the new one."""
+    def serve(self, model_id: str, path: Path, split: Split = Split(), draft: Path | None = None) -> ServedModel:
+        """Supervise llama-server for the model (with `draft` as its draft model); a model already
+        served the same way is left as is, one served with another split or draft is restarted."""
         current = self._served.get((model_id, LLAMA_SERVER))
-        if current is not None and current.split == split and current.path == path:
+        if current is not None and (current.split, current.path, current.draft) == (split, path, draft):
             return self.state_of(model_id)
         if current is not None:
             current.task.cancel()
@@ -91,6 +92,8 @@ class LlamaServers:
                 rpc_endpoints=split.rpc_endpoints,
                 worker_layers=split.worker_layers,
                 tensor_split=split.tensor_split,
+                draft=draft,
+                speculation=s.speculation,
             )
 
         # Our patches of llama.cpp: weights of any size go by hash, so primed workers receive none
@@ -98,10 +101,10 @@ class LlamaServers:
         # one hidden state instead of the add's two inputs (0003).
         environment = {"GGML_RPC_HASH_THRESHOLD": "0", "LLAMA_PIN_LAYER_OUT": "1"} | self._rpc_environment() if split.rpc_endpoints else {}
         supervisor = Supervisor(f"llama-server[{model_id}]", argv, "/health", s, self.changes.publish, environment)
-        self._start(model_id, LLAMA_SERVER, path, supervisor, split)
+        self._start(model_id, LLAMA_SERVER, path, supervisor, split, draft)
         return self.state_of(model_id)
 
-    async def serve_shard(self, model_id: str, path: Path, experts: tuple[tuple[int, ...], ...]) -> ServedModel:
+    async def serve_shard(self, model_id: str, path: Path, experts: tuple[tuple[int, ...], ...], draft: Path | None = None) -> ServedModel:
         """Serve this node's shard of a Mixture-of-Experts model: the experts kept per layer are
         written into a standalone GGUF once (cached under the node's home), then served as the model."""
         target = moe.shard_path(self.shards_dir, path, experts)
@@ -109,7 +112,7 @@ class LlamaServers:
             started = time.monotonic()
             await asyncio.to_thread(moe.write_shard, path, target, experts)
             event(log, "moe shard written", model=model_id, experts=len(experts[0]), bytes=target.stat().st_size, seconds=round(time.monotonic() - started, 2))
-        return self.serve(model_id, target)
+        return self.serve(model_id, target, draft=draft)
 
     async def inspect(self, path: Path) -> moe.ModelFacts:
         return await asyncio.to_thread(moe.model_facts, path, self.shards_dir, self.llama_bin, self._threads())
@@ -144,9 +147,9 @@ class LlamaServers:
         # Our patch of llama.cpp (llama.cpp/patches/0002): one write per burst of RPC commands.
         return ({"GGML_RPC_COALESCE": "1"} if self.settings.rpc_coalesce else {}) | self.split_environment
 
-    def _start(self, model_id: str, kind: ProcessKind, path: Path, supervisor: Supervisor, split: Split) -> None:
+    def _start(self, model_id: str, kind: ProcessKind, path: Path, supervisor: Supervisor, split: Split, draft: Path | None = None) -> None:
         task = asyncio.create_task(supervisor.run(), name=f"{kind} {model_id}")
-        self._served[(model_id, kind)] = _Served(model_id, kind, path, supervisor, task, split)
+        self._served[(model_id, kind)] = _Served(model_id, kind, path, supervisor, task, split, draft)
 
     async def stop(self, model_id: str, kind: ProcessKind = LLAMA_SERVER) -> bool:
         served = self._served.pop((model_id, kind), None)

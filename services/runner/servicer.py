@@ -33,10 +33,11 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
     async def Serve(self, request: runner_pb2.ServeRequest, context: Context) -> node_pb2.ServedModel:
         path = existing(request.path)
         split = Split(tuple(request.rpc_endpoints), request.worker_layers, tuple(request.tensor_split))
+        draft = existing(request.draft_path) if request.draft_path else None
         try:
             if request.shard:
-                return to_proto(await self.servers.serve_shard(request.model_id, path, experts_from_proto(request.shard)))
-            return to_proto(self.servers.serve(request.model_id, path, split))
+                return to_proto(await self.servers.serve_shard(request.model_id, path, experts_from_proto(request.shard), draft))
+            return to_proto(self.servers.serve(request.model_id, path, split, draft))
         except BinaryMissing as missing:
             raise FailedPrecondition(str(missing)) from missing
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.runner.command import Speculation
+
 
 class RunnerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MESH_RUNNER_", frozen=True, populate_by_name=True)
@@ -38,5 +40,9 @@ class RunnerSettings(BaseSettings):
     # the QUIC tunnel relays one read per token instead of a dozen. False: llama.cpp's own sends
     # (the same bytes), a way back should the patch ever misbehave with a newer llama.cpp.
     rpc_coalesce: bool = True
+    # Draft-free speculative decoding for every llama-server of this node (--spec): llama.cpp's n-gram
+    # types guess tokens from the context. Off by default: it pays where answers repeat their prompt
+    # (code edits) and costs a little where they do not (bench/README.md).
+    speculation: Speculation = Speculation.NONE
     # Seconds between SIGTERM and SIGKILL when stopping a child.
     stop_timeout: float = 5.0

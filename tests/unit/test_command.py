@@ -1,7 +1,9 @@
 import re
 from pathlib import Path
 
-from services.runner.command import child_environment, llama_server_argv
+import pytest
+
+from services.runner.command import Speculation, child_environment, llama_server_argv
 
 
 def test_llama_server_binds_loopback_and_names_the_model() -> None:
@@ -39,3 +41,39 @@ def test_split_offloads_worker_blocks_and_keeps_the_output_layer_on_the_host() -
     assert buffer == "CPU"
     names = ["output.weight", "output_norm.weight", "token_embd.weight", "blk.3.attn_output.weight", "blk.0.ffn_up.weight"]
     assert [name for name in names if re.search(pattern, name)] == names[:3]
+
+
+DRAFT = Path("/m/draft.gguf")
+WORKERS = ("127.0.0.1:7001",)
+
+
+def flags_of(argv: list[str]) -> dict[str, str]:
+    return {flag: argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag.startswith("--spec")}
+
+
+@pytest.mark.parametrize(
+    ("draft", "speculation", "device", "rpc_endpoints", "expected"),
+    [
+        # Nothing asked: llama.cpp's default, no speculation, and no flag of it.
+        (None, Speculation.NONE, "", (), {}),
+        # A draft model: the draft type; it follows the model's device (no flag needed).
+        (DRAFT, Speculation.NONE, "", (), {"--spec-type": "draft-simple", "--spec-draft-model": "/m/draft.gguf"}),
+        (DRAFT, Speculation.NONE, "CUDA0", (), {"--spec-type": "draft-simple", "--spec-draft-model": "/m/draft.gguf"}),
+        # n-gram speculation needs no file.
+        (None, Speculation.NGRAM_SIMPLE, "", (), {"--spec-type": "ngram-simple"}),
+        (None, Speculation.NGRAM_MOD, "", WORKERS, {"--spec-type": "ngram-mod"}),
+        # Both: n-gram first (llama.cpp tries the types in its own order; the list says both).
+        (DRAFT, Speculation.NGRAM_MAP_K, "", (), {"--spec-type": "ngram-map-k,draft-simple", "--spec-draft-model": "/m/draft.gguf"}),
+        # A split's host: the draft stays on the host, never on the workers' RPC devices.
+        (DRAFT, Speculation.NONE, "", WORKERS, {"--spec-type": "draft-simple", "--spec-draft-model": "/m/draft.gguf", "--spec-draft-device": "none"}),
+        (DRAFT, Speculation.NONE, "CUDA0", WORKERS, {"--spec-type": "draft-simple", "--spec-draft-model": "/m/draft.gguf", "--spec-draft-device": "CUDA0"}),
+    ],
+)
+def test_speculation_flags(draft: Path | None, speculation: Speculation, device: str, rpc_endpoints: tuple[str, ...], expected: dict[str, str]) -> None:
+    argv = llama_server_argv(
+        Path("s"), Path("m"), "m", 1, ctx_size=1, threads=1, device=device, rpc_endpoints=rpc_endpoints, worker_layers=4, draft=draft, speculation=speculation
+    )
+    assert flags_of(argv) == expected
+    # The model itself is untouched: still the one --model, on the devices it had.
+    assert argv[argv.index("--model") + 1] == "m" and argv.count("--model") == 1
+    assert ("--device" in argv) == bool(device)

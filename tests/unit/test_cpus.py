@@ -26,7 +26,7 @@ def started(cores: tuple[int, ...], split: Split, threads: int | None = None) ->
     """The argv the runner gives a llama-server it would start on a node of `cores`."""
     servers = LlamaServers(RunnerSettings(threads=threads), Path("/nonexistent"), Path("/bin"), Path("/nonexistent"), cores)
     captured = {}
-    servers._start = lambda model_id, kind, path, supervisor, split: captured.update(supervisor=supervisor)
+    servers._start = lambda model_id, kind, path, supervisor, *served: captured.update(supervisor=supervisor)
     servers.state_of = lambda model_id, kind="": None
     servers.serve("m", Path("/models/m.gguf"), split)
     return captured["supervisor"].build_argv(1234)
@@ -93,7 +93,7 @@ def test_a_split_gets_the_spin_limit_when_services_idle_and_alone_does_not(monke
         cpus.split_environment(services_idle=True),
     )
     captured = {}
-    servers._start = lambda model_id, kind, path, supervisor, split: captured.update(supervisor=supervisor)
+    servers._start = lambda model_id, kind, path, supervisor, *served: captured.update(supervisor=supervisor)
     servers.state_of = lambda model_id, kind="": None
     servers.serve("m", Path("/models/m.gguf"), Split(rpc_endpoints=("127.0.0.1:5000",), worker_layers=4, tensor_split=(4.0,)))
     host = captured["supervisor"]
