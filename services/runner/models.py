@@ -70,7 +70,14 @@ def _locate(source: ModelSource, spec: str, models_dir: Path) -> tuple[str, Path
     if isinstance(source, LocalSource):
         return _local(source.spec, models_dir)
     if isinstance(source, CatalogSource):
-        return _catalog(source, spec, models_dir)
+        try:
+            return _catalog(source, spec, models_dir)
+        except ModelError:
+            # The catalog's file is not here, but one of the models folder is named so: the user's own copy.
+            own = _in_models_dir(spec, models_dir)
+            if own is None:
+                raise
+            return model_id_of(own), own
     return _hub(source, spec, models_dir)
 
 

@@ -82,6 +82,11 @@ def test_a_catalog_file_put_in_the_models_folder_by_hand_is_found(tmp_path: Path
     assert resolve("Qwen3-8B", tmp_path).path == file
 
 
+def test_a_file_of_a_catalog_name_serves_when_the_catalog_file_is_not_here(tmp_path: Path) -> None:
+    file = gguf(tmp_path / "mine" / "Qwen3-8B.gguf")
+    assert (resolve("Qwen3-8B", tmp_path).model_id, resolve("Qwen3-8B", tmp_path).path) == ("Qwen3-8B", file)
+
+
 @pytest.mark.parametrize(
     ("spec", "fragment"),
     [
