@@ -8,9 +8,9 @@ and where files are kept are the callers' (services/runner); must not touch the 
 
 The forms, in the order they are tried:
   https://huggingface.co/ORG/REPO/blob|resolve/REV/PATH.gguf   a Hub file (scheme optional)
-  NAME                                                          a catalog name, alias or unique substring
+  NAME                                                          a catalog name or alias, in any case
   (a file the caller found on disk)                             a path, or a file name or stem in the models folder
-  NAME:QUANT                                                    a catalog model in another quant of its repository
+  NAME, NAME:QUANT                                              a unique substring of a catalog name; another quant of its repository
   ORG/REPO:QUANT                                                a Hub repository's file of that quant
   ORG/REPO/PATH.gguf                                            a Hub repository's file (PATH may have folders)
 """
