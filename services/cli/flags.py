@@ -18,10 +18,10 @@ from services.common.ports import family_of
 from services.gossip.settings import PROFILES
 from services.runner.models import ModelError, ModelRef, resolve
 
-COMMANDS = ("rotate-key", "admin", "drop", "moe")
+COMMANDS = ("rotate-key", "admin", "drop", "moe", "download", "models")
 # The seed's surface that is planned but not built: each answers "not built yet" (exit 2) instead of
 # "unrecognized", so a user following the seed's docs learns it is coming, not that they mistyped.
-NOT_BUILT_COMMANDS = ("discover", "download", "models", "blackboard", "claude", "goose", "opencode", "pi")
+NOT_BUILT_COMMANDS = ("discover", "blackboard", "claude", "goose", "opencode", "pi")
 NOT_BUILT_YET = {
     "auto": "--auto",
     "publish": "--publish",
@@ -33,6 +33,10 @@ NOT_BUILT_YET = {
     "no_announce": "--no-announce",
     "blackboard": "--blackboard",
 }
+
+
+# What a bare --draft holds: the catalog's draft of the model (mesh-llm download NAME --draft).
+DRAFT = "catalog"
 
 
 class UsageError(Exception):
@@ -50,7 +54,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "command",
         nargs="*",
-        help="rotate-key | admin peers|self|leave | drop MODEL (talk to the running node at --home) | moe check MODEL (measure an expert split)",
+        help="rotate-key | admin peers|self|leave | drop MODEL (talk to the running node at --home) | moe check MODEL (measure an expert split) | "
+        "download [NAME] (list the catalog, or fetch a model) | models [rm NAME] (models on disk)",
     )
     p.add_argument("--model", action="append", default=[], help="model to serve (repeatable): catalog name, GGUF path, or a file in ~/.models")
     p.add_argument("--port", type=int, default=9337, help="OpenAI API port (default 9337)")
@@ -76,8 +81,9 @@ def parser() -> argparse.ArgumentParser:
     )
     for flag in ("--auto", "--publish", "--no-announce", "--blackboard"):
         p.add_argument(flag, action="store_true", help="not built yet")
-    for flag in ("--mesh-name", "--region", "--max-clients", "--draft"):
+    for flag in ("--mesh-name", "--region", "--max-clients"):
         p.add_argument(flag, help="not built yet")
+    p.add_argument("--draft", nargs="?", const=DRAFT, help="download: also fetch the model's catalog draft (serving with a draft: not built yet)")
     p.add_argument("--join-nearby", nargs="?", const="any", help="not built yet")
     p.add_argument("--nodes", type=int, default=2, help="moe check: how many shards to plan (default 2)")
     p.add_argument("--min-agreement", type=float, default=60.0, help="moe check: top-1 agreement (%%) every shard needs (default 60)")

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from services.cli import admin, moe_check
+from services.cli import admin, model_files, moe_check
 from services.cli.flags import Options, UsageError, api_host, check, console_host, fail, port_free
 from services.cli.node import Node
 from services.common import addresses, mesh_identity, node_identity
@@ -149,6 +149,8 @@ def run() -> None:
         options = check(sys.argv[1:])
         if options.args.command and options.args.command[0] == "moe":
             sys.exit(moe_check.run(options.args))
+        if options.args.command and options.args.command[0] in ("download", "models"):
+            sys.exit(model_files.run(options.args))
         if options.args.command:
             admin.run(options.args)
             return

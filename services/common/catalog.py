@@ -62,3 +62,10 @@ def catalog_name(spec: str) -> str | None:
 def alias_of(name: str) -> str | None:
     """The catalog name a short name stands for (any case), or None."""
     return ALIASES.get(name.lower())
+
+
+def load(extra: Path | None) -> dict[str, CatalogEntry]:
+    """The built-in catalog plus the entries of `extra` (a file in catalog.toml's layout, for a private
+    mirror or a model of one's own), when that file exists; an extra entry of a built-in name replaces it."""
+    added = parse(extra.read_text()) if extra is not None and extra.is_file() else ()
+    return CATALOG | {entry.name: entry for entry in added}

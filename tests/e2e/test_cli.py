@@ -63,7 +63,7 @@ def mesh_processes() -> set[int]:
                 ["--blackboard"],
             )
         ],
-        *[([command], f"'{command}' is not built yet") for command in ("discover", "download", "models", "blackboard", "claude", "goose", "opencode", "pi")],
+        *[([command], f"'{command}' is not built yet") for command in ("discover", "blackboard", "claude", "goose", "opencode", "pi")],
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], fragment: str) -> None:

