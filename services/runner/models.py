@@ -30,6 +30,7 @@ from services.common.model_names import (
     split_parts,
 )
 from services.common.records import ModelFile
+from services.runner.downloads import downloaded_models
 from services.runner.fingerprint import fingerprint_file
 
 GGUF_MAGIC = b"GGUF"
@@ -157,11 +158,15 @@ def model_size(path: Path) -> int:
 
 def models_on_disk(models_dir: Path, named: list[ModelRef]) -> tuple[str, ...]:
     """Ids of the models this node could serve: those named by --model, every GGUF in models_dir
-    (a split one once), and the catalog models whose package is installed."""
+    (a split one once), and the catalog models whose package is installed. A catalog model downloaded
+    into its repository's folder is its catalog name, as --model and the API name it (not its file's)."""
     found = {ref.model_id for ref in named}
     found.update(name for name, entry in CATALOG.items() if entry.package and importlib.util.find_spec(entry.package) is not None)
+    downloaded = downloaded_models(models_dir, CATALOG)
+    found.update(downloaded)
+    parts = {path for paths in downloaded.values() for path in paths}
     if models_dir.is_dir():
-        found.update(model_id_of(path) for path in models_dir.rglob("*.gguf") if split_parts(path.name)[1] == 1 and is_gguf(path))
+        found.update(model_id_of(path) for path in models_dir.rglob("*.gguf") if path not in parts and split_parts(path.name)[1] == 1 and is_gguf(path))
     return tuple(sorted(found))
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from services.common.catalog import CATALOG
 from services.runner.downloads import sha256_of
-from services.runner.models import resolve
+from services.runner.models import models_on_disk, resolve
 from tests.hub import LocalHub
 from tests.nodes import MESH_LLM
 from tests.synthetic import DenseShape, write_dense
@@ -239,6 +240,14 @@ def test_an_unreachable_hub_is_named(tmp_path: Path, hub: LocalHub, models_dir: 
     assert f"the Hub at {endpoint} does not answer" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
-def test_the_runner_finds_a_downloaded_model(tmp_path: Path, hub: LocalHub, models_dir: Path) -> None:
-    assert mesh_llm(tmp_path, hub.endpoint, "download", "Test-Tiny", "--models-dir", str(models_dir)).returncode == 0
-    assert resolve("Tiny-Q8_0", models_dir).path == (models_dir / TINY_REPO / "Tiny-Q8_0.gguf").resolve()
+def test_the_runner_finds_a_downloaded_catalog_model_by_its_name(tmp_path: Path, hub: LocalHub, models_dir: Path, tiny_files: dict[str, Path]) -> None:
+    # The local hub stands in for the Hub under a built-in entry's repository (with a tiny file).
+    entry = CATALOG["Qwen2.5-0.5B-Instruct"]
+    hub.add(entry.repo, entry.file, tiny_files["Tiny-Q8_0.gguf"])
+    done = mesh_llm(tmp_path, hub.endpoint, "download", "qwen2.5-0.5b-instruct", "--models-dir", str(models_dir))
+    assert done.returncode == 0, done.stderr
+    found = resolve("Qwen2.5-0.5B-Instruct", models_dir)
+    assert (found.model_id, found.path) == ("Qwen2.5-0.5B-Instruct", (models_dir / entry.repo / entry.file).resolve())
+    # The node tells the mesh it holds the model by that name, once (not also by its file's name).
+    on_disk = models_on_disk(models_dir, [])
+    assert "Qwen2.5-0.5B-Instruct" in on_disk and "Qwen2.5-0.5B-Instruct-Q4_K_M" not in on_disk
