@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.cli.flags import DRAFT, UsageError
 from services.common.catalog import CATALOG_FILE, CatalogEntry, load
+from services.common.model_names import match_name
 from services.runner.downloads import DownloadError, download, downloaded_models, folder_of, part_files
 from services.runner.models import is_gguf, model_id_of
 
@@ -51,11 +53,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def entry_named(name: str, catalog: dict[str, CatalogEntry]) -> CatalogEntry:
-    """The catalog entry `name` spells (any case) or one of its aliases; UsageError otherwise."""
-    lowered = name.lower()
-    for entry in catalog.values():
-        if lowered == entry.name.lower() or lowered in (alias.lower() for alias in entry.aliases):
-            return entry
+    """The catalog entry `name` means, by --model's rule (any case, an alias, a unique substring);
+    UsageError otherwise, naming the matches when there are several."""
+    aliases = {alias.lower(): entry.name for entry in catalog.values() for alias in entry.aliases}
+    match = match_name(name, tuple(catalog), aliases)
+    if isinstance(match, str):
+        return catalog[match]
+    if match:
+        raise UsageError(f"{name!r} names several catalog models: {', '.join(match)}")
     raise UsageError(f"{name!r} is not a catalog name (mesh-llm download lists them)")
 
 
@@ -74,6 +79,10 @@ def fetch(entry: CatalogEntry, catalog: dict[str, CatalogEntry], models_dir: Pat
             path = download(model, models_dir)
         except DownloadError as failure:
             raise UsageError(str(failure)) from None
+        except KeyboardInterrupt:
+            # Ctrl-C: what arrived is kept; the same command resumes from there.
+            print(f"\nmesh-llm: download of {model.name} stopped; `mesh-llm download {model.name}` resumes it", file=sys.stderr)
+            return 130
         print(f"{model.name}: {path}")
     return 0
 

@@ -156,6 +156,30 @@ def test_a_download_killed_half_way_fetches_only_the_rest(tmp_path: Path, hub: L
     assert not partial.exists()
 
 
+def test_ctrl_c_stops_a_download_with_one_line_and_keeps_what_arrived(tmp_path: Path, hub: LocalHub, models_dir: Path) -> None:
+    served = hub.files[(REPO, SMOLLM2_FILE)]
+    hub.stall(SMOLLM2_FILE, at=served.size_bytes // 2)
+    run = subprocess.Popen(
+        [str(MESH_LLM), "download", "Test-SmolLM2", "--models-dir", str(models_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(tmp_path, hub.endpoint),
+    )
+    try:
+        assert hub.stalled.wait(timeout=60), "the download never reached the stall"
+        partial = _settled_partial(models_dir / REPO)
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=30)
+    finally:
+        hub.release()
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130, stderr
+    assert "Traceback" not in stderr and "mesh-llm download Test-SmolLM2` resumes it" in stderr.splitlines()[-1], stderr
+    assert partial.exists() and partial.stat().st_size > 0
+
+
 def _settled_partial(folder: Path) -> Path:
     """The partial file once it stops growing (the client writes what it received before the stall)."""
     size, path = -1, None

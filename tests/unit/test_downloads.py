@@ -11,6 +11,8 @@ from typing import NamedTuple
 import pytest
 
 from services.cli import main
+from services.cli.flags import UsageError
+from services.cli.model_files import entry_named
 from services.common.catalog import CATALOG, CatalogEntry, load
 from services.runner import downloads
 from services.runner.downloads import DownloadError, RemoteFile, check_space, downloaded_path, missing_bytes, part_files, partial_path
@@ -86,3 +88,13 @@ def test_extra_catalog_entries_add_to_the_built_in_ones(tmp_path: Path) -> None:
     extra.write_text('[[model]]\nname = "Mine"\nrepo = "me/Mine-GGUF"\nfile = "mine.gguf"\nsize = 1000\nquant = "Q8_0"\n')
     catalog = load(extra)
     assert catalog["Mine"].repo == "me/Mine-GGUF" and set(CATALOG) < set(catalog)
+
+
+def test_download_reads_names_as_model_does() -> None:
+    assert entry_named("qwen3-8b", CATALOG).name == "Qwen3-8B"
+    assert entry_named("235b", CATALOG).name == "Qwen3-235B-A22B"  # a unique substring
+    assert entry_named("smollm2", CATALOG).name == "SmolLM2-135M-Instruct"  # an alias
+    with pytest.raises(UsageError, match="several catalog models: .*Qwen3-32B"):
+        entry_named("32b", CATALOG)
+    with pytest.raises(UsageError, match="not a catalog name"):
+        entry_named("no-such-model", CATALOG)
