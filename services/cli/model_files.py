@@ -16,17 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.cli.flags import DRAFT, UsageError
-from services.common.catalog import CATALOG_FILE, CatalogEntry, load
+from services.common.catalog import CatalogEntry
 from services.common.model_names import match_name
 from services.runner.downloads import DownloadError, download, downloaded_models, folder_of, part_files
-from services.runner.models import is_gguf, model_id_of
+from services.runner.models import catalog_of, is_gguf, model_id_of
 
 _LATER_PART = "-00001-of-"  # a split GGUF is listed by its first part
-
-
-def catalog_of(models_dir: Path) -> dict[str, CatalogEntry]:
-    """The catalog this command knows: the built-in entries and the models folder's catalog.toml."""
-    return load(models_dir / CATALOG_FILE.name)
 
 
 def run(args: argparse.Namespace) -> int:

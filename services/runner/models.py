@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.catalog import CATALOG, CatalogEntry
+from services.common.catalog import CATALOG_FILE, CatalogEntry, load
 from services.common.model_names import (
     CatalogSource,
     HubSource,
@@ -51,7 +51,7 @@ class ModelRef:
 def resolve(spec: str, models_dir: Path) -> ModelRef:
     """The GGUF that `spec` names (model_names.py's forms), on this machine."""
     try:
-        source = parse_model(spec, on_disk=_on_disk(spec, models_dir))
+        source = parse_model(spec, on_disk=_on_disk(spec, models_dir), entries=tuple(catalog_of(models_dir).values()))
     except ModelNameError as bad:
         raise ModelError(str(bad)) from None
     model_id, path = _locate(source, spec, models_dir)
@@ -61,6 +61,11 @@ def resolve(spec: str, models_dir: Path) -> ModelRef:
     if missing:
         raise ModelError(f"{path} is part 1 of {len(part_names(path.name))}: {', '.join(missing)} missing beside it")
     return ModelRef(model_id=model_id, path=path.resolve(), size_bytes=model_size(path), fingerprint=fingerprint_file(path))
+
+
+def catalog_of(models_dir: Path) -> dict[str, CatalogEntry]:
+    """The built-in catalog and the models folder's own catalog.toml (a private mirror's, one's own models)."""
+    return load(models_dir / CATALOG_FILE.name)
 
 
 def _on_disk(spec: str, models_dir: Path) -> bool:
@@ -161,8 +166,9 @@ def models_on_disk(models_dir: Path, named: list[ModelRef]) -> tuple[str, ...]:
     (a split one once), and the catalog models whose package is installed. A catalog model downloaded
     into its repository's folder is its catalog name, as --model and the API name it (not its file's)."""
     found = {ref.model_id for ref in named}
-    found.update(name for name, entry in CATALOG.items() if entry.package and importlib.util.find_spec(entry.package) is not None)
-    downloaded = downloaded_models(models_dir, CATALOG)
+    catalog = catalog_of(models_dir)
+    found.update(name for name, entry in catalog.items() if entry.package and importlib.util.find_spec(entry.package) is not None)
+    downloaded = downloaded_models(models_dir, catalog)
     found.update(downloaded)
     parts = {path for paths in downloaded.values() for path in paths}
     if models_dir.is_dir():

@@ -17,7 +17,7 @@ import pytest
 
 from services.common.catalog import CATALOG
 from services.runner.downloads import sha256_of
-from services.runner.models import models_on_disk, resolve
+from services.runner.models import ModelError, models_on_disk, resolve
 from tests.hub import LocalHub
 from tests.nodes import MESH_LLM
 from tests.synthetic import DenseShape, write_dense
@@ -275,3 +275,16 @@ def test_the_runner_finds_a_downloaded_catalog_model_by_its_name(tmp_path: Path,
     # The node tells the mesh it holds the model by that name, once (not also by its file's name).
     on_disk = models_on_disk(models_dir, [])
     assert "Qwen2.5-0.5B-Instruct" in on_disk and "Qwen2.5-0.5B-Instruct-Q4_K_M" not in on_disk
+
+
+def test_the_models_folder_catalog_names_work_as_model_names(tmp_path: Path, hub: LocalHub, models_dir: Path) -> None:
+    done = mesh_llm(tmp_path, hub.endpoint, "download", "tiny", "--models-dir", str(models_dir))
+    assert done.returncode == 0, done.stderr
+    # An entry of the models folder's catalog.toml is a name like a built-in one: by name, alias, and
+    # a substring only when it is unique among every entry.
+    for spec in ("Test-Tiny", "TEST-TINY", "tiny"):
+        found = resolve(spec, models_dir)
+        assert (found.model_id, found.path) == ("Test-Tiny", (models_dir / TINY_REPO / "Tiny-Q8_0.gguf").resolve()), spec
+    with pytest.raises(ModelError, match="could mean Test-Tiny, Test-Tiny-Split"):
+        resolve("test-tin", models_dir)
+    assert "Test-Tiny" in models_on_disk(models_dir, [])
