@@ -16,6 +16,7 @@ from services.common.exposure import is_loopback
 from services.common.invite import InviteToken, TokenError, decode
 from services.common.ports import family_of
 from services.gossip.settings import PROFILES
+from services.runner.command import Speculation
 from services.runner.models import ModelError, ModelRef, resolve
 
 COMMANDS = ("rotate-key", "admin", "drop", "moe", "download", "models")
@@ -28,7 +29,6 @@ NOT_BUILT_YET = {
     "mesh_name": "--mesh-name",
     "region": "--region",
     "max_clients": "--max-clients",
-    "draft": "--draft",
     "join_nearby": "--join-nearby",
     "no_announce": "--no-announce",
     "blackboard": "--blackboard",
@@ -83,7 +83,22 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(flag, action="store_true", help="not built yet")
     for flag in ("--mesh-name", "--region", "--max-clients"):
         p.add_argument(flag, help="not built yet")
-    p.add_argument("--draft", nargs="?", const=DRAFT, help="download: also fetch the model's catalog draft (serving with a draft: not built yet)")
+    p.add_argument(
+        "--draft",
+        nargs="?",
+        const=DRAFT,
+        metavar="PATH|NAME",
+        help="draft model for speculative decoding of the --model models: catalog name, GGUF path or a file in ~/.models "
+        "(default: the catalog's draft when on disk; llama-server --spec-draft-model); download: also fetch the model's catalog draft",
+    )
+    p.add_argument("--no-draft", action="store_true", help="serve without a draft model, even the catalog's")
+    p.add_argument(
+        "--spec",
+        default=Speculation.NONE,
+        choices=[str(kind) for kind in Speculation],
+        help="draft-free speculative decoding, llama.cpp's n-gram types (llama-server --spec-type): the next tokens looked up in the "
+        "context, for answers that repeat their prompt such as code edits (default none)",
+    )
     p.add_argument("--join-nearby", nargs="?", const="any", help="not built yet")
     p.add_argument("--nodes", type=int, default=2, help="moe check: how many shards to plan (default 2)")
     p.add_argument("--min-agreement", type=float, default=60.0, help="moe check: top-1 agreement (%%) every shard needs (default 60)")
@@ -122,6 +137,7 @@ def check(argv: list[str]) -> Options:
     for flag, label in NOT_BUILT_YET.items():
         if getattr(args, flag):
             raise UsageError(f"{label} is not built yet")
+    check_speculation(args)
     if args.listen_all and not args.api_key:
         raise UsageError("--listen-all exposes the API to other machines: it needs --api-key")
     if args.host and not is_loopback(args.host) and not args.api_key:
@@ -143,6 +159,25 @@ def check(argv: list[str]) -> Options:
     except ModelError as bad:
         raise UsageError(str(bad)) from None
     return Options(args, models, token)
+
+
+def draft_of(args: argparse.Namespace) -> str:
+    """The draft model --draft names ('' for none named: the catalog's draft, unless --no-draft)."""
+    return "" if args.draft in (None, DRAFT) else args.draft
+
+
+def check_speculation(args: argparse.Namespace) -> None:
+    """--draft names a model file this node has, and does not contradict --no-draft or --client."""
+    draft = draft_of(args)
+    if draft and args.no_draft:
+        raise UsageError("--draft names a draft model, --no-draft turns drafts off: pick one")
+    if args.client and (draft or args.spec != Speculation.NONE):
+        raise UsageError("--client serves no model: --draft and --spec are for nodes that serve")
+    if draft:
+        try:
+            resolve(draft, args.models_dir)
+        except ModelError as bad:
+            raise UsageError(f"--draft: {bad}") from None
 
 
 def api_host(args: argparse.Namespace) -> str:

@@ -13,7 +13,7 @@ import httpx
 import psutil
 
 from services.cli import admin, model_files, moe_check
-from services.cli.flags import Options, UsageError, api_host, check, console_host, fail, port_free
+from services.cli.flags import Options, UsageError, api_host, check, console_host, draft_of, fail, port_free
 from services.cli.node import Node
 from services.common import addresses, mesh_identity, node_identity
 from services.common.invite import InviteToken
@@ -25,6 +25,7 @@ from services.gateway.settings import GatewaySettings
 from services.gossip.settings import PROFILES, GossipSettings
 from services.placement.settings import PlacementSettings
 from services.runner import binaries
+from services.runner.command import Speculation
 from services.runner.settings import RunnerSettings
 
 GB = 10**9
@@ -84,7 +85,7 @@ def settings_for(options: Options, home: Path, quic_port: int, advertised: tuple
         node_fields["name"] = args.name
     node = environment_for(NodeSettings(**node_fields))
     services = {
-        "runner": RunnerSettings(device=args.device, llama_bin=llama_bin),
+        "runner": RunnerSettings(device=args.device, llama_bin=llama_bin, speculation=Speculation(args.spec)),
         "gossip": GossipSettings(
             profile=args.profile, seeds=list(options.token.bootstrap) if options.token else [], address=advertised[0], join_timeout=args.join_timeout
         ),
@@ -94,6 +95,8 @@ def settings_for(options: Options, home: Path, quic_port: int, advertised: tuple
             client=args.client,
             split=args.split,
             standby=args.standby,
+            draft=draft_of(args),
+            catalog_drafts=not args.no_draft,
             max_memory_bytes=int(args.max_vram * GB) if args.max_vram else 0,
         ),
         "gateway": GatewaySettings(

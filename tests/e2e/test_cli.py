@@ -48,6 +48,9 @@ def mesh_processes() -> set[int]:
         (["rotate-key", "--home", "/nonexistent-home"], "no node has run"),
         (["frobnicate"], "unknown command"),
         (["--host", "0.0.0.0"], "--api-key"),
+        (["--draft", "no-such-model"], "--draft: model 'no-such-model' not found"),
+        (["--draft", "SmolLM2", "--no-draft"], "pick one"),
+        (["--spec", "draft-simple"], "invalid choice"),
         # The seed's surface not built yet: "not built yet", not "unrecognized".
         *[
             (flag, "not built yet")
@@ -57,7 +60,6 @@ def mesh_processes() -> set[int]:
                 ["--mesh-name", "lab"],
                 ["--region", "eu"],
                 ["--max-clients", "3"],
-                ["--draft", "Qwen2.5-0.5B"],
                 ["--join-nearby"],
                 ["--no-announce"],
                 ["--blackboard"],
