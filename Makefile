@@ -89,6 +89,7 @@ bench: setup
 	$(PY) bench/split_cores.py
 	$(PY) bench/moe_shards.py
 	$(PY) bench/services_under_load.py
+	$(PY) bench/speculative.py
 
 clean:
 	rm -rf $(VENV) services/proto/mesh
