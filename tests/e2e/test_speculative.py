@@ -12,6 +12,8 @@ import httpx
 import pytest
 
 from tests.conftest import SMOLLM2
+from tests.e2e.test_split import wait_split_ready
+from tests.nodes import NodeProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -38,23 +40,48 @@ def llama_argv(node) -> list[str]:
     return server.cmdline()
 
 
-def test_a_draft_keeps_the_greedy_answer_and_reports_its_acceptance(start_node) -> None:
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory, llama_bin_dir) -> tuple[dict, list[str]]:
+    """The story's greedy answer of a node with --no-draft, and its llama-server's argv."""
+    node = NodeProcess(tmp_path_factory.mktemp("plain"), "--model", SMOLLM2, "--no-draft").start()
+    try:
+        node.wait_ready(SMOLLM2)
+        return chat(node, STORY), llama_argv(node)
+    finally:
+        node.stop()
+
+
+def acceptance_of(answer: dict, what: str) -> float:
+    timings = answer["timings"]
+    acceptance = timings["draft_n_accepted"] / timings["draft_n"]
+    print(f"draft acceptance, {what}: {timings['draft_n_accepted']}/{timings['draft_n']} = {acceptance:.1%}")
+    return acceptance
+
+
+def test_a_draft_keeps_the_greedy_answer_and_reports_its_acceptance(start_node, plain) -> None:
+    without, plain_argv = plain
     drafted = start_node("--model", SMOLLM2, "--draft", SMOLLM2)
     drafted.wait_ready(SMOLLM2)
     with_draft = chat(drafted, STORY)
-    drafted.stop()
-    plain = start_node("--model", SMOLLM2, "--no-draft")
-    plain.wait_ready(SMOLLM2)
-    without = chat(plain, STORY)
 
     assert with_draft["choices"][0]["message"]["content"] == without["choices"][0]["message"]["content"]
-    timings = with_draft["timings"]
-    acceptance = timings["draft_n_accepted"] / timings["draft_n"]
-    print(f"draft acceptance, SmolLM2 drafting for itself: {timings['draft_n_accepted']}/{timings['draft_n']} = {acceptance:.1%}")
-    assert acceptance > 0.9
+    assert acceptance_of(with_draft, "SmolLM2 drafting for itself") > 0.9
     # Without a draft llama-server drafts nothing (it leaves the fields out) and has no draft model.
     assert "draft_n" not in without["timings"]
-    assert "--spec-draft-model" not in llama_argv(plain)
+    assert "--spec-draft-model" not in plain_argv
+
+
+def test_a_split_host_runs_the_draft_on_its_own_device(mesh_bed, plain) -> None:
+    """Split over two nodes (neither holds the model alone), the host's llama-server drafts on the
+    host (the CPU here), not on the worker's RPC device; the answer stays the plain one."""
+    first = mesh_bed.start("A", "--model", SMOLLM2, "--max-vram", "0.25", "--draft", SMOLLM2)
+    nodes = [first, mesh_bed.start("B", "--model", SMOLLM2, "--max-vram", "0.25", "--draft", SMOLLM2, join=first)]
+    host = wait_split_ready(mesh_bed, nodes, 2)
+    argv = llama_argv(host)
+    assert "--rpc" in argv and argv[argv.index("--spec-draft-device") + 1] == "none"
+    answer = chat(host, STORY)
+    assert answer["choices"][0]["message"]["content"] == plain[0]["choices"][0]["message"]["content"]
+    assert acceptance_of(answer, "SmolLM2 drafting for itself on a split's host") > 0.9
 
 
 def test_ngram_speculation_on_a_code_edit_reports_acceptance(start_node) -> None:
