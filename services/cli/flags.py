@@ -57,7 +57,14 @@ def parser() -> argparse.ArgumentParser:
         help="rotate-key | admin peers|self|leave | drop MODEL (talk to the running node at --home) | moe check MODEL (measure an expert split) | "
         "download [NAME] (list the catalog, or fetch a model) | models [rm NAME] (models on disk)",
     )
-    p.add_argument("--model", action="append", default=[], help="model to serve (repeatable): catalog name, GGUF path, or a file in ~/.models")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="model to serve (repeatable): catalog name (any case, or a unique part such as 235b; NAME:QUANT for another quant), "
+        "GGUF path or a file in ~/.models, ORG/REPO:QUANT, ORG/REPO/FILE.gguf or a huggingface.co file URL; "
+        "a Hub model is served once on disk (mesh-llm download NAME fetches a catalog model)",
+    )
     p.add_argument("--port", type=int, default=9337, help="OpenAI API port (default 9337)")
     p.add_argument("--console", type=int, default=3131, help="console port (default 3131)")
     p.add_argument("--name", help="node name shown in the console (default: host name)")
