@@ -90,6 +90,7 @@ bench: setup
 	$(PY) bench/moe_shards.py
 	$(PY) bench/services_under_load.py
 	$(PY) bench/speculative.py
+	$(PY) bench/downloads.py
 
 clean:
 	rm -rf $(VENV) services/proto/mesh
