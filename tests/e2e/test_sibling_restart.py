@@ -140,17 +140,21 @@ def test_a_mesh_rides_out_gossip_restarts_on_both_nodes(mesh_bed) -> None:
         return peer is not None and peer["state"] == "alive" and peer["version"] > newer_than and ready(peer)
 
     wait_until(b, lambda: b_sees_a_serving(0) and chat(b) == 200, 60, "B routing chats to A")
-    # A created the mesh (no seeds): its new gossip learns B again from B's probes.
-    a_version = a.status()["version"]
+    # A created the mesh (no seeds): its new gossip learns B again from B's probes. A new gossip's
+    # own record starts at version = its start time in ms: a version above the kill's time is the
+    # new gossip's (a.status() may still show the old record for a while), so B is killed only
+    # once A's restart is over: in turn, not both at once.
+    a_version = int(time.time() * 1000)
     old_pid = kill(a, "gossip")
     wait_until(a, lambda: restarted(a, "gossip", old_pid), 30, "A's gossip started again")
-    wait_until(b, lambda: b_sees_a_serving(a_version), 60, "B seeing A's new record, serving")
+    # Up to a minute seen on 2 busy cores (issue 22 looks into it): bounded, not timed.
+    wait_until(b, lambda: b_sees_a_serving(a_version), 150, "B seeing A's new record, serving")
     wait_until(b, lambda: chat(b) == 200, 30, "chats through B answered by A")
     # B joined through A's token: its new gossip joins again through the same seed.
-    b_version = b.status()["version"]
+    b_version = int(time.time() * 1000)
     old_pid = kill(b, "gossip")
     wait_until(b, lambda: restarted(b, "gossip", old_pid), 30, "B's gossip started again")
-    wait_until(b, lambda: b.status()["version"] > b_version and b_sees_a_serving(a_version), 60, "B back in the mesh")
+    wait_until(b, lambda: b.status()["version"] > b_version and b_sees_a_serving(a_version), 150, "B back in the mesh")
     wait_until(
         a, lambda: any(p["name"] == "B" and p["state"] == "alive" and p["version"] > b_version for p in a.status()["peers"]), 30, "A seeing B's new record"
     )
