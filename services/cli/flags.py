@@ -15,9 +15,10 @@ from typing import NoReturn
 from services.common.exposure import is_loopback
 from services.common.invite import InviteToken, TokenError, decode
 from services.common.ports import family_of
+from services.common.records import DownloadPolicy
 from services.gossip.settings import PROFILES
 from services.runner.command import Speculation
-from services.runner.models import ModelError, ModelRef, resolve
+from services.runner.models import ModelError, ModelRef, NotDownloaded, resolve
 
 COMMANDS = ("rotate-key", "admin", "drop", "moe", "download", "models")
 # The seed's surface that is planned but not built: each answers "not built yet" (exit 2) instead of
@@ -63,7 +64,15 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         help="model to serve (repeatable): catalog name (any case, or a unique part such as 235b; NAME:QUANT for another quant), "
         "GGUF path or a file in ~/.models, ORG/REPO:QUANT, ORG/REPO/FILE.gguf or a huggingface.co file URL; "
-        "a Hub model is served once on disk (mesh-llm download NAME fetches a catalog model)",
+        "a Hub model not on disk is downloaded first (the console shows how far), unless --download never",
+    )
+    p.add_argument(
+        "--download",
+        default=DownloadPolicy.CATALOG,
+        choices=[str(policy) for policy in DownloadPolicy],
+        help="what the mesh may make this node download: a model its demand asks a standby to serve, a split's layers "
+        "(default catalog: the catalog's models, known publishers and sizes; any: any Hub model; never: only what is on disk, "
+        "--model included)",
     )
     p.add_argument("--port", type=int, default=9337, help="OpenAI API port (default 9337)")
     p.add_argument("--console", type=int, default=3131, help="console port (default 3131)")
@@ -115,8 +124,9 @@ def parser() -> argparse.ArgumentParser:
 @dataclass(frozen=True)
 class Options:
     args: argparse.Namespace
-    models: tuple[ModelRef, ...]
+    models: tuple[ModelRef, ...]  # the --model models on disk
     token: InviteToken | None = None
+    fetching: tuple[NotDownloaded, ...] = ()  # the --model models the node downloads first
 
 
 def check(argv: list[str]) -> Options:
@@ -161,11 +171,25 @@ def check(argv: list[str]) -> Options:
             raise UsageError(f"{name} {port} is already in use")
     if not 0 <= args.bind_port < 65536:
         raise UsageError(f"--bind-port {args.bind_port} is not a valid port")
-    try:
-        models = tuple(resolve(spec, args.models_dir) for spec in args.model)
-    except ModelError as bad:
-        raise UsageError(str(bad)) from None
-    return Options(args, models, token)
+    models, fetching = models_of(args)
+    return Options(args, models, token, fetching)
+
+
+def models_of(args: argparse.Namespace) -> tuple[tuple[ModelRef, ...], tuple[NotDownloaded, ...]]:
+    """The --model models on disk, and those on the Hub that the node fetches first (all of them
+    or UsageError with --download never)."""
+    models: list[ModelRef] = []
+    fetching: list[NotDownloaded] = []
+    for spec in args.model:
+        try:
+            models.append(resolve(spec, args.models_dir))
+        except NotDownloaded as missing:
+            if args.download == DownloadPolicy.NEVER:
+                raise UsageError(f"{missing} (--download never)") from None
+            fetching.append(missing)
+        except ModelError as bad:
+            raise UsageError(str(bad)) from None
+    return tuple(models), tuple(fetching)
 
 
 def draft_of(args: argparse.Namespace) -> str:

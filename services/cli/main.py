@@ -19,7 +19,7 @@ from services.common import addresses, mesh_identity, node_identity
 from services.common.invite import InviteToken
 from services.common.mesh_identity import MeshIdentity
 from services.common.ports import free_udp_port, reserve_tcp_port
-from services.common.records import JoinState
+from services.common.records import DownloadPolicy, JoinState
 from services.common.settings import NodeSettings, environment_for
 from services.gateway.settings import GatewaySettings
 from services.gossip.settings import PROFILES, GossipSettings
@@ -64,7 +64,7 @@ def mesh_of(home: Path, token: InviteToken | None) -> MeshIdentity:
 def lends_memory(options: Options) -> bool:
     """Whether this node may run llama.cpp: it serves models or offers its memory to a mesh."""
     args = options.args
-    return not args.client and bool(options.models or args.join or args.standby)
+    return not args.client and bool(options.models or options.fetching or args.join or args.standby)
 
 
 def settings_for(options: Options, home: Path, quic_port: int, advertised: tuple[str, ...], llama_bin: Path | None = None) -> dict[str, dict[str, str]]:
@@ -97,13 +97,14 @@ def settings_for(options: Options, home: Path, quic_port: int, advertised: tuple
             standby=args.standby,
             draft=draft_of(args),
             catalog_drafts=not args.no_draft,
+            download=DownloadPolicy(args.download),
             max_memory_bytes=int(args.max_vram * GB) if args.max_vram else 0,
         ),
         "gateway": GatewaySettings(
             api_host=api_host(args),
             api_port=args.port,
             api_key=args.api_key,
-            api_enabled=bool(options.models) or args.client or args.standby or bool(args.join),
+            api_enabled=bool(options.models or options.fetching) or args.client or args.standby or bool(args.join),
             console_host=console_host(args),
             console_port=args.console,
             peer_host=args.host or "0.0.0.0",
@@ -118,9 +119,12 @@ def banner(options: Options, token: str) -> str:
     args = options.args
     host = api_host(args)
     lines = [f"  console: http://{console_host(args)}:{args.console}", f"  invite token (mesh-llm --join TOKEN): {token}"]
-    if options.models:
-        lines.insert(0, f"mesh-llm: serving {', '.join(model.model_id for model in options.models)}")
+    if options.models or options.fetching:
+        lines.insert(0, f"mesh-llm: serving {', '.join([*(model.model_id for model in options.models), *(model.model_id for model in options.fetching)])}")
         lines.insert(1, f"  API: http://{host}:{args.port}/v1")
+        for missing in options.fetching:
+            size = f" ({missing.size_bytes / 1e9:.2f} GB)" if missing.size_bytes else ""
+            lines.append(f"  downloading {missing.model_id}{size}: served once it is on disk; progress on the console and /api/status")
     elif args.client or args.join:
         lines.insert(0, f"mesh-llm: {'client node' if args.client else 'node'} joining the mesh")
         lines.insert(1, f"  API: http://{host}:{args.port}/v1")

@@ -33,6 +33,7 @@ class Role(StrEnum):
     STANDBY = "standby"  # offers memory, serves nothing yet
     CLIENT = "client"  # API only: offers no memory
     LOADING = "loading"  # shown only: serving, with a model still starting
+    DOWNLOADING = "downloading"  # shown only: serving nothing yet, fetching a model it was asked for
 
 
 class ProcessKind(StrEnum):
@@ -79,6 +80,33 @@ class ServedModel:
     fingerprint: str = ""  # of the model's file (an expert shard: of the file it was cut from)
 
 
+class DownloadPolicy(StrEnum):
+    """What the mesh may make a node download (--download): a model its demand asks a standby to
+    serve, a split's layers. A model named by --model is fetched whatever the policy but never."""
+
+    NEVER = "never"  # only models already on disk
+    CATALOG = "catalog"  # catalog models: known publishers and sizes
+    ANY = "any"  # any Hub model a member names
+
+
+class DownloadState(StrEnum):
+    FETCHING = "fetching"
+    DONE = "done"
+    FAILED = "failed"  # the error says why; a transient failure is retried (retry_at)
+
+
+@dataclass(frozen=True)
+class Download:
+    """A model the runner fetches from the Hub, as the console shows it."""
+
+    model_id: str  # the name it will be served under (a Hub spec itself until its file is known)
+    state: DownloadState
+    done_bytes: int = 0
+    total_bytes: int = 0  # 0 until the Hub said
+    error: str = ""
+    retry_at: float = 0.0  # unix time of the next attempt after a transient failure; 0: none
+
+
 @dataclass(frozen=True)
 class ModelFile:
     """A model a node holds: the name clients use and a fingerprint of the file's content. Two
@@ -100,6 +128,9 @@ class Assignment:
     # moe-shard: (node id, experts kept per layer) for every node of the expert split (its planner)
     # or for this node only (the others).
     shards: tuple[tuple[str, tuple[tuple[int, ...], ...]], ...] = ()
+    # split-host: where on the Hub the model's file is ("org/repo/path.gguf"; "" when it is not a Hub
+    # file): a worker without the file fetches its layers from there.
+    source: str = ""
 
     def experts_of(self, node_id: str) -> tuple[tuple[int, ...], ...]:
         return next((layers for node, layers in self.shards if node == node_id), ())
@@ -117,6 +148,8 @@ class NodeRecord:
     version: int = 0
     updated_at: float = 0.0
     model_files: tuple[ModelFile, ...] = ()  # fingerprints of the models on disk ("" where a node sent none)
+    downloads: tuple[Download, ...] = ()  # models being fetched from the Hub (and the last failures)
+    download_policy: DownloadPolicy = DownloadPolicy.NEVER  # what the mesh may make it download (--download)
 
     def fingerprint_of(self, model_id: str) -> str:
         """The fingerprint of this node's file for the model; "" when it sent none."""
@@ -131,7 +164,7 @@ class SelfUpdate:
     values: dict[str, object] = field(default_factory=dict)
 
 
-UPDATABLE = frozenset({"role", "served", "assignments", "memory_offered_bytes", "models_on_disk", "model_files"})
+UPDATABLE = frozenset({"role", "served", "assignments", "memory_offered_bytes", "models_on_disk", "model_files", "downloads", "download_policy"})
 
 
 def apply_update(record: NodeRecord, update: SelfUpdate, now: float) -> NodeRecord:

@@ -7,6 +7,9 @@ from typing import cast
 
 from services.common.records import (
     Assignment,
+    Download,
+    DownloadPolicy,
+    DownloadState,
     JoinState,
     MeshView,
     Mode,
@@ -70,6 +73,17 @@ def files_to_proto(files: tuple[ModelFile, ...]) -> list[node_pb2.ModelFile]:
     return [node_pb2.ModelFile(model_id=file.model_id, fingerprint=file.fingerprint) for file in files]
 
 
+def downloads_from_proto(downloads: Iterable[node_pb2.Download]) -> tuple[Download, ...]:
+    return tuple(Download(d.model_id, DownloadState(d.state), d.done_bytes, d.total_bytes, d.error, d.retry_at) for d in downloads)
+
+
+def downloads_to_proto(downloads: tuple[Download, ...]) -> list[node_pb2.Download]:
+    return [
+        node_pb2.Download(model_id=d.model_id, state=d.state, done_bytes=d.done_bytes, total_bytes=d.total_bytes, error=d.error, retry_at=d.retry_at)
+        for d in downloads
+    ]
+
+
 def assignment_from_proto(message: node_pb2.Assignment) -> Assignment:
     return Assignment(
         model_id=message.model_id,
@@ -80,6 +94,7 @@ def assignment_from_proto(message: node_pb2.Assignment) -> Assignment:
         layers=tuple(message.layers),
         promoted=message.promoted,
         shards=tuple((shard.node_id, experts_from_proto(shard.layers)) for shard in message.shards),
+        source=message.source,
     )
 
 
@@ -93,6 +108,7 @@ def assignment_to_proto(assignment: Assignment) -> node_pb2.Assignment:
         layers=list(assignment.layers),
         promoted=assignment.promoted,
         shards=[node_pb2.Shard(node_id=node, layers=experts_to_proto(layers)) for node, layers in assignment.shards],
+        source=assignment.source,
     )
 
 
@@ -116,6 +132,8 @@ def record_from_proto(message: node_pb2.NodeRecord) -> NodeRecord:
         version=message.version,
         updated_at=message.updated_at,
         model_files=files_from_proto(message.model_files),
+        downloads=downloads_from_proto(message.downloads),
+        download_policy=DownloadPolicy(message.download_policy or DownloadPolicy.NEVER),
     )
 
 
@@ -131,6 +149,8 @@ def record_to_proto(record: NodeRecord) -> node_pb2.NodeRecord:
         version=record.version,
         updated_at=record.updated_at,
         model_files=files_to_proto(record.model_files),
+        downloads=downloads_to_proto(record.downloads),
+        download_policy=record.download_policy,
     )
 
 
@@ -145,6 +165,8 @@ def update_to_proto(update: SelfUpdate) -> gossip_pb2.SelfUpdate:
         served=[served_to_proto(s) for s in cast("tuple[ServedModel, ...]", values.get("served", ()))],
         assignments=[assignment_to_proto(a) for a in cast("tuple[Assignment, ...]", values.get("assignments", ()))],
         model_files=files_to_proto(cast("tuple[ModelFile, ...]", values.get("model_files", ()))),
+        downloads=downloads_to_proto(cast("tuple[Download, ...]", values.get("downloads", ()))),
+        download_policy=str(values.get("download_policy", "")),
     )
 
 
@@ -156,6 +178,8 @@ def update_from_proto(message: gossip_pb2.SelfUpdate) -> SelfUpdate:
         "served": tuple(served_from_proto(s) for s in message.served),
         "assignments": tuple(assignment_from_proto(a) for a in message.assignments),
         "model_files": files_from_proto(message.model_files),
+        "downloads": downloads_from_proto(message.downloads),
+        "download_policy": DownloadPolicy(message.download_policy or DownloadPolicy.NEVER),
     }
     fields = frozenset(message.fields)
     return SelfUpdate(fields=fields, values={name: values[name] for name in fields if name in values})

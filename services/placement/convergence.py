@@ -20,8 +20,8 @@ import psutil
 
 from services.common import calls
 from services.common.logs import event
-from services.common.records import Assignment, MeshView
-from services.common.records_proto import served_from_proto, view_from_proto
+from services.common.records import Assignment, DownloadPolicy, DownloadState, MeshView
+from services.common.records_proto import downloads_from_proto, served_from_proto, view_from_proto
 from services.placement.actions import Event, Note
 from services.placement.drafts import drafts
 from services.placement.executor import Executor
@@ -69,7 +69,8 @@ class Convergence:
             group.create_task(self.look_again())
 
     async def held_models(self) -> Facts:
-        """The facts with the models this node holds, as the runner finds them on disk (a client holds none)."""
+        """The facts with the models this node holds, as the runner finds them on disk (a client
+        holds none); a model named by --model that is on the Hub but not on disk is fetched."""
         s = self.settings
         if s.client:
             return self.facts
@@ -77,13 +78,24 @@ class Convergence:
         request = runner_pb2.ModelsRequest(specs=[*s.models, *([s.draft] if s.draft else [])], models_dir=str(s.models_dir))
         # A spec naming no GGUF is NOT_FOUND: placement stops with the runner's line (the CLI checked first).
         reply = await calls.call(lambda: self.runner.Models(request, wait_for_ready=True), "Models")
-        named = [local_from_proto(ref) for ref in reply.named[: len(s.models)]]
+        await self.fetch([spec for spec, ref in zip(s.models, reply.named, strict=False) if ref.absent])
+        named = [local_from_proto(ref) for ref in reply.named[: len(s.models)] if not ref.absent]
         chosen = local_from_proto(reply.named[-1]) if s.draft else None
         on_disk = {ref.model_id: local_from_proto(ref) for ref in reply.on_disk}
         # A standby only holds what --model names: it serves what demand asks of it (promotion.py).
         asked = () if s.standby else tuple(model.model_id for model in named)
         found = drafts(on_disk, [model.model_id for model in named], chosen, s.catalog_drafts)
         return replace(self.facts, asked=asked, on_disk=on_disk, drafts=found)
+
+    async def fetch(self, specs: list[str]) -> None:
+        """Ask the runner to download the models named by --model that are not on disk (it serves
+        them once they are: follow_runner looks again). --download never: the user fetches them."""
+        for spec in specs:
+            if self.settings.download == DownloadPolicy.NEVER:
+                event(log, "model not on disk", logging.WARNING, spec=spec, reason="--download never: mesh-llm download fetches it")
+                continue
+            request = runner_pb2.FetchRequest(spec=spec, models_dir=str(self.settings.models_dir))
+            await calls.call(lambda request=request: self.runner.Fetch(request, wait_for_ready=True), "Fetch")
 
     async def follow_mesh(self) -> None:
         async for message in calls.follow(lambda: self.gossip.Watch(gossip_pb2.WatchRequest(), wait_for_ready=True), "gossip Watch"):
@@ -94,8 +106,14 @@ class Convergence:
         """What the runner runs: mirrored into this node's record, and compared with the plan."""
         async for states in calls.follow(lambda: self.runner.Watch(runner_pb2.ListRequest(), wait_for_ready=True), "runner Watch"):
             running = tuple(served_from_proto(model) for model in states.models)
+            downloads = downloads_from_proto(states.downloads)
+            arrived = {d.model_id for d in downloads if d.state == DownloadState.DONE} - {
+                d.model_id for d in self.facts.downloads if d.state == DownloadState.DONE
+            }
+            # A download done: the model is on disk now, and served as if it had been there at start.
+            held = await self.held_models() if arrived else self.facts
             async with self._lock:
-                self.facts = replace(self.facts, running=running)
+                self.facts = replace(self.facts, running=running, downloads=downloads, asked=held.asked, on_disk=held.on_disk, drafts=held.drafts)
                 await self._converge()
 
     async def look_again(self) -> None:
@@ -142,4 +160,4 @@ class Convergence:
 
 
 def local_from_proto(ref: runner_pb2.ModelRef) -> LocalModel:
-    return LocalModel(ref.model_id, ref.path, ref.size_bytes, ref.fingerprint)
+    return LocalModel(ref.model_id, ref.path, ref.size_bytes, ref.fingerprint, ref.source, ref.catalog)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from services.common.records import Assignment, MeshView, Mode, NodeRecord, PeerStatus, Role
+from services.common.records import Assignment, DownloadPolicy, MeshView, Mode, NodeRecord, PeerStatus, Role
 from services.placement import workers
 from services.placement.holders import Holder, elect, other_files, same_file
 from services.placement.memory import GIB, memory_needed
@@ -50,6 +50,8 @@ class ModelAsk:
     promoted: str = ""  # why the mesh's demand asks this node to serve it; "" for --model
     moe: MoEAsk | None = None
     fingerprint: str = ""  # of this node's file: peers with another file under the name are not holders
+    source: str = ""  # the file on the Hub ("org/repo/path.gguf"): a peer without it may fetch its layers
+    catalog: bool = False  # a catalog entry's file: peers whose --download is catalog may fetch it too
 
 
 def decide(
@@ -69,7 +71,7 @@ def decide(
     own = view.own
     rtts = {peer.record.node_id: peer.rtt for peer in view.peers if peer.status == PeerStatus.ALIVE}
     records = {own.node_id: own, **{peer.record.node_id: peer.record for peer in view.peers if peer.status == PeerStatus.ALIVE}}
-    lending = workers.lent(own.node_id, records, held - dropped)
+    lending = workers.lent(own.node_id, records, held - dropped, fetches=own.download_policy != DownloadPolicy.NEVER)
     usable = {node_id: record for node_id, record in records.items() if node_id not in excluded}
     left = memory
     decisions: list[Assignment] = []
@@ -118,6 +120,21 @@ def _holders(ask: ModelAsk, own: NodeRecord, left: int, records: Mapping[str, No
         if ask.model_id in r.models_on_disk and r.role != Role.CLIENT
     ]
     return same_file(named, ask.fingerprint)
+
+
+def _fetchers(ask: ModelAsk, own: NodeRecord, records: Mapping[str, NodeRecord]) -> list[Holder]:
+    """Peers without the model's file that may work for its split by fetching their layers from the
+    Hub: their --download allows it (any: every Hub file; catalog: a catalog entry's) and they hold
+    no other file under its name. They count with this node's fingerprint: the worker checks that
+    the Hub's file has it before it serves."""
+    if not ask.source:
+        return []
+    allowed = {DownloadPolicy.ANY, DownloadPolicy.CATALOG} if ask.catalog else {DownloadPolicy.ANY}
+    return [
+        Holder(node_id, record.memory_offered_bytes, ask.fingerprint, fetches=True)
+        for node_id, record in records.items()
+        if node_id != own.node_id and record.role != Role.CLIENT and ask.model_id not in record.models_on_disk and record.download_policy in allowed
+    ]
 
 
 def _moe_role(ask: ModelAsk, moe: MoEAsk, own: NodeRecord, left: int, records: Mapping[str, NodeRecord], headroom: float, context_bytes: int) -> Assignment:
@@ -178,13 +195,14 @@ def _split_role(
     context_bytes: int,
 ) -> Assignment:
     holders, others = _holders(ask, own, left, records)
+    fetchers = _fetchers(ask, own, records)
     # The biggest holder that was asked for the model hosts: one that only lends its memory never
     # plans for it, so naming it host would leave the model unserved.
     askers = [h for h in holders if h.node_id == own.node_id or workers.wants(records[h.node_id], ask.model_id)]
     elected = elect(askers)
     host = elected.node_id if elected is not None else ""
     if host == own.node_id:
-        kept = _keep_split(ask, own, holders)
+        kept = _keep_split(ask, own, [*holders, *fetchers])
         if kept is not None:
             return kept
 
@@ -194,16 +212,23 @@ def _split_role(
             return rtts.get(other) if own.node_id in (a, b) else None
 
         plan = plan_split(
-            ask.size_bytes, ask.layers, [*holders, *others], rtt, force_split, headroom, context_bytes, fingerprint=ask.fingerprint, host_id=own.node_id
+            ask.size_bytes,
+            ask.layers,
+            [*holders, *fetchers, *others],
+            rtt,
+            force_split,
+            headroom,
+            context_bytes,
+            fingerprint=ask.fingerprint,
+            host_id=own.node_id,
         )
         if plan.mode == Mode.SPLIT_HOST:
-            return Assignment(
-                ask.model_id, Mode.SPLIT_HOST, plan.reason, plan.host, plan.workers, tuple(plan.layers[node] for node in (plan.host, *plan.workers))
-            )
+            layers = tuple(plan.layers[node] for node in (plan.host, *plan.workers))
+            return Assignment(ask.model_id, Mode.SPLIT_HOST, plan.reason, plan.host, plan.workers, layers, source=ask.source)
         if plan.mode == Mode.SOLO:
             return Assignment(ask.model_id, Mode.SOLO, plan.reason)
         return Assignment(ask.model_id, Mode.UNSERVED, plan.reason)
     hosted = next((a for a in records[host].assignments if a.model_id == ask.model_id and a.mode == Mode.SPLIT_HOST), None) if host else None
     if hosted is not None and own.node_id in hosted.workers:
-        return Assignment(ask.model_id, Mode.SPLIT_WORKER, f"works for {host}'s split", hosted.host, hosted.workers, hosted.layers)
+        return Assignment(ask.model_id, Mode.SPLIT_WORKER, f"works for {host}'s split", hosted.host, hosted.workers, hosted.layers, source=hosted.source)
     return Assignment(ask.model_id, Mode.UNSERVED, f"too big for this node; {host or 'no node'} would host a split" if host else "no node holds it")

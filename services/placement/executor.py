@@ -90,7 +90,15 @@ def serve_to_proto(request: LlamaRequest) -> runner_pb2.ServeRequest:
 
 
 def serve_rpc_to_proto(request: RpcRequest) -> runner_pb2.ServeRpcRequest:
-    return runner_pb2.ServeRpcRequest(model_id=request.model_id, path=request.path, layers=request.layers, worker_index=request.worker_index)
+    return runner_pb2.ServeRpcRequest(
+        model_id=request.model_id,
+        path=request.path,
+        layers=request.layers,
+        worker_index=request.worker_index,
+        source=request.source,
+        fingerprint=request.fingerprint,
+        models_dir=request.models_dir,
+    )
 
 
 def inspection_from_proto(read: runner_pb2.ModelFacts) -> Inspection:

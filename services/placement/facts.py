@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from services.common.records import Assignment, ProcessKind, ServedModel
+from services.common.records import Assignment, Download, ProcessKind, ServedModel
 from services.placement.settings import PlacementSettings
 
 Key = tuple[str, ProcessKind]  # one process of the runner: (model id, kind)
@@ -25,6 +25,8 @@ class LocalModel:
     path: str
     size_bytes: int
     fingerprint: str = ""  # of the file's content: tells same-named files apart
+    source: str = ""  # downloaded from the Hub: "org/repo/path.gguf" (a split's workers may fetch its layers there)
+    catalog: bool = False  # the file of a catalog entry
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,9 @@ class RpcRequest:
     path: str
     layers: tuple[int, ...]  # the split's layers per node: host first
     worker_index: int
+    source: str = ""  # path empty: the model's file on the Hub, whose layers the runner fetches
+    fingerprint: str = ""  # of the host's file, which the fetched one must match
+    models_dir: str = ""  # where fetched layers are kept
 
     @property
     def key(self) -> Key:
@@ -95,6 +100,7 @@ class Facts:
     drafts: Mapping[str, str] = field(default_factory=dict[str, str])  # model id -> path of its draft model (drafts.py)
     dropped: frozenset[str] = frozenset()  # by `mesh-llm drop`
     running: tuple[ServedModel, ...] = ()  # the runner's report, by (model id, kind)
+    downloads: tuple[Download, ...] = ()  # the runner's downloads from the Hub (a --model not on disk)
     sent: Mapping[Key, Request] = field(default_factory=dict[Key, Request])  # what the runner was last asked, per process
     tunnels: Mapping[tuple[str, int], int] = field(default_factory=dict[tuple[str, int], int])  # (worker address, rpc port) -> local port
     memory: Memory = Memory()

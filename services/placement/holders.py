@@ -20,6 +20,7 @@ class Holder:
     node_id: str
     memory: int
     fingerprint: str = ""  # of its file under the model's name
+    fetches: bool = False  # holds no file: would fetch its layers of a split from the Hub (never hosts, never plans)
 
 
 def elect(holders: Sequence[Holder]) -> Holder | None:

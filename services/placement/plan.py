@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from services.common.records import SERVING_MODES, Assignment, MeshView, ModelFile, Role, ServedModel
+from services.common.records import SERVING_MODES, Assignment, DownloadPolicy, MeshView, ModelFile, Role, ServedModel
 from services.placement.actions import Action, Event, Inspect, Note, Publish
 from services.placement.decide import ModelAsk, MoEAsk, decide
 from services.placement.facts import Facts, LocalModel, Memory
@@ -117,7 +117,7 @@ def ask(facts: Facts, model_id: str, promoted: str) -> ModelAsk:
     moe = None
     if read.experts > 1:
         moe = MoEAsk(read.experts, read.experts_used, read.expert_bytes, read.trunk_bytes, read.ranking, facts.settings.moe_floor)
-    return ModelAsk(model_id, model.size_bytes, read.layers, promoted, moe, model.fingerprint)
+    return ModelAsk(model_id, model.size_bytes, read.layers, promoted, moe, model.fingerprint, model.source, model.catalog)
 
 
 def record_changes(view: MeshView, facts: Facts, assignments: Sequence[Assignment]) -> dict[str, object]:
@@ -125,14 +125,22 @@ def record_changes(view: MeshView, facts: Facts, assignments: Sequence[Assignmen
     them when gossip restarted and holds an empty record)."""
     client = facts.settings.client
     role = Role.CLIENT if client else (Role.SERVING if any(a.mode in SERVING_MODES for a in assignments) else Role.STANDBY)
-    record = {"role": role, **holdings(facts), "assignments": tuple(assignments), "served": served(facts)}
+    record = {
+        "role": role,
+        **holdings(facts),
+        "assignments": tuple(assignments),
+        "served": served(facts),
+        "downloads": facts.downloads,
+    }
     return {name: value for name, value in record.items() if getattr(view.own, name) != value}
 
 
 def holdings(facts: Facts) -> dict[str, Any]:
-    """What this node offers the mesh: its memory and the models on its disk (a client: none)."""
+    """What this node offers the mesh: its memory, the models on its disk and what it may download
+    for the mesh (a client: none)."""
     client = facts.settings.client
     return {
+        "download_policy": DownloadPolicy.NEVER if client else facts.settings.download,
         "memory_offered_bytes": facts.memory_offered,
         "models_on_disk": () if client else tuple(sorted(facts.on_disk)),
         "model_files": () if client else tuple(ModelFile(m.model_id, m.fingerprint) for _, m in sorted(facts.on_disk.items())),

@@ -31,10 +31,11 @@ class Wanted:
 
 def process_actions(view: MeshView, facts: Facts, assignments: Sequence[Assignment]) -> tuple[Action, ...]:
     """Stops first (memory freed before models load), then tunnels, then serves."""
+    models_dir = str(facts.settings.models_dir)
     parts = [
-        wanted(view, facts.tunnels, assignment, facts.on_disk[assignment.model_id], facts.drafts.get(assignment.model_id, ""))
+        wanted(view, facts.tunnels, assignment, model, facts.drafts.get(assignment.model_id, ""), models_dir)
         for assignment in assignments
-        if assignment.model_id in facts.on_disk
+        if (model := model_of(view, facts, assignment)) is not None
     ]
     requests = {part.request.key: part.request for part in parts if part.request is not None}
     kept = {part.kept for part in parts if part.kept is not None}
@@ -44,8 +45,20 @@ def process_actions(view: MeshView, facts: Facts, assignments: Sequence[Assignme
     return (*stops, *(tunnel for part in parts for tunnel in part.tunnels), *serves)
 
 
-def wanted(view: MeshView, tunnels: Mapping[tuple[str, int], int], assignment: Assignment, model: LocalModel, draft: str = "") -> Wanted:
-    """`draft`: the path of the model's draft, which runs beside each llama-server (a split's host's too)."""
+def model_of(view: MeshView, facts: Facts, assignment: Assignment) -> LocalModel | None:
+    """The file an assignment runs: on this disk, or for a split's worker without it the host's
+    file on the Hub (no path: the runner fetches the worker's layers), else None."""
+    if assignment.model_id in facts.on_disk:
+        return facts.on_disk[assignment.model_id]
+    if assignment.mode != Mode.SPLIT_WORKER or not assignment.source:
+        return None
+    host = next((peer.record for peer in view.peers if peer.record.node_id == assignment.host), None)
+    return LocalModel(assignment.model_id, "", 0, host.fingerprint_of(assignment.model_id) if host is not None else "", assignment.source)
+
+
+def wanted(view: MeshView, tunnels: Mapping[tuple[str, int], int], assignment: Assignment, model: LocalModel, draft: str = "", models_dir: str = "") -> Wanted:
+    """`draft`: the path of the model's draft, which runs beside each llama-server (a split's host's
+    too); `models_dir`: where a worker without the model keeps the layers it fetches."""
     own = view.own.node_id
     if assignment.mode == Mode.SOLO:
         return Wanted(LlamaRequest(model.model_id, model.path, draft=draft))
@@ -53,7 +66,9 @@ def wanted(view: MeshView, tunnels: Mapping[tuple[str, int], int], assignment: A
         return Wanted(LlamaRequest(model.model_id, model.path, shard=assignment.experts_of(own), draft=draft))
     if assignment.mode == Mode.SPLIT_WORKER:
         index = assignment.workers.index(own) if own in assignment.workers else 0
-        return Wanted(RpcRequest(model.model_id, model.path, assignment.layers, index))
+        if model.path:
+            return Wanted(RpcRequest(model.model_id, model.path, assignment.layers, index))
+        return Wanted(RpcRequest(model.model_id, "", assignment.layers, index, model.source, model.fingerprint, models_dir))
     if assignment.mode == Mode.SPLIT_HOST:
         return _host(view, tunnels, assignment, model, draft)
     return Wanted()  # unserved or dropped: nothing runs

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.records import DownloadPolicy
 from services.common.settings import TextList
 
 
@@ -25,6 +26,11 @@ class PlacementSettings(BaseSettings):
     # Give each model its catalog entry's draft when that file is on disk (--no-draft: False): a
     # small model of the same tokenizer makes the big one faster and never changes its output.
     catalog_drafts: bool = True
+    # What the mesh may make this node download (--download): catalog models by default, whose
+    # publishers and sizes are known, so a member's demand cannot fill the disk with any repository
+    # it names (any) and a standby still takes up the catalog's models (never: only what is on disk).
+    # A model named by --model is fetched whatever the policy but never.
+    download: DownloadPolicy = DownloadPolicy.CATALOG
     # Folder searched for GGUF files named by file name or stem.
     models_dir: Path = Path.home() / ".models"
     # Memory this node offers in bytes (--max-vram); 0 offers all of the machine's memory.

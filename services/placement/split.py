@@ -48,13 +48,14 @@ def plan_split(
     need = memory_needed(size_bytes, headroom, context_bytes)
     holders, others = same_file(holders, fingerprint)
     # The caller may name the host (decide.py: a node that was only asked to lend never hosts).
-    host = next((h for h in holders if h.node_id == host_id), None) or elect(holders)
+    host = next((h for h in holders if h.node_id == host_id), None) or elect([h for h in holders if not h.fetches])
     if host is None:
         return SplitPlan(Mode.UNSERVED, reason="no node has the model on disk" + other_files(others, fingerprint))
     if need <= host.memory and not force_split:
         return SplitPlan(Mode.SOLO, host.node_id, (), {host.node_id: layer_count}, f"fits on {host.node_id}")
     near = [h for h in holders if h is not host and (r := rtt(host.node_id, h.node_id)) is not None and r <= max_rtt]
-    near.sort(key=lambda h: (int((rtt(host.node_id, h.node_id) or 0.0) / RTT_BUCKET_SECONDS), h.node_id))
+    # Holders of the file before nodes that would fetch their layers from the Hub (the nearest first in each).
+    near.sort(key=lambda h: (h.fetches, int((rtt(host.node_id, h.node_id) or 0.0) / RTT_BUCKET_SECONDS), h.node_id))
     group, offered = [host], host.memory
     for worker in near:
         if offered >= need and len(group) > 1:

@@ -14,18 +14,20 @@ from collections.abc import Mapping, Sequence
 from services.common.records import Assignment, MeshView, Mode, NodeRecord, PeerStatus, ProcessKind, ProcessState
 
 
-def lent(own_id: str, records: Mapping[str, NodeRecord], held: frozenset[str]) -> dict[str, Assignment]:
+def lent(own_id: str, records: Mapping[str, NodeRecord], held: frozenset[str], fetches: bool = False) -> dict[str, Assignment]:
     """model id -> this node's part in a live peer's split that names it as a worker, for the
-    models it holds on disk. Two hosts naming it for one model (views not yet settled): the
-    lowest id, so that every node picks the same."""
+    models it holds on disk, and (`fetches`: its --download allows) for models on the Hub whose
+    layers it fetches (the host named it for its download policy). Two hosts naming it for one
+    model (views not yet settled): the lowest id, so that every node picks the same."""
     parts: dict[str, Assignment] = {}
     for node_id in sorted(records):
         if node_id == own_id:
             continue
         for plan in records[node_id].assignments:
-            if plan.mode == Mode.SPLIT_HOST and own_id in plan.workers and plan.model_id in held and plan.model_id not in parts:
+            usable = plan.model_id in held or (fetches and bool(plan.source))
+            if plan.mode == Mode.SPLIT_HOST and own_id in plan.workers and usable and plan.model_id not in parts:
                 parts[plan.model_id] = Assignment(
-                    plan.model_id, Mode.SPLIT_WORKER, f"lends its memory to {node_id}'s split", node_id, plan.workers, plan.layers
+                    plan.model_id, Mode.SPLIT_WORKER, f"lends its memory to {node_id}'s split", node_id, plan.workers, plan.layers, source=plan.source
                 )
     return parts
 

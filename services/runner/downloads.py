@@ -51,6 +51,9 @@ REVISION = "main"  # the catalog names files, not commits: the branch the publis
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _HASH_CHUNK = 8 * 1024 * 1024
 _PROGRESS_INTERVAL = 0.25  # seconds between on_progress calls: often enough for a bar, rare enough for a network hop
+# Bytes after which on_progress hears of them whatever the interval: a transfer that stops (a stalled
+# server) is never shown further behind than this (the client writes 10 MB at a time).
+_PROGRESS_BYTES = 8 * 1024 * 1024
 
 ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total) over every part of one model
 
@@ -291,7 +294,7 @@ def _one_line(failure: BaseException) -> str:
 
 class _Transfer:
     """The bytes of one model arrived so far over all its parts, told to `on_progress` at most every
-    _PROGRESS_INTERVAL and once at the end. What it tells never goes back nor past the total: the
+    _PROGRESS_INTERVAL (or after _PROGRESS_BYTES more) and once at the end. What it tells never goes back nor past the total: the
     client takes back a retry's bytes when a server ignores the Range (and fetches them again)."""
 
     def __init__(self, total: int, on_progress: ProgressCallback | None) -> None:
@@ -303,7 +306,7 @@ class _Transfer:
 
     def add(self, count: int) -> None:
         self.arrived += count
-        if time.monotonic() - self.told_at >= _PROGRESS_INTERVAL:
+        if time.monotonic() - self.told_at >= _PROGRESS_INTERVAL or self.arrived - self.told >= _PROGRESS_BYTES:
             self._tell(min(max(self.arrived, self.told), self.total))
 
     def finish(self) -> None:

@@ -10,20 +10,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.runner.models import ModelError, ModelRef, models_on_disk, resolve
+from services.runner.models import ModelError, ModelRef, NotDownloaded, models_on_disk, resolve
 
 
 @dataclass(frozen=True)
 class Inventory:
-    named: tuple[ModelRef, ...]  # one per spec asked for, in order
+    named: tuple[ModelRef, ...]  # one per spec asked for, in order (absent: a Hub model to fetch)
     on_disk: tuple[ModelRef, ...]  # every model this node could serve (the named ones too), by model id
 
 
 def take_inventory(specs: Sequence[str], models_dir: Path) -> Inventory:
-    """The models `specs` name and every model on disk; ModelError for a spec that names no GGUF."""
-    named = tuple(resolve(spec, models_dir) for spec in specs)
-    found = {ref.model_id: ref for ref in named}
-    for model_id in models_on_disk(models_dir, list(named)):
+    """The models `specs` name and every model on disk; ModelError for a spec that names no GGUF
+    and no Hub model."""
+    named = tuple(resolve_or_absent(spec, models_dir) for spec in specs)
+    found = {ref.model_id: ref for ref in named if not ref.absent}
+    for model_id in models_on_disk(models_dir, [ref for ref in named if not ref.absent]):
         if model_id in found:
             continue
         try:
@@ -33,3 +34,11 @@ def take_inventory(specs: Sequence[str], models_dir: Path) -> Inventory:
             # or lend it, so it does not say it holds it.
             continue
     return Inventory(named, tuple(found[model_id] for model_id in sorted(found)))
+
+
+def resolve_or_absent(spec: str, models_dir: Path) -> ModelRef:
+    """The model on disk `spec` names, or an absent one when it names a Hub model not downloaded yet."""
+    try:
+        return resolve(spec, models_dir)
+    except NotDownloaded as missing:
+        return ModelRef(missing.model_id, Path(), missing.size_bytes, absent=True)

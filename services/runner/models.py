@@ -40,12 +40,25 @@ class ModelError(Exception):
     """A model spec that names no usable GGUF; the message is one line for the user."""
 
 
+class NotDownloaded(ModelError):
+    """A spec that names a Hub model (a catalog entry or a Hub form) whose file is not on this disk:
+    the runner can fetch it (fetching.py). The message says how to fetch it by hand."""
+
+    def __init__(self, message: str, model_id: str, size_bytes: int = 0) -> None:
+        super().__init__(message)
+        self.model_id = model_id  # the name it will be served under (the spec, while its file is unknown)
+        self.size_bytes = size_bytes  # the catalog's figure; 0 when unknown
+
+
 @dataclass(frozen=True)
 class ModelRef:
     model_id: str
     path: Path  # the file llama.cpp opens: a split GGUF's first part (it finds the others beside it)
     size_bytes: int  # every part
     fingerprint: str = ""  # of the (first) file's content (fingerprint.py): tells same-named files apart
+    absent: bool = False  # a Hub model not on this disk (path empty): the runner can fetch it
+    source: str = ""  # a file downloaded from the Hub: "org/repo/path.gguf" (a split's worker without it fetches its layers there)
+    catalog: bool = False  # the file of a catalog entry
 
 
 def resolve(spec: str, models_dir: Path) -> ModelRef:
@@ -60,7 +73,23 @@ def resolve(spec: str, models_dir: Path) -> ModelRef:
     missing = [name for name in part_names(path.name) if not path.with_name(name).is_file()]
     if missing:
         raise ModelError(f"{path} is part 1 of {len(part_names(path.name))}: {', '.join(missing)} missing beside it")
-    return ModelRef(model_id=model_id, path=path.resolve(), size_bytes=model_size(path), fingerprint=fingerprint_file(path))
+    source = hub_source_of(path, models_dir)
+    catalog = any(f"{entry.repo}/{entry.file}" == source for entry in catalog_of(models_dir).values() if entry.repo)
+    return ModelRef(model_id, path.resolve(), model_size(path), fingerprint_file(path), source=source, catalog=bool(source) and catalog)
+
+
+def hub_source_of(path: Path, models_dir: Path) -> str:
+    """'org/repo/path.gguf' of a file downloaded from the Hub into models_dir (downloads.py's layout,
+    the client's metadata beside it), else ''."""
+    try:
+        relative = path.resolve().relative_to(models_dir.expanduser().resolve())
+    except ValueError:
+        return ""
+    if len(relative.parts) < 3:
+        return ""
+    repo, file = "/".join(relative.parts[:2]), "/".join(relative.parts[2:])
+    metadata = models_dir.expanduser() / repo / ".cache" / "huggingface" / "download" / f"{file}.metadata"
+    return f"{repo}/{file}" if metadata.is_file() else ""
 
 
 def catalog_of(models_dir: Path) -> dict[str, CatalogEntry]:
@@ -122,8 +151,10 @@ def _catalog(source: CatalogSource, spec: str, models_dir: Path) -> tuple[str, P
         # Put in the models folder by hand rather than downloaded: found by its file name.
         path = _in_models_dir(Path(entry.file).name, models_dir) or path
     if not all((path.parent / name).is_file() for name in part_names(entry.file)):
-        raise ModelError(
-            f"{entry.name} is not on this machine: `mesh-llm download {spec}` fetches it ({entry.repo}/{entry.file}, {entry.size_bytes / 1e9:.1f} GB)"
+        raise NotDownloaded(
+            f"{entry.name} is not on this machine: `mesh-llm download {spec}` fetches it ({entry.repo}/{entry.file}, {entry.size_bytes / 1e9:.1f} GB)",
+            entry.name,
+            entry.size_bytes,
         )
     return entry.name, path
 
@@ -137,10 +168,10 @@ def _hub(source: HubSource, spec: str, models_dir: Path) -> tuple[str, Path]:
         try:
             file = pick_quant_file(on_disk, source.quant).file
         except ModelNameError:
-            raise ModelError(f"no {source.quant} file of {source.repo} on this machine: `mesh-llm download {spec}` fetches it") from None
+            raise NotDownloaded(f"no {source.quant} file of {source.repo} on this machine: `mesh-llm download {spec}` fetches it", spec) from None
     path = folder / file
     if not all((path.parent / name).is_file() for name in part_names(file)):
-        raise ModelError(f"{source.repo}/{file} is not on this machine: `mesh-llm download {spec}` fetches it")
+        raise NotDownloaded(f"{source.repo}/{file} is not on this machine: `mesh-llm download {spec}` fetches it", model_id_of_file(Path(file).name))
     return model_id_of(path), path
 
 

@@ -9,6 +9,7 @@ from services.common import cpus, grpc_server, lifecycle, metrics_http
 from services.common.settings import NodeSettings
 from services.proto.mesh.v1 import runner_pb2_grpc
 from services.runner import binaries
+from services.runner.fetching import Fetches
 from services.runner.metrics import registry_for
 from services.runner.servers import LlamaServers
 from services.runner.servicer import RunnerServicer
@@ -26,7 +27,9 @@ async def main(node: NodeSettings, settings: RunnerSettings) -> None:
         split_environment=cpus.split_environment(node.services_idle),
     )
     metrics_http.serve(node.runner_metrics_port, registry_for(servers))
-    server = await grpc_server.start(node.runner_grpc_port, lambda s: runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(servers), s))
+    server = await grpc_server.start(
+        node.runner_grpc_port, lambda s: runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(servers, Fetches(servers.changes.publish)), s)
+    )
     # Ready once it can start models; without llama.cpp's binaries it still answers, but cannot serve.
     missing = missing_binaries(llama_bin)
     await server.health.set(not missing, missing or "llama.cpp binaries found")

@@ -17,8 +17,9 @@ from services.common import cpus
 from services.common.changes import Changes
 from services.common.logs import event
 from services.common.records import ProcessKind, ServedModel
-from services.runner import binaries, moe, priming
+from services.runner import binaries, layer_fetch, moe, priming
 from services.runner.command import llama_server_argv, rpc_server_argv
+from services.runner.downloads import DownloadError
 from services.runner.settings import RunnerSettings
 from services.runner.supervisor import Supervisor
 
@@ -34,6 +35,15 @@ class Split:
     rpc_endpoints: tuple[str, ...] = ()
     worker_layers: int = 0
     tensor_split: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class HubLayers:
+    """A model a split's worker does not hold: its file on the Hub, whose layers it fetches."""
+
+    source: str  # org/repo/path.gguf
+    models_dir: Path  # where the partial file is kept (layer_fetch.layers_path)
+    fingerprint: str  # of the host's file: the Hub's must be the same model
 
 
 @dataclass
@@ -66,6 +76,7 @@ class LlamaServers:
         self.changes = Changes()
         self._served: dict[tuple[str, ProcessKind], _Served] = {}
         self.primed_bytes = 0  # written into rpc-server caches by priming, since start
+        self.fetched_bytes = 0  # of split layers fetched from the Hub, since start
         self.shards_dir = cache_dir.parent / "moe"  # MoE shards and expert rankings, reused across runs
 
     def serve(self, model_id: str, path: Path, split: Split = Split(), draft: Path | None = None) -> ServedModel:
@@ -138,6 +149,30 @@ class LlamaServers:
                 {"LLAMA_CACHE": str(self.cache_dir)} | self._rpc_environment(),
             )
             self._start(model_id, RPC_SERVER, path, supervisor, Split())
+        return self.state_of(model_id, RPC_SERVER)
+
+    async def serve_rpc_fetched(self, model_id: str, hub: HubLayers, layers: tuple[int, ...], worker_index: int) -> ServedModel:
+        """serve_rpc for a worker without the model: its layers fetched from the Hub into a partial
+        file first (resumed and reused across runs), which priming then reads as it reads a whole one."""
+        if (model_id, RPC_SERVER) not in self._served:
+            repo, file = "/".join(hub.source.split("/")[:2]), "/".join(hub.source.split("/")[2:])
+            fetched = await asyncio.to_thread(layer_fetch.fetch_layers, repo, file, hub.models_dir, layers, worker_index)
+            self.fetched_bytes += fetched.fetched_bytes
+            event(
+                log,
+                "layers fetched",
+                model=model_id,
+                source=hub.source,
+                blocks=f"{fetched.blocks.start}-{fetched.blocks.stop - 1}",
+                fetched_bytes=fetched.fetched_bytes,
+                held_bytes=fetched.held_bytes,
+                file_bytes=fetched.size_bytes,
+            )
+            if hub.fingerprint and fetched.fingerprint != hub.fingerprint:
+                raise DownloadError(
+                    f"{hub.source} on the Hub is not the host's file of {model_id} (fingerprint {fetched.fingerprint}, the host's {hub.fingerprint})"
+                )
+            return await self.serve_rpc(model_id, fetched.path, layers, worker_index)
         return self.state_of(model_id, RPC_SERVER)
 
     def _threads(self) -> int:

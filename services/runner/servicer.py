@@ -6,16 +6,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from services.common.errors import FailedPrecondition, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.grpc_server import Context
 from services.common.records import ProcessKind
-from services.common.records_proto import experts_from_proto, experts_to_proto
+from services.common.records_proto import downloads_to_proto, experts_from_proto, experts_to_proto
 from services.common.records_proto import served_to_proto as to_proto
 from services.proto.mesh.v1 import node_pb2, runner_pb2, runner_pb2_grpc
 from services.runner.binaries import BinaryMissing
+from services.runner.downloads import DownloadError
+from services.runner.fetching import Fetches, NotAHubModel
 from services.runner.inventory import take_inventory
 from services.runner.models import ModelError, ModelRef
-from services.runner.servers import LLAMA_SERVER, LlamaServers, Split
+from services.runner.servers import LLAMA_SERVER, HubLayers, LlamaServers, Split
 
 
 def existing(path: str) -> Path:
@@ -27,8 +29,9 @@ def existing(path: str) -> Path:
 
 
 class RunnerServicer(runner_pb2_grpc.RunnerServicer):
-    def __init__(self, servers: LlamaServers) -> None:
+    def __init__(self, servers: LlamaServers, fetches: Fetches) -> None:
         self.servers = servers
+        self.fetches = fetches
 
     async def Serve(self, request: runner_pb2.ServeRequest, context: Context) -> node_pb2.ServedModel:
         path = existing(request.path)
@@ -42,11 +45,18 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
             raise FailedPrecondition(str(missing)) from missing
 
     async def ServeRpc(self, request: runner_pb2.ServeRpcRequest, context: Context) -> node_pb2.ServedModel:
-        path = existing(request.path)
+        layers = tuple(request.layers)
         try:
-            return to_proto(await self.servers.serve_rpc(request.model_id, path, tuple(request.layers), request.worker_index))
+            if not request.path and request.source:
+                # No copy of the model here: its layers come from the Hub (layer_fetch.py).
+                fetched = HubLayers(request.source, Path(request.models_dir), request.fingerprint)
+                return to_proto(await self.servers.serve_rpc_fetched(request.model_id, fetched, layers, request.worker_index))
+            return to_proto(await self.servers.serve_rpc(request.model_id, existing(request.path), layers, request.worker_index))
         except BinaryMissing as missing:
             raise FailedPrecondition(str(missing)) from missing
+        except DownloadError as failed:
+            # The layers could not be fetched (the Hub away, another file there): the next round asks again.
+            raise FailedPrecondition(str(failed)) from failed
 
     async def Stop(self, request: runner_pb2.StopRequest, context: Context) -> runner_pb2.StopResponse:
         return runner_pb2.StopResponse(stopped=await self.servers.stop(request.model_id, ProcessKind(request.kind or LLAMA_SERVER)))
@@ -61,7 +71,7 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
             yield self._snapshot()
 
     def _snapshot(self) -> runner_pb2.ModelStates:
-        return runner_pb2.ModelStates(models=[to_proto(state) for state in self.servers.states()])
+        return runner_pb2.ModelStates(models=[to_proto(state) for state in self.servers.states()], downloads=downloads_to_proto(self.fetches.states()))
 
     async def Inspect(self, request: runner_pb2.InspectRequest, context: Context) -> runner_pb2.ModelFacts:
         facts = await self.servers.inspect(existing(request.path))
@@ -81,6 +91,21 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
             raise NotFound(str(bad)) from bad
         return runner_pb2.ModelsReply(named=[ref_to_proto(ref) for ref in inventory.named], on_disk=[ref_to_proto(ref) for ref in inventory.on_disk])
 
+    async def Fetch(self, request: runner_pb2.FetchRequest, context: Context) -> node_pb2.Download:
+        try:
+            started = self.fetches.start(request.spec, Path(request.models_dir))
+        except NotAHubModel as bad:
+            raise InvalidArgument(str(bad)) from bad
+        return downloads_to_proto((started,))[0]
+
 
 def ref_to_proto(ref: ModelRef) -> runner_pb2.ModelRef:
-    return runner_pb2.ModelRef(model_id=ref.model_id, path=str(ref.path), size_bytes=ref.size_bytes, fingerprint=ref.fingerprint)
+    return runner_pb2.ModelRef(
+        model_id=ref.model_id,
+        path="" if ref.absent else str(ref.path),
+        size_bytes=ref.size_bytes,
+        fingerprint=ref.fingerprint,
+        absent=ref.absent,
+        source=ref.source,
+        catalog=ref.catalog,
+    )

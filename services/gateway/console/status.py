@@ -5,14 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from services.common.invite import InviteToken
-from services.common.records import MeshView, NodeRecord, Peer, ProcessKind, ProcessState, Role
+from services.common.records import DownloadState, MeshView, NodeRecord, Peer, ProcessKind, ProcessState, Role
 
 
 def shown_role(record: NodeRecord) -> str:
-    """client | standby | loading | serving: what the node is doing now (loading while a model it
-    answers for is still starting)."""
+    """client | standby | downloading | loading | serving: what the node is doing now (loading while
+    a model it answers for is still starting, downloading while it serves nothing yet and fetches one)."""
     if record.role == Role.SERVING and any(s.kind == ProcessKind.LLAMA_SERVER and s.state == ProcessState.STARTING for s in record.served):
         return Role.LOADING
+    if record.role == Role.STANDBY and any(d.state != DownloadState.DONE for d in record.downloads):
+        return Role.DOWNLOADING
     return record.role
 
 
@@ -26,6 +28,8 @@ def node_status(record: NodeRecord) -> dict:
         "model_files": [asdict(file) for file in record.model_files],  # each model's file fingerprint
         "models": [asdict(served) for served in record.served],
         "assignments": [asdict(assignment) for assignment in record.assignments],
+        "downloads": [asdict(download) for download in record.downloads],  # from the Hub: progress in bytes
+        "download_policy": record.download_policy,
         "version": record.version,
     }
 

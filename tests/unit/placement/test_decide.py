@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from services.common.records import Assignment, MeshView, NodeRecord, Peer
+from services.common.records import Assignment, MeshView, ModelFile, NodeRecord, Peer
 from services.placement.decide import ModelAsk, decide
 from services.placement.memory import GIB, memory_needed
 
@@ -110,3 +110,50 @@ def test_an_moe_model_that_fits_runs_solo_unless_split_is_forced() -> None:
     assert solo.mode == "solo"
     (forced,) = decide(view(a, b), [moe_ask()], a.memory_offered_bytes, force_split=True, headroom=0.1, context_bytes=256 * 1024**2)
     assert forced.mode == "moe-shard" and all(len(layers[0]) == 16 for _, layers in forced.shards)
+
+
+SOURCE = "org/m-GGUF/m.gguf"
+
+
+def fetching_run(v: MeshView, catalog: bool, force: bool = False) -> tuple[Assignment, ...]:
+    """The model as a host that downloaded it from the Hub plans it (catalog: a catalog entry's file)."""
+    ask = ModelAsk("m", int(0.3 * GIB), 30, fingerprint="f1", source=SOURCE, catalog=catalog)
+    return decide(v, [ask], v.own.memory_offered_bytes, force_split=force, headroom=0.1, context_bytes=256 * 1024**2)
+
+
+@pytest.mark.parametrize(
+    ("policy", "catalog", "mode", "workers"),
+    [
+        ("catalog", True, "split-host", ("b",)),  # a catalog model: b fetches its layers
+        ("any", False, "split-host", ("b",)),  # any Hub file, for a node that allows any
+        ("catalog", False, "unserved", ()),  # not a catalog model: b allows only those
+        ("never", True, "unserved", ()),  # b downloads nothing for the mesh
+    ],
+)
+def test_a_peer_without_the_file_works_for_a_split_when_its_download_policy_allows(policy, catalog, mode, workers) -> None:
+    fetcher = replace(node("b", 0.4, on_disk=()), download_policy=policy)
+    (host,) = fetching_run(view(node("a", 0.5), fetcher), catalog)
+    assert (host.mode, host.workers) == (mode, workers)
+    if mode == "split-host":
+        assert host.source == SOURCE  # where the worker fetches from
+
+
+def test_holders_of_the_file_are_taken_before_peers_that_would_fetch_it() -> None:
+    fetcher = replace(node("b", 0.4, on_disk=()), download_policy="catalog")
+    holder = replace(node("c", 0.4), model_files=(ModelFile("m", "f1"),))
+    (host,) = fetching_run(view(node("a", 0.5), fetcher, holder), catalog=True)
+    assert host.workers == ("c",)
+    # A model without a Hub source (a local file): nobody can fetch it.
+    ask = ModelAsk("m", int(0.3 * GIB), 30, fingerprint="f1")
+    (alone,) = decide(view(node("a", 0.5), fetcher), [ask], int(0.5 * GIB), force_split=False, headroom=0.1, context_bytes=256 * 1024**2)
+    assert alone.mode == "unserved"
+
+
+def test_a_fetcher_named_in_a_plan_lends_itself_with_the_source_and_never_hosts() -> None:
+    published = Assignment("m", "split-host", "", "a", ("b",), (16, 14), source=SOURCE)
+    own = replace(node("b", 0.4, on_disk=()), download_policy="catalog")
+    v = view(own, node("a", 0.5, assignments=[published]))
+    (lent,) = decide(v, [], int(0.4 * GIB), force_split=False, headroom=0.1, context_bytes=0, held=frozenset())
+    assert (lent.mode, lent.host, lent.source) == ("split-worker", "a", SOURCE)
+    refusing = replace(own, download_policy="never")
+    assert decide(view(refusing, node("a", 0.5, assignments=[published])), [], int(0.4 * GIB), force_split=False, headroom=0.1, context_bytes=0) == ()

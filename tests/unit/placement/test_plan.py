@@ -184,7 +184,7 @@ def pending_since(since: float):
         (solo, runner_restarted, 0.0, ["Publish(served)", "Serve(m)"]),
         (split_host, runner_restarted, 0.0, ["Publish(served)", "Serve(m rpc=127.0.0.1:4000)"]),
         (solo, runner_reports_failed, 0.0, ["Publish(served)", "Serve(m)"]),
-        (solo, gossip_restarted, 0.0, ["Publish(assignments,memory_offered_bytes,model_files,models_on_disk,role,served)"]),
+        (solo, gossip_restarted, 0.0, ["Publish(assignments,download_policy,memory_offered_bytes,model_files,models_on_disk,role,served)"]),
     ],
     ids=lambda value: getattr(value, "__name__", None),
 )
@@ -197,7 +197,7 @@ def test_a_split_host_waits_for_its_workers_rpc_server_then_opens_a_tunnel_then_
     state = facts(0.8)
     starting = view(worker(state=ProcessState.STARTING))
     first = plan(starting, state, 0.0)
-    assert described(first) == ["Publish(assignments,memory_offered_bytes,model_files,models_on_disk,role)"]  # planned, nothing to run yet
+    assert described(first) == ["Publish(assignments,download_policy,memory_offered_bytes,model_files,models_on_disk,role)"]  # planned, nothing to run yet
     current, state = perform(starting, replace(state, memory=first.memory), first.actions)
     current = replace(current, peers=(worker(),))  # b's rpc-server is ready
     second = plan(current, state, 0.0)
