@@ -56,7 +56,8 @@ def parser() -> argparse.ArgumentParser:
         "command",
         nargs="*",
         help="rotate-key | admin peers|self|leave | drop MODEL (talk to the running node at --home) | moe check MODEL (measure an expert split) | "
-        "download [NAME] (list the catalog, or fetch a model) | models [rm NAME] (models on disk)",
+        "download [MODEL] (list the catalog, or fetch a model: catalog name, ORG/REPO:QUANT, ORG/REPO/FILE.gguf or a Hub file URL) | "
+        "models [rm NAME] (models on disk)",
     )
     p.add_argument(
         "--model",

@@ -6,14 +6,17 @@ files in the models folder (--models-dir).
 catalog name, whose entry names the draft.
 
 The catalog is the built-in one plus the models folder's own catalog.toml, when there is one (a
-private mirror's or one's own models, in the built-in file's layout). Fetching and deleting files
-is services/runner/downloads.py's; this module reads the command line and prints.
+private mirror's or one's own models, in the built-in file's layout). Fetching files is
+services/runner/downloads.py's; this module reads the command line, prints, and deletes a model's
+files with what its download left beside them.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import importlib.util
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -21,10 +24,13 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from huggingface_hub import constants
+
 from services.cli.flags import DRAFT, UsageError
 from services.common.catalog import CatalogEntry
 from services.common.model_names import CatalogSource, HubSource, ModelNameError, match_name, parse_model
-from services.runner.downloads import DownloadError, download, download_source, downloaded_models, folder_of, part_files
+from services.runner.downloads import DownloadError, download, download_source, downloaded_models
+from services.runner.layer_fetch import layers_path
 from services.runner.models import catalog_of, is_gguf, model_id_of
 
 _LATER_PART = "-00001-of-"  # a split GGUF is listed by its first part
@@ -78,7 +84,7 @@ def source_named(spec: str, catalog: dict[str, CatalogEntry]) -> CatalogSource |
         # A catalog name (NAME, NAME:QUANT): the catalog's own errors, not --model's, which also speak of files on disk.
         entry_named(spec.partition(":")[0], catalog)
     try:
-        source = parse_model(spec, entries=tuple(catalog.values()))
+        source = parse_model(spec, entries=tuple(catalog.values()), endpoint=constants.ENDPOINT)
     except ModelNameError as bad:
         raise UsageError(str(bad)) from None
     if isinstance(source, CatalogSource | HubSource):
@@ -211,15 +217,32 @@ def remove(name: str, models_dir: Path, catalog: dict[str, CatalogEntry]) -> tup
         raise UsageError(f"no model {name!r} in {models_dir} (mesh-llm models lists them)")
     for path in model.paths:
         path.unlink()
-    if entry is not None and entry.repo:
-        _forget_download(entry, models_dir)
+        _forget_download(path, models_dir)
     return model.paths
 
 
-def _forget_download(entry: CatalogEntry, models_dir: Path) -> None:
-    # The client's metadata and any partial file of the model's parts: nothing of it is left behind.
-    download_dir = folder_of(entry, models_dir) / ".cache" / "huggingface" / "download"
-    for file in part_files(entry):
-        flat = file.replace("/", "--")
-        for leftover in (*download_dir.glob(f"{flat}.*.incomplete"), *download_dir.glob(f"{flat}.*.lock"), download_dir / f"{file}.metadata"):
-            leftover.unlink(missing_ok=True)
+def _forget_download(path: Path, models_dir: Path) -> None:
+    """What a Hub download of the removed file left beside it, when the file lies in the download
+    layout (<models_dir>/<org>/<repo>/<file>, a catalog entry's or a Hub form's): the client's
+    metadata, partial files and their locks, and a split worker's partial layer file; then the
+    repository's folder, once no file is left in it (its .cache included, but for the client's
+    markers), but not its org's."""
+    relative = path.relative_to(models_dir)  # held() finds the files under models_dir
+    if len(relative.parts) < 3:
+        return
+    repo, file = "/".join(relative.parts[:2]), "/".join(relative.parts[2:])
+    folder, layers = models_dir / repo, layers_path(models_dir, repo, file)
+    download_dir = folder / ".cache" / "huggingface" / "download"
+    flat = glob.escape(file.replace("/", "--"))  # downloads.partial_path's name
+    leftovers = (
+        *(download_dir / f"{file}.{suffix}" for suffix in ("metadata", "lock")),
+        *download_dir.glob(f"{flat}.*.incomplete"),
+        *download_dir.glob(f"{flat}.*.lock"),
+        *(layers.with_name(layers.name + suffix) for suffix in ("", ".json", ".lock")),
+    )
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    # The client marks every .cache/huggingface it makes with these two: no trace of a model.
+    markers = {folder / ".cache" / "huggingface" / name for name in (".gitignore", "CACHEDIR.TAG")}
+    if not any((inside.is_file() or inside.is_symlink()) and inside not in markers for inside in folder.rglob("*")):
+        shutil.rmtree(folder)

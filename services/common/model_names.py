@@ -8,6 +8,7 @@ and where files are kept are the callers' (services/runner); must not touch the 
 
 The forms, in the order they are tried:
   https://huggingface.co/ORG/REPO/blob|resolve/REV/PATH.gguf   a Hub file (scheme optional)
+  ENDPOINT/ORG/REPO/blob|resolve/REV/PATH.gguf                  the same on the endpoint in use (HF_ENDPOINT: a mirror, a local hub)
   NAME                                                          a catalog name or alias, in any case
   (a file the caller found on disk)                             a path, or a file name or stem in the models folder
   NAME, NAME:QUANT                                              a unique substring of a catalog name; another quant of its repository
@@ -21,6 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from urllib.parse import SplitResult, urlsplit
 
 from services.common.catalog import ALIASES, ENTRIES, CatalogEntry
 
@@ -28,6 +30,7 @@ FORMS = "a catalog name (Qwen3-8B, or Qwen3-8B:Q8_0), a GGUF path or file in the
 DEFAULT_REVISION = "main"
 
 _HUB_HOSTS = ("huggingface.co", "hf.co")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 _HUB_FILE_URL = re.compile(r"(?P<repo>[\w.-]+/[\w.-]+)/(?:blob|resolve)/(?P<revision>[^/]+)/(?P<file>.+\.gguf)")
 _REPO = re.compile(r"[\w.-]+/[\w.-]+")
 _SPLIT_PART = re.compile(r"(?P<stem>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf", re.IGNORECASE)
@@ -67,14 +70,15 @@ class QuantChoice:
     note: str = ""  # why, when several files were of that quant; "" when only one was
 
 
-def parse_model(spec: str, on_disk: bool = False, entries: Sequence[CatalogEntry] = ENTRIES) -> ModelSource:
+def parse_model(spec: str, on_disk: bool = False, entries: Sequence[CatalogEntry] = ENTRIES, endpoint: str = "") -> ModelSource:
     """Where the model `spec` names comes from. `on_disk`: the caller found `spec` as a file (a
     path, or a name or stem in the models folder); a catalog name or alias still wins over it, as
-    a catalog name always meant the catalog's model."""
+    a catalog name always meant the catalog's model. `endpoint`: the Hub's address in use
+    (huggingface_hub's constants.ENDPOINT, from HF_ENDPOINT): a file URL on it is a Hub file too."""
     spec = spec.strip()
     if not spec:
         raise ModelNameError(f"an empty model name: give {FORMS}")
-    hub = _hub_url(spec)
+    hub = _hub_url(spec, endpoint)
     if hub is not None:
         return hub
     by_name = {entry.name: entry for entry in entries}
@@ -94,16 +98,37 @@ def parse_model(spec: str, on_disk: bool = False, entries: Sequence[CatalogEntry
     return CatalogSource(entry, quant.upper() if quant.lower() != entry.quant.lower() else "")
 
 
-def _hub_url(spec: str) -> HubSource | None:
+def _hub_url(spec: str, endpoint: str) -> HubSource | None:
     """A Hub file URL's repository, revision and file; None for a spec that is no Hub URL."""
-    address = spec.split("://", 1)[1] if "://" in spec else spec
-    host, _, rest = address.partition("/")
-    if host.lower().removeprefix("www.") not in _HUB_HOSTS:
-        return None
+    rest = _on_endpoint(spec, endpoint) if endpoint else None
+    if rest is None:
+        address = spec.split("://", 1)[1] if "://" in spec else spec
+        host, _, rest = address.partition("/")
+        if host.lower().removeprefix("www.") not in _HUB_HOSTS:
+            return None
     found = _HUB_FILE_URL.fullmatch(rest.split("?", 1)[0])
     if found is None:
         raise ModelNameError(f"{spec} is not a Hub file URL: copy a .gguf file's link (huggingface.co/ORG/REPO/blob/main/FILE.gguf)")
     return HubSource(found["repo"], found["revision"], found["file"])
+
+
+def _on_endpoint(spec: str, endpoint: str) -> str | None:
+    """What follows the endpoint (its origin and any path of it) in a URL on it; None for a URL
+    of another origin (scheme, host and port), or no URL."""
+    if "://" not in spec:
+        return None
+    try:
+        url, base = urlsplit(spec), urlsplit(endpoint.rstrip("/"))
+        same_origin = _origin(url) == _origin(base)
+    except ValueError:
+        return None  # a malformed URL (a port that is no number, an unclosed [): no endpoint's
+    prefix = f"{base.path}/"
+    return url.path.removeprefix(prefix) if same_origin and url.path.startswith(prefix) else None
+
+
+def _origin(url: SplitResult) -> tuple[str, str, int | None]:
+    scheme = url.scheme.lower()
+    return scheme, (url.hostname or "").lower(), url.port or _DEFAULT_PORTS.get(scheme)
 
 
 def _hub_path(spec: str) -> ModelSource:

@@ -20,6 +20,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from huggingface_hub import constants
+
 from services.common.logs import event
 from services.common.model_names import CatalogSource, HubSource, ModelNameError, parse_model
 from services.common.records import Download, DownloadState
@@ -146,7 +148,7 @@ def hub_source(spec: str, models_dir: Path) -> CatalogSource | HubSource:
     catalog model shipped in a package."""
     catalog = catalog_of(models_dir)
     try:
-        source = parse_model(spec, on_disk=False, entries=tuple(catalog.values()))
+        source = parse_model(spec, on_disk=False, entries=tuple(catalog.values()), endpoint=constants.ENDPOINT)
     except ModelNameError as bad:
         raise NotAHubModel(str(bad)) from None
     if isinstance(source, HubSource) or (isinstance(source, CatalogSource) and source.entry.repo):

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from huggingface_hub import constants
+
 from services.common.catalog import CATALOG_FILE, CatalogEntry, load
 from services.common.model_names import (
     CatalogSource,
@@ -64,7 +66,7 @@ class ModelRef:
 def resolve(spec: str, models_dir: Path) -> ModelRef:
     """The GGUF that `spec` names (model_names.py's forms), on this machine."""
     try:
-        source = parse_model(spec, on_disk=_on_disk(spec, models_dir), entries=tuple(catalog_of(models_dir).values()))
+        source = parse_model(spec, on_disk=_on_disk(spec, models_dir), entries=tuple(catalog_of(models_dir).values()), endpoint=constants.ENDPOINT)
     except ModelNameError as bad:
         raise ModelError(str(bad)) from None
     model_id, path = _locate(source, spec, models_dir)

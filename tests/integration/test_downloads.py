@@ -24,6 +24,7 @@ from services.common.catalog import CATALOG, CatalogEntry
 from services.common.model_names import HubSource
 from services.runner import downloads
 from services.runner.downloads import RemoteFile, download, download_source, partial_path, repo_files, sha256_of
+from services.runner.layer_fetch import layers_path
 from services.runner.models import ModelError, models_on_disk, resolve
 from tests.hub import COMMIT, LocalHub
 from tests.nodes import MESH_LLM
@@ -313,12 +314,14 @@ def test_the_models_folder_catalog_names_work_as_model_names(tmp_path: Path, hub
         f"https://huggingface.co/{QUANTS_REPO}/blob/main/Quants-Q8_0.gguf",
         f"https://huggingface.co/{QUANTS_REPO}/resolve/main/Quants-Q8_0.gguf?download=true",
         f"hf.co/{QUANTS_REPO}/blob/{COMMIT}/Quants-Q8_0.gguf",  # a pinned commit, no scheme
+        f"{{endpoint}}/{QUANTS_REPO}/resolve/main/Quants-Q8_0.gguf",  # the local hub's own URL, as a mirror's user pastes HF_ENDPOINT's
         f"{QUANTS_REPO}/Quants-Q8_0.gguf",
         f"{QUANTS_REPO}:Q8_0",
         f"{QUANTS_REPO}:q8_0",
     ],
 )
 def test_download_of_a_hub_model_by_any_form_then_served_by_the_name_printed(tmp_path: Path, hub: LocalHub, models_dir: Path, spec: str) -> None:
+    spec = spec.format(endpoint=hub.endpoint)
     done = mesh_llm(tmp_path, hub.endpoint, "download", spec, "--models-dir", str(models_dir))
     assert done.returncode == 0, done.stderr
     path = models_dir / QUANTS_REPO / "Quants-Q8_0.gguf"
@@ -331,6 +334,34 @@ def test_download_of_a_hub_model_by_any_form_then_served_by_the_name_printed(tmp
     assert resolve(served_as, models_dir).path == path.resolve()
     listing = mesh_llm(tmp_path, hub.endpoint, "models", "--models-dir", str(models_dir))
     assert [line.split()[0] for line in listing.stdout.splitlines()[1:]] == ["Quants-Q8_0"], listing.stdout
+
+
+def test_models_rm_of_a_hub_model_leaves_nothing_of_its_download(tmp_path: Path, hub: LocalHub, models_dir: Path) -> None:
+    for spec in (f"{QUANTS_REPO}:Q8_0", f"{QUANTS_REPO}/Quants-Q4_K_M.gguf"):
+        assert mesh_llm(tmp_path, hub.endpoint, "download", spec, "--models-dir", str(models_dir)).returncode == 0
+    folder = models_dir / QUANTS_REPO
+    download_dir = folder / ".cache" / "huggingface" / "download"
+    # What a killed download of an older version and a split's worker leave behind.
+    stale = partial_path(folder, RemoteFile("Quants-Q8_0.gguf", "", "0" * 64, "", 1000))
+    layers = layers_path(models_dir, QUANTS_REPO, "Quants-Q8_0.gguf")
+    layers.parent.mkdir(parents=True)
+    planted = (stale, stale.with_suffix(".lock"), layers, layers.with_name(f"{layers.name}.json"), layers.with_name(f"{layers.name}.lock"))
+    for path in planted:
+        path.write_bytes(b"left")
+    assert (download_dir / "Quants-Q8_0.gguf.metadata").is_file()
+
+    removed = mesh_llm(tmp_path, hub.endpoint, "models", "rm", "quants-q8_0", "--models-dir", str(models_dir))
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.splitlines() == [f"removed {folder / 'Quants-Q8_0.gguf'}"]
+    assert not any(path.exists() for path in planted)
+    assert not list(download_dir.glob("Quants-Q8_0.gguf.*"))
+    # The other model of the repository keeps its file and metadata, so the folder stays.
+    assert (folder / "Quants-Q4_K_M.gguf").is_file() and (download_dir / "Quants-Q4_K_M.gguf.metadata").is_file()
+
+    # Its file is the catalog's Test-Quants: removed by that name, it was the last, and the folder goes.
+    assert mesh_llm(tmp_path, hub.endpoint, "models", "rm", "Test-Quants", "--models-dir", str(models_dir)).returncode == 0
+    assert not folder.exists()
+    assert folder.parent.is_dir() and (models_dir / "catalog.toml").is_file()  # the org's folder and the rest stay
 
 
 def test_download_of_a_split_hub_model_by_any_part_fetches_every_part(tmp_path: Path, hub: LocalHub, models_dir: Path) -> None:

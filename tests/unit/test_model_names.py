@@ -54,6 +54,28 @@ def test_forms(spec: str, source: ModelSource) -> None:
     assert parse_model(spec) == source
 
 
+MIRROR_URL = "https://hf-mirror.com/org/repo/resolve/main/f.gguf"
+LOCAL_URL = "http://127.0.0.1:8080/org/repo/blob/main/sub/f.gguf?download=true"
+
+
+@pytest.mark.parametrize(
+    ("spec", "endpoint", "source"),
+    [
+        (MIRROR_URL, "https://hf-mirror.com", HubSource("org/repo", "main", "f.gguf")),  # HF_ENDPOINT's own URL
+        (MIRROR_URL, "https://HF-Mirror.com:443/", HubSource("org/repo", "main", "f.gguf")),  # the same origin, spelled otherwise
+        (MIRROR_URL, "", LocalSource(MIRROR_URL)),  # no endpoint given: not a Hub URL, a path the runner looks for
+        (MIRROR_URL, "https://other-mirror.com", LocalSource(MIRROR_URL)),
+        (LOCAL_URL, "http://127.0.0.1:8080", HubSource("org/repo", "main", "sub/f.gguf")),  # a local hub
+        (LOCAL_URL, "http://127.0.0.1:9090", LocalSource(LOCAL_URL)),  # another port: another origin
+        (LOCAL_URL, "https://127.0.0.1:8080", LocalSource(LOCAL_URL)),  # another scheme
+        ("https://mirror.example/hf/org/repo/resolve/v1/f.gguf", "https://mirror.example/hf", HubSource("org/repo", "v1", "f.gguf")),  # an endpoint with a path
+        (f"https://huggingface.co/{URL_FILE.format(kind='blob')}", "https://hf-mirror.com", HubSource("unsloth/Qwen3-8B-GGUF", "main", "Qwen3-8B-Q8_0.gguf")),
+    ],
+)
+def test_urls_on_the_endpoint_in_use(spec: str, endpoint: str, source: ModelSource) -> None:
+    assert parse_model(spec, endpoint=endpoint) == source
+
+
 @pytest.mark.parametrize(
     ("spec", "on_disk", "source"),
     [
