@@ -47,12 +47,19 @@ class ServeRpc:
 
 
 @dataclass(frozen=True)
+class Fetch:
+    """Ask the runner to download a catalog model the mesh's demand gave this node (it serves it once on disk)."""
+
+    model_id: str
+
+
+@dataclass(frozen=True)
 class Stop:
     model_id: str
     kind: ProcessKind
 
 
-Action = Publish | Inspect | OpenTunnel | Serve | ServeRpc | Stop
+Action = Publish | Inspect | OpenTunnel | Serve | ServeRpc | Stop | Fetch
 # Actions whose answer the plan needs before it can go on: the loop plans again after them.
 LEARNING = (Inspect, OpenTunnel)
 

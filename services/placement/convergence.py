@@ -82,10 +82,11 @@ class Convergence:
         named = [local_from_proto(ref) for ref in reply.named[: len(s.models)] if not ref.absent]
         chosen = local_from_proto(reply.named[-1]) if s.draft else None
         on_disk = {ref.model_id: local_from_proto(ref) for ref in reply.on_disk}
+        on_hub = {ref.model_id: local_from_proto(ref) for ref in reply.on_hub}
         # A standby only holds what --model names: it serves what demand asks of it (promotion.py).
         asked = () if s.standby else tuple(model.model_id for model in named)
         found = drafts(on_disk, [model.model_id for model in named], chosen, s.catalog_drafts)
-        return replace(self.facts, asked=asked, on_disk=on_disk, drafts=found)
+        return replace(self.facts, asked=asked, on_disk=on_disk, on_hub=on_hub, drafts=found)
 
     async def fetch(self, specs: list[str]) -> None:
         """Ask the runner to download the models named by --model that are not on disk (it serves
@@ -113,7 +114,9 @@ class Convergence:
             # A download done: the model is on disk now, and served as if it had been there at start.
             held = await self.held_models() if arrived else self.facts
             async with self._lock:
-                self.facts = replace(self.facts, running=running, downloads=downloads, asked=held.asked, on_disk=held.on_disk, drafts=held.drafts)
+                self.facts = replace(
+                    self.facts, running=running, downloads=downloads, asked=held.asked, on_disk=held.on_disk, on_hub=held.on_hub, drafts=held.drafts
+                )
                 await self._converge()
 
     async def look_again(self) -> None:

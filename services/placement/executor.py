@@ -17,7 +17,7 @@ from services.common import calls
 from services.common.logs import event
 from services.common.records import SelfUpdate, ServedModel
 from services.common.records_proto import experts_from_proto, experts_to_proto, served_from_proto, update_to_proto
-from services.placement.actions import Action, Inspect, OpenTunnel, Publish, Serve, ServeRpc, Stop
+from services.placement.actions import Action, Fetch, Inspect, OpenTunnel, Publish, Serve, ServeRpc, Stop
 from services.placement.facts import Facts, Inspection, Key, LlamaRequest, RpcRequest
 from services.proto.mesh.v1 import gateway_pb2, gateway_pb2_grpc, gossip_pb2_grpc, runner_pb2, runner_pb2_grpc
 
@@ -60,6 +60,10 @@ class Executor:
             case ServeRpc(request):
                 reply = await calls.call(lambda: self.runner.ServeRpc(serve_rpc_to_proto(request), wait_for_ready=True), "ServeRpc")
                 return served(facts, request, served_from_proto(reply))
+            case Fetch(model_id):
+                fetch = runner_pb2.FetchRequest(spec=model_id, models_dir=str(facts.settings.models_dir))
+                await calls.call(lambda: self.runner.Fetch(fetch, wait_for_ready=True), "Fetch")
+                return facts
             case Stop(model_id, kind):
                 await calls.call(lambda: self.runner.Stop(runner_pb2.StopRequest(model_id=model_id, kind=kind), wait_for_ready=True), "Stop")
                 return stopped(facts, (model_id, kind))

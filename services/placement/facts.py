@@ -104,6 +104,7 @@ class Facts:
     sent: Mapping[Key, Request] = field(default_factory=dict[Key, Request])  # what the runner was last asked, per process
     tunnels: Mapping[tuple[str, int], int] = field(default_factory=dict[tuple[str, int], int])  # (worker address, rpc port) -> local port
     memory: Memory = Memory()
+    on_hub: Mapping[str, LocalModel] = field(default_factory=dict[str, LocalModel])  # catalog models not on disk (no path): fetched for demand
 
     def running_by_key(self) -> dict[Key, ServedModel]:
         return {(served.model_id, served.kind): served for served in self.running}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from services.common.records import SERVING_MODES, Assignment, DownloadPolicy, MeshView, ModelFile, Role, ServedModel
-from services.placement.actions import Action, Event, Inspect, Note, Publish
+from services.placement.actions import Action, Event, Fetch, Inspect, Note, Publish
 from services.placement.decide import ModelAsk, MoEAsk, decide
 from services.placement.facts import Facts, LocalModel, Memory
 from services.placement.memory import memory_needed
@@ -39,11 +39,11 @@ def plan(view: MeshView, facts: Facts, now: float) -> Plan:
     unread = [Inspect(model_id, facts.on_disk[model_id].path) for model_id in planned(facts, memory) if model_id not in facts.inspections]
     if unread:
         # Decide once every model is read: a decision without one would be published, then undone.
-        return Plan((*publish(view, facts, memory.assignments), *unread), memory, notes)
+        return Plan((*publish(view, facts, memory.assignments), *unread, *fetches(facts, memory)), memory, notes)
     memory, left_out = exclude(view, facts, memory, now)
     assignments = assign(view, facts, memory)
     decided = [Note(Event.DECIDED, {"model": a.model_id, "mode": a.mode, "reason": a.reason}) for a in assignments] if assignments != memory.assignments else []
-    actions = (*publish(view, facts, assignments), *process_actions(view, facts, assignments))
+    actions = (*publish(view, facts, assignments), *process_actions(view, facts, assignments), *fetches(facts, memory))
     return Plan(actions, replace(memory, assignments=assignments), (*notes, *left_out, *decided))
 
 
@@ -71,15 +71,24 @@ def publish(view: MeshView, facts: Facts, assignments: Sequence[Assignment]) -> 
 
 
 def planned(facts: Facts, memory: Memory) -> list[str]:
-    """The models this node plans for: its own (--model), then those the mesh's demand gave it."""
-    return [*facts.asked, *(model_id for model_id in memory.promoted if model_id not in facts.asked)]
+    """The models this node plans for: its own (--model), then those the mesh's demand gave it that
+    are on its disk (one still on the Hub is fetched first: fetches())."""
+    return [*facts.asked, *(model_id for model_id in memory.promoted if model_id not in facts.asked and model_id in facts.on_disk)]
+
+
+def fetches(facts: Facts, memory: Memory) -> list[Fetch]:
+    """Downloads of the catalog models the mesh's demand gave this node, unless one runs already."""
+    downloading = {download.model_id for download in facts.downloads}
+    return [Fetch(model_id) for model_id in memory.promoted if model_id not in facts.on_disk and model_id not in downloading]
 
 
 def promote(view: MeshView, facts: Facts, now: float) -> tuple[Memory, tuple[Note, ...]]:
     """Promotions kept, and new ones once they stayed wanted `promote_settle` seconds (views agree first)."""
     s, memory = facts.settings, facts.memory
     needs = {name: memory_needed(model.size_bytes, s.headroom, s.context_bytes) for name, model in facts.on_disk.items() if name not in facts.dropped}
-    wanted = promotions(view, needs, memory.promoted, Rules(s.hot_ratio, s.hot_requests)) if not s.client else {}
+    fetchable: Mapping[str, LocalModel] = {} if s.download == DownloadPolicy.NEVER else facts.on_hub
+    on_hub = {name: memory_needed(model.size_bytes, s.headroom, s.context_bytes) for name, model in fetchable.items() if name not in facts.dropped}
+    wanted = promotions(view, needs, memory.promoted, Rules(s.hot_ratio, s.hot_requests), on_hub) if not s.client else {}
     pending = {model: memory.pending.get(model, now) for model in wanted if model not in memory.promoted}
     settled = [model for model, since in pending.items() if now - since >= s.promote_settle]
     notes = [
@@ -117,7 +126,15 @@ def ask(facts: Facts, model_id: str, promoted: str) -> ModelAsk:
     moe = None
     if read.experts > 1:
         moe = MoEAsk(read.experts, read.experts_used, read.expert_bytes, read.trunk_bytes, read.ranking, facts.settings.moe_floor)
-    return ModelAsk(model_id, model.size_bytes, read.layers, promoted, moe, model.fingerprint, model.source, model.catalog)
+    # The draft runs beside the model (on a split's host): its memory is the model's too.
+    size = model.size_bytes + draft_bytes(facts, model_id)
+    return ModelAsk(model_id, size, read.layers, promoted, moe, model.fingerprint, model.source, model.catalog)
+
+
+def draft_bytes(facts: Facts, model_id: str) -> int:
+    """Bytes of the draft model that runs with the model (0 for none)."""
+    path = facts.drafts.get(model_id)
+    return next((other.size_bytes for other in facts.on_disk.values() if path and other.path == path), 0)
 
 
 def record_changes(view: MeshView, facts: Facts, assignments: Sequence[Assignment]) -> dict[str, object]:

@@ -3,7 +3,9 @@
 Rules, in order:
 1. a model with demand (requests within the TTL, or pinned by a live node) and no live server is
    served by the best-fitting standby node that holds it (least memory left over; then node id), so
-   when several standbys qualify exactly one takes it;
+   when several standbys qualify exactly one takes it; when no standby that fits holds it and it is
+   a catalog model on the Hub, by the best-fitting standby whose --download allows fetching it (it
+   downloads the model first);
 2. rebalance: when a served model's requests in the last hour per server reach `hot_ratio` times
    the coldest served model's (and at least `hot_requests`), the best-fitting standby serves it too.
 A node keeps a model it was promoted for while the model stays in the demand map (no flapping);
@@ -16,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.common.records import ANSWERING_MODES, MeshView, ModelDemand, NodeRecord, PeerStatus, ProcessKind, ProcessState, Role
+from services.common.records import ANSWERING_MODES, DownloadPolicy, MeshView, ModelDemand, NodeRecord, PeerStatus, ProcessKind, ProcessState, Role
 from services.placement.memory import GIB
 
 
@@ -26,9 +28,13 @@ class Rules:
     hot_requests: int = 10
 
 
-def promotions(view: MeshView, needs: Mapping[str, int], current: Mapping[str, str], rules: Rules = Rules()) -> dict[str, str]:
+def promotions(
+    view: MeshView, needs: Mapping[str, int], current: Mapping[str, str], rules: Rules = Rules(), on_hub: Mapping[str, int] | None = None
+) -> dict[str, str]:
     """model id -> reason, for the models this node should serve for demand. `needs` is the memory
-    each model this node holds on disk needs; `current` what it already serves for demand."""
+    each model this node holds on disk needs; `on_hub` that of the catalog's models it does not
+    hold, which a standby may download; `current` what it already serves for demand."""
+    on_hub = on_hub or {}
     demand = {d.model_id: d for d in view.demand}
     kept = {model: reason for model, reason in current.items() if model in demand}
     if kept or view.own.role == Role.CLIENT or _pins(view.own):
@@ -36,9 +42,11 @@ def promotions(view: MeshView, needs: Mapping[str, int], current: Mapping[str, s
     records = [view.own, *(peer.record for peer in view.peers if peer.status == PeerStatus.ALIVE)]
     servers = {model: _server_count(records, model) for model in demand}
     for model, reason in [*_unserved(demand, servers), *_hot(demand, servers, rules)]:
-        if model in needs and _best_standby(records, model, needs[model]) == view.own.node_id:
+        need = needs.get(model, on_hub.get(model))
+        if need is not None and _best_standby(records, model, need, fetchable=model in on_hub) == view.own.node_id:
+            fetch = "" if model in needs else " (it downloads the model first)"
             return {
-                model: f"{reason}; this is the best-fitting standby node (needs {needs[model] / GIB:.2f} GiB of {view.own.memory_offered_bytes / GIB:.2f} GiB)"
+                model: f"{reason}; this is the best-fitting standby node{fetch} (needs {need / GIB:.2f} GiB of {view.own.memory_offered_bytes / GIB:.2f} GiB)"
             }
     return {}
 
@@ -71,9 +79,13 @@ def _server_count(records: list[NodeRecord], model: str) -> int:
     )
 
 
-def _best_standby(records: list[NodeRecord], model: str, need: int) -> str:
-    fitting = [r for r in records if r.role == Role.STANDBY and model in r.models_on_disk and r.memory_offered_bytes >= need]
-    best = min(fitting, key=lambda r: (r.memory_offered_bytes - need, r.node_id), default=None)
+def _best_standby(records: list[NodeRecord], model: str, need: int, fetchable: bool = False) -> str:
+    """The standby that serves the model: the best fit among those holding it, else (`fetchable`: a
+    catalog model on the Hub) among those that may download it. Every node picks the same one."""
+    fitting = [r for r in records if r.role == Role.STANDBY and r.memory_offered_bytes >= need]
+    holding = [r for r in fitting if model in r.models_on_disk]
+    fetching = [r for r in fitting if fetchable and r.download_policy != DownloadPolicy.NEVER] if not holding else []
+    best = min(holding or fetching, key=lambda r: (r.memory_offered_bytes - need, r.node_id), default=None)
     return best.node_id if best is not None else ""
 
 

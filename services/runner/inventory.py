@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.runner.models import ModelError, ModelRef, NotDownloaded, models_on_disk, resolve
+from services.runner.models import ModelError, ModelRef, NotDownloaded, catalog_of, models_on_disk, resolve
 
 
 @dataclass(frozen=True)
 class Inventory:
     named: tuple[ModelRef, ...]  # one per spec asked for, in order (absent: a Hub model to fetch)
     on_disk: tuple[ModelRef, ...]  # every model this node could serve (the named ones too), by model id
+    on_hub: tuple[ModelRef, ...] = ()  # the catalog's Hub models not on disk (absent): what a standby may fetch for demand
 
 
 def take_inventory(specs: Sequence[str], models_dir: Path) -> Inventory:
@@ -33,7 +34,10 @@ def take_inventory(specs: Sequence[str], models_dir: Path) -> Inventory:
             # Listed but not usable (a catalog name whose package is gone): this node cannot serve
             # or lend it, so it does not say it holds it.
             continue
-    return Inventory(named, tuple(found[model_id] for model_id in sorted(found)))
+    on_hub = tuple(
+        ModelRef(entry.name, Path(), entry.size_bytes, absent=True) for entry in catalog_of(models_dir).values() if entry.repo and entry.name not in found
+    )
+    return Inventory(named, tuple(found[model_id] for model_id in sorted(found)), on_hub)
 
 
 def resolve_or_absent(spec: str, models_dir: Path) -> ModelRef:

@@ -89,7 +89,11 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
             inventory = await asyncio.to_thread(take_inventory, tuple(request.specs), Path(request.models_dir))
         except ModelError as bad:
             raise NotFound(str(bad)) from bad
-        return runner_pb2.ModelsReply(named=[ref_to_proto(ref) for ref in inventory.named], on_disk=[ref_to_proto(ref) for ref in inventory.on_disk])
+        return runner_pb2.ModelsReply(
+            named=[ref_to_proto(ref) for ref in inventory.named],
+            on_disk=[ref_to_proto(ref) for ref in inventory.on_disk],
+            on_hub=[ref_to_proto(ref) for ref in inventory.on_hub],
+        )
 
     async def Fetch(self, request: runner_pb2.FetchRequest, context: Context) -> node_pb2.Download:
         try:

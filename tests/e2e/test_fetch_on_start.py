@@ -103,3 +103,29 @@ def test_download_never_refuses_a_model_not_on_disk_in_one_line(tmp_path: Path, 
     assert len(lines) == 1 and lines[0].startswith("mesh-llm: error: Test-SmolLM2 is not on this machine"), lines
     assert "--download never" in lines[0]
     assert hub.sent[FILE] == 0
+
+
+def test_a_standby_downloads_the_catalog_model_the_mesh_asks_for_and_serves_it(mesh_bed, hub: LocalHub) -> None:
+    served = hub.files[(REPO, FILE)]
+    env = {"HF_ENDPOINT": hub.endpoint}
+    a = mesh_bed.start("A", "--model", "SmolLM2-135M-Instruct", env=env)
+    a.wait_ready("SmolLM2-135M-Instruct")
+    catalog(mesh_bed.workdir / "B" / "models", served.size_bytes)  # B's catalog has the model; nobody's disk does
+    b = mesh_bed.start("B", "--standby", join=a, env=env)
+    body = {"model": NAME, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4, "temperature": 0}
+
+    def answered() -> bool:
+        # Each request counts as demand for the model, served or not; B downloads it, then serves it.
+        try:
+            return httpx.post(f"{a.api}/v1/chat/completions", json=body, timeout=30).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    mesh_bed.wait_until(answered, 180, "A answering for the model the standby downloaded")
+    status = b.status()
+    (assignment,) = status["assignments"]
+    assert (assignment["model_id"], assignment["promoted"]) == (NAME, True)
+    assert "downloads the model first" in assignment["reason"]
+    assert [d["state"] for d in status["downloads"]] == ["done"]
+    assert served.size_bytes <= hub.sent[FILE] <= served.size_bytes + 10 * 2**20
+    assert NAME not in a.status()["models_on_disk"]  # A has no catalog entry for it: it fetched nothing

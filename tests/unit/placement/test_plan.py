@@ -8,8 +8,22 @@ from dataclasses import replace
 
 import pytest
 
-from services.common.records import Assignment, MeshView, Mode, ModelDemand, ModelFile, NodeRecord, Peer, ProcessKind, ProcessState, Role, ServedModel
-from services.placement.actions import Action, Inspect, OpenTunnel, Publish, Serve, ServeRpc, Stop
+from services.common.records import (
+    Assignment,
+    Download,
+    DownloadState,
+    MeshView,
+    Mode,
+    ModelDemand,
+    ModelFile,
+    NodeRecord,
+    Peer,
+    ProcessKind,
+    ProcessState,
+    Role,
+    ServedModel,
+)
+from services.placement.actions import Action, Fetch, Inspect, OpenTunnel, Publish, Serve, ServeRpc, Stop
 from services.placement.facts import Facts, Inspection, LocalModel, Memory
 from services.placement.memory import GIB
 from services.placement.plan import Plan, plan
@@ -221,3 +235,27 @@ def test_a_worker_serves_its_hosts_split_and_stops_when_the_host_goes() -> None:
     current, state = converge(replace(own, own=replace(own.own, node_id="b", name="b")), replace(facts(0.8, asked=()), memory=Memory()))
     assert [(s.model_id, s.kind) for s in state.running] == [("m", RPC)]
     assert described(plan(replace(current, peers=()), state, 0.0)) == ["Publish(assignments,role)", "Stop(m rpc-server)"]
+
+
+def test_a_standby_promoted_for_a_catalog_model_it_lacks_fetches_it_once_then_serves_it() -> None:
+    hub_model = LocalModel("h", "", int(1 * GIB))  # a catalog model on the Hub, not on disk
+    current, state = converge(view(), replace(facts(asked=()), on_hub={"h": hub_model}))
+    current = replace(current, own=replace(current.own, download_policy="catalog"), demand=(ModelDemand("h", requests=5, recent=5, last_seen=1.0),))
+    settling = plan(current, state, 0.0)
+    assert not any(isinstance(action, Fetch) for action in settling.actions)  # a promotion settles first
+    promoted = plan(current, replace(state, memory=settling.memory), 2.0)
+    assert [action for action in promoted.actions if isinstance(action, Fetch)] == [Fetch("h")]
+    assert not any(isinstance(action, Serve) for action in promoted.actions)  # nothing to serve before it is on disk
+    downloading = replace(state, memory=promoted.memory, downloads=(Download("h", DownloadState.FETCHING, 10, 100),))
+    assert not any(isinstance(action, Fetch) for action in plan(current, downloading, 3.0).actions)  # asked once
+    arrived = replace(downloading, on_disk={**state.on_disk, "h": model("h")}, on_hub={})
+    assert described(plan(current, arrived, 4.0))[-1:] == ["Inspect(h)"]  # read, then served
+    assert "Serve(h)" in described(plan(current, replace(arrived, inspections={**arrived.inspections, "h": Inspection(30)}), 5.0))
+
+
+def test_a_models_draft_counts_in_the_memory_it_needs() -> None:
+    """m (1 GiB) fits 1.6 GiB alone; with a 0.5 GiB draft beside it, it does not."""
+    alone = facts(1.6, models=("m", "d"), asked=("m",))
+    drafted = replace(alone, on_disk={**alone.on_disk, "d": model("d", 0.5)}, drafts={"m": "/models/d.gguf"})
+    assert plan(view(), replace(alone, on_disk=drafted.on_disk), 0.0).memory.assignments[0].mode == Mode.SOLO
+    assert plan(view(), drafted, 0.0).memory.assignments[0].mode == Mode.UNSERVED

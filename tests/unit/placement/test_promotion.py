@@ -95,3 +95,33 @@ def test_a_promotion_is_kept_while_demand_lasts_and_dropped_after() -> None:
     served_elsewhere_too = view(standby("a"), server("s", "X"), demand=[ASKED_X])
     assert wanted(served_elsewhere_too, current) == ["X"]  # no flapping once serving
     assert wanted(view(standby("a"), server("s", "X")), current) == []  # demand past its TTL
+
+
+def fetching(v: MeshView, on_hub=NEED, needs=None) -> list[str]:
+    """What a node that holds `needs` may serve when X and Y are catalog models it could download."""
+    return sorted(promotions(v, needs or {}, {}, Rules(), on_hub))
+
+
+def may_fetch(node_id: str, memory_gib: float = 4, on_disk=(), policy: str = "catalog") -> NodeRecord:
+    return replace(standby(node_id, memory_gib, on_disk), download_policy=policy)
+
+
+@pytest.mark.parametrize(
+    ("own", "peers", "expected"),
+    [
+        (may_fetch("a"), [], ["X"]),  # nobody holds X: the standby that may download it takes it
+        (may_fetch("a"), [standby("b")], []),  # b holds it and fits: b serves it, nothing is downloaded
+        (may_fetch("a"), [standby("b", memory_gib=0.5)], ["X"]),  # b holds it but does not fit
+        (may_fetch("a", policy="never"), [], []),  # a downloads nothing for the mesh
+        (may_fetch("a", memory_gib=8), [may_fetch("b", memory_gib=2)], []),  # b fits tighter and may download too
+        (may_fetch("a", memory_gib=8), [may_fetch("b", memory_gib=2, policy="never")], ["X"]),  # b may not
+    ],
+)
+def test_a_catalog_model_nobody_holds_goes_to_a_standby_that_may_download_it(own, peers, expected) -> None:
+    assert fetching(view(own, *peers, demand=[ASKED_X])) == expected
+
+
+def test_the_reason_says_the_model_is_downloaded_first() -> None:
+    own = replace(standby("a", on_disk=()), download_policy="catalog")
+    (reason,) = promotions(view(own, demand=[ASKED_X]), {}, {}, Rules(), NEED).values()
+    assert "downloads the model first" in reason
