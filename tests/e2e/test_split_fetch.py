@@ -4,25 +4,15 @@ rpc-server from that partial file, and the split answers as the model alone does
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
 from services.runner import priming
-from tests.e2e.test_fetch_on_start import FILE, NAME, REPO, catalog, smollm2_path
+from tests.e2e.test_fetch_on_start import FILE, NAME, REPO, catalog, hub, smollm2_path  # noqa: F401 (hub is a fixture)
 from tests.e2e.test_split import PROMPTS, host_assignment, solo_answers  # noqa: F401 (solo_answers is a fixture)
 from tests.hub import LocalHub
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def hub() -> Iterator[LocalHub]:
-    served = LocalHub()
-    served.add(REPO, FILE, smollm2_path())
-    yield served
-    served.close()
 
 
 def greedy(node) -> list[str]:
@@ -52,7 +42,7 @@ def share_of(layers: list[int], worker_index: int) -> int:
 
 def test_a_worker_without_the_model_fetches_only_its_layers_and_the_split_answers_as_solo(
     mesh_bed,
-    hub: LocalHub,
+    hub: LocalHub,  # noqa: F811
     solo_answers,  # noqa: F811
 ) -> None:
     served = hub.files[(REPO, FILE)]
