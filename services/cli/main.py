@@ -15,9 +15,9 @@ import psutil
 from services.cli import admin, model_files, moe_check
 from services.cli.flags import Options, UsageError, api_host, check, console_host, draft_of, fail, port_free
 from services.cli.node import Node
-from services.common import addresses, mesh_identity, node_identity
+from services.common import addresses, node_identity
 from services.common.invite import InviteToken
-from services.common.mesh_identity import MeshIdentity
+from services.common.mesh_identity import mesh_of
 from services.common.ports import free_udp_port, reserve_tcp_port
 from services.common.records import DownloadPolicy, JoinState
 from services.common.settings import NodeSettings, environment_for
@@ -47,18 +47,6 @@ def interface_addresses() -> list[addresses.InterfaceAddress]:
         for entry in entries
         if entry.family in (socket.AF_INET, socket.AF_INET6)
     ]
-
-
-def mesh_of(home: Path, token: InviteToken | None) -> MeshIdentity:
-    """The mesh this node belongs to: the token's when joining, else the one stored (or a new one)."""
-    if token is None:
-        return mesh_identity.load_or_create(home)
-    stored = mesh_identity.load(home)
-    if stored and (stored.mesh_id, stored.secret) == (token.mesh_id, token.secret):
-        return stored
-    joined = MeshIdentity(token.mesh_id, token.secret)
-    mesh_identity.save(home, joined)
-    return joined
 
 
 def lends_memory(options: Options) -> bool:

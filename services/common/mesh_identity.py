@@ -1,17 +1,19 @@
 """The mesh this node belongs to: id and secret, kept in <home>/mesh.json (private to us).
 
-Owns the file; the CLI writes it when a node starts or joins a mesh, gossip when a new secret
-arrives. Must not know about tokens' text form (invite.py) or the network.
+Owns the file; it is written when a node starts or joins a mesh (the CLI's --join, gossip's
+MESH_GOSSIP_JOIN), when a new secret arrives, and by `python -m services.common.mesh_identity` (one
+mesh for several homes, compose's nodes). Must not know about tokens' text form (invite.py) or the network.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.invite import new_mesh_id, new_secret
+from services.common.invite import InviteToken, new_mesh_id, new_secret
 
 
 @dataclass(frozen=True)
@@ -50,3 +52,33 @@ def load_or_create(home: Path) -> MeshIdentity:
         identity = MeshIdentity(new_mesh_id(), new_secret())
         save(home, identity)
     return identity
+
+
+def mesh_of(home: Path, token: InviteToken | None) -> MeshIdentity:
+    """The mesh this node belongs to: the token's when joining, else the one stored (or a new one)."""
+    if token is None:
+        return load_or_create(home)
+    stored = load(home)
+    if stored and (stored.mesh_id, stored.secret) == (token.mesh_id, token.secret):
+        return stored
+    joined = MeshIdentity(token.mesh_id, token.secret)
+    save(home, joined)
+    return joined
+
+
+def share(first: Path, others: list[Path]) -> MeshIdentity:
+    """One mesh for several nodes: the first home's (a new one if it has none) stored in every other,
+    so that a node of theirs, seeded with the first's address, joins it (compose.yaml's second node)."""
+    identity = load_or_create(first)
+    for home in others:
+        if load(home) != identity:
+            save(home, identity)
+    return identity
+
+
+if __name__ == "__main__":
+    # python -m services.common.mesh_identity FIRST_HOME OTHER_HOME...: what compose's mesh service runs.
+    if len(sys.argv) < 3:
+        raise SystemExit("usage: python -m services.common.mesh_identity FIRST_HOME OTHER_HOME...")
+    mesh = share(Path(sys.argv[1]), [Path(home) for home in sys.argv[2:]])
+    print(f"mesh {mesh.mesh_id} shared by {', '.join(sys.argv[1:])}")

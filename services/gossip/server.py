@@ -19,7 +19,8 @@ from services.proto.mesh.v1 import gossip_pb2_grpc
 async def main(node: NodeSettings, settings: GossipSettings) -> None:
     # Versions start from the clock so a restarted node's record outranks its previous life's.
     own = NodeRecord(node_id=node_id(node), name=node.name, version=int(time.time() * 1000), updated_at=time.time())
-    membership = Membership(own, settings.address, mesh_identity.load_or_create(node.home), node.home, settings.demand_ttl)
+    mesh = mesh_identity.mesh_of(node.home, settings.token())
+    membership = Membership(own, settings.address, mesh, node.home, settings.demand_ttl)
     async with grpc_server.channel(node.address("gateway")) as gateway:
         metrics = GossipMetrics()
         protocol = GossipProtocol(membership, settings.timings(), gateway, metrics)
@@ -28,7 +29,7 @@ async def main(node: NodeSettings, settings: GossipSettings) -> None:
         # Its state is loaded (above) and its servicer answers: a joining node's gossip serves too.
         await server.health.set(True, "state loaded")
         try:
-            await protocol.run(settings.seeds, settings.join_timeout)
+            await protocol.run(settings.bootstrap(), settings.join_timeout)
         finally:
             # Graceful leave: peers drop us at once instead of suspecting us.
             await asyncio.wait_for(protocol.leave(), 2.0)

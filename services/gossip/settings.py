@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common import invite
 from services.common.settings import TextList
 
 
@@ -38,8 +39,13 @@ class GossipSettings(BaseSettings):
     profile: str = "lan"
     # QUIC addresses (host:port) of nodes to join through, from the invite token; empty starts a mesh.
     seeds: TextList = []
-    # This node's QUIC address as peers should dial it (host:port); set by the CLI.
+    # This node's QUIC address as peers should dial it (host:port); set by the CLI, by hand under
+    # honcho or compose (the advertised host and the gateway's MESH_GATEWAY_PEER_PORT).
     address: str = ""
+    # Invite token of a mesh to join, for a node started without the CLI (honcho, compose): its
+    # addresses are dialled with the seeds and its mesh id and secret become this node's, as
+    # `mesh-llm --join TOKEN` does (the CLI passes seeds and stores the mesh itself). Empty: none.
+    join: str = ""
     # Seconds to wait for a join before giving up; 0 takes the profile's join_timeout.
     join_timeout: float = 0.0
     # Seconds a model's demand is remembered after its last request (then it leaves every node's map).
@@ -52,5 +58,28 @@ class GossipSettings(BaseSettings):
             raise ValueError(f"unknown profile {value!r}; one of {', '.join(PROFILES)}")
         return value
 
+    @field_validator("join")
+    @classmethod
+    def _joinable(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip():
+            return ""
+        try:
+            invite.decode(value)
+        except invite.TokenError as bad:
+            raise ValueError(str(bad)) from None
+        # Peers dial a member at the address it gossips: without one, the mesh would drop it.
+        if not info.data.get("address"):
+            raise ValueError("a joining node needs MESH_GOSSIP_ADDRESS, the host:port peers dial it at (its MESH_GATEWAY_PEER_PORT)")
+        return value.strip()
+
     def timings(self) -> Profile:
         return PROFILES[self.profile]
+
+    def token(self) -> invite.InviteToken | None:
+        """The mesh to join from `join`, or None."""
+        return invite.decode(self.join) if self.join else None
+
+    def bootstrap(self) -> list[str]:
+        """Addresses to join through: the seeds, then the join token's."""
+        token = self.token()
+        return list(dict.fromkeys([*self.seeds, *(token.bootstrap if token else ())]))
