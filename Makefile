@@ -91,6 +91,7 @@ bench: setup
 	$(PY) bench/services_under_load.py
 	$(PY) bench/speculative.py
 	$(PY) bench/downloads.py
+	$(PY) bench/split_fetch.py
 
 clean:
 	rm -rf $(VENV) services/proto/mesh
