@@ -20,10 +20,10 @@ from services.gossip.settings import PROFILES
 from services.runner.command import Speculation
 from services.runner.models import ModelError, ModelRef, NotDownloaded, resolve
 
-COMMANDS = ("rotate-key", "admin", "drop", "moe", "download", "models")
+COMMANDS = ("rotate-key", "admin", "drop", "moe", "download", "models", "discover")
 # The seed's surface that is planned but not built: each answers "not built yet" (exit 2) instead of
 # "unrecognized", so a user following the seed's docs learns it is coming, not that they mistyped.
-NOT_BUILT_COMMANDS = ("discover", "blackboard", "claude", "goose", "opencode", "pi")
+NOT_BUILT_COMMANDS = ("blackboard", "claude", "goose", "opencode", "pi")
 NOT_BUILT_YET = {
     "auto": "--auto",
     "publish": "--publish",
@@ -31,7 +31,6 @@ NOT_BUILT_YET = {
     "region": "--region",
     "max_clients": "--max-clients",
     "join_nearby": "--join-nearby",
-    "no_announce": "--no-announce",
     "blackboard": "--blackboard",
 }
 
@@ -57,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
         nargs="*",
         help="rotate-key | admin peers|self|leave | drop MODEL (talk to the running node at --home) | moe check MODEL (measure an expert split) | "
         "download [MODEL] (list the catalog, or fetch a model: catalog name, ORG/REPO:QUANT, ORG/REPO/FILE.gguf or a Hub file URL) | "
-        "models [rm NAME] (models on disk)",
+        "models [rm NAME] (models on disk) | discover (meshes announced on the LAN)",
     )
     p.add_argument(
         "--model",
@@ -96,7 +95,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--standby", action="store_true", help="serve nothing until the mesh's demand asks for a model this node holds (--model then only names models to hold)"
     )
-    for flag in ("--auto", "--publish", "--no-announce", "--blackboard"):
+    p.add_argument("--no-announce", action="store_true", help="do not announce this node on the LAN over mDNS (mesh-llm discover will not list it)")
+    for flag in ("--auto", "--publish", "--blackboard"):
         p.add_argument(flag, action="store_true", help="not built yet")
     for flag in ("--mesh-name", "--region", "--max-clients"):
         p.add_argument(flag, help="not built yet")

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from services.cli import admin, model_files, moe_check
+from services.cli import admin, discover, model_files, moe_check
 from services.cli.flags import Options, UsageError, api_host, check, console_host, draft_of, fail, port_free
 from services.cli.node import Node
 from services.common import addresses, node_identity
@@ -98,6 +98,7 @@ def settings_for(options: Options, home: Path, quic_port: int, advertised: tuple
             peer_host=args.host or "0.0.0.0",
             peer_port=quic_port,
             invite_addresses=list(advertised),
+            announce=not args.no_announce,
         ),
     }
     return {service: node | environment_for(settings) for service, settings in services.items()}
@@ -146,6 +147,8 @@ def run() -> None:
             sys.exit(moe_check.run(options.args))
         if options.args.command and options.args.command[0] in ("download", "models"):
             sys.exit(model_files.run(options.args))
+        if options.args.command and options.args.command[0] == "discover":
+            sys.exit(discover.run(options.args))
         if options.args.command:
             admin.run(options.args)
             return

@@ -13,6 +13,7 @@ from services.common.logs import event
 from services.common.settings import NodeSettings
 from services.gateway.app import create_api_app, create_console_app
 from services.gateway.demand import DemandReporter
+from services.gateway.discovery.lan import LanAnnouncer, version
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.mirror import MeshMirror
 from services.gateway.openai.relay import Relay
@@ -92,6 +93,8 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
             async with asyncio.TaskGroup() as group:
                 group.create_task(mirror.follow(gossip))
                 group.create_task(demand.run())
+                if settings.announce:
+                    group.create_task(LanAnnouncer(mirror, settings.peer_host, settings.invite_addresses, version()).run())
                 group.create_task(
                     http_server.serve(
                         create_console_app(settings, mirror, me.fingerprint, relay, metrics, metrics_urls(node, settings)),

@@ -41,6 +41,9 @@ class GatewaySettings(BaseSettings):
     peer_datagram_bytes: int = 0
     # Seconds an SSE client may sit without an event before a keepalive comment is sent.
     events_keepalive: float = 15.0
+    # Announce this node on the LAN over mDNS (_mesh-llm._udp.local.: mesh id, models, QUIC port, never
+    # a secret) so `mesh-llm discover` finds it; on by default, off with --no-announce.
+    announce: bool = True
 
     @field_validator("api_key")
     @classmethod

@@ -61,11 +61,11 @@ def mesh_processes() -> set[int]:
                 ["--region", "eu"],
                 ["--max-clients", "3"],
                 ["--join-nearby"],
-                ["--no-announce"],
                 ["--blackboard"],
             )
         ],
-        *[([command], f"'{command}' is not built yet") for command in ("discover", "blackboard", "claude", "goose", "opencode", "pi")],
+        *[([command], f"'{command}' is not built yet") for command in ("blackboard", "claude", "goose", "opencode", "pi")],
+        (["discover", "now"], "usage: mesh-llm discover"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], fragment: str) -> None:

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.e2e
 
 GREEDY = {"temperature": 0, "seed": 7, "max_tokens": 24}
 HELLO = [{"role": "user", "content": "Name three colours."}]
+MDNS_PORT = 5353
 
 
 @pytest.fixture
@@ -125,12 +126,14 @@ def test_sigkill_of_llama_server_is_survived(node) -> None:
     assert client.chat.completions.create(model=SMOLLM2, messages=HELLO, **GREEDY).choices[0].message.content
 
 
-def test_only_the_quic_port_is_reachable_from_other_machines(node) -> None:
+def test_only_the_quic_port_and_the_lan_announcement_are_reachable_from_other_machines(node) -> None:
     listeners, udp = node.sockets()
     # gateway API and console, four gRPC servers, llama-server: all on loopback.
     assert len(listeners) >= 7 and all(is_loopback(ip) for ip, _ in listeners), listeners
     quic_port = int(node.status()["address"].rpartition(":")[2])
-    assert [port for _, port in udp] == [quic_port], udp
+    # Bound to all interfaces, the node announces itself over mDNS (UDP 5353; --no-announce: none).
+    ports = [port for _, port in udp]
+    assert ports.count(quic_port) == 1 and set(ports) <= {quic_port, MDNS_PORT}, udp
 
 
 def test_ctrl_c_leaves_no_process_behind(node) -> None:
