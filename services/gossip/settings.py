@@ -50,6 +50,14 @@ class GossipSettings(BaseSettings):
     join_timeout: float = 0.0
     # Seconds a model's demand is remembered after its last request (then it leaves every node's map).
     demand_ttl: float = 86400.0
+    # The mesh's name (--mesh-name: LAN announcements and the public listing); "" leaves it to the mesh.
+    mesh_name: str = ""
+    # The region the public listing names (--region), for --auto's region filter; "" for none.
+    region: str = ""
+    # Clients (API-only nodes) the listing admits (--max-clients); at that many it is delisted; 0: no limit.
+    max_clients: int = 0
+    # List the mesh on the Nostr relays (--publish); members given none of these flags copy the mesh's.
+    publish: bool = False
 
     @field_validator("profile")
     @classmethod
