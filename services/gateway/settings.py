@@ -44,6 +44,12 @@ class GatewaySettings(BaseSettings):
     # Announce this node on the LAN over mDNS (_mesh-llm._udp.local.: mesh id, models, QUIC port, never
     # a secret) so `mesh-llm discover` finds it; on by default, off with --no-announce.
     announce: bool = True
+    # Nostr relays (ws:// or wss:// URLs) a published mesh's listing goes to (--relay, repeatable;
+    # `mesh-llm discover` reads the same): two large public relays, so a listing is found from anywhere.
+    relays: TextList = ["wss://relay.damus.io", "wss://nos.lol"]
+    # Seconds between two publications of the listing (each expires LIFETIME later): a listing must
+    # be renewed well before it expires, and relays rate-limit authors who write more often.
+    publish_interval: float = 60.0
 
     @field_validator("api_key")
     @classmethod
@@ -58,6 +64,14 @@ class GatewaySettings(BaseSettings):
     def _console_on_loopback(cls, value: str) -> str:
         if not is_loopback(value):
             raise ValueError(f"{value} is reachable from other machines; the console binds loopback only (it shows the invite token)")
+        return value
+
+    @field_validator("relays")
+    @classmethod
+    def _relay_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("ws://", "wss://")) or len(url) <= len("wss://"):
+                raise ValueError(f"{url!r} is not a relay URL (ws://HOST[:PORT] or wss://HOST[:PORT])")
         return value
 
     @field_validator("peer_datagram_bytes")

@@ -56,16 +56,17 @@ def mesh_processes() -> set[int]:
             (flag, "not built yet")
             for flag in (
                 ["--auto"],
-                ["--publish"],
-                ["--mesh-name", "lab"],
-                ["--region", "eu"],
-                ["--max-clients", "3"],
                 ["--join-nearby"],
                 ["--blackboard"],
             )
         ],
         *[([command], f"'{command}' is not built yet") for command in ("blackboard", "claude", "goose", "opencode", "pi")],
         (["discover", "now"], "usage: mesh-llm discover"),
+        (["--max-clients", "-1"], "--max-clients must be a number"),
+        (["--mesh-name", "lab\x1b[2J"], "--mesh-name must be printable"),
+        (["--region", "r" * 300], "--region must be printable text of at most 256"),
+        (["--publish", "--relay", "https://relay.example"], "--relay https://relay.example is not a relay URL"),
+        (["discover", "--relay", "relay.example"], "--relay relay.example is not a relay URL"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], fragment: str) -> None:

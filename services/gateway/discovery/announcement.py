@@ -75,7 +75,7 @@ def announcement_of(view: MeshView, advertised: Sequence[str], version: str) -> 
     served = sorted({s.model_id for s in view.own.served if s.kind == ProcessKind.LLAMA_SERVER and s.state in LIVE_STATES})
     return Announcement(
         mesh_id=view.mesh_id,
-        mesh_name="",  # the mesh view carries no name yet (--mesh-name is still to come)
+        mesh_name=_cut(view.own.publicity.mesh_name, NAME_BYTES),  # --mesh-name, ours or copied from the mesh
         node_id=view.own.node_id,
         node_name=_cut(view.own.name, NAME_BYTES),
         models=_fitting(served),

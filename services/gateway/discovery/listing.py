@@ -278,7 +278,8 @@ def _schema_ok(fields: dict[str, Any]) -> bool:
     """Every field present with its type; text printable (it reaches terminals), counts in range."""
     if not isinstance(fields.get("community"), bool):
         return False
-    if not all(_is_text(fields.get(key), allow_empty=key in ("name", "region")) for key in _TEXT_BOUNDS):
+    # join: "" from a publisher without a public-join credential yet: listed, shown, not joinable.
+    if not all(_is_text(fields.get(key), allow_empty=key in ("name", "region", "join")) for key in _TEXT_BOUNDS):
         return False
     for key in _MODEL_LISTS:
         models = fields.get(key)
