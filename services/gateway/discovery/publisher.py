@@ -87,7 +87,7 @@ def wait_before(listing: Listing, last: Listing | None, last_at: float, now: flo
     if last is None:
         return 0.0
     if _said(listing) != _said(last):
-        return max(0.0, last_at + MIN_GAP - now)
+        return max(0.0, last_at + min(MIN_GAP, interval) - now)  # never later than the renewal would send it
     if listing.full:
         return math.inf  # the full listing already delists the mesh: renewing it would only keep that news alive
     return max(0.0, last_at + interval - now)
@@ -155,8 +155,11 @@ class Publisher:
             event(log, "listing not published", logging.WARNING, error=str(failure), retry_in=RETRY)
             self._not_before = now + RETRY
             return RETRY
+        renewal = self._last is not None and _said(self._last) == _said(listing)
         self._last, self._last_at, self._quiet = listing, now, ""
-        event(log, "listing published", mesh=listing.mesh_id, relays=",".join(relays), pubkey=publication.pubkey, full=listing.full)
+        # A renewal is routine (every interval): only what changed is worth a line at INFO.
+        level = logging.DEBUG if renewal else logging.INFO
+        event(log, "listing published", level, mesh=listing.mesh_id, relays=",".join(relays), pubkey=publication.pubkey, full=listing.full)
         return self.interval if not listing.full else math.inf
 
     async def _open(self) -> nostr.Publication:

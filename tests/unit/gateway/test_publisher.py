@@ -102,19 +102,20 @@ FULL = replace(FIRST, client_count=3)
 
 
 @pytest.mark.parametrize(
-    ("listing", "last", "elapsed", "expected"),
+    ("listing", "last", "elapsed", "expected", "interval"),
     [
-        pytest.param(FIRST, None, 0.0, 0.0, id="first: at once"),
-        pytest.param(replace(FIRST, created_at=NOW + 10), FIRST, 10.0, 50.0, id="unchanged: at the interval"),
-        pytest.param(replace(FIRST, created_at=NOW + 70), FIRST, 70.0, 0.0, id="unchanged, interval past: now"),
-        pytest.param(CHANGED, FIRST, 1.0, MIN_GAP - 1.0, id="changed: after the minimum gap"),
-        pytest.param(CHANGED, FIRST, 30.0, 0.0, id="changed, gap past: now"),
-        pytest.param(FULL, FIRST, 30.0, 0.0, id="became full: said at once, which delists it"),
-        pytest.param(FULL, FULL, 300.0, math.inf, id="still full: not renewed"),
+        pytest.param(FIRST, None, 0.0, 0.0, 60.0, id="first: at once"),
+        pytest.param(replace(FIRST, created_at=NOW + 10), FIRST, 10.0, 50.0, 60.0, id="unchanged: at the interval"),
+        pytest.param(replace(FIRST, created_at=NOW + 70), FIRST, 70.0, 0.0, 60.0, id="unchanged, interval past: now"),
+        pytest.param(CHANGED, FIRST, 1.0, MIN_GAP - 1.0, 60.0, id="changed: after the minimum gap"),
+        pytest.param(CHANGED, FIRST, 30.0, 0.0, 60.0, id="changed, gap past: now"),
+        pytest.param(CHANGED, FIRST, 1.0, 1.0, 2.0, id="changed, with an interval under the gap: at the interval"),
+        pytest.param(FULL, FIRST, 30.0, 0.0, 60.0, id="became full: said at once, which delists it"),
+        pytest.param(FULL, FULL, 300.0, math.inf, 60.0, id="still full: not renewed"),
     ],
 )
-def test_when_the_listing_is_due(listing: Listing, last: Listing | None, elapsed: float, expected: float) -> None:
-    assert wait_before(listing, last, NOW, NOW + elapsed, interval=60.0) == expected
+def test_when_the_listing_is_due(listing: Listing, last: Listing | None, elapsed: float, expected: float, interval: float) -> None:
+    assert wait_before(listing, last, NOW, NOW + elapsed, interval) == expected
 
 
 def test_a_relay_that_is_down_is_retried_and_stops_nothing(tmp_path: Path) -> None:
