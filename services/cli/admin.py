@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import grpc
 
 from services.cli.flags import UsageError
-from services.common import node_identity
+from services.common import credentials, node_identity
 from services.common.invite import InviteToken
 from services.common.settings import NodeSettings
 from services.proto.mesh.v1 import gossip_pb2, gossip_pb2_grpc, placement_pb2, placement_pb2_grpc
@@ -55,16 +56,49 @@ def run(args: argparse.Namespace) -> None:
         elif command[1:] == ["leave"]:
             stub.Leave(gossip_pb2.LeaveRequest(), timeout=5)
             print("left the mesh")
+        elif command[1:] == ["pending"]:
+            view = next(iter(stub.Watch(gossip_pb2.WatchRequest(), timeout=5)))
+            print(pending_table(view) or "no pairing request is waiting")
+        elif command[1:2] == ["approve"] and len(command) == 3:
+            change = stub.Approve(gossip_pb2.ApproveRequest(code=command[2]), timeout=5)
+            print(f"approved {change.name or change.node_id} ({change.node_id}): credential {change.credential_id}")
+        elif command[1:2] == ["revoke"] and len(command) == 3:
+            change = stub.Revoke(gossip_pb2.RevokeRequest(node=command[2]), timeout=5)
+            who = "the public-join token" if change.credential_id.startswith("public-") else f"{change.name or change.node_id} ({change.node_id})"
+            print(f"revoked {who}: credential {change.credential_id}; members refuse it from now on")
+        elif command[1:] == ["paired"]:
+            view = next(iter(stub.Watch(gossip_pb2.WatchRequest(), timeout=5)))
+            print(paired_table(view) or "no node joined by pairing")
         elif command[1:] in (["peers"], ["self"]):
             view = next(iter(stub.Watch(gossip_pb2.WatchRequest(), timeout=5)))
             records = [(p.record, p.address, p.status, p.rtt) for p in view.peers] if command[1] == "peers" else [(view.self, view.address, "self", 0.0)]
             for record, address, status, rtt in records:
                 print(f"{record.node_id}  {record.name:<16} {status:<8} {address:<22} rtt {rtt * 1000:6.1f} ms  role {record.role}")
         else:
-            raise UsageError("admin commands: peers, self, leave")
+            raise UsageError("admin commands: peers, self, leave, pending, approve CODE, revoke NODE|public, paired")
     except grpc.RpcError as failure:
-        if failure.code() == grpc.StatusCode.NOT_FOUND:
+        if failure.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
             raise UsageError(failure.details()) from None
         raise UsageError(f"the node at {home} does not answer: {failure.code().name}") from None
     finally:
         channel.close()
+
+
+def pending_table(view: gossip_pb2.MeshView) -> str:
+    """Pairing requests waiting for approval: code, node, name, and the member they asked."""
+    now = time.time()
+    return "\n".join(f"{p.code}  {p.node_id}  {p.name:<16} asked {now - p.requested_at:4.0f} s ago through {p.via}" for p in view.pairing)
+
+
+def paired_table(view: gossip_pb2.MeshView) -> str:
+    """Nodes that joined by pairing, with their credential and whether it is revoked."""
+    revoked = set(view.revoked)
+    rows = []
+    for encoded in view.paired:
+        try:
+            credential = credentials.decode(encoded)
+        except credentials.CredentialError:
+            continue
+        state = "revoked" if credential.credential_id in revoked else "admitted"
+        rows.append(f"{credential.node_id}  credential {credential.credential_id}  {state}")
+    return "\n".join(rows)

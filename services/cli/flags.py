@@ -16,6 +16,8 @@ from services.common.exposure import is_loopback
 from services.common.invite import InviteToken, TokenError, decode
 from services.common.ports import family_of
 from services.common.records import DownloadPolicy
+from services.gateway.discovery.listing import MAX_COUNT, MAX_STRING
+from services.gateway.settings import GatewaySettings
 from services.gossip.settings import PROFILES
 from services.runner.command import Speculation
 from services.runner.models import ModelError, ModelRef, NotDownloaded, resolve
@@ -26,11 +28,6 @@ COMMANDS = ("rotate-key", "admin", "drop", "moe", "download", "models", "discove
 NOT_BUILT_COMMANDS = ("blackboard", "claude", "goose", "opencode", "pi")
 NOT_BUILT_YET = {
     "auto": "--auto",
-    "publish": "--publish",
-    "mesh_name": "--mesh-name",
-    "region": "--region",
-    "max_clients": "--max-clients",
-    "join_nearby": "--join-nearby",
     "blackboard": "--blackboard",
 }
 
@@ -56,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
         nargs="*",
         help="rotate-key | admin peers|self|leave | drop MODEL (talk to the running node at --home) | moe check MODEL (measure an expert split) | "
         "download [MODEL] (list the catalog, or fetch a model: catalog name, ORG/REPO:QUANT, ORG/REPO/FILE.gguf or a Hub file URL) | "
-        "models [rm NAME] (models on disk) | discover (meshes announced on the LAN)",
+        "models [rm NAME] (models on disk) | discover (meshes announced on the LAN and listed on Nostr)",
     )
     p.add_argument(
         "--model",
@@ -96,10 +93,21 @@ def parser() -> argparse.ArgumentParser:
         "--standby", action="store_true", help="serve nothing until the mesh's demand asks for a model this node holds (--model then only names models to hold)"
     )
     p.add_argument("--no-announce", action="store_true", help="do not announce this node on the LAN over mDNS (mesh-llm discover will not list it)")
-    for flag in ("--auto", "--publish", "--blackboard"):
+    for flag in ("--auto", "--blackboard"):
         p.add_argument(flag, action="store_true", help="not built yet")
-    for flag in ("--mesh-name", "--region", "--max-clients"):
-        p.add_argument(flag, help="not built yet")
+    p.add_argument(
+        "--publish", action="store_true", help="list the mesh on the Nostr relays (--relay) so anyone finds it with mesh-llm discover (never the mesh secret)"
+    )
+    p.add_argument("--mesh-name", default="", help="the mesh's name in LAN announcements and its public listing (does not publish it)")
+    p.add_argument("--region", default="", help="the region the public listing names, e.g. eu-west (--auto filters by it)")
+    p.add_argument("--max-clients", type=int, default=0, help="clients the public listing admits: at that many it is delisted (default 0: no limit)")
+    p.add_argument(
+        "--relay",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="Nostr relay (ws:// or wss://) for --publish and discover, repeatable (default: MESH_GATEWAY_RELAYS, else relay.damus.io and nos.lol)",
+    )
     p.add_argument(
         "--draft",
         nargs="?",
@@ -116,7 +124,14 @@ def parser() -> argparse.ArgumentParser:
         help="draft-free speculative decoding, llama.cpp's n-gram types (llama-server --spec-type): the next tokens looked up in the "
         "context, for answers that repeat their prompt such as code edits (default none)",
     )
-    p.add_argument("--join-nearby", nargs="?", const="any", help="not built yet")
+    p.add_argument(
+        "--join-nearby",
+        nargs="?",
+        const="any",
+        metavar="MESH",
+        help="find a mesh on the LAN and ask to join it, no token to copy: a member approves the code both machines show and this node "
+        "gets its own revocable credential (MESH: the mesh's name or id, when several are heard)",
+    )
     p.add_argument("--nodes", type=int, default=2, help="moe check: how many shards to plan (default 2)")
     p.add_argument("--min-agreement", type=float, default=60.0, help="moe check: top-1 agreement (%%) every shard needs (default 60)")
     return p
@@ -150,12 +165,15 @@ def check(argv: list[str]) -> Options:
         raise UsageError("--client serves no model: drop --model or --client")
     if args.client and args.standby:
         raise UsageError("--client offers no memory, --standby offers it: pick one")
-    if args.client and not args.join:
-        raise UsageError("--client needs --join TOKEN: a client node uses the models of a mesh")
+    if args.join and args.join_nearby:
+        raise UsageError("--join TOKEN and --join-nearby both name a mesh to join: pick one")
+    if args.client and not (args.join or args.join_nearby):
+        raise UsageError("--client needs --join TOKEN or --join-nearby: a client node uses the models of a mesh")
     for flag, label in NOT_BUILT_YET.items():
         if getattr(args, flag):
             raise UsageError(f"{label} is not built yet")
     check_speculation(args)
+    check_publicity(args)
     if args.listen_all and not args.api_key:
         raise UsageError("--listen-all exposes the API to other machines: it needs --api-key")
     if args.host and not is_loopback(args.host) and not args.api_key:
@@ -210,6 +228,27 @@ def check_speculation(args: argparse.Namespace) -> None:
             resolve(draft, args.models_dir)
         except ModelError as bad:
             raise UsageError(f"--draft: {bad}") from None
+
+
+def check_publicity(args: argparse.Namespace) -> None:
+    """--mesh-name and --region are text a listing's readers accept; --max-clients a count."""
+    for flag, value in (("--mesh-name", args.mesh_name), ("--region", args.region)):
+        if not value.isprintable() or len(value) > MAX_STRING:
+            raise UsageError(f"{flag} must be printable text of at most {MAX_STRING} characters")
+    if not 0 <= args.max_clients <= MAX_COUNT:
+        raise UsageError("--max-clients must be a number of clients, 0 for no limit")
+    check_relays(args.relay)
+
+
+def check_relays(relays: list[str]) -> None:
+    for url in relays:
+        if not url.startswith(("ws://", "wss://")) or len(url) <= len("wss://"):
+            raise UsageError(f"--relay {url} is not a relay URL (ws://HOST[:PORT] or wss://HOST[:PORT])")
+
+
+def relays_of(args: argparse.Namespace) -> list[str]:
+    """The Nostr relays of --relay, else of MESH_GATEWAY_RELAYS, else the gateway's default ones."""
+    return list(args.relay) or GatewaySettings().relays
 
 
 def api_host(args: argparse.Namespace) -> str:

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from services.cli import admin, discover, model_files, moe_check
-from services.cli.flags import Options, UsageError, api_host, check, console_host, draft_of, fail, port_free
+from services.cli import admin, discover, model_files, moe_check, nearby
+from services.cli.flags import Options, UsageError, api_host, check, console_host, draft_of, fail, port_free, relays_of
 from services.cli.node import Node
 from services.common import addresses, node_identity
 from services.common.invite import InviteToken
@@ -52,11 +52,13 @@ def interface_addresses() -> list[addresses.InterfaceAddress]:
 def lends_memory(options: Options) -> bool:
     """Whether this node may run llama.cpp: it serves models or offers its memory to a mesh."""
     args = options.args
-    return not args.client and bool(options.models or options.fetching or args.join or args.standby)
+    return not args.client and bool(options.models or options.fetching or args.join or args.join_nearby or args.standby)
 
 
-def settings_for(options: Options, home: Path, quic_port: int, advertised: tuple[str, ...], llama_bin: Path | None = None) -> dict[str, dict[str, str]]:
-    """The environment of each service, built once from the flags."""
+def settings_for(
+    options: Options, home: Path, quic_port: int, advertised: tuple[str, ...], llama_bin: Path | None = None, seeds: tuple[str, ...] = ()
+) -> dict[str, dict[str, str]]:
+    """The environment of each service, built once from the flags; `seeds`: the members pairing named."""
     args = options.args
     node_fields = {
         "gateway_grpc_port": reserve_tcp_port(),
@@ -75,7 +77,14 @@ def settings_for(options: Options, home: Path, quic_port: int, advertised: tuple
     services = {
         "runner": RunnerSettings(device=args.device, llama_bin=llama_bin, speculation=Speculation(args.spec)),
         "gossip": GossipSettings(
-            profile=args.profile, seeds=list(options.token.bootstrap) if options.token else [], address=advertised[0], join_timeout=args.join_timeout
+            profile=args.profile,
+            seeds=list(options.token.bootstrap) if options.token else list(seeds),
+            address=advertised[0],
+            join_timeout=args.join_timeout,
+            mesh_name=args.mesh_name,
+            region=args.region,
+            max_clients=args.max_clients,
+            publish=args.publish,
         ),
         "placement": PlacementSettings(
             models=list(args.model),
@@ -92,13 +101,14 @@ def settings_for(options: Options, home: Path, quic_port: int, advertised: tuple
             api_host=api_host(args),
             api_port=args.port,
             api_key=args.api_key,
-            api_enabled=bool(options.models or options.fetching) or args.client or args.standby or bool(args.join),
+            api_enabled=bool(options.models or options.fetching) or args.client or args.standby or bool(args.join or args.join_nearby),
             console_host=console_host(args),
             console_port=args.console,
             peer_host=args.host or "0.0.0.0",
             peer_port=quic_port,
             invite_addresses=list(advertised),
             announce=not args.no_announce,
+            relays=relays_of(args),
         ),
     }
     return {service: node | environment_for(settings) for service, settings in services.items()}
@@ -107,14 +117,15 @@ def settings_for(options: Options, home: Path, quic_port: int, advertised: tuple
 def banner(options: Options, token: str) -> str:
     args = options.args
     host = api_host(args)
-    lines = [f"  console: http://{console_host(args)}:{args.console}", f"  invite token (mesh-llm --join TOKEN): {token}"]
+    invite = f"invite token (mesh-llm --join TOKEN): {token}" if token else "joined by pairing: members invite others (mesh-llm admin pending, approve)"
+    lines = [f"  console: http://{console_host(args)}:{args.console}", f"  {invite}"]
     if options.models or options.fetching:
         lines.insert(0, f"mesh-llm: serving {', '.join([*(model.model_id for model in options.models), *(model.model_id for model in options.fetching)])}")
         lines.insert(1, f"  API: http://{host}:{args.port}/v1")
         for missing in options.fetching:
             size = f" ({missing.size_bytes / 1e9:.2f} GB)" if missing.size_bytes else ""
             lines.append(f"  downloading {missing.model_id}{size}: served once it is on disk; progress on the console and /api/status")
-    elif args.client or args.join:
+    elif args.client or args.join or args.join_nearby:
         lines.insert(0, f"mesh-llm: {'client node' if args.client else 'node'} joining the mesh")
         lines.insert(1, f"  API: http://{host}:{args.port}/v1")
     else:
@@ -163,21 +174,25 @@ def run() -> None:
     except (UsageError, binaries.BinaryMissing) as bad:
         fail(str(bad))
     home = args.home or NodeSettings().home
+    try:
+        seeds = nearby.pair(home, args.join_nearby, args.name) if args.join_nearby else ()
+    except UsageError as bad:
+        fail(str(bad))
     mesh = mesh_of(home, options.token)
     me = node_identity.load_or_create(home)
     advertised = advertised_addresses(args, quic_host, quic_port)
-    token = InviteToken(mesh.mesh_id, mesh.secret, advertised, me.fingerprint).encode()
+    token = InviteToken(mesh.mesh_id, mesh.secret, advertised, me.fingerprint).encode() if mesh.member else ""
     stop_requested: list[int] = []
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda received, _frame: stop_requested.append(received))
-    environments = settings_for(options, home, quic_port, advertised, llama_bin)
+    environments = settings_for(options, home, quic_port, advertised, llama_bin, seeds)
     admin.save_ports(home, environments, advertised, args.console, console_host(args))
     node = Node(environments)
     node.start()
     print(banner(options, token), flush=True)
     code = 0
     try:
-        if options.token:
+        if options.token or seeds:
             timeout = args.join_timeout or PROFILES[args.profile].join_timeout
             reason = wait_for_join(f"http://{console_host(args)}:{args.console}", stop_requested, timeout)
             if reason:

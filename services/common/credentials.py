@@ -131,6 +131,32 @@ def raw_private(key: ed25519.Ed25519PrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
 
 
+PUBLIC_PREFIX = "public-"
+
+
+def public_generation(revoked: Collection[str]) -> int:
+    """The public-join credential in use: the first generation not revoked."""
+    generation = 1
+    while f"{PUBLIC_PREFIX}{generation}" in revoked:
+        generation += 1
+    return generation
+
+
+def public_credential(mesh_id: str, secret: bytes, generation: int) -> tuple[Credential, ed25519.Ed25519PrivateKey]:
+    """The public-join credential of a generation and its shared key, derived from the secret: the
+    same on every member (Ed25519 signatures are deterministic), so any member may publish it."""
+    seed = hmac.new(secret, f"mesh-llm public-join\0{mesh_id}\0{generation}".encode(), hashlib.sha256).digest()
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+    credential = issue(authority_key(mesh_id, secret), mesh_id, Kind.PUBLIC, "", public_der(key), 0, f"{PUBLIC_PREFIX}{generation}")
+    return credential, key
+
+
+def current_public_token(mesh_id: str, secret: bytes, revoked: Collection[str], addresses: Sequence[str]) -> str:
+    """The public-join token a listing carries now: the first generation not revoked."""
+    credential, key = public_credential(mesh_id, secret, public_generation(revoked))
+    return public_token(credential, key, addresses).encode()
+
+
 # --- checking ---------------------------------------------------------------------------------
 
 

@@ -18,9 +18,18 @@ from services.common.invite import InviteToken, new_mesh_id, new_secret
 
 @dataclass(frozen=True)
 class MeshIdentity:
+    """A member holds the secret; a paired or public node holds a credential instead (credentials.py)."""
+
     mesh_id: str
     secret: bytes
     secret_version: int = 1
+    credential: bytes = b""  # without the secret: the encoded credential that admits this node
+    signing_key: bytes = b""  # the public credential's shared key (raw Ed25519); "" when paired
+    authority: bytes = b""  # without the secret: the mesh authority's public key (checks peers)
+
+    @property
+    def member(self) -> bool:
+        return bool(self.secret)
 
 
 def path_in(home: Path) -> Path:
@@ -32,12 +41,14 @@ def load(home: Path) -> MeshIdentity | None:
         fields = json.loads(path_in(home).read_text())
     except FileNotFoundError:
         return None
-    return MeshIdentity(fields["mesh_id"], bytes.fromhex(fields["secret"]), int(fields["secret_version"]))
+    extra = {name: bytes.fromhex(fields.get(name, "")) for name in ("credential", "signing_key", "authority")}
+    return MeshIdentity(fields["mesh_id"], bytes.fromhex(fields["secret"]), int(fields["secret_version"]), **extra)
 
 
 def save(home: Path, identity: MeshIdentity) -> None:
     home.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"mesh_id": identity.mesh_id, "secret": identity.secret.hex(), "secret_version": identity.secret_version})
+    fields = {"mesh_id": identity.mesh_id, "secret": identity.secret.hex(), "secret_version": identity.secret_version}
+    text = json.dumps(fields | {name: getattr(identity, name).hex() for name in ("credential", "signing_key", "authority")})
     partial = path_in(home).with_suffix(".tmp")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -40,6 +40,14 @@ def load_or_create(home: Path) -> NodeIdentity:
     return NodeIdentity(certificate_path, key_path, fingerprint_of(certificate))
 
 
+def private_key(identity: NodeIdentity) -> ec.EllipticCurvePrivateKey:
+    """The certificate's key: what this node's credential binds and its admission signatures use."""
+    key = serialization.load_pem_private_key(identity.key_path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{identity.key_path} does not hold an EC key")
+    return key
+
+
 def _create(certificate_path: Path, key_path: Path) -> None:
     certificate_path.parent.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())

@@ -137,6 +137,19 @@ class Assignment:
 
 
 @dataclass(frozen=True)
+class Publicity:
+    """How a mesh shows itself beyond its members: its name (LAN announcements, the public listing),
+    and whether and how it is listed on Nostr. Set by a member's flags (its `origin`), copied by
+    the members given none, so the mesh stays listed when the member that asked for it leaves."""
+
+    mesh_name: str = ""
+    region: str = ""
+    max_clients: int = 0  # the listing's client limit: delisted while this many clients are in; 0: no limit
+    publish: bool = False  # listed on the Nostr relays (--publish)
+    origin: str = ""  # node id of the member whose flags set these; "": none did
+
+
+@dataclass(frozen=True)
 class NodeRecord:
     node_id: str
     name: str
@@ -150,6 +163,7 @@ class NodeRecord:
     model_files: tuple[ModelFile, ...] = ()  # fingerprints of the models on disk ("" where a node sent none)
     downloads: tuple[Download, ...] = ()  # models being fetched from the Hub (and the last failures)
     download_policy: DownloadPolicy = DownloadPolicy.NEVER  # what the mesh may make it download (--download)
+    publicity: Publicity = Publicity()  # the mesh's name and listing, as this member holds them
 
     def fingerprint_of(self, model_id: str) -> str:
         """The fingerprint of this node's file for the model; "" when it sent none."""
@@ -164,7 +178,7 @@ class SelfUpdate:
     values: dict[str, object] = field(default_factory=dict)
 
 
-UPDATABLE = frozenset({"role", "served", "assignments", "memory_offered_bytes", "models_on_disk", "model_files", "downloads", "download_policy"})
+UPDATABLE = frozenset({"role", "served", "assignments", "memory_offered_bytes", "models_on_disk", "model_files", "downloads", "download_policy", "publicity"})
 
 
 def apply_update(record: NodeRecord, update: SelfUpdate, now: float) -> NodeRecord:
@@ -202,6 +216,24 @@ class MeshView:
     join_state: JoinState = JoinState.STARTED
     gossip_rounds: int = 0
     demand: tuple[ModelDemand, ...] = ()
+    credential: bytes = b""  # without the secret: this node's credential (paired or public), encoded
+    signing_key: bytes = b""  # the public credential's shared key; "" otherwise
+    authority: bytes = b""  # without the secret: the mesh authority's public key
+    revoked: frozenset[str] = frozenset()  # credential ids revoked in this mesh
+    pairing: tuple[PairingRequest, ...] = ()  # requests to join waiting for a member's approval
+    paired: tuple[bytes, ...] = ()  # credentials members issued by pairing, encoded
+
+
+@dataclass(frozen=True)
+class PairingRequest:
+    """A node asking to join, shown with its code on every member until one approves (gossip/access.py)."""
+
+    code: str
+    node_id: str
+    name: str
+    public_key: bytes  # DER of the joiner's key: what its credential will bind
+    via: str  # node id of the member holding the joiner's connection
+    requested_at: float  # unix time
 
 
 @dataclass(frozen=True)

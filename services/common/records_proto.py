@@ -16,15 +16,17 @@ from services.common.records import (
     ModelDemand,
     ModelFile,
     NodeRecord,
+    PairingRequest,
     Peer,
     PeerStatus,
     ProcessKind,
     ProcessState,
+    Publicity,
     Role,
     SelfUpdate,
     ServedModel,
 )
-from services.proto.mesh.v1 import gossip_pb2, node_pb2
+from services.proto.mesh.v1 import gossip_pb2, node_pb2, peer_pb2
 
 _STATE_NAMES = {
     node_pb2.PROCESS_STATE_STARTING: ProcessState.STARTING,
@@ -84,6 +86,16 @@ def downloads_to_proto(downloads: tuple[Download, ...]) -> list[node_pb2.Downloa
     ]
 
 
+def publicity_from_proto(message: node_pb2.Publicity) -> Publicity:
+    return Publicity(message.mesh_name, message.region, message.max_clients, message.publish, message.origin)
+
+
+def publicity_to_proto(publicity: Publicity) -> node_pb2.Publicity:
+    return node_pb2.Publicity(
+        mesh_name=publicity.mesh_name, region=publicity.region, max_clients=publicity.max_clients, publish=publicity.publish, origin=publicity.origin
+    )
+
+
 def assignment_from_proto(message: node_pb2.Assignment) -> Assignment:
     return Assignment(
         model_id=message.model_id,
@@ -134,6 +146,7 @@ def record_from_proto(message: node_pb2.NodeRecord) -> NodeRecord:
         model_files=files_from_proto(message.model_files),
         downloads=downloads_from_proto(message.downloads),
         download_policy=DownloadPolicy(message.download_policy or DownloadPolicy.NEVER),
+        publicity=publicity_from_proto(message.publicity),
     )
 
 
@@ -151,6 +164,7 @@ def record_to_proto(record: NodeRecord) -> node_pb2.NodeRecord:
         model_files=files_to_proto(record.model_files),
         downloads=downloads_to_proto(record.downloads),
         download_policy=record.download_policy,
+        publicity=publicity_to_proto(record.publicity),
     )
 
 
@@ -198,7 +212,23 @@ def view_from_proto(message: gossip_pb2.MeshView) -> MeshView:
         gossip_rounds=message.gossip_rounds,
         join_state=JoinState(message.join_state),
         demand=tuple(ModelDemand(d.model_id, d.requests, d.recent, d.last_seen, d.pinned) for d in message.demand),
+        credential=message.mesh.credential,
+        signing_key=message.mesh.signing_key,
+        authority=message.mesh.authority,
+        revoked=frozenset(message.revoked),
+        pairing=tuple(pairing_from_proto(p) for p in message.pairing),
+        paired=tuple(message.paired),
     )
+
+
+def pairing_to_proto(request: PairingRequest) -> peer_pb2.PairingRequest:
+    return peer_pb2.PairingRequest(
+        code=request.code, node_id=request.node_id, name=request.name, public_key=request.public_key, via=request.via, requested_at=request.requested_at
+    )
+
+
+def pairing_from_proto(message: peer_pb2.PairingRequest) -> PairingRequest:
+    return PairingRequest(message.code, message.node_id, message.name, message.public_key, message.via, message.requested_at)
 
 
 def demand_to_proto(demand: ModelDemand) -> gossip_pb2.ModelDemand:

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from functools import partial
 
 import grpc
 
-from services.common import grpc_server, http_server, lifecycle, node_identity
+from services.common import credentials, grpc_server, http_server, lifecycle, node_identity
 from services.common.logs import event
 from services.common.settings import NodeSettings
 from services.gateway.app import create_api_app, create_console_app
 from services.gateway.demand import DemandReporter
 from services.gateway.discovery.lan import LanAnnouncer, version
+from services.gateway.discovery.publisher import Publisher
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.mirror import MeshMirror
 from services.gateway.openai.relay import Relay
-from services.gateway.peers.admission import LocalNode
+from services.gateway.peers.admission import LocalNode, local_of
 from services.gateway.peers.datagrams import datagram_size
-from services.gateway.peers.endpoint import StreamHandler, open_endpoint
+from services.gateway.peers.endpoint import PeerEndpoint, StreamHandler, open_endpoint
 from services.gateway.peers.framing import StreamKind
 from services.gateway.peers.links import GossipHandler, PeerLinks, request_reply
+from services.gateway.peers.pairing import PairingServer
 from services.gateway.routing import local_port_of, rpc_ports
 from services.gateway.servicer import GatewayServicer
 from services.gateway.settings import GatewaySettings
@@ -60,10 +63,9 @@ def peer_handlers(
     }
 
 
-def local_node(mirror: MeshMirror) -> LocalNode:
+def local_node(mirror: MeshMirror, node_key: credentials.PrivateKey) -> LocalNode:
     """This node as admission tells peers about it, from the mesh view gossip keeps current."""
-    view = mirror.view
-    return LocalNode(view.mesh_id, view.secret, view.own.node_id, view.address)
+    return local_of(mirror.view, node_key, time.time())
 
 
 async def main(node: NodeSettings, settings: GatewaySettings) -> None:
@@ -77,10 +79,11 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
             settings.peer_host,
             settings.peer_port,
             identity=me,
-            local=partial(local_node, mirror),
+            local=partial(local_node, mirror, node_identity.private_key(me)),
             handlers=peer_handlers(gossip_stub, mirror, metrics, local_upstream),
             idle_timeout=settings.peer_idle_timeout,
             datagram_bytes=settings.peer_datagram_bytes or datagram_size(settings.peer_host),
+            pairing=PairingServer(lambda: mirror.view, gossip_stub, me.fingerprint).serve,
         )
         links = PeerLinks(endpoint, metrics.count_peer_bytes)
         demand = DemandReporter(gossip)
@@ -93,8 +96,10 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
             async with asyncio.TaskGroup() as group:
                 group.create_task(mirror.follow(gossip))
                 group.create_task(demand.run())
+                group.create_task(drop_revoked(mirror, endpoint))
                 if settings.announce:
                     group.create_task(LanAnnouncer(mirror, settings.peer_host, settings.invite_addresses, version()).run())
+                group.create_task(Publisher(mirror, settings.relays, node.home, settings.publish_interval, version()).run())
                 group.create_task(
                     http_server.serve(
                         create_console_app(settings, mirror, me.fingerprint, relay, metrics, metrics_urls(node, settings)),
@@ -118,6 +123,16 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
             endpoint.close()
             await local_upstream.close()
             await grpc.stop(grace=1.0)
+
+
+async def drop_revoked(mirror: MeshMirror, endpoint: PeerEndpoint) -> None:
+    """Close connections of peers whose credential was revoked, as soon as the revocation arrives."""
+    seen, revoked = -1, frozenset[str]()
+    while True:
+        seen = await mirror.changes.wait_newer(seen)
+        if mirror.view.revoked != revoked:
+            revoked = mirror.view.revoked
+            endpoint.drop_revoked(revoked)
 
 
 def metrics_urls(node: NodeSettings, settings: GatewaySettings) -> dict[str, str]:

@@ -11,9 +11,11 @@ from pathlib import Path
 
 from services.common import mesh_identity
 from services.common.changes import Changes
+from services.common.credentials import Credential, Revocation
 from services.common.mesh_identity import MeshIdentity
-from services.common.records import JoinState, Mode, ModelDemand, NodeRecord, SelfUpdate, apply_update
-from services.gossip import demand, swim
+from services.common.records import JoinState, Mode, ModelDemand, NodeRecord, PairingRequest, SelfUpdate, apply_update
+from services.gossip import access, demand, swim
+from services.gossip.access import Access
 from services.gossip.demand import DemandEntry, OwnCounter
 from services.gossip.swim import Member
 
@@ -42,6 +44,9 @@ class GossipState:
     members: tuple[Member, ...]
     mesh: MeshIdentity
     demand: tuple[DemandEntry, ...] = ()
+    pending: tuple[PairingRequest, ...] = ()  # pairing requests waiting for approval
+    issued: tuple[bytes, ...] = ()  # paired credentials, encoded (checked on receipt: access.merge)
+    revocations: tuple[bytes, ...] = ()  # encoded, checked on receipt too
 
 
 class Membership:
@@ -61,12 +66,17 @@ class Membership:
         self.demand_ttl = demand_ttl
         self.demand: dict[demand.Key, DemandEntry] = {}
         self.counter = OwnCounter(own.node_id, started=time.time())
+        self.access = Access()
 
     def own_member(self) -> Member:
         return Member(self.own, self.address, swim.ALIVE, self.incarnation)
 
     def state(self) -> GossipState:
-        return GossipState(self.own.node_id, (self.own_member(), *self.members.values()), self.mesh, tuple(self.demand.values()))
+        a = self.access
+        issued, revocations = tuple(c.encode() for c in a.issued), tuple(r.encode() for r in a.revocations)
+        return GossipState(
+            self.own.node_id, (self.own_member(), *self.members.values()), self.mesh, tuple(self.demand.values()), a.pending, issued, revocations
+        )
 
     async def update_self(self, update: SelfUpdate) -> NodeRecord:
         updated = apply_update(self.own, update, time.time())
@@ -77,8 +87,12 @@ class Membership:
 
     async def absorb(self, state: GossipState, now: float) -> None:
         """Merge what a peer told us; refute any suspicion of ourselves; adopt a newer secret."""
-        before = (self.members, self.incarnation, self.mesh, self.demand)
-        self.members = swim.merge(self.members, state.members, self.own.node_id, now)
+        before = (self.members, self.incarnation, self.mesh, self.demand, self.access)
+        self.access = access.merge(self.access, state.pending, state.issued, state.revocations, self.mesh, time.time())  # `now` is monotonic
+        # A revoked node leaves every member's list, and nobody's gossip brings it back.
+        revoked = self.access.revoked_nodes
+        incoming = tuple(m for m in state.members if m.node_id not in revoked)
+        self.members = {node_id: m for node_id, m in swim.merge(self.members, incoming, self.own.node_id, now).items() if node_id not in revoked}
         self.incarnation = swim.refute(self.incarnation, state.members, self.own.node_id)
         # Our own entries are ours to write: an echo of an older one must not replace them.
         theirs = [e for e in state.demand if e.origin != self.own.node_id]
@@ -86,11 +100,30 @@ class Membership:
         # Echoes of what our previous life counted (gossip restarted): the mesh gives the counts back.
         if any([self.counter.take_back(e) for e in state.demand if e.origin == self.own.node_id]):
             self.demand = self._with_own_demand(time.time())
-        if state.mesh.mesh_id == self.mesh.mesh_id and state.mesh.secret_version > self.mesh.secret_version:
-            self.mesh = state.mesh
+        # Only members are sent the secret (the gateway withholds it from others), and only members adopt one.
+        if self.mesh.member and state.mesh.secret and state.mesh.mesh_id == self.mesh.mesh_id and state.mesh.secret_version > self.mesh.secret_version:
+            self.mesh = replace(self.mesh, secret=state.mesh.secret, secret_version=state.mesh.secret_version)
             mesh_identity.save(self.home, self.mesh)
-        if before != (self.members, self.incarnation, self.mesh, self.demand):
+        if before != (self.members, self.incarnation, self.mesh, self.demand, self.access):
             await self.changes.publish()
+
+    async def request_pairing(self, asked: PairingRequest) -> None:
+        self.access = access.request(self.access, asked, time.time())
+        await self.changes.publish()
+
+    async def approve(self, code: str) -> Credential:
+        """Issue the credential of the pairing request showing `code` (AccessError: why not)."""
+        self.access, credential = access.approve(self.access, code, self.mesh, time.time())
+        await self.changes.publish()
+        return credential
+
+    async def revoke(self, node: str) -> list[Revocation]:
+        """Revoke a paired node (id, id prefix or name) or "public"; the node leaves our list at once."""
+        names = {m.node_id: m.record.name for m in self.members.values()}
+        self.access, made = access.revoke(self.access, node, self.mesh, names, time.time())
+        self.members = {node_id: m for node_id, m in self.members.items() if node_id not in self.access.revoked_nodes}
+        await self.changes.publish()
+        return made
 
     async def set_members(self, members: dict[str, Member]) -> None:
         if members != self.members:

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.grpc_server import Context
 from services.common.invite import new_secret
 from services.common.mesh_identity import MeshIdentity
-from services.common.records_proto import demand_to_proto, record_to_proto, update_from_proto
+from services.common.records_proto import demand_to_proto, pairing_from_proto, pairing_to_proto, record_to_proto, update_from_proto
+from services.gossip import access
+from services.gossip.access import AccessError
 from services.gossip.membership import Membership
 from services.gossip.probe import GossipProtocol
 from services.proto.mesh.v1 import gossip_pb2, gossip_pb2_grpc, node_pb2, peer_pb2
 
 
 def identity_to_proto(mesh: MeshIdentity) -> gossip_pb2.MeshIdentity:
-    return gossip_pb2.MeshIdentity(mesh_id=mesh.mesh_id, secret=mesh.secret, secret_version=mesh.secret_version)
+    return gossip_pb2.MeshIdentity(
+        mesh_id=mesh.mesh_id,
+        secret=mesh.secret,
+        secret_version=mesh.secret_version,
+        credential=mesh.credential,
+        signing_key=mesh.signing_key,
+        authority=mesh.authority,
+    )
 
 
 class GossipServicer(gossip_pb2_grpc.GossipServicer):
@@ -54,6 +63,9 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
             gossip_rounds=self.protocol.rounds,
             join_state=m.join_state,
             demand=[demand_to_proto(d) for d in m.demand_map()],
+            revoked=sorted(m.access.revoked_ids),
+            pairing=[pairing_to_proto(p) for p in m.access.pending],
+            paired=[c.encode() for c in m.access.issued],
         )
 
     async def HandlePeerMessage(self, request: gossip_pb2.PeerMessage, context: Context) -> gossip_pb2.PeerMessage:
@@ -75,4 +87,33 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
         return gossip_pb2.DemandReportReply()
 
     async def RotateSecret(self, request: gossip_pb2.RotateSecretRequest, context: Context) -> gossip_pb2.MeshIdentity:
+        if not self.membership.mesh.member:
+            raise FailedPrecondition("only a member holding the mesh secret can rotate it (this node joined by pairing or a public token)")
         return identity_to_proto(await self.membership.rotate_secret(new_secret()))
+
+    async def RequestPairing(self, request: peer_pb2.PairingRequest, context: Context) -> peer_pb2.PairingRequest:
+        await self.membership.request_pairing(pairing_from_proto(request))
+        return request
+
+    async def Approve(self, request: gossip_pb2.ApproveRequest, context: Context) -> gossip_pb2.AccessChange:
+        names = {p.node_id: p.name for p in self.membership.access.pending}
+        try:
+            credential = await self.membership.approve(request.code)
+        except AccessError as refused:
+            raise FailedPrecondition(str(refused)) from None
+        return gossip_pb2.AccessChange(node_id=credential.node_id, name=names.get(credential.node_id, ""), credential_id=credential.credential_id)
+
+    async def Revoke(self, request: gossip_pb2.RevokeRequest, context: Context) -> gossip_pb2.AccessChange:
+        names = {m.node_id: m.record.name for m in self.membership.members.values()}
+        try:
+            [first, *_] = await self.membership.revoke(request.node)
+        except AccessError as refused:
+            raise FailedPrecondition(str(refused)) from None
+        return gossip_pb2.AccessChange(node_id=first.node_id, name=names.get(first.node_id, ""), credential_id=first.credential_id)
+
+    async def PublicJoinToken(self, request: gossip_pb2.PublicJoinTokenRequest, context: Context) -> gossip_pb2.PublicJoinTokenReply:
+        try:
+            token = access.public_token(self.membership.access, self.membership.mesh, request.addresses or [self.membership.address])
+        except AccessError as refused:
+            raise FailedPrecondition(str(refused)) from None
+        return gossip_pb2.PublicJoinTokenReply(token=token)

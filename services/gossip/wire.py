@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.common.mesh_identity import MeshIdentity
 from services.common.records import PeerStatus
-from services.common.records_proto import record_from_proto, record_to_proto
+from services.common.records_proto import pairing_from_proto, pairing_to_proto, record_from_proto, record_to_proto
 from services.gossip.demand import DemandEntry
 from services.gossip.membership import GossipState
 from services.gossip.swim import Member
@@ -30,6 +30,9 @@ def state_to_proto(state: GossipState) -> peer_pb2.GossipState:
             peer_pb2.DemandEntry(model_id=e.model_id, origin=e.origin, requests=e.requests, recent=e.recent, last_seen=e.last_seen, updated_at=e.updated_at)
             for e in state.demand
         ],
+        revocations=state.revocations,
+        credentials=state.issued,
+        pairing=[pairing_to_proto(p) for p in state.pending],
     )
 
 
@@ -37,4 +40,5 @@ def state_from_proto(message: peer_pb2.GossipState, mesh_id: str) -> GossipState
     mesh = MeshIdentity(mesh_id, message.secret.secret, message.secret.version)
     members = tuple(member_from_proto(m) for m in message.members if m.status in KNOWN_STATUSES)
     demand = tuple(DemandEntry(e.model_id, e.origin, e.requests, e.recent, e.last_seen, e.updated_at) for e in message.demand if e.model_id and e.origin)
-    return GossipState(message.from_node_id, members, mesh, demand)
+    pending = tuple(pairing_from_proto(p) for p in message.pairing)
+    return GossipState(message.from_node_id, members, mesh, demand, pending, tuple(message.credentials), tuple(message.revocations))

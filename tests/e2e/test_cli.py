@@ -56,12 +56,12 @@ def mesh_processes() -> set[int]:
             (flag, "not built yet")
             for flag in (
                 ["--auto"],
-                ["--join-nearby"],
                 ["--blackboard"],
             )
         ],
         *[([command], f"'{command}' is not built yet") for command in ("blackboard", "claude", "goose", "opencode", "pi")],
         (["discover", "now"], "usage: mesh-llm discover"),
+        (["--join-nearby", "no-such-mesh"], "no mesh 'no-such-mesh' found on the LAN"),
         (["--max-clients", "-1"], "--max-clients must be a number"),
         (["--mesh-name", "lab\x1b[2J"], "--mesh-name must be printable"),
         (["--region", "r" * 300], "--region must be printable text of at most 256"),

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from nostr_sdk import Event, Keys, ReqTarget
 
-from services.common import mesh_identity
+from services.common import credentials, mesh_identity
+from services.common.invite import decode
 from services.gateway.discovery.listing import Listing, Rejection, read
 from services.gateway.discovery.nostr import KEY_FILE, Directory, client_for, listing_filter, read_directory, untrusted
 from tests.conftest import SMOLLM2
@@ -133,6 +134,12 @@ def test_a_published_mesh_is_listed_found_taken_over_and_expires(mesh_bed, relay
     ):
         assert leaked not in stored, "the relay holds the mesh secret"
     assert a.token() not in stored, "the relay holds an invite token"
+    # It carries the public-join credential instead: issued by this mesh, for the public, dialling A.
+    public = credentials.decode_token(listing.join_token)
+    authority = credentials.raw_public(credentials.authority_key(mesh.mesh_id, mesh.secret))
+    assert public.credential.kind == credentials.Kind.PUBLIC and public.credential.credential_id == "public-1"
+    assert credentials.refusal(public.credential, mesh.mesh_id, authority, (), "anyone") is None
+    assert public.addresses == (decode(a.token()).bootstrap[0],)
     # B holds the mesh's settings too (gossip), but it is not its turn: it has not even made a key.
     assert not (b.home / KEY_FILE).exists()
 

@@ -1,6 +1,7 @@
 """Admission over real QUIC (two endpoints in one process): a node outside the mesh, or with an
 old secret, is refused with the reason on both sides and is served no stream; a member is admitted
-both ways with the other's node id."""
+both ways with the other's node id; a paired node (a credential, no secret) is admitted both ways
+by members and paired nodes alike, until its credential is revoked."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from services.common.credentials import Kind
 from services.gateway.peers.admission import AdmissionRefused
 from services.gateway.peers.framing import StreamKind, encode_frame
 from tests.integration.test_rpc_tunnel import SECRET, endpoint, run
@@ -19,7 +21,7 @@ from tests.integration.test_rpc_tunnel import SECRET, endpoint, run
     ("mesh", "reason"),
     [
         (("mesh-other", SECRET), "unknown mesh 'mesh-other' (this is mesh 'mesh-test')"),
-        (("mesh-test", b"o" * 32), "wrong mesh secret (an old or forged invite token)"),
+        (("mesh-test", b"o" * 32), "credential not issued by this mesh (an old or forged token, or the mesh key was rotated)"),
     ],
     ids=["another mesh", "an old secret"],
 )
@@ -58,5 +60,47 @@ def test_members_are_admitted_both_ways_with_each_others_node_id(tmp_path: Path)
         assert (admitted.peer_node_id, admitted.peer_address) == ("host", host.local().address)
         host.close()
         worker.close()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("kinds", [(Kind.MEMBER, Kind.PAIRED), (Kind.PAIRED, Kind.MEMBER), (Kind.PAIRED, Kind.PAIRED)], ids=lambda k: "-".join(k))
+def test_a_paired_node_is_admitted_both_ways_with_its_kind(tmp_path: Path, kinds: tuple[Kind, Kind]) -> None:
+    async def scenario() -> None:
+        async def answer(connection: object, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(encode_frame(b"ok"))
+
+        (a, a_links), (b, _) = await endpoint(tmp_path, "a", kind=kinds[0]), await endpoint(tmp_path, "b", {StreamKind.GOSSIP: answer}, kind=kinds[1])
+        reply, peer, _ = await a_links.request(b.local().address, StreamKind.GOSSIP, b"ping", 10.0)
+        assert (reply, peer) == (b"ok", "b")
+        [served] = b.connections
+        [dialled] = a.connections
+        assert served.peer_credential is not None and served.peer_credential.kind == kinds[0]
+        assert dialled.peer_credential is not None and dialled.peer_credential.kind == kinds[1]
+        a.close()
+        b.close()
+
+    run(scenario)
+
+
+def test_a_revoked_credential_is_refused_and_its_connection_dropped(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async def answer(connection: object, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(encode_frame(b"ok"))
+
+        revoked: list[str] = []
+        (paired, paired_links), (member, _) = (
+            await endpoint(tmp_path, "paired", kind=Kind.PAIRED),
+            await endpoint(tmp_path, "member", {StreamKind.GOSSIP: answer}, revoked=revoked),
+        )
+        await paired_links.request(member.local().address, StreamKind.GOSSIP, b"ping", 10.0)
+        revoked.append("paired-paired")  # the credential id endpoint() gave it
+        member.drop_revoked(revoked)
+        await asyncio.sleep(0.3)
+        assert not member.connections
+        with pytest.raises(AdmissionRefused, match="was revoked"):
+            await paired_links.request(member.local().address, StreamKind.GOSSIP, b"ping", 10.0)
+        paired.close()
+        member.close()
 
     run(scenario)

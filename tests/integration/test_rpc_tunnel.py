@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
-from services.common import node_identity
+from services.common import credentials, node_identity
+from services.common.credentials import Kind
 from services.gateway.peers.admission import LocalNode
 from services.gateway.peers.endpoint import PeerEndpoint, StreamHandler, open_endpoint
 from services.gateway.peers.framing import StreamKind
@@ -39,13 +41,20 @@ async def endpoint(
     handlers: Mapping[StreamKind, StreamHandler] | None = None,
     datagram_bytes: int = 1200,
     mesh: tuple[str, bytes] = ("mesh-test", SECRET),
+    kind: Kind = Kind.MEMBER,
+    revoked: Collection[str] = (),
 ) -> tuple[PeerEndpoint, PeerLinks]:
-    """A node's endpoint on a free loopback port serving `handlers`, and its links to peers; `mesh`: its mesh id and secret."""
+    """A node's endpoint on a free loopback port serving `handlers`, and its links to peers; `mesh`:
+    its mesh id and the secret its credential is issued from; `kind`: member (it holds the secret) or
+    paired (a member issued its credential; `revoked`: the credential ids it refuses)."""
     me = node_identity.load_or_create(home / name)
+    key = node_identity.private_key(me)
+    authority = credentials.authority_key(*mesh)
+    own = credentials.issue(authority, mesh[0], kind, name, credentials.public_der(key), time.time(), f"{kind}-{name}")
 
     def local() -> LocalNode:
         port = opened._transport.get_extra_info("sockname")[1]  # bound once opened, before any peer asks
-        return LocalNode(*mesh, name, f"127.0.0.1:{port}")
+        return LocalNode(mesh[0], name, f"127.0.0.1:{port}", own, key, credentials.raw_public(authority), revoked)
 
     opened = await open_endpoint("127.0.0.1", 0, identity=me, local=local, handlers=handlers or {}, idle_timeout=30.0, datagram_bytes=datagram_bytes)
     return opened, PeerLinks(opened, lambda *_: None)

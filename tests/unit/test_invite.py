@@ -1,5 +1,7 @@
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from services.common import credentials
 from services.common.invite import InviteToken, TokenError, decode, new_secret
 from services.gateway.peers import proof
 from services.gateway.peers.framing import MAX_FRAME_BYTES, FrameError, StreamKind, encode_frame, frame_length, stream_kind
@@ -30,17 +32,18 @@ def test_token_with_a_bad_address_is_refused() -> None:
         decode(InviteToken("m", new_secret(), ("no-port",), "f").encode())
 
 
-def test_proofs_bind_secret_role_fingerprints_and_nonces() -> None:
-    secret, nonce_a, nonce_b = new_secret(), proof.new_nonce(), proof.new_nonce()
+def test_signatures_bind_key_side_fingerprints_and_nonces() -> None:
+    key, nonce_a, nonce_b = ec.generate_private_key(ec.SECP256R1()), proof.new_nonce(), proof.new_nonce()
+    public = credentials.public_der(key)
     transcript = proof.transcript("mesh", "client-fp", "server-fp", nonce_a, nonce_b)
-    given = proof.prove(secret, "client", transcript)
-    assert proof.check(secret, "client", transcript, given)
-    assert not proof.check(new_secret(), "client", transcript, given)  # wrong secret
-    assert not proof.check(secret, "server", transcript, given)  # reflected to the other role
+    given = credentials.sign(key, "client", transcript)
+    assert credentials.signed(public, "client", transcript, given)
+    assert not credentials.signed(credentials.public_der(ec.generate_private_key(ec.SECP256R1())), "client", transcript, given)  # another key
+    assert not credentials.signed(public, "server", transcript, given)  # reflected to the other role
     relayed = proof.transcript("mesh", "client-fp", "mitm-fp", nonce_a, nonce_b)
-    assert not proof.check(secret, "client", relayed, given)  # a man in the middle's certificate
+    assert not credentials.signed(public, "client", relayed, given)  # a man in the middle's certificate
     replayed = proof.transcript("mesh", "client-fp", "server-fp", nonce_a, proof.new_nonce())
-    assert not proof.check(secret, "client", replayed, given)  # a fresh server nonce
+    assert not credentials.signed(public, "client", replayed, given)  # a fresh server nonce
 
 
 def test_framing_limits_and_kinds() -> None:

@@ -62,4 +62,7 @@ def status(view: MeshView, fingerprint: str, metrics: dict[str, str] | None = No
         "join_state": view.join_state,
         "peers": [peer_status(peer) for peer in view.peers],
         "demand": [asdict(demand) for demand in view.demand],
+        # Nodes asking to join by pairing: the code both machines show, for a member to approve.
+        "pairing": [{"code": p.code, "node_id": p.node_id, "name": p.name, "via": p.via, "requested_at": p.requested_at} for p in view.pairing],
+        "credential": "member" if view.secret else ("paired" if view.credential and not view.signing_key else ("public" if view.credential else "")),
     }

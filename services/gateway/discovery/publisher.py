@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from services.common import publicity
+from services.common import credentials, publicity
 from services.common.logs import event
 from services.common.records import MeshView, ProcessKind, ProcessState, Role
 from services.gateway.discovery import nostr
@@ -95,8 +95,9 @@ def wait_before(listing: Listing, last: Listing | None, last_at: float, now: flo
 
 def _join_token(view: MeshView) -> str:
     """The public-join credential readers use to join: never the mesh secret nor an invite token."""
-    # TODO(public-token): the revocable public-join credential (services/common/credentials.py).
-    return ""
+    if not (view.secret and view.address):
+        return ""  # a paired or public node cannot hand out a credential: it publishes without one
+    return credentials.current_public_token(view.mesh_id, view.secret, view.revoked, [view.address])
 
 
 def _said(listing: Listing) -> Listing:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from functools import partial
 from typing import Any, Protocol, cast
 
@@ -25,6 +25,7 @@ from aioquic.quic.connection import QuicConnection
 from google.protobuf.message import DecodeError
 
 from services.common import addresses
+from services.common.credentials import Credential
 from services.common.logs import event
 from services.common.node_identity import NodeIdentity, fingerprint_of
 from services.gateway.peers import admission
@@ -57,6 +58,7 @@ class MeshConnection(QuicConnectionProtocol):
         self.endpoint = endpoint
         self.admitted = asyncio.Event()
         self.peer_node_id = ""
+        self.peer_credential: Credential | None = None  # what the peer was admitted with (its kind: what it may be told)
         self.peer_address = peer_address  # where the peer listens: the address we connected to, or the one its hello names
         self.closed_reason = ""
         self.timeouts = 0  # consecutive requests on this connection that got no reply in time
@@ -120,6 +122,8 @@ class MeshConnection(QuicConnectionProtocol):
             kind = stream_kind(await reader.readexactly(1))
             if kind == StreamKind.ADMISSION and not self._quic.configuration.is_client and not self.admitted.is_set():
                 await self._admit_client(reader, writer)
+            elif kind == StreamKind.PAIRING and not self._quic.configuration.is_client and self.endpoint.pairing is not None:
+                await self.endpoint.pairing(self, reader, writer)  # a stranger asking to join: served before admission
             elif not self.admitted.is_set():
                 self.refuse(f"{kind.name} stream before admission")
             else:
@@ -141,21 +145,22 @@ class MeshConnection(QuicConnectionProtocol):
             await asyncio.sleep(0.05)  # let the refusal frame leave before the close
             self.refuse(refused.reason, peer=refused.peer, address=refused.address)
             return
-        self.peer_node_id, self.peer_address = client.node_id, client.address
+        self.peer_node_id, self.peer_address, self.peer_credential = client.node_id, client.address, client.credential
         self.admitted.set()
         self.endpoint.on_admitted(self)
-        event(log, "peer admitted", peer=client.node_id, address=client.address)
+        event(log, "peer admitted", peer=client.node_id, address=client.address, kind=client.credential.kind)
 
     async def admit_to_server(self) -> None:
-        """Client side: prove we hold the secret and check that the server does too."""
+        """Client side: prove we hold a credential and check that the server does too."""
         reader, writer = await self.create_stream()
         fingerprints = (self.endpoint.identity.fingerprint, server_fingerprint(self))
         try:
-            self.peer_node_id = await admission.admit_to_server(reader, writer, self.endpoint.local(), fingerprints, lambda: self.closed_reason)
+            server = await admission.admit_to_server(reader, writer, self.endpoint.local(), fingerprints, lambda: self.closed_reason)
         except AdmissionRefused as refused:
             if refused.by_us:
                 self.refuse(refused.reason)
             raise
+        self.peer_node_id, self.peer_credential = server.node_id, server.credential
         self.admitted.set()
         writer.close()
 
@@ -265,6 +270,7 @@ class PeerEndpoint(QuicServer):
         handlers: Mapping[StreamKind, StreamHandler],
         idle_timeout: float,
         datagram_bytes: int = 1200,
+        pairing: StreamHandler | None = None,
     ) -> None:
         server_configuration = QuicConfiguration(is_client=False, alpn_protocols=[ALPN], idle_timeout=idle_timeout, max_datagram_size=datagram_bytes)
         server_configuration.load_cert_chain(identity.certificate_path, identity.key_path)
@@ -282,6 +288,7 @@ class PeerEndpoint(QuicServer):
         self.identity = identity
         self.local = local
         self.handlers = handlers
+        self.pairing = pairing  # serves PAIRING streams of connections not admitted (None: pairing refused)
         self.connections: set[MeshConnection] = set()
         self.batch: set[MeshConnection] | None = None  # connections that read datagrams of the batch being read
 
@@ -331,6 +338,12 @@ class PeerEndpoint(QuicServer):
             raise
         return protocol
 
+    def drop_revoked(self, revoked: Collection[str]) -> None:
+        """Close every connection admitted with a credential revoked since (its node is refused on its next try)."""
+        for connection in list(self.connections):
+            if connection.peer_credential is not None and connection.peer_credential.credential_id in revoked:
+                connection.refuse(f"credential {connection.peer_credential.credential_id} was revoked", peer=connection.peer_node_id)
+
     def on_admitted(self, connection: MeshConnection) -> None:
         self.connections.add(connection)
 
@@ -353,9 +366,10 @@ async def open_endpoint(
     handlers: Mapping[StreamKind, StreamHandler],
     idle_timeout: float,
     datagram_bytes: int = 1200,
+    pairing: StreamHandler | None = None,
 ) -> PeerEndpoint:
     """The endpoint on its socket, bound to host:port (0: any free port), serving `handlers` once peers are admitted."""
-    endpoint = PeerEndpoint(identity=identity, local=local, handlers=handlers, idle_timeout=idle_timeout, datagram_bytes=datagram_bytes)
+    endpoint = PeerEndpoint(identity=identity, local=local, handlers=handlers, idle_timeout=idle_timeout, datagram_bytes=datagram_bytes, pairing=pairing)
     transport = BatchedDatagramTransport(bind_udp(host, port), endpoint)
     event(log, "quic endpoint open", address=f"{host}:{transport.get_extra_info('sockname')[1]}", datagram_bytes=datagram_bytes)
     return endpoint

@@ -23,6 +23,7 @@ class StreamKind(enum.IntEnum):
     GOSSIP = 2
     HTTP = 3  # a relayed HTTP request (routing issue)
     RPC = 4  # a raw byte tunnel to an rpc-server (pipeline issue)
+    PAIRING = 5  # a new node asking to join (the one stream served before admission)
 
 
 class FrameError(Exception):

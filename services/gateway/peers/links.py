@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from services.gateway.peers.endpoint import MeshConnection, PeerEndpoint, StreamHandler
 from services.gateway.peers.framing import StreamKind, encode_frame, read_frame
+from services.gateway.peers.secrecy import withheld
 
 GossipHandler = Callable[[bytes, str], Awaitable[bytes | None]]  # None: no answer (the stream just ends)
 ByteCounter = Callable[[str, str, int], None]
@@ -33,11 +34,15 @@ class PeerLinks:
             async with asyncio.timeout(timeout):
                 connection = await self.connection_to(address, timeout)
                 reader, writer = await connection.create_stream()
+                if kind == StreamKind.GOSSIP:
+                    payload = withheld(payload, connection.peer_credential)
                 started = time.monotonic()
                 writer.write(bytes([kind]) + encode_frame(payload))
                 writer.write_eof()
                 reply = await read_frame(reader)
                 rtt = time.monotonic() - started
+                if kind == StreamKind.GOSSIP:
+                    reply = withheld(reply, connection.peer_credential)
         except TimeoutError:
             self._note_timeout(connection)
             raise
@@ -83,9 +88,10 @@ def request_reply(on_message: GossipHandler, count: ByteCounter) -> StreamHandle
     async def serve(connection: MeshConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         payload = await read_frame(reader)
         count("gossip", "received", len(payload) + 5)
-        reply = await on_message(payload, connection.peer_node_id)
+        reply = await on_message(withheld(payload, connection.peer_credential), connection.peer_node_id)
         if reply is None:
             return  # the peer sees the stream end without a reply: unavailable, it retries or suspects
+        reply = withheld(reply, connection.peer_credential)
         writer.write(encode_frame(reply))
         count("gossip", "sent", len(reply) + 4)
 

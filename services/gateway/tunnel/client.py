@@ -18,6 +18,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
+from services.gateway.peers.admission import AdmissionRefused
 from services.gateway.peers.endpoint import MeshConnection
 from services.gateway.peers.framing import HEADER_BYTES, FrameError, StreamKind, encode_frame, frame_length, read_frame
 from services.gateway.peers.links import ByteCounter, PeerLinks
@@ -39,6 +40,8 @@ class TunnelUpstream:
             reader, writer = await connection.create_stream()
         except (TimeoutError, ConnectionError, OSError) as failure:
             raise UpstreamUnavailable(f"peer {address} unreachable ({type(failure).__name__})") from None
+        except AdmissionRefused as refused:
+            raise UpstreamUnavailable(f"peer {address} refused us: {refused.reason}") from None
         head = json.dumps({"path": path, "model": model_id, "request_id": request_id, "body_bytes": len(raw)}).encode()
         writer.write(bytes([StreamKind.HTTP]) + encode_frame(head) + raw)
         self.count("http", "sent", len(raw) + len(head) + 5)
