@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import JSONResponse, Response
 
 from services.gateway import errors
 from services.gateway.console.router import router as console_router
+from services.gateway.errors import Conflict
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.middleware import RequestContext
 from services.gateway.mirror import MeshMirror
@@ -37,6 +40,13 @@ def create_api_app(settings: GatewaySettings, mirror: MeshMirror, relay: Relay, 
     return app
 
 
+Approver = Callable[[str], Awaitable[dict[str, str]]]  # a pairing code -> the approved node (console's Approve button)
+
+
+async def _no_approver(code: str) -> dict[str, str]:
+    raise Conflict("this console cannot approve pairing requests")
+
+
 def create_console_app(
     settings: GatewaySettings,
     mirror: MeshMirror,
@@ -44,12 +54,14 @@ def create_console_app(
     relay: Relay | None = None,
     metrics: GatewayMetrics | None = None,
     metrics_urls: dict[str, str] | None = None,
+    approve: Approver | None = None,
 ) -> FastAPI:
     """The console page, /api/status, /api/events; and, for its chat panel on the same origin, the
     chat and models API (the console is loopback-only, so no API key), and the gateway's /metrics."""
     app = FastAPI(title="mesh-llm console", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings, app.state.mirror, app.state.fingerprint = settings, mirror, fingerprint
     app.state.relay, app.state.metrics, app.state.metrics_urls = relay, metrics, metrics_urls or {}
+    app.state.approve = approve or _no_approver
     app.include_router(console_router)
     if relay is not None and metrics is not None:
         for router in (chat_router, models_router):

@@ -33,6 +33,16 @@ class Unauthorized(ApiError):
     status, type, code = 401, "invalid_request_error", "invalid_api_key"
 
 
+class Forbidden(ApiError):
+    status, type, code = 403, "invalid_request_error", "forbidden"
+
+
+class Conflict(ApiError):
+    """The request is well formed but the mesh's state refuses it (e.g. no pairing request shows that code)."""
+
+    status, type, code = 409, "invalid_request_error", "conflict"
+
+
 class ModelNotFound(ApiError):
     status, type, code = 404, "invalid_request_error", "model_not_found"
 

@@ -12,10 +12,11 @@ import grpc
 from services.common import credentials, grpc_server, http_server, lifecycle, node_identity
 from services.common.logs import event
 from services.common.settings import NodeSettings
-from services.gateway.app import create_api_app, create_console_app
+from services.gateway.app import Approver, create_api_app, create_console_app
 from services.gateway.demand import DemandReporter
 from services.gateway.discovery.lan import LanAnnouncer, version
 from services.gateway.discovery.publisher import Publisher
+from services.gateway.errors import Conflict, NoServer
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.mirror import MeshMirror
 from services.gateway.openai.relay import Relay
@@ -102,7 +103,7 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
                 group.create_task(Publisher(mirror, settings.relays, node.home, settings.publish_interval, version()).run())
                 group.create_task(
                     http_server.serve(
-                        create_console_app(settings, mirror, me.fingerprint, relay, metrics, metrics_urls(node, settings)),
+                        create_console_app(settings, mirror, me.fingerprint, relay, metrics, metrics_urls(node, settings), approver(gossip_stub)),
                         settings.console_host,
                         settings.console_port,
                         console_up,
@@ -123,6 +124,21 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
             endpoint.close()
             await local_upstream.close()
             await grpc.stop(grace=1.0)
+
+
+def approver(gossip_stub: gossip_pb2_grpc.GossipAsyncStub) -> Approver:
+    """The console's Approve button: gossip issues the credential (members only) and spreads it."""
+
+    async def approve(code: str) -> dict[str, str]:
+        try:
+            change = await gossip_stub.Approve(gossip_pb2.ApproveRequest(code=code), timeout=5.0)
+        except grpc.aio.AioRpcError as failure:
+            if failure.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise Conflict(failure.details() or "refused") from None
+            raise NoServer(f"the gossip service did not answer ({failure.code().name}); retry", 1) from None
+        return {"node_id": change.node_id, "name": change.name, "credential_id": change.credential_id}
+
+    return approve
 
 
 async def drop_revoked(mirror: MeshMirror, endpoint: PeerEndpoint) -> None:
