@@ -55,9 +55,10 @@ def pair(home: Path, wanted: str, name: str) -> tuple[str, ...]:
         except pairing.PairingFailed as failure:
             failures.append(str(failure))
             continue
-        mesh_identity.save(home, MeshIdentity(paired.mesh_id, b"", 0, credential=paired.credential.encode(), authority=paired.authority))
+        dial = paired.addresses or (address,)
+        mesh_identity.save(home, MeshIdentity(paired.mesh_id, b"", 0, credential=paired.credential.encode(), authority=paired.authority, addresses=dial))
         print(f"mesh-llm: approved: this node joins mesh {paired.mesh_id} with its own credential", flush=True)
-        return paired.addresses or (address,)
+        return dial
     raise UsageError(f"pairing with mesh {mesh.mesh_id} failed: {'; '.join(failures) or 'no node address announced'}")
 
 

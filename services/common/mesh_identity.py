@@ -26,6 +26,7 @@ class MeshIdentity:
     credential: bytes = b""  # without the secret: the encoded credential that admits this node
     signing_key: bytes = b""  # the public credential's shared key (raw Ed25519); "" when paired
     authority: bytes = b""  # without the secret: the mesh authority's public key (checks peers)
+    addresses: tuple[str, ...] = ()  # without the secret: members to dial on a later start (no token to name them)
 
     @property
     def member(self) -> bool:
@@ -42,13 +43,15 @@ def load(home: Path) -> MeshIdentity | None:
     except FileNotFoundError:
         return None
     extra = {name: bytes.fromhex(fields.get(name, "")) for name in ("credential", "signing_key", "authority")}
-    return MeshIdentity(fields["mesh_id"], bytes.fromhex(fields["secret"]), int(fields["secret_version"]), **extra)
+    addresses = tuple(str(a) for a in fields.get("addresses", []))
+    return MeshIdentity(fields["mesh_id"], bytes.fromhex(fields["secret"]), int(fields["secret_version"]), **extra, addresses=addresses)
 
 
 def save(home: Path, identity: MeshIdentity) -> None:
     home.mkdir(parents=True, exist_ok=True)
     fields = {"mesh_id": identity.mesh_id, "secret": identity.secret.hex(), "secret_version": identity.secret_version}
-    text = json.dumps(fields | {name: getattr(identity, name).hex() for name in ("credential", "signing_key", "authority")})
+    fields |= {name: getattr(identity, name).hex() for name in ("credential", "signing_key", "authority")}
+    text = json.dumps(fields | {"addresses": list(identity.addresses)})
     partial = path_in(home).with_suffix(".tmp")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
