@@ -27,7 +27,6 @@ COMMANDS = ("rotate-key", "admin", "drop", "moe", "download", "models", "discove
 # "unrecognized", so a user following the seed's docs learns it is coming, not that they mistyped.
 NOT_BUILT_COMMANDS = ("blackboard", "claude", "goose", "opencode", "pi")
 NOT_BUILT_YET = {
-    "auto": "--auto",
     "blackboard": "--blackboard",
 }
 
@@ -93,8 +92,13 @@ def parser() -> argparse.ArgumentParser:
         "--standby", action="store_true", help="serve nothing until the mesh's demand asks for a model this node holds (--model then only names models to hold)"
     )
     p.add_argument("--no-announce", action="store_true", help="do not announce this node on the LAN over mDNS (mesh-llm discover will not list it)")
-    for flag in ("--auto", "--blackboard"):
-        p.add_argument(flag, action="store_true", help="not built yet")
+    p.add_argument(
+        "--auto",
+        action="store_true",
+        help="find a mesh and join it: the LAN's and the public directory's meshes scored, the best few probed, the first that answers "
+        "joined with its listing's public-join token; none: start a mesh of its own serving --model, else the largest catalog model that fits",
+    )
+    p.add_argument("--blackboard", action="store_true", help="not built yet")
     p.add_argument(
         "--publish", action="store_true", help="list the mesh on the Nostr relays (--relay) so anyone finds it with mesh-llm discover (never the mesh secret)"
     )
@@ -167,8 +171,10 @@ def check(argv: list[str]) -> Options:
         raise UsageError("--client offers no memory, --standby offers it: pick one")
     if args.join and args.join_nearby:
         raise UsageError("--join TOKEN and --join-nearby both name a mesh to join: pick one")
-    if args.client and not (args.join or args.join_nearby):
-        raise UsageError("--client needs --join TOKEN or --join-nearby: a client node uses the models of a mesh")
+    if args.auto and (args.join or args.join_nearby):
+        raise UsageError(f"--auto finds a mesh to join, {'--join TOKEN' if args.join else '--join-nearby'} names one: pick one")
+    if args.client and not (args.join or args.join_nearby or args.auto):
+        raise UsageError("--client needs --join TOKEN, --join-nearby or --auto: a client node uses the models of a mesh")
     for flag, label in NOT_BUILT_YET.items():
         if getattr(args, flag):
             raise UsageError(f"{label} is not built yet")

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from services.cli import admin, discover, model_files, moe_check, nearby
+from services.cli import admin, auto, discover, model_files, moe_check, nearby
 from services.cli.flags import Options, UsageError, api_host, check, console_host, draft_of, fail, port_free, relays_of
 from services.cli.node import Node
 from services.common import addresses, node_identity
@@ -52,7 +52,7 @@ def interface_addresses() -> list[addresses.InterfaceAddress]:
 def lends_memory(options: Options) -> bool:
     """Whether this node may run llama.cpp: it serves models or offers its memory to a mesh."""
     args = options.args
-    return not args.client and bool(options.models or options.fetching or args.join or args.join_nearby or args.standby)
+    return not args.client and bool(options.models or options.fetching or args.join or args.join_nearby or args.auto or args.standby)
 
 
 def settings_for(
@@ -101,7 +101,7 @@ def settings_for(
             api_host=api_host(args),
             api_port=args.port,
             api_key=args.api_key,
-            api_enabled=bool(options.models or options.fetching) or args.client or args.standby or bool(args.join or args.join_nearby),
+            api_enabled=bool(options.models or options.fetching) or args.client or args.standby or bool(args.join or args.join_nearby or args.auto),
             console_host=console_host(args),
             console_port=args.console,
             peer_host=args.host or "0.0.0.0",
@@ -117,7 +117,8 @@ def settings_for(
 def banner(options: Options, token: str) -> str:
     args = options.args
     host = api_host(args)
-    invite = f"invite token (mesh-llm --join TOKEN): {token}" if token else "joined by pairing: members invite others (mesh-llm admin pending, approve)"
+    joined_as = "a public-join token" if args.auto else "pairing"
+    invite = f"invite token (mesh-llm --join TOKEN): {token}" if token else f"joined by {joined_as}: members invite others (mesh-llm admin pending, approve)"
     lines = [f"  console: http://{console_host(args)}:{args.console}", f"  {invite}"]
     if options.models or options.fetching:
         lines.insert(0, f"mesh-llm: serving {', '.join([*(model.model_id for model in options.models), *(model.model_id for model in options.fetching)])}")
@@ -125,7 +126,7 @@ def banner(options: Options, token: str) -> str:
         for missing in options.fetching:
             size = f" ({missing.size_bytes / 1e9:.2f} GB)" if missing.size_bytes else ""
             lines.append(f"  downloading {missing.model_id}{size}: served once it is on disk; progress on the console and /api/status")
-    elif args.client or args.join or args.join_nearby:
+    elif args.client or args.join or args.join_nearby or args.auto:
         lines.insert(0, f"mesh-llm: {'client node' if args.client else 'node'} joining the mesh")
         lines.insert(1, f"  API: http://{host}:{args.port}/v1")
     else:
@@ -176,6 +177,12 @@ def run() -> None:
     home = args.home or NodeSettings().home
     try:
         seeds = nearby.pair(home, args.join_nearby, args.name) if args.join_nearby else ()
+        if args.auto:
+            found = auto.decide(options, home)
+            if isinstance(found, auto.Joining):
+                seeds = found.seeds
+            else:
+                options = found.options
     except UsageError as bad:
         fail(str(bad))
     mesh = mesh_of(home, options.token)

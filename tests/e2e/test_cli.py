@@ -38,6 +38,7 @@ def mesh_processes() -> set[int]:
         (["--join", GOOD_TOKEN[:20] + ("A" if GOOD_TOKEN[20] != "A" else "B") + GOOD_TOKEN[21:]], "truncated or altered"),
         (["--join", "mesh1-!!!"], "copy it again"),
         (["--client"], "--join"),
+        (["--auto", "--join-nearby"], "--auto finds a mesh to join, --join-nearby names one: pick one"),
         (["--client", "--standby", "--join", GOOD_TOKEN], "pick one"),
         (["--max-vram", "-1"], "positive"),
         (["--port", "70000"], "not a valid port"),
@@ -52,13 +53,7 @@ def mesh_processes() -> set[int]:
         (["--draft", "SmolLM2", "--no-draft"], "pick one"),
         (["--spec", "draft-simple"], "invalid choice"),
         # The seed's surface not built yet: "not built yet", not "unrecognized".
-        *[
-            (flag, "not built yet")
-            for flag in (
-                ["--auto"],
-                ["--blackboard"],
-            )
-        ],
+        (["--blackboard"], "not built yet"),
         *[([command], f"'{command}' is not built yet") for command in ("blackboard", "claude", "goose", "opencode", "pi")],
         (["discover", "now"], "usage: mesh-llm discover"),
         (["--join-nearby", "no-such-mesh"], "no mesh 'no-such-mesh' found on the LAN"),
