@@ -199,7 +199,8 @@ def _join(home: Path, picked: Option) -> Joining:
     token = picked.token
     assert token is not None  # pick() only returns shortlisted options, which have one
     mesh_id = token.credential.mesh_id
-    identity = MeshIdentity(mesh_id, b"", 0, credential=token.credential.encode(), signing_key=token.private_key, authority=token.credential.authority)
+    credential, authority = token.credential.encode(), token.credential.authority
+    identity = MeshIdentity(mesh_id, b"", 0, credential=credential, signing_key=token.private_key, authority=authority, addresses=token.addresses)
     mesh_identity.save(home, identity)
     remember(home, mesh_id)
     return Joining(mesh_id, token.addresses)

@@ -223,7 +223,7 @@ def test_the_mesh_joined_is_stored_as_a_public_credential_and_remembered(tmp_pat
     joining = auto._join(tmp_path, option)
     assert joining == auto.Joining("a", ("127.0.0.9:7000",))
     stored = mesh_identity.load(tmp_path)
-    assert stored is not None and not stored.member and stored.mesh_id == "a"
+    assert stored is not None and not stored.member and (stored.mesh_id, stored.addresses) == ("a", ("127.0.0.9:7000",))
     assert credentials.decode(stored.credential).kind == credentials.Kind.PUBLIC and stored.signing_key and stored.authority
     assert auto.last_mesh(tmp_path) == "a"
 
