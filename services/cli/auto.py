@@ -44,6 +44,7 @@ from services.runner.models import ModelError, catalog_of, resolve
 BROWSE_SECONDS = 3.0  # as `discover`: a LAN node answers within a second, with room for a lost packet
 DIRECTORY_SECONDS = 3.0  # for the relays, in parallel with the browse
 LAST_FILE = "auto.json"
+ROWS_SHOWN = 10  # meshes listed one a line at most (best first): a busy directory would bury the choice
 GB = 10**9
 
 
@@ -109,8 +110,11 @@ def report(
     if ignored:
         counts = ", ".join(f"{count} {reason}" for reason, count in sorted(ignored.items()))
         lines.append(f"mesh-llm: --auto ignored {ignored.total()} listing{'s' if ignored.total() != 1 else ''}: {counts}")
-    for option in choices:
+    shown = [option for index, option in enumerate(choices) if index < ROWS_SHOWN or option is picked]
+    for option in shown:
         lines.append(f"  {_row(option, reasons.get(option.scored.candidate.mesh_id), option is picked, probes)}")
+    if len(choices) > len(shown):
+        lines.append(f"  ... and {len(choices) - len(shown)} more")
     if picked is not None:
         candidate = picked.scored.candidate
         lines.append(f"mesh-llm: --auto joins mesh {candidate.name or candidate.mesh_id} ({candidate.mesh_id}), score {picked.scored.score}")

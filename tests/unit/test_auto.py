@@ -271,3 +271,18 @@ def test_flags_that_contradict_auto(argv: list[str], fragment: str) -> None:
 
 def test_client_auto_is_accepted() -> None:
     assert check(["--client", "--auto", *PORTS]).args.auto
+
+
+def test_a_busy_directory_shows_the_best_ten_and_the_one_joined() -> None:
+    listings = [listed(f"m{index:02}", nodes=10 - index // 2, join="" if index < 11 else None) for index in range(14)]
+    options = choice.options(rank(choice.candidates([], listings), ANYWHERE), listings, [])
+    short = choice.shortlist(options, OURS)
+    probes = {option.scored.candidate.mesh_id: Probe(0.001) for option in short}
+    picked = choice.pick(short, probes)
+    assert picked is not None and picked.scored.candidate.mesh_id == "m11"
+    lines = auto.report(
+        LanScan(()), "", Directory(Reading(tuple(listings), Counter()), (), ()), options, choice.skipped(options, short, probes, OURS), picked, probes
+    )
+    rows = [line for line in lines if line.startswith("  ")]
+    assert [row.split()[1] for row in rows[:-1]] == [f"m{index:02}" for index in range(10)] + ["m11"]
+    assert rows[-1] == "  ... and 3 more"
