@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from services.common import mesh_identity
 from services.common.exposure import is_loopback
 from services.common.invite import InviteToken, TokenError, decode
 from services.common.ports import family_of
 from services.common.records import DownloadPolicy
+from services.common.settings import NodeSettings
 from services.gateway.discovery.listing import MAX_COUNT, MAX_STRING
 from services.gateway.settings import GatewaySettings
 from services.gossip.settings import PROFILES
@@ -173,7 +175,7 @@ def check(argv: list[str]) -> Options:
         raise UsageError("--join TOKEN and --join-nearby both name a mesh to join: pick one")
     if args.auto and (args.join or args.join_nearby):
         raise UsageError(f"--auto finds a mesh to join, {'--join TOKEN' if args.join else '--join-nearby'} names one: pick one")
-    if args.client and not (args.join or args.join_nearby or args.auto):
+    if args.client and not (args.join or args.join_nearby or args.auto or joined_before(args)):
         raise UsageError("--client needs --join TOKEN, --join-nearby or --auto: a client node uses the models of a mesh")
     for flag, label in NOT_BUILT_YET.items():
         if getattr(args, flag):
@@ -198,6 +200,12 @@ def check(argv: list[str]) -> Options:
         raise UsageError(f"--bind-port {args.bind_port} is not a valid port")
     models, fetching = models_of(args)
     return Options(args, models, token, fetching)
+
+
+def joined_before(args: argparse.Namespace) -> bool:
+    """Whether the home holds a credential from pairing or a public token, with members to dial."""
+    stored = mesh_identity.load(args.home or NodeSettings().home)
+    return stored is not None and not stored.member and bool(stored.addresses)
 
 
 def models_of(args: argparse.Namespace) -> tuple[tuple[ModelRef, ...], tuple[NotDownloaded, ...]]:

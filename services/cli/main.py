@@ -186,6 +186,8 @@ def run() -> None:
     except UsageError as bad:
         fail(str(bad))
     mesh = mesh_of(home, options.token)
+    if not (seeds or options.token or mesh.member):
+        seeds = mesh.addresses  # a paired or public node started again: the members it was given last time
     me = node_identity.load_or_create(home)
     advertised = advertised_addresses(args, quic_host, quic_port)
     token = InviteToken(mesh.mesh_id, mesh.secret, advertised, me.fingerprint).encode() if mesh.member else ""

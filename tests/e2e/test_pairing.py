@@ -2,7 +2,8 @@
 A (serving SmolLM2) and B run in the first; in the second, `mesh-llm --client --join-nearby` finds
 the mesh over mDNS and shows a code; both members list the request with that code
 (`mesh-llm admin pending`); the test approves it on A; the new node joins with its own credential
-and answers a chat through the mesh. A node with a forged token for the same mesh is refused. After
+and answers a chat through the mesh. A node with a forged token for the same mesh is refused. Started again with no
+flag, the paired node rejoins through the members it was given. After
 `mesh-llm admin revoke`, the paired node leaves both members' peer lists and its requests stop
 being answered. The whole run on the second machine's LAN interface is captured: the mesh secret
 appears in it in no form.
@@ -37,7 +38,7 @@ class Joiner:
     """`mesh-llm --client --join-nearby` in a namespace, its output collected line by line."""
 
     def __init__(self, ns: Namespace, workdir: Path, *args: str) -> None:
-        workdir.mkdir(parents=True)
+        workdir.mkdir(parents=True, exist_ok=True)
         self.workdir, self.lines = workdir, list[str]()
         argv = [*MESH_LLM_ARGV, "--host", ns.address, "--api-key", KEY, "--port", str(J_PORTS[0]), "--console", str(J_PORTS[1])]
         argv += ["--home", str(workdir / "home"), "--models-dir", str(workdir / "models"), *args]
@@ -120,6 +121,13 @@ def test_a_paired_node_joins_with_its_own_credential_until_revoked(tmp_path: Pat
                             capture_output=True, text=True, timeout=120,
                         )  # fmt: skip
                         assert stranger.returncode == 2 and "not issued by this mesh" in stranger.stderr, stranger.stdout + stranger.stderr
+
+                        # Started again with no flag to join: it rejoins through the members it was given.
+                        joiner.stop()
+                        wait_for("J gone after its leave", lambda: j_id not in peer_ids(one, A_PORTS[1]), 30)
+                        joiner = Joiner(two, tmp_path / "j", "--client", "--name", "paired-j")
+                        wait_for("J back in A's peers", lambda: j_id in peer_ids(one, A_PORTS[1]), 90)
+                        wait_for("a chat through the restarted J", lambda: chat(two, J_PORTS[0]) == 200, 90)
 
                         # Revoked: it leaves every member's peer list, and its requests stop being answered.
                         print(admin(one, b_dir / "home", "revoke", "paired-j"))
