@@ -9,6 +9,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import JSONResponse, Response
 
 from services.gateway import errors
+from services.gateway.anthropic.messages.router import router as messages_router
 from services.gateway.console.router import router as console_router
 from services.gateway.errors import Conflict
 from services.gateway.metrics import GatewayMetrics
@@ -18,13 +19,14 @@ from services.gateway.openai.chat.router import router as chat_router
 from services.gateway.openai.completions.router import router as completions_router
 from services.gateway.openai.models.router import router as models_router
 from services.gateway.openai.relay import Relay
+from services.gateway.openai.responses.router import router as responses_router
 from services.gateway.settings import GatewaySettings
 
 
 def create_api_app(settings: GatewaySettings, mirror: MeshMirror, relay: Relay, metrics: GatewayMetrics) -> FastAPI:
     app = FastAPI(title="mesh-llm", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings, app.state.mirror, app.state.relay, app.state.metrics = settings, mirror, relay, metrics
-    for router in (chat_router, completions_router, models_router):
+    for router in (chat_router, completions_router, models_router, responses_router, messages_router):
         app.include_router(router)
 
     @app.get("/health")

@@ -1,4 +1,5 @@
-"""The gateway's error family and the one place that turns errors into OpenAI error bodies."""
+"""The gateway's error family and the one place that turns errors into bodies: OpenAI's shape, or
+Anthropic's on the Anthropic API's paths."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+
+from services.gateway.anthropic import errors as anthropic_errors
 
 log = logging.getLogger(__name__)
 
@@ -60,28 +63,35 @@ def error_body(message: str, type_: str, code: str | None) -> dict[str, dict[str
     return {"error": {"message": message, "type": type_, "code": code}}
 
 
-def error_response(error: ApiError) -> JSONResponse:
-    return JSONResponse(error_body(error.message, error.type, error.code), status_code=error.status, headers=error.headers)
+def error_response(error: ApiError, path: str = "") -> JSONResponse:
+    """The error as the API at `path` writes errors."""
+    return shaped(path, error.status, error.message, error.type, error.code, error.headers)
+
+
+def shaped(path: str, status: int, message: str, type_: str, code: str | None, headers: dict[str, str] | None = None) -> JSONResponse:
+    if anthropic_errors.owns(path):
+        return JSONResponse(anthropic_errors.error_body(status, message), status_code=status, headers=headers)
+    return JSONResponse(error_body(message, type_, code), status_code=status, headers=headers)
 
 
 def install(app: FastAPI) -> None:
-    """Map every error that can leave the app to the OpenAI shape; never a traceback."""
+    """Map every error that can leave the app to its API's shape; never a traceback."""
 
     async def on_api_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, ApiError)
-        return error_response(error)
+        return error_response(error, request.url.path)
 
     async def on_validation(request: Request, error: Exception) -> JSONResponse:
-        return error_response(InvalidRequest(str(error)))
+        return error_response(InvalidRequest(str(error)), request.url.path)
 
     async def on_http(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException)
         code = "not_found" if error.status_code == 404 else "http_error"
-        return JSONResponse(error_body(str(error.detail), "invalid_request_error", code), status_code=error.status_code)
+        return shaped(request.url.path, error.status_code, str(error.detail), "invalid_request_error", code)
 
     async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return error_response(ApiError("internal error; see the gateway log"))
+        return error_response(ApiError("internal error; see the gateway log"), request.url.path)
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -1,4 +1,5 @@
-"""ASGI middleware of the API: request ids on every hop, and the API key when one is set.
+"""ASGI middleware of the API: request ids on every hop, and the API key when one is set (as a
+bearer token, or in `x-api-key` as Anthropic clients send it).
 
 Pure ASGI (not BaseHTTPMiddleware) so streamed responses pass through untouched.
 """
@@ -30,15 +31,18 @@ class RequestContext:
         token = request_id.set(rid)
         try:
             if self.api_key and scope["path"] not in OPEN_PATHS and not self._authorized(headers):
-                await error_response(Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>'"))(scope, receive, send)
+                refusal = Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
+                await error_response(refusal, scope["path"])(scope, receive, send)
                 return
             await self.app(scope, receive, self._with_request_id(send, rid))
         finally:
             request_id.reset(token)
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
-        given = headers.get(b"authorization", b"").decode("latin-1").removeprefix("Bearer ").strip()
-        return hmac.compare_digest(given.encode(), self.api_key.encode())
+        bearer = headers.get(b"authorization", b"").decode("latin-1").removeprefix("Bearer ").strip()
+        given = [bearer, headers.get(b"x-api-key", b"").decode("latin-1").strip()]
+        # Both compared, always: which header held the key must not show in the timing.
+        return any([hmac.compare_digest(key.encode(), self.api_key.encode()) for key in given])
 
     @staticmethod
     def _with_request_id(send: Send, rid: str) -> Send:

@@ -5,9 +5,12 @@ the gateway's in-flight counts, and per-request metrics. The request path stays 
 forwarded as received, chunks are passed on as they arrive, usage is read once at the end.
 
 A response that fails after its first byte is never passed off as an answer: a stream cut short
-(ResponseCut from the upstream, or an end without `data: [DONE]`) ends with an OpenAI error event
-and `[DONE]` (sse.py), a cut non-streamed body becomes a 503 error, and both are logged as
-"request failed" and counted in the errors metric (reason "cut").
+(ResponseCut from the upstream, or an end that is not the API's own end: `data: [DONE]` for
+OpenAI chat) ends with the API's error event (sse.py for OpenAI's), a cut non-streamed body becomes
+a 503 error, and both are logged as "request failed" and counted in the errors metric (reason "cut").
+
+Every API shape llama-server serves natively (OpenAI chat and completions, the Responses API,
+Anthropic messages) is relayed the same way; a Dialect says what differs between them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 import anyio
 from starlette.responses import Response, StreamingResponse
@@ -36,6 +40,23 @@ ATTEMPTS = 2  # the first target, then one other if the first fails before its f
 
 log = logging.getLogger(__name__)
 Release = Callable[..., Awaitable[None]]
+
+
+def _as_is(status: int, body: bytes) -> bytes:
+    return body
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the API shapes relayed as llama-server writes them."""
+
+    reached_its_end: Callable[[bytes], bool] = sse.reached_its_end  # the stream's last bytes -> it ended as the API ends one
+    cut_stream_end: Callable[[str], bytes] = sse.cut_stream_end  # a message -> the events that end a stream cut short
+    error_body: Callable[[int, bytes], bytes] = _as_is  # an upstream error (status, body) -> the body in the API's error shape
+    last_event: str = "data: [DONE]"  # how the log names a stream's missing end
+
+
+OPENAI = Dialect()
 
 
 class Relay:
@@ -71,7 +92,7 @@ class Relay:
             raise NoServer(f"model '{decision.model_id}' has no ready server (it is {decision.state}); retry shortly", decision.retry_after)
         return decision
 
-    async def forward(self, endpoint: str, model: str, stream: bool, raw: bytes, affinity: str = "") -> Response:
+    async def forward(self, endpoint: str, model: str, stream: bool, raw: bytes, affinity: str = "", dialect: Dialect = OPENAI) -> Response:
         started = time.perf_counter()
         self.demand(routing.demand_name(self.mirror.view, model))
         tried: set[str] = set()
@@ -93,7 +114,7 @@ class Relay:
                 await upstream.close()
                 self._failed(target, endpoint, "not_ready", "503 from the target")
                 continue
-            return await self._respond(target, endpoint, stream, upstream, started)
+            return await self._respond(target, endpoint, stream, upstream, started, dialect)
         raise NoServer(f"model '{model}': its servers failed before answering ({', '.join(sorted(tried))}); retry shortly", 1)
 
     async def _open(self, target: routing.Target, endpoint: str, raw: bytes) -> UpstreamResponse:
@@ -107,13 +128,16 @@ class Relay:
         self.metrics.errors.labels(target.model_id, target.node_id, reason).inc()
         event(log, "target failed", logging.WARNING, model=target.model_id, node=target.node_id, endpoint=endpoint, reason=detail)
 
-    async def _respond(self, target: routing.Target, endpoint: str, stream: bool, upstream: UpstreamResponse, started: float) -> Response:
+    async def _respond(self, target: routing.Target, endpoint: str, stream: bool, upstream: UpstreamResponse, started: float, dialect: Dialect) -> Response:
         headers = {"x-request-id": request_id.get(), "x-mesh-node": target.node_id}
         if stream and upstream.status == 200:
             self.metrics.requests.labels(target.model_id, target.node_id, endpoint, "200").inc()
             release = self._releaser(upstream, target, endpoint, started)
             return RelayedStream(
-                self._chunks(upstream, target, started, release), release, media_type="text/event-stream", headers=headers | {"cache-control": "no-cache"}
+                self._chunks(upstream, target, started, release, dialect),
+                release,
+                media_type="text/event-stream",
+                headers=headers | {"cache-control": "no-cache"},
             )
         try:
             body = b"".join([chunk async for chunk in upstream.chunks])
@@ -128,6 +152,8 @@ class Relay:
         self.metrics.requests.labels(target.model_id, target.node_id, endpoint, str(upstream.status)).inc()
         self.metrics.time_to_first_token.labels(target.model_id, target.node_id).observe(time.perf_counter() - started)
         self._finished(target, endpoint, usage_of_response(body), started, status=upstream.status)
+        if upstream.status >= 400:
+            body = dialect.error_body(upstream.status, body)
         return Response(body, status_code=upstream.status, media_type=upstream.content_type, headers=headers)
 
     def _releaser(self, upstream: UpstreamResponse, target: routing.Target, endpoint: str, started: float) -> Release:
@@ -148,7 +174,7 @@ class Relay:
 
         return release
 
-    async def _chunks(self, upstream: UpstreamResponse, target: routing.Target, started: float, release: Release) -> AsyncIterator[bytes]:
+    async def _chunks(self, upstream: UpstreamResponse, target: routing.Target, started: float, release: Release, dialect: Dialect) -> AsyncIterator[bytes]:
         tail = held = b""
         inter_token = self.metrics.inter_token.labels(target.model_id)
         last = 0.0
@@ -166,8 +192,8 @@ class Relay:
                     tail = (tail + events)[-TAIL_BYTES:]
                     yield events
             ended = True
-            if not sse.reached_its_end(tail + held):
-                failure = "the stream ended without data: [DONE]"
+            if not dialect.reached_its_end(tail + held):
+                failure = f"the stream ended without {dialect.last_event}"
             elif held:
                 yield held  # the last event, short of its blank line
         except ResponseCut as cut:
@@ -176,7 +202,7 @@ class Relay:
             await release(usage_of_stream_tail(tail), failure, client_left=not ended)
         if failure is not None:
             # After the first byte there is no retry: the stream says it failed, then ends as clients expect.
-            yield sse.cut_stream_end(f"the server of '{target.model_id}' failed mid-stream: {failure}")
+            yield dialect.cut_stream_end(f"the server of '{target.model_id}' failed mid-stream: {failure}")
 
     def _finished(
         self,

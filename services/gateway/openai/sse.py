@@ -49,3 +49,15 @@ def error_event(message: str, code: str = "upstream_failed") -> bytes:
 def cut_stream_end(message: str) -> bytes:
     """What a stream that stopped short ends with: an OpenAI error event, then `[DONE]`."""
     return error_event(message) + DONE + b"\n\n"
+
+
+def last_event_name(tail: bytes) -> str:
+    """The `event:` name of the stream's last event ('' when it names none, as OpenAI chat's do).
+
+    Comment blocks (`:` keep-alive pings) are not events and are skipped."""
+    for block in reversed(tail.replace(b"\r\n", b"\n").split(b"\n\n")):
+        lines = [line for line in block.split(b"\n") if line and not line.startswith(b":")]
+        if lines:
+            names = [line[len(b"event:") :].strip() for line in lines if line.startswith(b"event:")]
+            return names[-1].decode("utf-8", "replace") if names else ""
+    return ""

@@ -9,7 +9,8 @@ def usage_of(body: dict) -> tuple[int, int]:
     """(prompt, completion) tokens from a final response or stream chunk; zeros when absent."""
     usage = body.get("usage")
     if isinstance(usage, dict):
-        return int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+        # Chat's names, else input/output as the Responses and Anthropic APIs name them.
+        return int(usage.get("prompt_tokens", usage.get("input_tokens", 0))), int(usage.get("completion_tokens", usage.get("output_tokens", 0)))
     timings = body.get("timings")
     if isinstance(timings, dict):
         return int(timings.get("prompt_n", 0)), int(timings.get("predicted_n", 0))

@@ -1,0 +1,1 @@
+"""The Anthropic API surface of the gateway: /v1/messages and its error shape."""
