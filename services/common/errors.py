@@ -44,6 +44,12 @@ class FailedPrecondition(ServiceError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class ResourceExhausted(ServiceError):
+    """The caller used up a quota (the blackboard's posts a minute); the same request works later."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class Unavailable(ServiceError):
     """What the request needs beyond this service is unreachable now (a peer down); may work later."""
 

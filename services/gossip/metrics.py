@@ -1,4 +1,5 @@
-"""Gossip's Prometheus metrics: peers by state, rounds, message bytes, suspicions, the demand map.
+"""Gossip's Prometheus metrics: peers by state, rounds, message bytes, suspicions, the demand map,
+the blackboard's posts and the peers' posts it dropped.
 
 Owns the counters the gossip loop adds to (GossipMetrics) and the registry a scrape reads
 (registry_for), which also reads the membership and the loop's round count at scrape time.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -23,6 +24,8 @@ class GossipMetrics:
         self.message_bytes = Counter("mesh_gossip_message_bytes", "Bytes of gossip messages, by direction", ["direction"], registry=None)
         self.suspicions = Counter("mesh_gossip_suspicions", "Members this node suspected after failed probes", registry=None)
         self.deaths = Counter("mesh_gossip_deaths", "Members this node declared dead", registry=None)
+        self.board_posts = Gauge("mesh_gossip_board_posts", "Posts this node's blackboard holds", registry=None)
+        self.board_dropped = Counter("mesh_gossip_board_dropped", "Blackboard posts from peers dropped on receipt, by reason", ["reason"], registry=None)
 
 
 class _StateCollector(Collector):
@@ -52,6 +55,13 @@ def registry_for(metrics: GossipMetrics, membership: Membership, rounds: Callabl
     """Everything a scrape of gossip reads: the loop's counters, then the state read at scrape time
     (`rounds`: the loop's count of state exchanges)."""
     registry = CollectorRegistry()
-    for collector in (metrics.message_bytes, metrics.suspicions, metrics.deaths, _StateCollector(membership, rounds)):
+    for collector in (
+        metrics.message_bytes,
+        metrics.suspicions,
+        metrics.deaths,
+        metrics.board_posts,
+        metrics.board_dropped,
+        _StateCollector(membership, rounds),
+    ):
         registry.register(collector)
     return registry

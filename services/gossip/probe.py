@@ -106,6 +106,10 @@ class GossipProtocol:
         await self.membership.absorb(state, time.monotonic())
         self.rounds += 1
 
+    async def send(self, address: str, message: peer_pb2.GossipMessage, timeout: float) -> peer_pb2.GossipMessage:
+        """One message to a peer and its reply, for gossip's other parts (the blackboard's sync)."""
+        return await self._send(address, message, timeout)
+
     async def _send(self, address: str, message: peer_pb2.GossipMessage, timeout: float) -> peer_pb2.GossipMessage:
         request = gateway_pb2.PeerRequest(address=address, payload=message.SerializeToString(), timeout=timeout)
         try:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from services.common.grpc_server import Context
 from services.common.invite import new_secret
 from services.common.mesh_identity import MeshIdentity
 from services.common.records_proto import demand_to_proto, pairing_from_proto, pairing_to_proto, record_to_proto, update_from_proto
 from services.gossip import access
 from services.gossip.access import AccessError
+from services.gossip.blackboard import sync
+from services.gossip.blackboard.board import BoardOff, BoardRefused
+from services.gossip.blackboard.posts import Refusal
+from services.gossip.blackboard.sync import BoardSync
 from services.gossip.membership import Membership
 from services.gossip.probe import GossipProtocol
 from services.proto.mesh.v1 import gossip_pb2, gossip_pb2_grpc, node_pb2, peer_pb2
@@ -28,9 +33,10 @@ def identity_to_proto(mesh: MeshIdentity) -> gossip_pb2.MeshIdentity:
 
 
 class GossipServicer(gossip_pb2_grpc.GossipServicer):
-    def __init__(self, membership: Membership, protocol: GossipProtocol) -> None:
+    def __init__(self, membership: Membership, protocol: GossipProtocol, board: BoardSync) -> None:
         self.membership = membership
         self.protocol = protocol
+        self.board = board
 
     async def GetSelf(self, request: gossip_pb2.GetSelfRequest, context: Context) -> node_pb2.NodeRecord:
         return record_to_proto(self.membership.own)
@@ -73,7 +79,7 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
             message = peer_pb2.GossipMessage.FromString(request.payload)
         except Exception:  # noqa: BLE001 - protobuf raises DecodeError or others for garbage
             raise InvalidArgument("malformed gossip message") from None
-        reply = await self.protocol.handle(message)
+        reply = self.board.handle(message) if message.WhichOneof("kind") in sync.KINDS else await self.protocol.handle(message)
         payload = reply.SerializeToString()
         self.protocol.count_bytes(len(payload), len(request.payload))
         return gossip_pb2.PeerMessage(payload=payload)
@@ -117,3 +123,27 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
         except AccessError as refused:
             raise FailedPrecondition(str(refused)) from None
         return gossip_pb2.PublicJoinTokenReply(token=token)
+
+    async def Post(self, request: gossip_pb2.PostRequest, context: Context) -> peer_pb2.BoardPost:
+        try:
+            post = self.board.board.post(request.text, request.tags, time.time())
+        except BoardOff as off:
+            raise FailedPrecondition(str(off)) from None
+        except BoardRefused as refused:
+            raise (ResourceExhausted if refused.reason == Refusal.RATE else InvalidArgument)(str(refused)) from None
+        self.board.nudge()
+        return sync.post_to_proto(post)
+
+    async def Search(self, request: gossip_pb2.SearchRequest, context: Context) -> gossip_pb2.BoardPostList:
+        try:
+            found = self.board.board.search(request.terms, request.limit)
+        except BoardOff as off:
+            raise FailedPrecondition(str(off)) from None
+        return gossip_pb2.BoardPostList(posts=[sync.post_to_proto(p) for p in found])
+
+    async def Feed(self, request: gossip_pb2.FeedRequest, context: Context) -> gossip_pb2.BoardPostList:
+        try:
+            found = self.board.board.feed(request.since, request.author, request.limit)
+        except BoardOff as off:
+            raise FailedPrecondition(str(off)) from None
+        return gossip_pb2.BoardPostList(posts=[sync.post_to_proto(p) for p in found])

@@ -14,7 +14,8 @@ from services.common.settings import TextList
 @dataclass(frozen=True)
 class Profile:
     """SWIM timings. Worst-case time to declare a crashed node dead is about
-    probe_interval * members + probe_timeout * 2 + suspicion_timeout; `dead_within` states the bound tests assert."""
+    probe_interval * members + probe_timeout * 2 + suspicion_timeout; `dead_within` states the bound tests assert.
+    A post reaches every member within about board_interval * (members - 1) (rounds take peers in turn): `board_within`."""
 
     probe_interval: float  # seconds between two probes of this node
     probe_timeout: float  # seconds a direct ping may take before indirect probes start
@@ -23,12 +24,44 @@ class Profile:
     forget_after: float  # seconds a dead member's tombstone is kept (so stale gossip cannot revive it)
     join_timeout: float  # seconds a joining node tries its bootstrap addresses before giving up
     dead_within: float  # the bound, in seconds, on detecting a crashed node in a small mesh
+    board_interval: float  # seconds between two blackboard anti-entropy rounds of this node (one peer each)
+    board_within: float  # the bound, in seconds, on a post reaching every member of a small mesh
 
 
 # LAN: a crash is noticed within 5 s; WAN: slower links, fewer false alarms; test: fast, for test meshes.
-LAN = Profile(probe_interval=0.5, probe_timeout=0.5, indirect_probes=2, suspicion_timeout=2.0, forget_after=600.0, join_timeout=15.0, dead_within=5.0)
-WAN = Profile(probe_interval=2.0, probe_timeout=2.0, indirect_probes=3, suspicion_timeout=10.0, forget_after=1800.0, join_timeout=30.0, dead_within=20.0)
-TEST = Profile(probe_interval=0.2, probe_timeout=0.4, indirect_probes=2, suspicion_timeout=1.0, forget_after=120.0, join_timeout=8.0, dead_within=3.0)
+LAN = Profile(
+    probe_interval=0.5,
+    probe_timeout=0.5,
+    indirect_probes=2,
+    suspicion_timeout=2.0,
+    forget_after=600.0,
+    join_timeout=15.0,
+    dead_within=5.0,
+    board_interval=2.0,
+    board_within=10.0,
+)
+WAN = Profile(
+    probe_interval=2.0,
+    probe_timeout=2.0,
+    indirect_probes=3,
+    suspicion_timeout=10.0,
+    forget_after=1800.0,
+    join_timeout=30.0,
+    dead_within=20.0,
+    board_interval=5.0,
+    board_within=30.0,
+)
+TEST = Profile(
+    probe_interval=0.2,
+    probe_timeout=0.4,
+    indirect_probes=2,
+    suspicion_timeout=1.0,
+    forget_after=120.0,
+    join_timeout=8.0,
+    dead_within=3.0,
+    board_interval=0.5,
+    board_within=3.0,
+)
 PROFILES = {"lan": LAN, "wan": WAN, "test": TEST}
 
 
@@ -58,6 +91,8 @@ class GossipSettings(BaseSettings):
     max_clients: int = 0
     # List the mesh on the Nostr relays (--publish); members given none of these flags copy the mesh's.
     publish: bool = False
+    # The blackboard on in a public mesh (--blackboard); it is on in private meshes regardless.
+    blackboard: bool = False
 
     @field_validator("profile")
     @classmethod
