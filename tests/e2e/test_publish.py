@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,22 +40,35 @@ LIFETIME = 120
 @pytest.fixture
 def relay_url(tmp_path: Path) -> Iterator[str]:
     """A nostr-relay serving on a loopback port of its own, its database in tmp_path."""
+    with running_relay(tmp_path) as url:
+        yield url
+
+
+@contextmanager
+def running_relay(folder: Path, careless: bool = False) -> Iterator[str]:
+    """nostr-relay on a free loopback port, its config, database and log in `folder`. `careless`: a
+    relay that checks no signature and keeps expired events, as a broken or hostile one may (what
+    reaches readers then is theirs to refuse)."""
     if not NOSTR_RELAY.exists():
         pytest.skip("nostr-relay is not installed (pip install -e '.[test]')")
     port = free_port()
-    config = tmp_path / "relay.yaml"
+    config = folder / "relay.yaml"
+    storage = f"storage:\n  sqlalchemy.url: sqlite+aiosqlite:///{folder / 'relay.sqlite3'}\n"
+    if careless:
+        storage += "  validators: [nostr_relay.validators.is_not_too_large]\n"
     config.write_text(
-        f"storage:\n  sqlalchemy.url: sqlite+aiosqlite:///{tmp_path / 'relay.sqlite3'}\n"
-        "garbage_collector:\n  collect_interval: 1\n"  # expired events go within a second (readers check expiry themselves)
-        f"gunicorn:\n  bind: 127.0.0.1:{port}\n  workers: 1\n  loglevel: warning\n"
+        storage
+        # expired events go within a second (readers check expiry themselves); an hour for a careless one
+        + f"garbage_collector:\n  collect_interval: {3600 if careless else 1}\n"
+        + f"gunicorn:\n  bind: 127.0.0.1:{port}\n  workers: 1\n  loglevel: warning\n"
     )
-    with (tmp_path / "relay.log").open("wb") as log:
-        relay = subprocess.Popen([str(NOSTR_RELAY), "-c", str(config), "serve"], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+    with (folder / "relay.log").open("wb") as log:
+        relay = subprocess.Popen([str(NOSTR_RELAY), "-c", str(config), "serve"], stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while not _accepts(port):
             if relay.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"nostr-relay did not start:\n{(tmp_path / 'relay.log').read_text(errors='replace')[-3000:]}")
+                raise AssertionError(f"nostr-relay did not start:\n{(folder / 'relay.log').read_text(errors='replace')[-3000:]}")
             time.sleep(0.1)
         yield f"ws://127.0.0.1:{port}"
     finally:
