@@ -8,6 +8,8 @@ import json
 def usage_of(body: dict) -> tuple[int, int]:
     """(prompt, completion) tokens from a final response or stream chunk; zeros when absent."""
     usage = body.get("usage")
+    if usage is None and isinstance(body.get("message"), dict):
+        usage = body["message"].get("usage")  # Anthropic's message_start event
     if isinstance(usage, dict):
         # Chat's names, else input/output as the Responses and Anthropic APIs name them.
         return int(usage.get("prompt_tokens", usage.get("input_tokens", 0))), int(usage.get("completion_tokens", usage.get("output_tokens", 0)))
@@ -26,7 +28,10 @@ def usage_of_response(raw: bytes) -> tuple[int, int]:
 
 
 def usage_of_stream_tail(tail: bytes) -> tuple[int, int]:
-    """Usage from the last `data:` event that carries it (llama-server puts it in the final chunk)."""
+    """Usage from the last `data:` events that carry it. llama-server puts both counts in the final
+    chunk (chat) or event (Responses API); an Anthropic stream has the input tokens in its first
+    event (message_start, when the tail still holds it) and the output tokens in message_delta."""
+    prompt = completion = 0
     for line in reversed(tail.split(b"\n")):
         if not line.startswith(b"data: {"):
             continue
@@ -34,7 +39,8 @@ def usage_of_stream_tail(tail: bytes) -> tuple[int, int]:
             counts = usage_of(json.loads(line[len(b"data: ") :]))
         except ValueError:
             # A line cut by the tail window: older events hold no usage anyway.
-            return 0, 0
-        if counts != (0, 0):
-            return counts
-    return 0, 0
+            break
+        prompt, completion = prompt or counts[0], completion or counts[1]
+        if prompt and completion:
+            break
+    return prompt, completion

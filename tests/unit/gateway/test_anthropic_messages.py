@@ -20,6 +20,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.mirror import MeshMirror
 from services.gateway.openai.relay import Relay
 from services.gateway.openai.sse import last_event_name
+from services.gateway.openai.usage import usage_of_stream_tail
 from services.gateway.settings import GatewaySettings
 from services.gateway.upstream import LocalUpstream, ResponseCut, UpstreamResponse
 
@@ -225,3 +226,8 @@ def test_last_event_name(tail: bytes, name: str) -> None:
 def test_a_conversation_keeps_its_affinity_across_turns(a: dict, b: dict, same: bool) -> None:
     first, second = (MessagesRequest.model_validate({"model": "m", "max_tokens": 1, **body}).affinity() for body in (a, b))
     assert (first == second) is same
+
+
+def test_usage_of_a_stream_takes_input_from_message_start_and_output_from_message_delta() -> None:
+    assert usage_of_stream_tail(b"".join(STREAM)) == (7, 2)
+    assert usage_of_stream_tail(b"".join(STREAM[2:])) == (0, 2)  # message_start beyond the tail window
