@@ -10,6 +10,8 @@ from starlette.responses import JSONResponse, Response
 
 from services.gateway import errors
 from services.gateway.anthropic.messages.router import router as messages_router
+from services.gateway.blackboard.router import router as blackboard_router
+from services.gateway.blackboard.service import BoardClient
 from services.gateway.console.router import router as console_router
 from services.gateway.errors import Conflict
 from services.gateway.metrics import GatewayMetrics
@@ -23,11 +25,15 @@ from services.gateway.openai.responses.router import router as responses_router
 from services.gateway.settings import GatewaySettings
 
 
-def create_api_app(settings: GatewaySettings, mirror: MeshMirror, relay: Relay, metrics: GatewayMetrics) -> FastAPI:
+def create_api_app(settings: GatewaySettings, mirror: MeshMirror, relay: Relay, metrics: GatewayMetrics, blackboard: BoardClient | None = None) -> FastAPI:
+    """`blackboard`: gossip's board behind /v1/blackboard/… (None: no such routes)."""
     app = FastAPI(title="mesh-llm", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings, app.state.mirror, app.state.relay, app.state.metrics = settings, mirror, relay, metrics
     for router in (chat_router, completions_router, models_router, responses_router, messages_router):
         app.include_router(router)
+    if blackboard is not None:
+        app.state.blackboard = blackboard
+        app.include_router(blackboard_router)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -57,14 +63,19 @@ def create_console_app(
     metrics: GatewayMetrics | None = None,
     metrics_urls: dict[str, str] | None = None,
     approve: Approver | None = None,
+    blackboard: BoardClient | None = None,
 ) -> FastAPI:
     """The console page, /api/status, /api/events; and, for its chat panel on the same origin, the
-    chat and models API (the console is loopback-only, so no API key), and the gateway's /metrics."""
+    chat and models API (the console is loopback-only, so no API key), and the gateway's /metrics;
+    for its blackboard panel, /v1/blackboard/… when given `blackboard`."""
     app = FastAPI(title="mesh-llm console", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings, app.state.mirror, app.state.fingerprint = settings, mirror, fingerprint
     app.state.relay, app.state.metrics, app.state.metrics_urls = relay, metrics, metrics_urls or {}
     app.state.approve = approve or _no_approver
     app.include_router(console_router)
+    if blackboard is not None:
+        app.state.blackboard = blackboard
+        app.include_router(blackboard_router)
     if relay is not None and metrics is not None:
         for router in (chat_router, models_router):
             app.include_router(router)

@@ -13,6 +13,7 @@ from services.common import credentials, grpc_server, http_server, lifecycle, no
 from services.common.logs import event
 from services.common.settings import NodeSettings
 from services.gateway.app import Approver, create_api_app, create_console_app
+from services.gateway.blackboard.service import BoardClient
 from services.gateway.demand import DemandReporter
 from services.gateway.discovery.lan import LanAnnouncer, version
 from services.gateway.discovery.publisher import Publisher
@@ -88,6 +89,7 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
         )
         links = PeerLinks(endpoint, metrics.count_peer_bytes)
         demand = DemandReporter(gossip)
+        blackboard = BoardClient(gossip_stub)
         relay = Relay(mirror, metrics, local_upstream, TunnelUpstream(links, metrics.count_peer_bytes, settings.connect_timeout), demand.count)
         rpc_tunnels = RpcTunnels(links, metrics.count_rpc_bytes, settings.connect_timeout)
         grpc = await grpc_server.start(node.gateway_grpc_port, lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(links, rpc_tunnels), s))
@@ -103,14 +105,16 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
                 group.create_task(Publisher(mirror, settings.relays, node.home, settings.publish_interval, version()).run())
                 group.create_task(
                     http_server.serve(
-                        create_console_app(settings, mirror, me.fingerprint, relay, metrics, metrics_urls(node, settings), approver(gossip_stub)),
+                        create_console_app(settings, mirror, me.fingerprint, relay, metrics, metrics_urls(node, settings), approver(gossip_stub), blackboard),
                         settings.console_host,
                         settings.console_port,
                         console_up,
                     )
                 )
                 if settings.api_enabled:
-                    group.create_task(http_server.serve(create_api_app(settings, mirror, relay, metrics), settings.api_host, settings.api_port, api_up))
+                    group.create_task(
+                        http_server.serve(create_api_app(settings, mirror, relay, metrics, blackboard), settings.api_host, settings.api_port, api_up)
+                    )
                 else:
                     api_up.set()
                 group.create_task(grpc_server.serve_while_reachable(grpc.health, {"gossip": gossip}, (console_up, api_up)))

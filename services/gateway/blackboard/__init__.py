@@ -1,0 +1,1 @@
+"""The blackboard's HTTP API (/v1/blackboard/…): scrubbed here, then posted and read through gossip."""
