@@ -8,9 +8,8 @@ credential as its mesh identity (never a mesh secret) and dials the token's addr
 it starts a mesh of its own serving its --model models, else the largest catalog model that fits
 its memory (--client cannot: it serves nothing, so that is an error). What it found, ignored and
 chose is printed, and the mesh it ends up in is remembered in <home>/auto.json for next time's +500.
-The ignored listings are counted by listing.py's reasons plus a missing or unusable join token;
-nostr-sdk itself drops events with a bad signature or past their expiration as it receives them,
-so those are ignored without ever being seen here, and not counted.
+The ignored listings are counted by listing.py's reasons (unsigned and expired ones included:
+nostr.py hands every event a relay returns to it) plus a missing or unusable join token.
 
 Owns the lines the user reads, <home>/auto.json, and storing the chosen mesh's identity; the
 decisions are discovery/choice.py's and scoring.py's, the reading of relays and LAN lan.py's and nostr.py's.

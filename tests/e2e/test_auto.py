@@ -2,9 +2,10 @@
 with two meshes listed, a client joins the better one (the one serving a model), answers a chat
 through it, and started again scores that mesh +500. With only bad listings on a relay that
 checks nothing (malformed, mismatched, forged, expired, full), each of them naming a live mesh
-with a working token so that any one believed would be joined, --auto ignores them, prints the
-ones it counted (nostr-sdk drops the forged and the expired as it receives them, before our
-reader), and starts a mesh of its own serving SmolLM2, the catalog model that fits its --max-vram.
+with a working token so that any one believed would be joined, --auto ignores them, counts each
+by its reason (the forged as unsigned, the expired as expired: the relay hands them over and our
+reader refuses them), and starts a mesh of its own serving SmolLM2, the catalog model that fits
+its --max-vram.
 """
 
 from __future__ import annotations
@@ -139,8 +140,7 @@ def test_auto_ignores_bad_listings_and_starts_a_mesh_of_its_own(mesh_bed, tmp_pa
         own = mesh_bed.start("own", "--auto", "--relay", relay, "--max-vram", "0.5")
         own.wait_ready(SMOLLM2, timeout=180)
         log = own.log_path.read_text(errors="replace")
-        # The forged and the expired ones never reach the reader: nostr-sdk drops them as it receives them.
-        assert "--auto ignored 3 listings: 1 full, 1 malformed, 1 mismatched" in log, log
+        assert "--auto ignored 5 listings: 1 expired, 1 full, 1 malformed, 1 mismatched, 1 unsigned" in log, log
         assert f"with {SMOLLM2}, the largest catalog model that fits 0.50 GB" in log, log
         mine = mesh_identity.load(own.home)
         assert mine is not None and mine.member and mine.mesh_id != bait_mesh.mesh_id

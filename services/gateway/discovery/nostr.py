@@ -1,32 +1,45 @@
-"""Public listings on Nostr relays, through nostr-sdk: the node's key, publishing, reading.
+"""Public listings on Nostr relays: the node's key, publishing (nostr-sdk), reading (NIP-01 by hand).
 
-Owns <home>/nostr.key (the node's Nostr secret key, private to us, made on first use) and the
-nostr-sdk clients. What a listing says and whether a read one is believed is listing.py's: events
-are built from content_of/tags_of, and everything read goes through read_all after nostr-sdk
-verified its signature. The loop that decides when to publish is publisher.py's.
+Owns <home>/nostr.key (the node's Nostr secret key, private to us, made on first use), the
+nostr-sdk client that publishes and the websocket reads of the directory. What a listing says and
+whether a read one is believed is listing.py's: events are built from content_of/tags_of, and
+everything read goes through read_all with nostr-sdk's Event.verify() as its signature verdict.
+The loop that decides when to publish is publisher.py's.
 
 Relays are other people's servers: one may be down, slow or lying. Publishing succeeds when any
 relay took the event; reading keeps what every relay returned and lets listing.py sort it out.
+Reading is a plain REQ ... EOSE over `websockets` because nostr-sdk's Client (0.45) drops events
+that are expired or fail verification before handing them over, with no option to keep them
+(verify_subscriptions only concerns filter matching): listing.py must see them to count them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import cast
 
-from nostr_sdk import Client, Event, EventBuilder, Filter, Keys, Kind, NostrSdkError, RelayStatus, RelayUrl, ReqTarget, SingleLetterTag, Tag, Timestamp
+import websockets
+from nostr_sdk import Client, Event, EventBuilder, Filter, Keys, Kind, NostrSdkError, RelayUrl, SingleLetterTag, Tag, Timestamp
 
-from services.gateway.discovery.listing import KIND, MARKER, Listing, ListingEvent, Reading, content_of, read_all, tags_of
+from services.gateway.discovery.listing import KIND, MARKER, Listing, ListingEvent, Reading, Rejection, content_of, read_all, tags_of
 
 KEY_FILE = "nostr.key"
 RELAY_TIMEOUT = 5.0  # seconds for relays' websockets to open, then again for their OK: a slower relay is skipped this round
 # nostr-sdk's exception base: its generated module rebinds the name to a namespace class, which type checkers take for the class.
 SdkError = cast("type[Exception]", NostrSdkError)
-MAX_EVENTS = 2000  # listings read from the relays at most: a flood beyond is not read
+MAX_EVENTS = 2000  # listings read from each relay at most: a flood beyond is not read
+# A relay message past this ends that relay's read (what came before is kept); a listing readers
+# accept is far smaller (4 KiB of content, four short tags). websockets' default, made explicit.
+MAX_MESSAGE_BYTES = 2**20
+CLOSE_TIMEOUT = 1.0  # seconds for a relay to answer our close once it sent everything: then the socket is dropped
+SUBSCRIPTION = "mesh-llm-directory"  # our REQ's id: the relay tags its EVENTs and EOSE with it
 
 
 class RelayError(Exception):
@@ -115,23 +128,92 @@ class Directory:
 
     reading: Reading
     relays: tuple[str, ...]  # asked
-    answered: tuple[str, ...]  # connected when the read ended
+    answered: tuple[str, ...]  # whose websocket opened (what they sent before any failure is read)
+
+
+def request() -> str:
+    """The NIP-01 REQ for every mesh-llm listing."""
+    return json.dumps(["REQ", SUBSCRIPTION, json.loads(listing_filter().as_json())])
+
+
+@dataclass(frozen=True)
+class Received:
+    """What one relay message means to a read."""
+
+    event: str | None = None  # an EVENT's event, as JSON, for our subscription (unchecked: maybe not an event at all)
+    done: bool = False  # EOSE or CLOSED for our subscription: the relay sends no more stored events
+
+
+def received(message: str | bytes) -> Received:
+    """A relay message read: an event, the end, or nothing (NOTICE, AUTH, OK, other subscriptions, garbage)."""
+    try:
+        parsed = json.loads(message)
+    except (ValueError, RecursionError):  # a relay speaking nonsense: no listing to count, so nothing
+        return Received()
+    if not isinstance(parsed, list) or len(parsed) < 2 or parsed[1] != SUBSCRIPTION:
+        return Received()
+    if parsed[0] == "EVENT" and len(parsed) >= 3:
+        return Received(event=json.dumps(parsed[2]))
+    return Received(done=parsed[0] in ("EOSE", "CLOSED"))
+
+
+def reading_of(events: Iterable[str], now: float) -> Reading:
+    """What the events the relays returned (JSON, untrusted) say as of `now`: parsed by nostr-sdk,
+    each distinct one once (relays repeat each other), judged by listing.py; one nostr-sdk cannot
+    parse is malformed."""
+    parsed: dict[str, Event] = {}
+    unparsed: set[str] = set()
+    for text in events:
+        try:
+            event = Event.from_json(text)
+        except SdkError:
+            unparsed.add(text)
+            continue
+        parsed.setdefault(event.as_json(), event)
+    reading = read_all((untrusted(event) for event in parsed.values()), now)
+    return Reading(reading.listings, reading.rejected + Counter({Rejection.MALFORMED: len(unparsed)}))
+
+
+@dataclass(frozen=True)
+class RelayAnswer:
+    events: tuple[str, ...]  # the events it sent for our REQ, as JSON
+    connected: bool  # its websocket opened
+
+
+async def read_relay(url: str, timeout: float) -> RelayAnswer:
+    """Every listing one relay returns within `timeout` seconds, up to its EOSE; what came before a
+    failure is kept."""
+    events: list[str] = []
+    connected = False
+    try:
+        async with asyncio.timeout(timeout):
+            async with websockets.connect(url, open_timeout=None, close_timeout=CLOSE_TIMEOUT, max_size=MAX_MESSAGE_BYTES, proxy=None) as socket:
+                connected = True
+                await socket.send(request())
+                async for message in socket:
+                    answer = received(message)
+                    if answer.event is not None:
+                        events.append(answer.event)
+                    if answer.done or len(events) >= MAX_EVENTS:
+                        break
+    # A relay down, slow, refusing or dropping us mid-read: it is one of several, and what it sent is kept.
+    except (TimeoutError, OSError, websockets.WebSocketException):
+        pass
+    return RelayAnswer(tuple(events), connected)
 
 
 async def read_directory(relays: Sequence[str], timeout: float, now: float) -> Directory:
     """Every mesh's newest live listing on the relays, read within about `timeout` seconds, judged
-    as of `now` (Unix seconds: tests read as of a later time to see listings expire)."""
-    if not relays:
-        return Directory(read_all((), now), (), ())
-    client = await client_for(relays)
-    try:
-        await client.connect(timedelta(seconds=timeout / 2))
+    as of `now` (Unix seconds: tests read as of a later time to see listings expire); a bad URL is
+    a RelayError."""
+    for url in relays:
         try:
-            events = await client.fetch_events(ReqTarget.auto([listing_filter()]), timedelta(seconds=timeout / 2))
-        except SdkError:
-            # No relay connected (all down, no network): an empty directory, shown as unanswered.
-            events = []
-        answered = tuple(str(url) for url, relay in (await client.relays()).items() if relay.status() == RelayStatus.CONNECTED)
-    finally:
-        await client.shutdown()
-    return Directory(read_all((untrusted(event) for event in events), now), tuple(relays), answered)
+            RelayUrl.parse(url)
+        except SdkError as bad:
+            raise RelayError(f"{url}: {bad}") from None
+    async with asyncio.TaskGroup() as group:
+        reads = [group.create_task(read_relay(url, timeout)) for url in relays]
+    answers = [read.result() for read in reads]
+    reading = reading_of((event for answer in answers for event in answer.events), now)
+    answered = tuple(url for url, answer in zip(relays, answers, strict=True) if answer.connected)
+    return Directory(reading, tuple(relays), answered)
