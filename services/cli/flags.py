@@ -24,10 +24,11 @@ from services.gossip.settings import PROFILES
 from services.runner.command import Speculation
 from services.runner.models import ModelError, ModelRef, NotDownloaded, resolve
 
-COMMANDS = ("rotate-key", "admin", "drop", "moe", "download", "models", "discover")
+AGENTS = ("claude", "goose", "opencode", "pi")  # coding agents launched on the mesh (services/cli/agents)
+COMMANDS = ("rotate-key", "admin", "drop", "moe", "download", "models", "discover", *AGENTS)
 # The seed's surface that is planned but not built: each answers "not built yet" (exit 2) instead of
 # "unrecognized", so a user following the seed's docs learns it is coming, not that they mistyped.
-NOT_BUILT_COMMANDS = ("blackboard", "claude", "goose", "opencode", "pi")
+NOT_BUILT_COMMANDS = ("blackboard",)
 NOT_BUILT_YET = {
     "blackboard": "--blackboard",
 }
@@ -54,7 +55,8 @@ def parser() -> argparse.ArgumentParser:
         nargs="*",
         help="rotate-key | admin peers|self|leave | drop MODEL (talk to the running node at --home) | moe check MODEL (measure an expert split) | "
         "download [MODEL] (list the catalog, or fetch a model: catalog name, ORG/REPO:QUANT, ORG/REPO/FILE.gguf or a Hub file URL) | "
-        "models [rm NAME] (models on disk) | discover (meshes announced on the LAN and listed on Nostr)",
+        "models [rm NAME] (models on disk) | discover (meshes announced on the LAN and listed on Nostr) | "
+        "claude|goose|opencode|pi [--model M] [--write] [-- ARGS] (a coding agent on the mesh: the local gateway, else a client node started for it)",
     )
     p.add_argument(
         "--model",
@@ -138,6 +140,11 @@ def parser() -> argparse.ArgumentParser:
         help="find a mesh on the LAN and ask to join it, no token to copy: a member approves the code both machines show and this node "
         "gets its own revocable credential (MESH: the mesh's name or id, when several are heard)",
     )
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help="with claude|goose|opencode|pi: save the agent's config for the mesh (its own files, the old ones kept) instead of launching it",
+    )
     p.add_argument("--nodes", type=int, default=2, help="moe check: how many shards to plan (default 2)")
     p.add_argument("--min-agreement", type=float, default=60.0, help="moe check: top-1 agreement (%%) every shard needs (default 60)")
     return p
@@ -149,11 +156,19 @@ class Options:
     models: tuple[ModelRef, ...]  # the --model models on disk
     token: InviteToken | None = None
     fetching: tuple[NotDownloaded, ...] = ()  # the --model models the node downloads first
+    passed: tuple[str, ...] = ()  # a coding agent's own arguments (those after --)
 
 
 def check(argv: list[str]) -> Options:
     """Parsed and checked options, or UsageError with the reason."""
-    args = parser().parse_args(argv)
+    head, passed = split_passed(argv)
+    args = parser().parse_args(head)
+    if args.command and args.command[0] in AGENTS:
+        return check_agent(args, passed)
+    if passed is not None:
+        args = parser().parse_args(argv)  # "--" means what argparse says it means for everything else
+    if args.write:
+        raise UsageError(f"--write saves a coding agent's config: mesh-llm {'|'.join(AGENTS)} --write")
     if args.command:
         command = args.command[0]
         if command in NOT_BUILT_COMMANDS:
@@ -200,6 +215,39 @@ def check(argv: list[str]) -> Options:
         raise UsageError(f"--bind-port {args.bind_port} is not a valid port")
     models, fetching = models_of(args)
     return Options(args, models, token, fetching)
+
+
+def split_passed(argv: list[str]) -> tuple[list[str], tuple[str, ...] | None]:
+    """The arguments before the first --, and those after it (None without one)."""
+    if "--" not in argv:
+        return argv, None
+    at = argv.index("--")
+    return argv[:at], tuple(argv[at + 1 :])
+
+
+def check_agent(args: argparse.Namespace, passed: tuple[str, ...] | None) -> Options:
+    """`mesh-llm AGENT [--model M] [--write] [-- ARGS]`: one model at most, the agent's own arguments
+    after --, a token that decodes; the node flags the launcher may need for a client node of its own."""
+    agent = args.command[0]
+    if args.command[1:]:
+        raise UsageError(f"the agent's own arguments go after --: mesh-llm {agent} -- {' '.join(args.command[1:])}")
+    if len(args.model) > 1:
+        raise UsageError(f"an agent uses one model: pass --model once (mesh-llm {agent} --model NAME)")
+    if args.write and passed:
+        raise UsageError("--write saves the config and launches nothing: drop the arguments after --")
+    if args.join_nearby:
+        raise UsageError(f"--join-nearby waits for a member's approval: pair first (mesh-llm --client --join-nearby), then run mesh-llm {agent}")
+    token = None
+    if args.join:
+        try:
+            token = decode(args.join)
+        except TokenError as bad:
+            raise UsageError(str(bad)) from None
+    for name, port in (("--port", args.port), ("--console", args.console)):
+        if not 0 < port < 65536:
+            raise UsageError(f"{name} {port} is not a valid port")
+    check_relays(args.relay)
+    return Options(args, (), token, passed=passed or ())
 
 
 def joined_before(args: argparse.Namespace) -> bool:

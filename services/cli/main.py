@@ -13,7 +13,8 @@ import httpx
 import psutil
 
 from services.cli import admin, auto, discover, model_files, moe_check, nearby
-from services.cli.flags import Options, UsageError, api_host, check, console_host, draft_of, fail, port_free, relays_of
+from services.cli.agents import launcher
+from services.cli.flags import AGENTS, Options, UsageError, api_host, check, console_host, draft_of, fail, port_free, relays_of
 from services.cli.node import Node
 from services.common import addresses, node_identity
 from services.common.invite import InviteToken
@@ -161,6 +162,8 @@ def run() -> None:
             sys.exit(model_files.run(options.args))
         if options.args.command and options.args.command[0] == "discover":
             sys.exit(discover.run(options.args))
+        if options.args.command and options.args.command[0] in AGENTS:
+            sys.exit(launcher.run(options))
         if options.args.command:
             admin.run(options.args)
             return

@@ -54,7 +54,12 @@ def mesh_processes() -> set[int]:
         (["--spec", "draft-simple"], "invalid choice"),
         # The seed's surface not built yet: "not built yet", not "unrecognized".
         (["--blackboard"], "not built yet"),
-        *[([command], f"'{command}' is not built yet") for command in ("blackboard", "claude", "goose", "opencode", "pi")],
+        (["blackboard"], "'blackboard' is not built yet"),
+        # The coding-agent launchers: the agent's arguments after --, one model.
+        (["opencode", "run"], "the agent's own arguments go after --"),
+        (["claude", "--model", "a", "--model", "b"], "pass --model once"),
+        (["goose", "--write", "--", "run"], "--write saves the config and launches nothing"),
+        (["--write"], "--write saves a coding agent's config"),
         (["discover", "now"], "usage: mesh-llm discover"),
         (["--join-nearby", "no-such-mesh"], "no mesh 'no-such-mesh' found on the LAN"),
         (["--max-clients", "-1"], "--max-clients must be a number"),
