@@ -25,13 +25,11 @@ from services.runner.command import Speculation
 from services.runner.models import ModelError, ModelRef, NotDownloaded, resolve
 
 AGENTS = ("claude", "goose", "opencode", "pi")  # coding agents launched on the mesh (services/cli/agents)
-COMMANDS = ("rotate-key", "admin", "drop", "moe", "download", "models", "discover", *AGENTS)
+COMMANDS = ("rotate-key", "admin", "drop", "moe", "download", "models", "discover", "blackboard", *AGENTS)
 # The seed's surface that is planned but not built: each answers "not built yet" (exit 2) instead of
 # "unrecognized", so a user following the seed's docs learns it is coming, not that they mistyped.
-NOT_BUILT_COMMANDS = ("blackboard",)
-NOT_BUILT_YET = {
-    "blackboard": "--blackboard",
-}
+NOT_BUILT_COMMANDS: tuple[str, ...] = ()
+NOT_BUILT_YET: dict[str, str] = {}
 
 
 # What a bare --draft holds: the catalog's draft of the model (mesh-llm download NAME --draft).
@@ -56,7 +54,8 @@ def parser() -> argparse.ArgumentParser:
         help="rotate-key | admin peers|self|leave | drop MODEL (talk to the running node at --home) | moe check MODEL (measure an expert split) | "
         "download [MODEL] (list the catalog, or fetch a model: catalog name, ORG/REPO:QUANT, ORG/REPO/FILE.gguf or a Hub file URL) | "
         "models [rm NAME] (models on disk) | discover (meshes announced on the LAN and listed on Nostr) | "
-        "claude|goose|opencode|pi [--model M] [--write] [-- ARGS] (a coding agent on the mesh: the local gateway, else a client node started for it)",
+        "claude|goose|opencode|pi [--model M] [--write] [-- ARGS] (a coding agent on the mesh: the local gateway, else a client node started for it) | "
+        "blackboard post TEXT|search TERMS|feed (the mesh's blackboard, through the node at --home)",
     )
     p.add_argument(
         "--model",
@@ -102,7 +101,12 @@ def parser() -> argparse.ArgumentParser:
         help="find a mesh and join it: the LAN's and the public directory's meshes scored, the best few probed, the first that answers "
         "joined with its listing's public-join token; none: start a mesh of its own serving --model, else the largest catalog model that fits",
     )
-    p.add_argument("--blackboard", action="store_true", help="not built yet")
+    p.add_argument("--blackboard", action="store_true", help="keep the blackboard on in a public mesh (--publish); it is on in private meshes regardless")
+    p.add_argument("--tag", action="append", default=[], help="blackboard post: a tag for the post (repeatable)")
+    p.add_argument("--since", default="", help="blackboard feed: posts after a time ago (30s, 10m, 2h, 1d) or a date")
+    p.add_argument("--from", dest="author", default="", help="blackboard feed: posts of one node (its name or id)")
+    p.add_argument("--limit", type=int, help="blackboard feed: at most this many posts, newest first (default 50)")
+    p.add_argument("--mcp", action="store_true", help="blackboard: serve the MCP server on stdio (not built yet)")
     p.add_argument(
         "--publish", action="store_true", help="list the mesh on the Nostr relays (--relay) so anyone finds it with mesh-llm discover (never the mesh secret)"
     )
@@ -195,6 +199,8 @@ def check(argv: list[str]) -> Options:
     for flag, label in NOT_BUILT_YET.items():
         if getattr(args, flag):
             raise UsageError(f"{label} is not built yet")
+    if args.tag or args.since or args.author or args.limit is not None or args.mcp:
+        raise UsageError("--tag, --since, --from, --limit and --mcp are for mesh-llm blackboard")
     check_speculation(args)
     check_publicity(args)
     if args.listen_all and not args.api_key:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from services.cli import admin, auto, discover, model_files, moe_check, nearby
+from services.cli import admin, auto, blackboard, discover, model_files, moe_check, nearby
 from services.cli.agents import launcher
 from services.cli.flags import AGENTS, Options, UsageError, api_host, check, console_host, draft_of, fail, port_free, relays_of
 from services.cli.node import Node
@@ -86,6 +86,7 @@ def settings_for(
             region=args.region,
             max_clients=args.max_clients,
             publish=args.publish,
+            blackboard=args.blackboard,
         ),
         "placement": PlacementSettings(
             models=list(args.model),
@@ -164,6 +165,8 @@ def run() -> None:
             sys.exit(discover.run(options.args))
         if options.args.command and options.args.command[0] in AGENTS:
             sys.exit(launcher.run(options))
+        if options.args.command and options.args.command[0] == "blackboard":
+            sys.exit(blackboard.run(options.args))
         if options.args.command:
             admin.run(options.args)
             return

@@ -52,9 +52,17 @@ def mesh_processes() -> set[int]:
         (["--draft", "no-such-model"], "--draft: model 'no-such-model' not found"),
         (["--draft", "SmolLM2", "--no-draft"], "pick one"),
         (["--spec", "draft-simple"], "invalid choice"),
-        # The seed's surface not built yet: "not built yet", not "unrecognized".
-        (["--blackboard"], "not built yet"),
-        (["blackboard"], "'blackboard' is not built yet"),
+        # The blackboard's commands; its agents' side (MCP, the skill file) not built yet: "not built yet", not "unrecognized".
+        (["blackboard"], "usage: mesh-llm blackboard post TEXT"),
+        (["blackboard", "search"], "usage: mesh-llm blackboard"),
+        (["blackboard", "feed", "now"], "usage: mesh-llm blackboard"),
+        (["blackboard", "post", "hi", "--since", "1h"], "--since, --from and --limit are for blackboard feed"),
+        (["blackboard", "feed", "--since", "yesterday"], "--since yesterday: a time ago"),
+        (["blackboard", "feed", "--limit", "0"], "--limit is a number of posts from 1 to 500"),
+        (["blackboard", "post", "hi", "--home", "/nonexistent-home"], "no node has run"),
+        (["blackboard", "install-skill"], "'blackboard install-skill' is not built yet"),
+        (["blackboard", "--mcp"], "'blackboard --mcp' is not built yet"),
+        (["--since", "1h"], "are for mesh-llm blackboard"),
         # The coding-agent launchers: the agent's arguments after --, one model.
         (["opencode", "run"], "the agent's own arguments go after --"),
         (["claude", "--model", "a", "--model", "b"], "pass --model once"),
