@@ -1,7 +1,8 @@
-"""A real coding agent, opencode from npm, run non-interactively by `mesh-llm opencode`: its requests
-reach the gateway (the node's request log: request id, status 200) and its answer comes back (it
-prints one and exits 0). Once against a node already serving, once with nothing on the port, where
-the launcher starts a client node that joins by token and stops it when the agent is done.
+"""Real coding agents from npm (opencode, pi) run non-interactively by `mesh-llm <agent>`: their requests
+reach the gateway (the node's request log: request id, status 200) and the answer comes back (the
+agent prints it and exits 0). opencode once against a node already serving, once with nothing on
+the port, where the launcher starts a client node that joins by token and stops it when the agent is
+done; pi against a node, with its models.json merged.
 
 SmolLM2 is tiny: what it answers is not the point, the round trip is. The test's project folder caps
 the answer's length (opencode merges its project file into the launcher's inline config), so the
@@ -26,37 +27,47 @@ from tests.nodes import MESH_LLM_ARGV, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # the agent's two requests, on a 2-core machine others share
 
-OPENCODE = "opencode-ai@1.18.33"  # the npm package and version installed for the test
-AGENT_TIMEOUT_S = 420  # opencode's system prompt is ~2k tokens: a minute of prompt processing on 2 busy cores, twice (title, answer)
+OPENCODE = "opencode-ai@1.18.33"  # the npm packages and versions installed for the test
+PI = "@mariozechner/pi-coding-agent@0.73.1"
+AGENT_TIMEOUT_S = 420  # opencode's system prompt is ~2k tokens: a minute or more of prompt processing on 2 busy cores
 
 
-@pytest.fixture(scope="session")
-def opencode_bin() -> Path:
-    """opencode's bin folder, installed once with npm into the download cache (outside the repo)."""
-    folder = NodeSettings().cache / "agents" / OPENCODE.replace("@", "-").lstrip("-")
-    binary = folder / "node_modules" / ".bin" / "opencode"
+def installed(package: str, program: str) -> Path:
+    """The bin folder of an npm package, installed once into the download cache (outside the repo)."""
+    folder = NodeSettings().cache / "agents" / package.replace("/", "-").replace("@", "-").lstrip("-")
+    binary = folder / "node_modules" / ".bin" / program
     if binary.exists():
         return binary.parent
     npm = shutil.which("npm")
     if npm is None:
-        message = "npm is not installed: the agent test installs opencode from the npm registry"
+        message = f"npm is not installed: the agent test installs {package} from the npm registry"
         if under_ci():
             pytest.fail(message)
         pytest.skip(message)
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    subprocess.run([npm, "install", "--prefix", str(staging), "--no-audit", "--no-fund", OPENCODE], check=True, capture_output=True, timeout=600)
+    subprocess.run([npm, "install", "--prefix", str(staging), "--no-audit", "--no-fund", package], check=True, capture_output=True, timeout=600)
     staging.rename(folder)  # whole or not at all: a cut install is not mistaken for one
     return binary.parent
 
 
-def agent_env(tmp_path: Path, opencode_bin: Path) -> dict[str, str]:
-    """A home of the test's own (opencode keeps sessions and logs there) and opencode on PATH."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("XDG_", "OPENCODE_"))}
+@pytest.fixture(scope="session")
+def opencode_bin() -> Path:
+    return installed(OPENCODE, "opencode")
+
+
+@pytest.fixture(scope="session")
+def pi_bin() -> Path:
+    return installed(PI, "pi")
+
+
+def agent_env(tmp_path: Path, agent_bin: Path) -> dict[str, str]:
+    """A home of the test's own (the agents keep sessions and logs there) and the agent on PATH."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("XDG_", "OPENCODE_", "PI_"))}
     home = tmp_path / "agent-home"
     home.mkdir(exist_ok=True)
-    return env | {"HOME": str(home), "PATH": f"{opencode_bin}{os.pathsep}{env.get('PATH', '')}", "MESH_NODE_SERVICES_IDLE": "false"}
+    return env | {"HOME": str(home), "PATH": f"{agent_bin}{os.pathsep}{env.get('PATH', '')}", "MESH_NODE_SERVICES_IDLE": "false"}
 
 
 def project(tmp_path: Path) -> Path:
@@ -102,6 +113,24 @@ def test_opencode_gets_answers_through_the_nodes_gateway(start_node, tmp_path: P
     saved = json.loads(config.read_text())
     assert saved["theme"] == "tokyonight" and saved["model"] == f"mesh-llm/{SMOLLM2}"
     assert saved["provider"]["mesh-llm"]["options"]["baseURL"] == f"{node.api}/v1"
+
+
+def test_pi_gets_answers_through_the_nodes_gateway(start_node, tmp_path: Path, pi_bin: Path) -> None:
+    """pi reads providers only from its models.json: the launcher adds ours there, beside the user's."""
+    node = start_node("--model", SMOLLM2)
+    node.wait_ready(SMOLLM2)
+    env = agent_env(tmp_path, pi_bin) | {"PI_OFFLINE": "1"}  # no update check
+    models = Path(env["HOME"]) / ".pi" / "agent" / "models.json"
+    models.parent.mkdir(parents=True)
+    ollama = {"baseUrl": "http://localhost:11434/v1", "api": "openai-completions", "apiKey": "ollama", "models": [{"id": "llama3"}]}
+    models.write_text(json.dumps({"providers": {"ollama": ollama}}))  # pi drops the whole file if one provider is incomplete
+    argv = [*MESH_LLM_ARGV, "pi", "--port", str(node.port), "--console", str(node.console), "--", "-p", "--no-tools", "--no-session", "say hi"]
+    result = subprocess.run(argv, cwd=tmp_path, env=env | {"PWD": str(tmp_path)}, capture_output=True, text=True, timeout=AGENT_TIMEOUT_S)
+    assert result.returncode == 0 and result.stdout.strip(), result.stderr[-3000:]
+    assert f"wrote {models} (the previous one kept as {models}." in result.stderr
+    assert set(json.loads(models.read_text())["providers"]) == {"ollama", "mesh-llm"}
+    lines = answered(node.log_path)
+    assert lines and all("status=200" in line for line in lines), lines
 
 
 def test_an_agent_not_installed_is_one_line_and_exit_2(tmp_path: Path) -> None:
