@@ -1,5 +1,8 @@
 """`mesh-llm blackboard post TEXT | search TERMS | feed [--since WHEN] [--from NODE] [--limit N]`:
 the running node's blackboard (found under --home, as `admin` finds it), through its gossip service.
+`mesh-llm blackboard --mcp`: the MCP server on stdio for that node (services/gateway/mcp/).
+`mesh-llm blackboard install-skill [--dir SKILLS]`: the agent skill that explains the board's
+conventions, written where agents read skills (Claude Code's ~/.claude/skills by default).
 
 A post is scrubbed here first: when the scrubber finds anything, the command warns, shows the
 scrubbed text and posts that (the node scrubs again and refuses anything still flagged). Owns the
@@ -9,6 +12,7 @@ command's words and output; the rules are gossip's, the scrubbing services/commo
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
 import sys
@@ -20,23 +24,37 @@ from pathlib import Path
 import grpc
 
 from services.cli.admin import NODE_FILE
+from services.cli.agents.launcher import write_files
 from services.cli.flags import UsageError
-from services.common import scrubber
+from services.common import logs, scrubber
 from services.common.settings import NodeSettings
 from services.proto.mesh.v1 import gossip_pb2, gossip_pb2_grpc, peer_pb2
 
-USAGE = "usage: mesh-llm blackboard post TEXT [--tag TAG]... | search TERMS... | feed [--since 10m|2h|1d|DATE] [--from NODE] [--limit N]"
-NOT_BUILT = ("install-skill",)  # the agents' side of the board, still to come (with --mcp)
+USAGE = (
+    "usage: mesh-llm blackboard post TEXT [--tag TAG]... | search TERMS... | feed [--since 10m|2h|1d|DATE] [--from NODE] [--limit N]"
+    " | --mcp | install-skill [--dir SKILLS]"
+)
 TIMEOUT = 10.0  # seconds the node has to answer
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+SKILL = Path(__file__).with_name("blackboard_skill.md")  # the skill's text, as installed
+SKILL_NAME = "mesh-llm-blackboard"  # its folder: agents find a skill by its folder's SKILL.md
+SKILLS = Path("~/.claude/skills")  # where Claude Code reads personal skills (opencode reads them there too)
 
 
 def run(args: argparse.Namespace) -> int:
     words = args.command[1:]
     if args.mcp:
-        raise UsageError("'blackboard --mcp' is not built yet")
-    if words[:1] and words[0] in NOT_BUILT:
-        raise UsageError(f"'blackboard {words[0]}' is not built yet")
+        if words or args.tag or args.since or args.author or args.limit is not None or args.dir:
+            raise UsageError("blackboard --mcp takes no other words or flags (but --home)")
+        return serve_mcp(args.home or NodeSettings().home)
+    if args.dir and words[:1] != ["install-skill"]:
+        raise UsageError("--dir is for blackboard install-skill")
+    if words[:1] == ["install-skill"]:
+        if words[1:] or args.tag or args.since or args.author or args.limit is not None:
+            raise UsageError("usage: mesh-llm blackboard install-skill [--dir SKILLS]")
+        for line in install_skill(args.dir or SKILLS):
+            print(line)
+        return 0
     if not words or words[0] not in ("post", "search", "feed"):
         raise UsageError(USAGE)
     action, rest = words[0], words[1:]
@@ -68,6 +86,24 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(failure.details()) from None
             raise UsageError(f"the node at {home} does not answer: {code.name}") from None
     return 0
+
+
+def serve_mcp(home: Path) -> int:
+    """The MCP server on stdio until the agent closes it; stdout is the protocol's, so logs go to stderr."""
+    port = _node(home)["grpc_ports"]["gossip"]
+    # Imported here: the MCP SDK is a second's import that no other command (a node above all) needs.
+    from services.gateway.mcp import stdio
+
+    logs.configure("mcp", "", "WARNING")
+    asyncio.run(stdio.serve(f"127.0.0.1:{port}"))
+    return 0
+
+
+def install_skill(folder: Path) -> list[str]:
+    """The skill file in `folder`/mesh-llm-blackboard/SKILL.md; a different file there is kept beside it
+    (SKILL.md.<time>.bak) before it is replaced. One line saying where, or that it was there already."""
+    path = folder.expanduser() / SKILL_NAME / "SKILL.md"
+    return write_files({path: SKILL.read_text()}) or [f"{path} is up to date"]
 
 
 def post(stub: gossip_pb2_grpc.GossipStub, text: str, tags: list[str]) -> None:
@@ -103,11 +139,15 @@ def since_of(text: str, now: float) -> float:
 
 
 def _gossip(home: Path) -> grpc.Channel:
+    return grpc.insecure_channel(f"127.0.0.1:{_node(home)['grpc_ports']['gossip']}")
+
+
+def _node(home: Path) -> dict:
+    """Where the node last run with this home listens (node.json, written by the CLI that started it)."""
     try:
-        node = json.loads((home / NODE_FILE).read_text())
+        return json.loads((home / NODE_FILE).read_text())
     except FileNotFoundError:
         raise UsageError(f"no node has run with home {home} (start one, or pass --home)") from None
-    return grpc.insecure_channel(f"127.0.0.1:{node['grpc_ports']['gossip']}")
 
 
 def _when(at: float) -> str:

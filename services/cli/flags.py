@@ -55,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
         "download [MODEL] (list the catalog, or fetch a model: catalog name, ORG/REPO:QUANT, ORG/REPO/FILE.gguf or a Hub file URL) | "
         "models [rm NAME] (models on disk) | discover (meshes announced on the LAN and listed on Nostr) | "
         "claude|goose|opencode|pi [--model M] [--write] [-- ARGS] (a coding agent on the mesh: the local gateway, else a client node started for it) | "
-        "blackboard post TEXT|search TERMS|feed (the mesh's blackboard, through the node at --home)",
+        "blackboard post TEXT|search TERMS|feed|--mcp|install-skill (the mesh's blackboard, through the node at --home; its MCP server; the agents' skill file)",
     )
     p.add_argument(
         "--model",
@@ -106,7 +106,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--since", default="", help="blackboard feed: posts after a time ago (30s, 10m, 2h, 1d) or a date")
     p.add_argument("--from", dest="author", default="", help="blackboard feed: posts of one node (its name or id)")
     p.add_argument("--limit", type=int, help="blackboard feed: at most this many posts, newest first (default 50)")
-    p.add_argument("--mcp", action="store_true", help="blackboard: serve the MCP server on stdio (not built yet)")
+    p.add_argument("--mcp", action="store_true", help="blackboard: serve the MCP server on stdio (the node at --home), for an agent to start")
+    p.add_argument("--dir", type=Path, help="blackboard install-skill: the skills folder to write into (default ~/.claude/skills)")
     p.add_argument(
         "--publish", action="store_true", help="list the mesh on the Nostr relays (--relay) so anyone finds it with mesh-llm discover (never the mesh secret)"
     )
@@ -199,8 +200,8 @@ def check(argv: list[str]) -> Options:
     for flag, label in NOT_BUILT_YET.items():
         if getattr(args, flag):
             raise UsageError(f"{label} is not built yet")
-    if args.tag or args.since or args.author or args.limit is not None or args.mcp:
-        raise UsageError("--tag, --since, --from, --limit and --mcp are for mesh-llm blackboard")
+    if args.tag or args.since or args.author or args.limit is not None or args.mcp or args.dir:
+        raise UsageError("--tag, --since, --from, --limit, --mcp and --dir are for mesh-llm blackboard")
     check_speculation(args)
     check_publicity(args)
     if args.listen_all and not args.api_key:

@@ -33,7 +33,8 @@ class _Server(uvicorn.Server):
 
 async def serve(app: ASGIApp, host: str, port: int, started: asyncio.Event | None = None) -> None:
     """Serve until cancelled, then close connections gracefully; `started` is set once listening."""
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off", access_log=False, timeout_graceful_shutdown=2)
+    # lifespan on: an app's startup runs before it listens (the console's /mcp needs the MCP SDK's session manager running).
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on", access_log=False, timeout_graceful_shutdown=2)
     server = _Server(config, started)
     task = asyncio.create_task(server.serve())
     try:

@@ -14,6 +14,8 @@ from services.gateway.blackboard.router import router as blackboard_router
 from services.gateway.blackboard.service import BoardClient
 from services.gateway.console.router import router as console_router
 from services.gateway.errors import Conflict
+from services.gateway.mcp import http as mcp_http
+from services.gateway.mcp.tools import mesh_server
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.middleware import RequestContext
 from services.gateway.mirror import MeshMirror
@@ -67,8 +69,12 @@ def create_console_app(
 ) -> FastAPI:
     """The console page, /api/status, /api/events; and, for its chat panel on the same origin, the
     chat and models API (the console is loopback-only, so no API key), and the gateway's /metrics;
-    for its blackboard panel, /v1/blackboard/… when given `blackboard`."""
-    app = FastAPI(title="mesh-llm console", docs_url=None, redoc_url=None, openapi_url=None)
+    for its blackboard panel, /v1/blackboard/… when given `blackboard`, and with it the MCP server
+    (streamable HTTP) at /mcp for agents on this machine."""
+    hosts = sorted({"localhost", "127.0.0.1", settings.console_host})
+    mcp = mesh_server(blackboard, lambda: mirror.view) if blackboard is not None else None
+    # /mcp answers through the SDK's session manager, which runs while the app does.
+    app = FastAPI(title="mesh-llm console", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lambda _: mcp_http.running(mcp))
     app.state.settings, app.state.mirror, app.state.fingerprint = settings, mirror, fingerprint
     app.state.relay, app.state.metrics, app.state.metrics_urls = relay, metrics, metrics_urls or {}
     app.state.approve = approve or _no_approver
@@ -76,6 +82,8 @@ def create_console_app(
     if blackboard is not None:
         app.state.blackboard = blackboard
         app.include_router(blackboard_router)
+    if mcp is not None:
+        app.router.routes.extend(mcp_http.routes(mcp, hosts))
     if relay is not None and metrics is not None:
         for router in (chat_router, models_router):
             app.include_router(router)
@@ -88,5 +96,5 @@ def create_console_app(
     app.add_middleware(RequestContext, api_key="")
     # Only this machine's names for the console: a web page whose name is made to resolve to
     # 127.0.0.1 (DNS rebinding) sends its own Host, and must not read the invite token.
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=sorted({"localhost", "127.0.0.1", settings.console_host}))
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
     return app

@@ -52,7 +52,7 @@ def mesh_processes() -> set[int]:
         (["--draft", "no-such-model"], "--draft: model 'no-such-model' not found"),
         (["--draft", "SmolLM2", "--no-draft"], "pick one"),
         (["--spec", "draft-simple"], "invalid choice"),
-        # The blackboard's commands; its agents' side (MCP, the skill file) not built yet: "not built yet", not "unrecognized".
+        # The blackboard's commands, its MCP server and the agents' skill file.
         (["blackboard"], "usage: mesh-llm blackboard post TEXT"),
         (["blackboard", "search"], "usage: mesh-llm blackboard"),
         (["blackboard", "feed", "now"], "usage: mesh-llm blackboard"),
@@ -60,8 +60,10 @@ def mesh_processes() -> set[int]:
         (["blackboard", "feed", "--since", "yesterday"], "--since yesterday: a time ago"),
         (["blackboard", "feed", "--limit", "0"], "--limit is a number of posts from 1 to 500"),
         (["blackboard", "post", "hi", "--home", "/nonexistent-home"], "no node has run"),
-        (["blackboard", "install-skill"], "'blackboard install-skill' is not built yet"),
-        (["blackboard", "--mcp"], "'blackboard --mcp' is not built yet"),
+        (["blackboard", "install-skill", "now"], "usage: mesh-llm blackboard install-skill [--dir SKILLS]"),
+        (["blackboard", "feed", "--dir", "skills"], "--dir is for blackboard install-skill"),
+        (["blackboard", "--mcp", "--home", "/nonexistent-home"], "no node has run"),
+        (["blackboard", "search", "x", "--mcp"], "blackboard --mcp takes no other words"),
         (["--since", "1h"], "are for mesh-llm blackboard"),
         # The coding-agent launchers: the agent's arguments after --, one model.
         (["opencode", "run"], "the agent's own arguments go after --"),
