@@ -151,8 +151,10 @@ def test_bad_input_gets_each_api_s_own_error_shape(mesh) -> None:
     too_long = {"model": SMOLLM2, "max_tokens": 8, "messages": [{"role": "user", "content": "hello " * 40000}]}
     assert "context" in anthropic_error(httpx.post(messages, json=too_long, headers=headers, timeout=60), 400, "invalid_request_error")
 
+    # Another name: an unknown model asked for is counted as demand, and once the mesh hears of that
+    # demand the same name is a known model nobody serves (503), not an unknown one.
     with pytest.raises(openai.NotFoundError) as missing:
-        gpt(b).responses.create(model="no-such-model", input="Hi")
+        gpt(b).responses.create(model="no-such-responses-model", input="Hi")
     assert isinstance(missing.value.body, dict) and missing.value.body["code"] == "model_not_found"
     # llama-server keeps no responses: A refuses previous_response_id in the OpenAI shape.
     with pytest.raises(openai.BadRequestError) as stateful:
