@@ -181,12 +181,7 @@ def check(argv: list[str]) -> Options:
         if command not in COMMANDS:
             raise UsageError(f"unknown command '{command}'")
         return Options(args, ())
-    token = None
-    if args.join:
-        try:
-            token = decode(args.join)
-        except TokenError as bad:
-            raise UsageError(str(bad)) from None
+    token = token_of(args)
     if args.client and args.model:
         raise UsageError("--client serves no model: drop --model or --client")
     if args.client and args.standby:
@@ -244,17 +239,22 @@ def check_agent(args: argparse.Namespace, passed: tuple[str, ...] | None) -> Opt
         raise UsageError("--write saves the config and launches nothing: drop the arguments after --")
     if args.join_nearby:
         raise UsageError(f"--join-nearby waits for a member's approval: pair first (mesh-llm --client --join-nearby), then run mesh-llm {agent}")
-    token = None
-    if args.join:
-        try:
-            token = decode(args.join)
-        except TokenError as bad:
-            raise UsageError(str(bad)) from None
+    token = token_of(args)
     for name, port in (("--port", args.port), ("--console", args.console)):
         if not 0 < port < 65536:
             raise UsageError(f"{name} {port} is not a valid port")
     check_relays(args.relay)
     return Options(args, (), token, passed=passed or ())
+
+
+def token_of(args: argparse.Namespace) -> InviteToken | None:
+    """The --join token, decoded (UsageError in one line when it is not one), or None."""
+    if not args.join:
+        return None
+    try:
+        return decode(args.join)
+    except TokenError as bad:
+        raise UsageError(str(bad)) from None
 
 
 def joined_before(args: argparse.Namespace) -> bool:
