@@ -175,6 +175,11 @@ async def serve_while_reachable(health_: Health, siblings: Mapping[str, grpc.aio
                 change.cancel()
 
 
+# A sibling on loopback comes up (or back, after a restart) within seconds: gRPC's default backoff
+# (1 s growing to 120 s) would leave a channel that tried during a slow start waiting long after.
+SIBLING_RECONNECT = (("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000))
+
+
 def channel(address: str) -> grpc.aio.Channel:
     """A channel to a sibling service; calls wait for it to come up instead of failing."""
-    return grpc.aio.insecure_channel(address)
+    return grpc.aio.insecure_channel(address, options=SIBLING_RECONNECT)

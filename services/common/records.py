@@ -45,7 +45,7 @@ class PeerStatus(StrEnum):
     """A member's standing in the failure detector (SWIM), as gossip spreads it."""
 
     ALIVE = "alive"
-    SUSPECT = "suspect"  # missed a probe: still routed to, not yet declared dead
+    SUSPECT = "suspect"  # missed a probe: still a member (placement keeps its part), not routed to while alive nodes serve
     DEAD = "dead"  # suspected for the whole suspicion timeout
     LEFT = "left"  # said goodbye
 
@@ -222,6 +222,11 @@ class MeshView:
     revoked: frozenset[str] = frozenset()  # credential ids revoked in this mesh
     pairing: tuple[PairingRequest, ...] = ()  # requests to join waiting for a member's approval
     paired: tuple[bytes, ...] = ()  # credentials members issued by pairing, encoded
+
+    def members(self) -> tuple[Peer, ...]:
+        """The peers placement counts: alive or suspect. A suspect is a member until it is declared
+        dead (a missed probe on a loaded machine must not restart a split); routing prefers the alive."""
+        return tuple(peer for peer in self.peers if peer.status in (PeerStatus.ALIVE, PeerStatus.SUSPECT))
 
 
 @dataclass(frozen=True)

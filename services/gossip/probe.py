@@ -54,9 +54,12 @@ class GossipProtocol:
             group.create_task(self._expire_forever())
 
     async def join(self, seeds: list[str], timeout: float) -> None:
-        """Exchange state with a seed; keep trying all seeds until `timeout`, then record why not."""
-        deadline = time.monotonic() + timeout
+        """Exchange state with a seed; keep trying all seeds until `timeout`, then record why not.
+        The clock starts once our own gateway answers: a slow start of this node (a loaded machine)
+        is no seed's silence."""
         self.membership.join_state = JoinState.JOINING
+        await self.our_gateway()
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             seed = await self._first_answering(seeds)
             if seed:
@@ -69,6 +72,10 @@ class GossipProtocol:
         event(log, "join failed", logging.WARNING, seeds=",".join(seeds), reason=self.membership.join_error)
         self.membership.join_state = JoinState.FAILED
         await self.membership.changes.publish()
+
+    async def our_gateway(self) -> None:
+        """Returns once this node's gateway (every message's way out) is reachable."""
+        await self.gateway_channel.channel_ready()
 
     async def _first_answering(self, seeds: list[str]) -> str:
         """The seed that answered first, or '' with every seed's reason in join_error.
@@ -134,7 +141,7 @@ class GossipProtocol:
         while True:
             await asyncio.sleep(self.timings.probe_interval)
             # While our gateway restarts every probe would fail: silence we caused proves nothing.
-            await self.gateway_channel.channel_ready()
+            await self.our_gateway()
             target = self._next_target()
             if target is not None:
                 await self.probe(target)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from services.common.records import Assignment, DownloadPolicy, MeshView, Mode, NodeRecord, PeerStatus, Role
+from services.common.records import Assignment, DownloadPolicy, MeshView, Mode, NodeRecord, Role
 from services.placement import workers
 from services.placement.holders import Holder, elect, other_files, same_file
 from services.placement.memory import GIB, memory_needed
@@ -69,8 +69,10 @@ def decide(
     """`held`: the models this node may lend to a peer's split (those on its disk; none on a client).
     `excluded`: workers this node's splits leave out for now (they did not come up: workers.late_workers)."""
     own = view.own
-    rtts = {peer.record.node_id: peer.rtt for peer in view.peers if peer.status == PeerStatus.ALIVE}
-    records = {own.node_id: own, **{peer.record.node_id: peer.record for peer in view.peers if peer.status == PeerStatus.ALIVE}}
+    # Every peer counts, suspects too: a suspect is a member until declared dead, and a split that
+    # dropped a worker at its first missed probe (a CPU busy loading a model) would restart for nothing.
+    rtts = {peer.record.node_id: peer.rtt for peer in view.members()}
+    records = {own.node_id: own, **{peer.record.node_id: peer.record for peer in view.members()}}
     lending = workers.lent(own.node_id, records, held - dropped, fetches=own.download_policy != DownloadPolicy.NEVER)
     usable = {node_id: record for node_id, record in records.items() if node_id not in excluded}
     left = memory

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from services.common.records import Assignment, MeshView, Mode, NodeRecord, PeerStatus, ProcessKind, ProcessState, ServedModel
+from services.common.records import Assignment, MeshView, Mode, NodeRecord, ProcessKind, ProcessState, ServedModel
 from services.placement.actions import Action, OpenTunnel, Serve, ServeRpc, Stop
 from services.placement.facts import Facts, Key, LlamaRequest, LocalModel, Request, RpcRequest
 
@@ -77,7 +77,7 @@ def wanted(view: MeshView, tunnels: Mapping[tuple[str, int], int], assignment: A
 def _host(view: MeshView, tunnels: Mapping[tuple[str, int], int], assignment: Assignment, model: LocalModel, draft: str) -> Wanted:
     """llama-server with --rpc once every worker's rpc-server is ready and reached by a tunnel."""
     waiting = Wanted(kept=(model.model_id, ProcessKind.LLAMA_SERVER))
-    records = {peer.record.node_id: (peer.record, peer.address) for peer in view.peers if peer.status == PeerStatus.ALIVE}
+    records = {peer.record.node_id: (peer.record, peer.address) for peer in view.members()}
     targets: list[tuple[str, int]] = []
     for worker in assignment.workers:
         record, address = records.get(worker, (None, ""))

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.common.records import ANSWERING_MODES, DownloadPolicy, MeshView, ModelDemand, NodeRecord, PeerStatus, ProcessKind, ProcessState, Role
+from services.common.records import ANSWERING_MODES, DownloadPolicy, MeshView, ModelDemand, NodeRecord, ProcessKind, ProcessState, Role
 from services.placement.memory import GIB
 
 
@@ -39,7 +39,7 @@ def promotions(
     kept = {model: reason for model, reason in current.items() if model in demand}
     if kept or view.own.role == Role.CLIENT or _pins(view.own):
         return kept
-    records = [view.own, *(peer.record for peer in view.peers if peer.status == PeerStatus.ALIVE)]
+    records = [view.own, *(peer.record for peer in view.members())]
     servers = {model: _server_count(records, model) for model in demand}
     for model, reason in [*_unserved(demand, servers), *_hot(demand, servers, rules)]:
         need = needs.get(model, on_hub.get(model))

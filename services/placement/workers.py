@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from services.common.records import Assignment, MeshView, Mode, NodeRecord, PeerStatus, ProcessKind, ProcessState
+from services.common.records import Assignment, MeshView, Mode, NodeRecord, ProcessKind, ProcessState
 
 
 def lent(own_id: str, records: Mapping[str, NodeRecord], held: frozenset[str], fetches: bool = False) -> dict[str, Assignment]:
@@ -47,7 +47,7 @@ def late_workers(
     nor work towards one (the plan taken and its rpc-server not failed yet): priming a big model's
     layers may take minutes, a worker that cannot start its rpc-server or ignores the plan must not
     hold the model unserved."""
-    records = {peer.record.node_id: peer.record for peer in view.peers if peer.status == PeerStatus.ALIVE}
+    records = {peer.record.node_id: peer.record for peer in view.members()}
     clocks: dict[tuple[str, str], float] = {}
     for plan in assignments:
         if plan.mode != Mode.SPLIT_HOST:

@@ -26,6 +26,10 @@ class FakeNetwork(GossipProtocol):
         super().__init__(membership, TEST, grpc.aio.insecure_channel("127.0.0.1:1"))
         self.answered: list[str] = []
         self.abandoned: list[str] = []
+        self.gateway_after = 0.0  # seconds our gateway takes to come up
+
+    async def our_gateway(self) -> None:
+        await asyncio.sleep(self.gateway_after)
 
     async def ping(self, address: str, node_id: str, timeout: float | None = None) -> None:
         if address == REFUSING:
@@ -42,9 +46,10 @@ class FakeNetwork(GossipProtocol):
         self.answered.append(address)
 
 
-def join(home: Path, seeds: list[str], timeout: float) -> FakeNetwork:
+def join(home: Path, seeds: list[str], timeout: float, gateway_after: float = 0.0) -> FakeNetwork:
     async def scenario() -> FakeNetwork:
         protocol = FakeNetwork(home)
+        protocol.gateway_after = gateway_after
         # The bound fails a join that waits on the dead address; it is no timing claim.
         await asyncio.wait_for(protocol.join(seeds, timeout), 30)
         await asyncio.sleep(0)  # the abandoned ping sees its cancellation
@@ -64,3 +69,11 @@ def test_a_join_nobody_answers_says_why_for_every_address(tmp_path: Path) -> Non
     protocol = join(tmp_path, [REFUSING, SILENT], timeout=0.5)
     assert protocol.membership.join_state == "failed"
     assert protocol.membership.join_error == f"{REFUSING}: wrong mesh secret; {SILENT}: no answer in 0.4s"
+
+
+def test_the_join_clock_starts_once_our_own_gateway_answers(tmp_path: Path) -> None:
+    # A loaded machine may take longer to start this node's gateway than the whole join timeout
+    # (CI: 6 s of a test profile's 8): that is no seed's silence.
+    protocol = join(tmp_path, [LIVE], timeout=0.2, gateway_after=0.5)
+    assert protocol.membership.join_state == "joined"
+    assert protocol.answered == [LIVE]

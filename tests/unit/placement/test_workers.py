@@ -46,7 +46,8 @@ ASK = ModelAsk("m", int(0.1 * GIB), 30)  # fits one node: solo unless --split
         (view(node("b"), node("a", assignments=[PLAN])), [], {"m"}, set(), (PART,)),
         (view(node("b"), node("a", assignments=[PLAN])), [], set(), set(), ()),  # not on its disk (or a client): nothing to lend
         (view(node("b"), node("a", assignments=[replace(PLAN, workers=("c",))])), [], {"m"}, set(), ()),  # names another node
-        (view(node("b"), node("a", assignments=[PLAN]), status="suspect"), [], {"m"}, set(), ()),  # no live host
+        (view(node("b"), node("a", assignments=[PLAN]), status="suspect"), [], {"m"}, set(), (PART,)),  # a suspect host is still a member
+        (view(node("b")), [], {"m"}, set(), ()),  # no host in the view (dead or left)
         (view(node("b"), node("a", assignments=[PLAN])), [], {"m"}, {"m"}, ()),  # dropped here
         # Serving it alone for demand gives way: the host serves it.
         (view(node("b"), node("a", assignments=[PLAN])), [replace(ASK, promoted="demand")], {"m"}, set(), (PART,)),
@@ -121,7 +122,9 @@ def test_a_worker_that_comes_up_stops_its_clock_and_a_lost_one_is_no_clock_matte
     clocks, _ = late_workers(view(node("a"), node("b")), [PLAN], {}, now=100.0, bound=60.0)
     up = node("b", assignments=[PART], served=[rpc("ready")])
     assert late_workers(view(node("a"), up), [PLAN], clocks, now=170.0, bound=60.0) == ({}, frozenset())
-    assert late_workers(view(node("a"), node("b"), status="suspect"), [PLAN], clocks, now=170.0, bound=60.0) == ({}, frozenset())
+    assert late_workers(view(node("a")), [PLAN], clocks, now=170.0, bound=60.0) == ({}, frozenset())  # gone from the view
+    # A suspect worker that was up stays up: no clock starts for a missed probe.
+    assert late_workers(view(node("a"), up, status="suspect"), [PLAN], clocks, now=170.0, bound=60.0) == ({}, frozenset())
     assert late_workers(view(node("a"), node("b")), [], clocks, now=170.0, bound=60.0) == ({}, frozenset())  # no split any more
 
 
