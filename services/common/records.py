@@ -150,6 +150,20 @@ class Publicity:
 
 
 @dataclass(frozen=True)
+class Device:
+    """An accelerator of a node as its llama.cpp build lists it (services/runner/devices.py)."""
+
+    name: str  # llama.cpp's device name: CUDA0, MTL0, Vulkan0...
+    description: str  # the card: "NVIDIA H200", "Apple M2 Pro"
+    total_bytes: int
+    free_bytes: int  # when the runner started
+
+    @property
+    def used_bytes(self) -> int:
+        return max(0, self.total_bytes - self.free_bytes)
+
+
+@dataclass(frozen=True)
 class NodeRecord:
     node_id: str
     name: str
@@ -164,6 +178,7 @@ class NodeRecord:
     downloads: tuple[Download, ...] = ()  # models being fetched from the Hub (and the last failures)
     download_policy: DownloadPolicy = DownloadPolicy.NEVER  # what the mesh may make it download (--download)
     publicity: Publicity = Publicity()  # the mesh's name and listing, as this member holds them
+    devices: tuple[Device, ...] = ()  # its accelerators (none: it runs models from RAM)
 
     def fingerprint_of(self, model_id: str) -> str:
         """The fingerprint of this node's file for the model; "" when it sent none."""
@@ -178,7 +193,9 @@ class SelfUpdate:
     values: dict[str, object] = field(default_factory=dict)
 
 
-UPDATABLE = frozenset({"role", "served", "assignments", "memory_offered_bytes", "models_on_disk", "model_files", "downloads", "download_policy", "publicity"})
+UPDATABLE = frozenset(
+    {"role", "served", "assignments", "memory_offered_bytes", "models_on_disk", "model_files", "downloads", "download_policy", "publicity", "devices"}
+)
 
 
 def apply_update(record: NodeRecord, update: SelfUpdate, now: float) -> NodeRecord:

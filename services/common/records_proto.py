@@ -7,6 +7,7 @@ from typing import cast
 
 from services.common.records import (
     Assignment,
+    Device,
     Download,
     DownloadPolicy,
     DownloadState,
@@ -86,6 +87,14 @@ def downloads_to_proto(downloads: tuple[Download, ...]) -> list[node_pb2.Downloa
     ]
 
 
+def devices_from_proto(devices: Iterable[node_pb2.Device]) -> tuple[Device, ...]:
+    return tuple(Device(d.name, d.description, d.total_bytes, d.free_bytes) for d in devices)
+
+
+def devices_to_proto(devices: tuple[Device, ...]) -> list[node_pb2.Device]:
+    return [node_pb2.Device(name=d.name, description=d.description, total_bytes=d.total_bytes, free_bytes=d.free_bytes) for d in devices]
+
+
 def publicity_from_proto(message: node_pb2.Publicity) -> Publicity:
     return Publicity(message.mesh_name, message.region, message.max_clients, message.publish, message.origin)
 
@@ -147,6 +156,7 @@ def record_from_proto(message: node_pb2.NodeRecord) -> NodeRecord:
         downloads=downloads_from_proto(message.downloads),
         download_policy=DownloadPolicy(message.download_policy or DownloadPolicy.NEVER),
         publicity=publicity_from_proto(message.publicity),
+        devices=devices_from_proto(message.devices),
     )
 
 
@@ -165,6 +175,7 @@ def record_to_proto(record: NodeRecord) -> node_pb2.NodeRecord:
         downloads=downloads_to_proto(record.downloads),
         download_policy=record.download_policy,
         publicity=publicity_to_proto(record.publicity),
+        devices=devices_to_proto(record.devices),
     )
 
 
@@ -181,6 +192,7 @@ def update_to_proto(update: SelfUpdate) -> gossip_pb2.SelfUpdate:
         model_files=files_to_proto(cast("tuple[ModelFile, ...]", values.get("model_files", ()))),
         downloads=downloads_to_proto(cast("tuple[Download, ...]", values.get("downloads", ()))),
         download_policy=str(values.get("download_policy", "")),
+        devices=devices_to_proto(cast("tuple[Device, ...]", values.get("devices", ()))),
     )
 
 
@@ -194,6 +206,7 @@ def update_from_proto(message: gossip_pb2.SelfUpdate) -> SelfUpdate:
         "model_files": files_from_proto(message.model_files),
         "downloads": downloads_from_proto(message.downloads),
         "download_policy": DownloadPolicy(message.download_policy or DownloadPolicy.NEVER),
+        "devices": devices_from_proto(message.devices),
     }
     fields = frozenset(message.fields)
     return SelfUpdate(fields=fields, values={name: values[name] for name in fields if name in values})

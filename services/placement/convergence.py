@@ -20,8 +20,8 @@ import psutil
 
 from services.common import calls
 from services.common.logs import event
-from services.common.records import Assignment, DownloadPolicy, DownloadState, MeshView
-from services.common.records_proto import downloads_from_proto, served_from_proto, view_from_proto
+from services.common.records import Assignment, Device, DownloadPolicy, DownloadState, MeshView
+from services.common.records_proto import devices_from_proto, downloads_from_proto, served_from_proto, view_from_proto
 from services.placement.actions import Event, Note
 from services.placement.drafts import drafts
 from services.placement.executor import Executor
@@ -30,14 +30,18 @@ from services.placement.metrics import PlacementMetrics
 from services.placement.plan import droppable, due, plan
 from services.placement.settings import PlacementSettings
 from services.proto.mesh.v1 import gateway_pb2_grpc, gossip_pb2, gossip_pb2_grpc, runner_pb2, runner_pb2_grpc
+from services.runner import devices as accelerators
 
 log = logging.getLogger(__name__)
 
 
-def memory_offered(settings: PlacementSettings) -> int:
+def memory_offered(settings: PlacementSettings, devices: tuple[Device, ...] = ()) -> int:
+    """What this node offers the mesh: nothing on a client; --max-vram when given; else the memory of
+    the devices its llama-server uses (the runner lists them), else its RAM (a CPU build, or until
+    the runner answered)."""
     if settings.client:
         return 0
-    return settings.max_memory_bytes or psutil.virtual_memory().total
+    return settings.max_memory_bytes or accelerators.memory_offered(devices, psutil.virtual_memory().total)
 
 
 class Convergence:
@@ -69,8 +73,9 @@ class Convergence:
             group.create_task(self.look_again())
 
     async def held_models(self) -> Facts:
-        """The facts with the models this node holds, as the runner finds them on disk (a client
-        holds none); a model named by --model that is on the Hub but not on disk is fetched."""
+        """The facts with the models this node holds, as the runner finds them on disk, and its
+        devices with the memory they offer (a client holds none); a model named by --model that is
+        on the Hub but not on disk is fetched."""
         s = self.settings
         if s.client:
             return self.facts
@@ -86,7 +91,8 @@ class Convergence:
         # A standby only holds what --model names: it serves what demand asks of it (promotion.py).
         asked = () if s.standby else tuple(model.model_id for model in named)
         found = drafts(on_disk, [model.model_id for model in named], chosen, s.catalog_drafts)
-        return replace(self.facts, asked=asked, on_disk=on_disk, on_hub=on_hub, drafts=found)
+        devices = devices_from_proto(reply.devices)
+        return replace(self.facts, asked=asked, on_disk=on_disk, on_hub=on_hub, drafts=found, devices=devices, memory_offered=memory_offered(s, devices))
 
     async def fetch(self, specs: list[str]) -> None:
         """Ask the runner to download the models named by --model that are not on disk (it serves

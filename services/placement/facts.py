@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from services.common.records import Assignment, Download, ProcessKind, ServedModel
+from services.common.records import Assignment, Device, Download, ProcessKind, ServedModel
 from services.placement.settings import PlacementSettings
 
 Key = tuple[str, ProcessKind]  # one process of the runner: (model id, kind)
@@ -93,7 +93,7 @@ class Memory:
 @dataclass(frozen=True)
 class Facts:
     settings: PlacementSettings
-    memory_offered: int  # bytes this node offers the mesh (0 on a client)
+    memory_offered: int  # bytes this node offers the mesh (0 on a client): --max-vram, else its devices' memory, else its RAM
     asked: tuple[str, ...] = ()  # model ids this node serves of its own (--model; none on a standby)
     on_disk: Mapping[str, LocalModel] = field(default_factory=dict[str, LocalModel])  # every model this node could serve
     inspections: Mapping[str, Inspection] = field(default_factory=dict[str, Inspection])
@@ -105,6 +105,7 @@ class Facts:
     tunnels: Mapping[tuple[str, int], int] = field(default_factory=dict[tuple[str, int], int])  # (worker address, rpc port) -> local port
     memory: Memory = Memory()
     on_hub: Mapping[str, LocalModel] = field(default_factory=dict[str, LocalModel])  # catalog models not on disk (no path): fetched for demand
+    devices: tuple[Device, ...] = ()  # this node's accelerators, as the runner listed them (none: RAM, or a client)
 
     def running_by_key(self) -> dict[Key, ServedModel]:
         return {(served.model_id, served.kind): served for served in self.running}

@@ -153,12 +153,13 @@ def record_changes(view: MeshView, facts: Facts, assignments: Sequence[Assignmen
 
 
 def holdings(facts: Facts) -> dict[str, Any]:
-    """What this node offers the mesh: its memory, the models on its disk and what it may download
-    for the mesh (a client: none)."""
+    """What this node offers the mesh: its memory and the devices it comes from, the models on its
+    disk and what it may download for the mesh (a client: none)."""
     client = facts.settings.client
     return {
         "download_policy": DownloadPolicy.NEVER if client else facts.settings.download,
         "memory_offered_bytes": facts.memory_offered,
+        "devices": facts.devices,
         "models_on_disk": () if client else tuple(sorted(facts.on_disk)),
         "model_files": () if client else tuple(ModelFile(m.model_id, m.fingerprint) for _, m in sorted(facts.on_disk.items())),
     }

@@ -33,7 +33,8 @@ class PlacementSettings(BaseSettings):
     download: DownloadPolicy = DownloadPolicy.CATALOG
     # Folder searched for GGUF files named by file name or stem.
     models_dir: Path = Path.home() / ".models"
-    # Memory this node offers in bytes (--max-vram); 0 offers all of the machine's memory.
+    # Memory this node offers in bytes (--max-vram); 0 offers all of it: its GPUs' memory where its
+    # llama.cpp build can use a GPU (runner/devices.py), else its RAM.
     max_memory_bytes: int = 0
     # Fraction of a model's size kept free on top of it (10%: llama.cpp's compute buffers).
     headroom: float = 0.10

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from pathlib import Path
 
 from services.common import cpus, grpc_server, lifecycle, metrics_http
+from services.common.logs import event
+from services.common.records import Device
 from services.common.settings import NodeSettings
 from services.proto.mesh.v1 import runner_pb2_grpc
-from services.runner import binaries
+from services.runner import binaries, devices
+from services.runner.command import child_environment
 from services.runner.fetching import Fetches
 from services.runner.metrics import registry_for
 from services.runner.servers import LlamaServers
 from services.runner.servicer import RunnerServicer
 from services.runner.settings import RunnerSettings
+
+log = logging.getLogger(__name__)
 
 
 async def main(node: NodeSettings, settings: RunnerSettings) -> None:
@@ -27,8 +34,11 @@ async def main(node: NodeSettings, settings: RunnerSettings) -> None:
         split_environment=cpus.split_environment(node.services_idle),
     )
     metrics_http.serve(node.runner_metrics_port, registry_for(servers))
+    # Listed once, beside the start: a CUDA build takes seconds to look; Models waits for the list.
+    listed = asyncio.create_task(accelerators(llama_bin, settings.device))
     server = await grpc_server.start(
-        node.runner_grpc_port, lambda s: runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(servers, Fetches(servers.changes.publish)), s)
+        node.runner_grpc_port,
+        lambda s: runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(servers, Fetches(servers.changes.publish), listed), s),
     )
     # Ready once it can start models; without llama.cpp's binaries it still answers, but cannot serve.
     missing = missing_binaries(llama_bin)
@@ -36,9 +46,19 @@ async def main(node: NodeSettings, settings: RunnerSettings) -> None:
     try:
         await asyncio.Event().wait()
     finally:
+        listed.cancel()  # still looking when stopped early: nobody will ask
         # Children first: no llama-server may outlive the runner.
         await servers.stop_all()
         await server.stop(grace=1.0)
+
+
+async def accelerators(llama_bin: Path, device: str) -> tuple[Device, ...]:
+    """The devices this node's llama-server would use (those `device` names, if it names any),
+    listed with the environment it runs in; none without a binary (the node then offers RAM)."""
+    listed = await asyncio.to_thread(devices.list_devices, llama_bin / "llama-server", child_environment(dict(os.environ)))
+    found = devices.chosen(listed, device)
+    event(log, "devices listed", devices=", ".join(f"{d.name} {d.description} {d.total_bytes // devices.MIB} MiB" for d in found) or "none: RAM")
+    return found
 
 
 def missing_binaries(llama_bin: Path) -> str:

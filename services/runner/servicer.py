@@ -8,8 +8,8 @@ from pathlib import Path
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.grpc_server import Context
-from services.common.records import ProcessKind
-from services.common.records_proto import downloads_to_proto, experts_from_proto, experts_to_proto
+from services.common.records import Device, ProcessKind
+from services.common.records_proto import devices_to_proto, downloads_to_proto, experts_from_proto, experts_to_proto
 from services.common.records_proto import served_to_proto as to_proto
 from services.proto.mesh.v1 import node_pb2, runner_pb2, runner_pb2_grpc
 from services.runner.binaries import BinaryMissing
@@ -29,9 +29,10 @@ def existing(path: str) -> Path:
 
 
 class RunnerServicer(runner_pb2_grpc.RunnerServicer):
-    def __init__(self, servers: LlamaServers, fetches: Fetches) -> None:
+    def __init__(self, servers: LlamaServers, fetches: Fetches, devices: asyncio.Future[tuple[Device, ...]]) -> None:
         self.servers = servers
         self.fetches = fetches
+        self.devices = devices  # listed once at start (server.accelerators); every Models reply carries them
 
     async def Serve(self, request: runner_pb2.ServeRequest, context: Context) -> node_pb2.ServedModel:
         path = existing(request.path)
@@ -93,6 +94,8 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
             named=[ref_to_proto(ref) for ref in inventory.named],
             on_disk=[ref_to_proto(ref) for ref in inventory.on_disk],
             on_hub=[ref_to_proto(ref) for ref in inventory.on_hub],
+            # Shielded: a caller gone mid-wait must not cancel the one listing every reply shares.
+            devices=devices_to_proto(await asyncio.shield(self.devices)),
         )
 
     async def Fetch(self, request: runner_pb2.FetchRequest, context: Context) -> node_pb2.Download:

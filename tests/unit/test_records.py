@@ -1,6 +1,6 @@
 import pytest
 
-from services.common.records import NodeRecord, SelfUpdate, ServedModel, apply_update
+from services.common.records import Device, NodeRecord, SelfUpdate, ServedModel, apply_update
 from services.common.records_proto import record_from_proto, record_to_proto, update_from_proto, update_to_proto
 
 RECORD = NodeRecord(node_id="n1", name="box", version=3)
@@ -26,3 +26,12 @@ def test_record_and_update_survive_protobuf() -> None:
     assert record_from_proto(record_to_proto(record)) == record
     update = SelfUpdate(frozenset({"role", "served"}), {"role": "serving", "served": record.served})
     assert update_from_proto(update_to_proto(update)) == update
+
+
+def test_devices_survive_protobuf_in_the_record_and_in_an_update() -> None:
+    card = Device("CUDA0", "NVIDIA H200", 143156 * 1024**2, 142517 * 1024**2)
+    record = NodeRecord(node_id="n1", name="box", memory_offered_bytes=card.total_bytes, devices=(card, Device("CUDA1", "NVIDIA H200", 1, 0)))
+    assert record_from_proto(record_to_proto(record)) == record
+    update = SelfUpdate(frozenset({"devices", "memory_offered_bytes"}), {"devices": record.devices, "memory_offered_bytes": card.total_bytes})
+    assert update_from_proto(update_to_proto(update)) == update
+    assert apply_update(RECORD, update, now=1.0).devices == record.devices

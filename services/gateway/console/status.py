@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from services.common.invite import InviteToken
-from services.common.records import DownloadState, MeshView, NodeRecord, Peer, ProcessKind, ProcessState, Role
+from services.common.records import Device, DownloadState, MeshView, NodeRecord, Peer, ProcessKind, ProcessState, Role
 
 
 def shown_role(record: NodeRecord) -> str:
@@ -18,12 +18,18 @@ def shown_role(record: NodeRecord) -> str:
     return record.role
 
 
+def device_status(device: Device) -> dict:
+    # Used: in use when the runner listed it (at its start, before it loaded a model).
+    return {**asdict(device), "used_bytes": device.used_bytes}
+
+
 def node_status(record: NodeRecord) -> dict:
     return {
         "id": record.node_id,
         "name": record.name,
         "role": shown_role(record),
         "memory_offered_bytes": record.memory_offered_bytes,
+        "devices": [device_status(device) for device in record.devices],  # its GPUs; none: it runs models from RAM
         "models_on_disk": list(record.models_on_disk),
         "model_files": [asdict(file) for file in record.model_files],  # each model's file fingerprint
         "models": [asdict(served) for served in record.served],

@@ -9,17 +9,19 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 import grpc
+import psutil
 import pytest
 
 from services.common.changes import Changes
-from services.common.records import ModelFile, NodeRecord, ProcessKind, ProcessState, Role, ServedModel, apply_update
-from services.common.records_proto import record_to_proto, served_to_proto, update_from_proto
-from services.placement.convergence import Convergence
+from services.common.records import Device, ModelFile, NodeRecord, ProcessKind, ProcessState, Role, ServedModel, apply_update
+from services.common.records_proto import devices_to_proto, record_to_proto, served_to_proto, update_from_proto
+from services.placement.convergence import Convergence, memory_offered
 from services.placement.memory import GIB
 from services.placement.settings import PlacementSettings
 from services.proto.mesh.v1 import gateway_pb2, gossip_pb2, node_pb2, runner_pb2
 
 PATH = "/models/m.gguf"
+H200 = Device("CUDA0", "NVIDIA H200", 140 * GIB, 139 * GIB)
 
 
 def failure(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
@@ -77,11 +79,12 @@ class FakeGossip(Sibling):
 
 
 class FakeRunner(Sibling):
-    def __init__(self, refuse: grpc.StatusCode | None = None) -> None:
+    def __init__(self, refuse: grpc.StatusCode | None = None, devices: tuple[Device, ...] = ()) -> None:
         super().__init__()
         self.running: dict[tuple[str, str], ServedModel] = {}
         self.calls: list[str] = []
         self.refuse = refuse
+        self.devices = devices
 
     def Watch(self, request: runner_pb2.ListRequest, wait_for_ready: bool = False) -> AsyncIterator[object]:
         return self.stream(lambda: runner_pb2.ModelStates(models=[served_to_proto(s) for _, s in sorted(self.running.items())]))
@@ -90,7 +93,7 @@ class FakeRunner(Sibling):
         if list(request.specs) != ["m"]:
             raise failure(grpc.StatusCode.NOT_FOUND)
         ref = runner_pb2.ModelRef(model_id="m", path=PATH, size_bytes=GIB, fingerprint="fp-m")
-        return runner_pb2.ModelsReply(named=[ref], on_disk=[ref])
+        return runner_pb2.ModelsReply(named=[ref], on_disk=[ref], devices=devices_to_proto(self.devices))
 
     async def Inspect(self, request: runner_pb2.InspectRequest, wait_for_ready: bool = False) -> runner_pb2.ModelFacts:
         self.calls.append("Inspect")
@@ -131,7 +134,7 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 def settings(**fields) -> PlacementSettings:
-    return PlacementSettings(models=fields.pop("models", ["m"]), max_memory_bytes=4 * GIB, **fields)
+    return PlacementSettings(models=fields.pop("models", ["m"]), max_memory_bytes=fields.pop("max_memory_bytes", 4 * GIB), **fields)
 
 
 async def started(gossip: FakeGossip, runner: FakeRunner, **fields) -> tuple[Convergence, asyncio.Task[None]]:
@@ -212,3 +215,28 @@ def test_a_model_the_runner_cannot_find_stops_placement_with_its_answer() -> Non
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         asyncio.run(scenario())
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("fields", "devices", "offered"),
+    [
+        ({}, (H200,), 140 * GIB),  # a GPU llama.cpp can use: its memory, whatever the RAM
+        ({}, (H200, replace(H200, name="CUDA1")), 280 * GIB),  # llama.cpp spreads a model over every card
+        ({"max_memory_bytes": 4 * GIB}, (H200,), 4 * GIB),  # --max-vram wins
+        ({"client": True}, (H200,), 0),  # a client offers nothing
+        ({}, (), psutil.virtual_memory().total),  # a CPU build: the RAM
+    ],
+)
+def test_a_node_offers_its_gpus_memory_unless_told_otherwise(fields: dict[str, object], devices: tuple[Device, ...], offered: int) -> None:
+    assert memory_offered(PlacementSettings.model_validate(fields), devices) == offered
+
+
+def test_the_runners_devices_go_into_the_record_with_the_memory_they_offer() -> None:
+    async def scenario() -> None:
+        gossip, runner = FakeGossip(), FakeRunner(devices=(H200,))
+        convergence, task = await started(gossip, runner, max_memory_bytes=0)
+        assert gossip.own.devices == (H200,) and gossip.own.memory_offered_bytes == 140 * GIB
+        assert convergence.facts.memory_offered == 140 * GIB
+        task.cancel()
+
+    asyncio.run(scenario())

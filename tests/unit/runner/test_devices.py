@@ -1,0 +1,106 @@
+"""Accelerators as llama.cpp lists them (recorded `llama-server --list-devices` outputs), the memory a
+node offers from them, and the KV cache tiers."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from services.runner.devices import GIB, MIB, Device, chosen, kv_types, list_devices, memory_offered, parse_devices
+
+H200 = """\
+ggml_cuda_init: found 1 CUDA devices:
+  Device 0: NVIDIA H200, compute capability 9.0, VMM: yes
+Available devices:
+  CUDA0: NVIDIA H200 (143156 MiB, 142517 MiB free)
+"""
+TWO_CARDS = """\
+Available devices:
+  CUDA0: NVIDIA GeForce RTX 4090 (24080 MiB, 23500 MiB free)
+  CUDA1: NVIDIA GeForce RTX 3090 (24576 MiB, 2048 MiB free)
+  RPC0: 127.0.0.1:50052 (65536 MiB, 65536 MiB free)
+"""
+# Metal reports the recommended working set (here a 32 GB Mac: about two thirds of it).
+MAC = """\
+ggml_metal_device_init: GPU name:   Apple M2 Pro
+Available devices:
+  MTL0: Apple M2 Pro (21845 MiB, 21845 MiB free)
+"""
+CPU_ONLY = "Available devices:\n  (none)\n"
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        (H200, (Device("CUDA0", "NVIDIA H200", 143156 * MIB, 142517 * MIB),)),
+        (
+            TWO_CARDS,
+            (Device("CUDA0", "NVIDIA GeForce RTX 4090", 24080 * MIB, 23500 * MIB), Device("CUDA1", "NVIDIA GeForce RTX 3090", 24576 * MIB, 2048 * MIB)),
+        ),
+        (MAC, (Device("MTL0", "Apple M2 Pro", 21845 * MIB, 21845 * MIB),)),
+        (CPU_ONLY, ()),
+        ("", ()),
+        ("garbage\n  CUDA0: no sizes here\n", ()),
+    ],
+)
+def test_devices_are_read_from_llama_s_own_list(output: str, expected: tuple[Device, ...]) -> None:
+    assert parse_devices(output) == expected
+
+
+def test_used_memory_is_what_is_not_free() -> None:
+    (card,) = parse_devices(H200)
+    assert card.used_bytes == (143156 - 142517) * MIB
+
+
+@pytest.mark.parametrize(
+    ("output", "ram", "offered"),
+    [
+        (H200, 32 * GIB, 143156 * MIB),  # GPU memory above the RAM: the GPU's counts
+        (TWO_CARDS, 64 * GIB, (24080 + 24576) * MIB),  # every card; the RPC device is another machine's
+        (MAC, 32 * GIB, 21845 * MIB),  # Metal's working set, not the unified memory
+        (CPU_ONLY, 24 * GIB, 24 * GIB),  # a CPU build (even on a GPU box): the RAM
+    ],
+)
+def test_a_node_offers_its_accelerators_memory_else_its_ram(output: str, ram: int, offered: int) -> None:
+    assert memory_offered(parse_devices(output), ram) == offered
+
+
+@pytest.mark.parametrize(
+    ("device", "names"),
+    [
+        ("", ["CUDA0", "CUDA1"]),  # no --device: llama.cpp uses every card
+        ("CUDA1", ["CUDA1"]),
+        ("cuda0", ["CUDA0"]),  # llama.cpp matches names in any case
+        ("CUDA0, CUDA1", ["CUDA0", "CUDA1"]),
+        ("none", []),  # nothing offloaded: the model runs from RAM
+    ],
+)
+def test_a_device_setting_keeps_only_the_devices_it_names(device: str, names: list[str]) -> None:
+    assert [d.name for d in chosen(parse_devices(TWO_CARDS), device)] == names
+
+
+def fake_binary(tmp_path: Path, script: str) -> Path:
+    binary = tmp_path / "llama-server"
+    binary.write_text("#!/bin/sh\n" + script)
+    binary.chmod(binary.stat().st_mode | stat.S_IEXEC)
+    return binary
+
+
+def test_the_binary_is_asked_and_a_failing_one_lists_nothing(tmp_path: Path) -> None:
+    listing = fake_binary(tmp_path, f"[ \"$1\" = --list-devices ] && printf '%s' '{H200}'\n")
+    assert [d.name for d in list_devices(listing, {})] == ["CUDA0"]
+    broken = fake_binary(tmp_path, "echo 'CUDA error: no driver' >&2; exit 1\n")
+    assert list_devices(broken, {}) == ()
+    assert list_devices(tmp_path / "missing", {}) == ()
+    hanging = fake_binary(tmp_path, "sleep 30\n")
+    assert list_devices(hanging, {}, timeout=0.5) == ()
+
+
+@pytest.mark.parametrize(
+    ("weights_gib", "types"),
+    [(0.1, ("f16", "f16")), (4.9, ("f16", "f16")), (5, ("q8_0", "q4_0")), (40, ("q8_0", "q4_0")), (50, ("q8_0", "q4_0")), (51, ("q4_0", "q4_0"))],
+)
+def test_kv_cache_types_by_the_size_of_the_weights(weights_gib: float, types: tuple[str, str]) -> None:
+    assert kv_types(int(weights_gib * GIB)) == types
