@@ -179,14 +179,38 @@ def _values(rng: np.random.Generator, dims: tuple[int, ...], kind: str, quantize
 def _copy_tokenizer(reader: GGUFReader, writer: GGUFWriter) -> None:
     for key in TOKENIZER_KEYS:
         field = reader.fields.get(key)
-        if field is None:
-            continue
-        kind = field.types[0]
-        if kind == GGUFValueType.ARRAY:
-            item = field.types[1]
-            values = [bytes(field.parts[i]).decode() if item == GGUFValueType.STRING else field.parts[i].tolist()[0] for i in field.data]
-            writer.add_array(key, values)
-        elif kind == GGUFValueType.STRING:
-            writer.add_string(key, bytes(field.parts[field.data[0]]).decode())
-        else:
-            writer.add_key_value(key, field.parts[field.data[0]].tolist()[0], kind)
+        if field is not None:
+            _copy_field(writer, key, field)
+
+
+def _copy_field(writer: GGUFWriter, key: str, field) -> None:
+    kind = field.types[0]
+    if kind == GGUFValueType.ARRAY:
+        item = field.types[1]
+        values = [bytes(field.parts[i]).decode() if item == GGUFValueType.STRING else field.parts[i].tolist()[0] for i in field.data]
+        writer.add_array(key, values)
+    elif kind == GGUFValueType.STRING:
+        writer.add_string(key, bytes(field.parts[field.data[0]]).decode())
+    else:
+        writer.add_key_value(key, field.parts[field.data[0]].tolist()[0], kind)
+
+
+def with_chat_template(source: Path, out: Path, template: str) -> Path:
+    """A copy of the real model `source` (same weights, same everything) whose GGUF carries another
+    chat template: llama-server renders prompts, tools and tool calls by the template it finds there."""
+    reader = GGUFReader(source)
+    architecture = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    writer = GGUFWriter(out, architecture)
+    for key, field in reader.fields.items():
+        if not key.startswith("GGUF.") and key not in ("general.architecture", "tokenizer.chat_template"):
+            _copy_field(writer, key, field)
+    writer.add_chat_template(template)
+    for tensor in reader.tensors:
+        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes, raw_dtype=tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in reader.tensors:
+        writer.write_tensor_data(np.ascontiguousarray(tensor.data))
+    writer.close()
+    return out

@@ -1,11 +1,18 @@
 """The agents' APIs through a mesh: the official `anthropic` SDK against /v1/messages and the
 `openai` SDK's Responses API against /v1/responses, both at node B (an API-only client with an API
 key), answered by node A, the only node serving the model: B's gateway relays over QUIC and its
-`x-mesh-node` header names A. Bad input gets each API's own error shape, never a traceback."""
+`x-mesh-node` header names A. Bad input gets each API's own error shape, never a traceback.
+
+The tool round needs a model that calls tools: A also serves a copy of SmolLM2 whose GGUF carries
+a tool-capable chat template (tests/data/functionary-v3.2.jinja, written in by tests/synthetic.py).
+llama-server shows the model the tools by that template and, for a required tool choice, constrains
+its answer to a call by grammar: the tool_use block is the model's own, relayed through the mesh."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -13,11 +20,14 @@ import openai
 import pytest
 
 from tests.conftest import SMOLLM2
+from tests.e2e.test_fetch_on_start import smollm2_path
 from tests.meshbed import MeshBed
 from tests.nodes import NodeProcess
+from tests.synthetic import with_chat_template
 
 pytestmark = pytest.mark.e2e
 KEY = "agent-key"
+TOOLS_MODEL = "SmolLM2-tools"  # SmolLM2 with a tool-capable chat template
 HELLO = [{"role": "user", "content": "Name three colours."}]
 # Greedy decoding, so that a streamed answer can be compared with a whole one (this SDK has no
 # temperature argument; llama-server reads the field).
@@ -31,22 +41,26 @@ WEATHER = {
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory, llama_bin_dir) -> Iterator[tuple[str, NodeProcess]]:
-    """(A's node id, B): the model on A only, the SDKs pointed at B."""
-    bed = MeshBed(tmp_path_factory.mktemp("agents"))
+    """(A's node id, B): the models on A only, the SDKs pointed at B."""
+    folder = tmp_path_factory.mktemp("agents")
+    template = (Path(__file__).parent.parent / "data" / "functionary-v3.2.jinja").read_text()
+    tools_model = with_chat_template(smollm2_path(), folder / f"{TOOLS_MODEL}.gguf", template)
+    bed = MeshBed(folder)
     try:
-        a = bed.start("A", "--model", SMOLLM2)
+        a = bed.start("A", "--model", SMOLLM2, "--model", str(tools_model))
         b = bed.start("B", "--client", "--api-key", KEY, join=a)
         a.wait_ready(SMOLLM2)
-        bed.wait_until(lambda: ready_at(b), 60, "B sees A's server ready")
+        a.wait_ready(TOOLS_MODEL)
+        bed.wait_until(lambda: ready_at(b, SMOLLM2) and ready_at(b, TOOLS_MODEL), 60, "B sees A's servers ready")
         yield a.status()["id"], b
     finally:
         bed.close()
 
 
-def ready_at(node: NodeProcess) -> bool:
+def ready_at(node: NodeProcess, model: str) -> bool:
     try:
         listed = httpx.get(f"{node.api}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=5).json()["data"]
-        return any(m["id"] == SMOLLM2 and m["nodes"] and all(n["state"] == "ready" for n in m["nodes"]) for m in listed)
+        return any(m["id"] == model and m["nodes"] and all(n["state"] == "ready" for n in m["nodes"]) for m in listed)
     except (httpx.HTTPError, ValueError, KeyError):
         return False
 
@@ -80,35 +94,56 @@ def test_anthropic_messages_plain_streamed_and_counted_come_from_the_far_node(me
 
 
 def test_anthropic_tool_round(mesh) -> None:
+    """A real call: the model emits tool_use (no turn supplied by the test), the client answers it
+    with a tool_result, and the model answers that, all through B to A."""
     a_id, b = mesh
     question = {"role": "user", "content": "What is the weather in Paris? Use the tool."}
     raw = claude(b).messages.with_raw_response.create(
-        model=SMOLLM2, max_tokens=64, extra_body=GREEDY, messages=[question], tools=[WEATHER], tool_choice={"type": "any"}
+        model=TOOLS_MODEL, max_tokens=64, extra_body=GREEDY, messages=[question], tools=[WEATHER], tool_choice={"type": "any"}
     )
     assert raw.headers["x-mesh-node"] == a_id
     first = raw.parse()
     calls = [block for block in first.content if block.type == "tool_use"]
-    if calls:
-        call = calls[0]
-        assert call.name == "get_weather" and call.id and isinstance(call.input, dict)
-        assert first.stop_reason == "tool_use"
-        turn = [block.model_dump(exclude_none=True) for block in first.content]
-        call_id = call.id
-    else:
-        # SmolLM2's chat template has no tools, and llama-server then neither shows them to the
-        # model nor forces a call: the round goes on with the call a capable model would make.
-        print("SmolLM2 answered in text; the tool_use turn is supplied")
-        call_id = "toolu_mesh_1"
-        turn = [{"type": "tool_use", "id": call_id, "name": "get_weather", "input": {"city": "Paris"}}]
-    result = {"type": "tool_result", "tool_use_id": call_id, "content": "Sunny, 21 C."}
+    assert first.stop_reason == "tool_use" and len(calls) == 1, first
+    call = calls[0]
+    assert call.name == "get_weather" and call.id and isinstance(call.input, dict) and set(call.input) == {"city"}
+    print(f"the model called get_weather({call.input})")
+
+    result = {"type": "tool_result", "tool_use_id": call.id, "content": "Sunny, 21 C."}
+    turn = [block.model_dump(exclude_none=True) for block in first.content]
+    # The answer to the result. This template's own format wants the model to open an answer with
+    # ">>>all" (a 135M model never does, and llama-server then refuses its output), so the client
+    # prefills the start of the answer, as Anthropic's API allows; the model goes on from there.
+    prefill = {"role": "assistant", "content": "In Paris it is"}
     answer = claude(b).messages.create(
-        model=SMOLLM2,
-        max_tokens=32,
+        model=TOOLS_MODEL,
+        max_tokens=16,
         extra_body=GREEDY,
-        tools=[WEATHER],
-        messages=[question, {"role": "assistant", "content": turn}, {"role": "user", "content": [result]}],
+        messages=[question, {"role": "assistant", "content": turn}, {"role": "user", "content": [result]}, prefill],
     )
-    assert answer.role == "assistant" and answer.content and answer.content[0].type == "text" and answer.content[0].text
+    assert answer.role == "assistant" and [block.type for block in answer.content] == ["text"]
+    text = answer.content[0].text
+    assert text.strip() and text.strip() != prefill["content"], answer
+    print(f"the model answered the result: {text!r}")
+
+
+def test_anthropic_tool_call_streamed(mesh) -> None:
+    """The call streamed: a tool_use block whose input arrives as input_json_delta events, relayed
+    event by event, and the message ends with stop_reason tool_use."""
+    _, b = mesh
+    question = {"role": "user", "content": "What is the weather in Paris? Use the tool."}
+    with claude(b).messages.stream(
+        model=TOOLS_MODEL, max_tokens=64, extra_body=GREEDY, messages=[question], tools=[WEATHER], tool_choice={"type": "tool", "name": "get_weather"}
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    starts = [e for e in events if e.type == "content_block_start" and e.content_block.type == "tool_use"]
+    deltas = [e.delta.partial_json for e in events if e.type == "content_block_delta" and e.delta.type == "input_json_delta"]
+    assert starts and starts[0].content_block.name == "get_weather"
+    assert deltas, "the call's input came in no input_json_delta"
+    assert final.stop_reason == "tool_use"
+    (call,) = [block for block in final.content if block.type == "tool_use"]
+    assert call.input == json.loads("".join(deltas))
 
 
 def test_openai_responses_plain_and_streamed_come_from_the_far_node(mesh) -> None:
