@@ -25,7 +25,7 @@ _DEVICE = re.compile(r"^\s+(?P<name>[^:\s]+): (?P<description>.*) \((?P<total>\d
 
 def parse_devices(text: str) -> tuple[Device, ...]:
     """The devices in `llama-server --list-devices` output; RPC devices (other machines) are not ours."""
-    found = []
+    found: list[Device] = []
     for line in text.splitlines():
         match = _DEVICE.match(line)
         if match and not match["name"].upper().startswith("RPC"):

@@ -151,7 +151,7 @@ class Publicity:
 
 @dataclass(frozen=True)
 class Device:
-    """An accelerator of a node as its llama.cpp build lists it (services/runner/devices.py)."""
+    """An accelerator of a node as its llama.cpp build lists it (services/common/devices.py)."""
 
     name: str  # llama.cpp's device name: CUDA0, MTL0, Vulkan0...
     description: str  # the card: "NVIDIA H200", "Apple M2 Pro"

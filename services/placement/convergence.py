@@ -19,6 +19,7 @@ from dataclasses import replace
 import psutil
 
 from services.common import calls
+from services.common import devices as accelerators
 from services.common.logs import event
 from services.common.records import Assignment, Device, DownloadPolicy, DownloadState, MeshView
 from services.common.records_proto import devices_from_proto, downloads_from_proto, served_from_proto, view_from_proto
@@ -30,7 +31,6 @@ from services.placement.metrics import PlacementMetrics
 from services.placement.plan import droppable, due, plan
 from services.placement.settings import PlacementSettings
 from services.proto.mesh.v1 import gateway_pb2_grpc, gossip_pb2, gossip_pb2_grpc, runner_pb2, runner_pb2_grpc
-from services.runner import devices as accelerators
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,12 @@ import logging
 import os
 from pathlib import Path
 
-from services.common import cpus, grpc_server, lifecycle, metrics_http
+from services.common import cpus, devices, grpc_server, lifecycle, metrics_http
 from services.common.logs import event
 from services.common.records import Device
 from services.common.settings import NodeSettings
 from services.proto.mesh.v1 import runner_pb2_grpc
-from services.runner import binaries, devices
+from services.runner import binaries
 from services.runner.command import child_environment
 from services.runner.fetching import Fetches
 from services.runner.metrics import registry_for

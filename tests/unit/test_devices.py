@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.runner.devices import GIB, MIB, Device, chosen, kv_types, list_devices, memory_offered, parse_devices
+from services.common.devices import GIB, MIB, Device, chosen, kv_types, list_devices, memory_offered, parse_devices
 
 H200 = """\
 ggml_cuda_init: found 1 CUDA devices:
