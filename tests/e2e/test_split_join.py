@@ -9,7 +9,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.placement.settings import PlacementSettings
 from tests.conftest import SMOLLM2
 from tests.e2e.test_split import greedy, host_assignment, solo_answers, wait_split_ready  # noqa: F401 (solo_answers is a fixture)
 
@@ -47,7 +46,9 @@ def broken_rpc_server(folder: Path, llama_bin_dir: Path) -> Path:
 
 
 def test_a_host_whose_worker_cannot_start_its_rpc_server_serves_solo(mesh_bed, llama_bin_dir, tmp_path) -> None:
-    a = mesh_bed.start("A", "--model", SMOLLM2, "--split")
+    # The rule, with a bound of its own (the default, 60 s, leaves room for priming a big model).
+    bound = 15.0
+    a = mesh_bed.start("A", "--model", SMOLLM2, "--split", env={"MESH_PLACEMENT_WORKER_START_BOUND": str(bound)})
     b = mesh_bed.start("B", join=a, env={"MESH_LLAMA_BIN": str(broken_rpc_server(tmp_path / "bin", llama_bin_dir))})
 
     def rpc_failing() -> bool:
@@ -70,7 +71,6 @@ def test_a_host_whose_worker_cannot_start_its_rpc_server_serves_solo(mesh_bed, l
             return False
         return assignment["mode"] == "solo" and bool(state) and state["state"] == "ready"
 
-    bound = PlacementSettings().worker_start_bound
     mesh_bed.wait_until(solo, bound + 120, f"A serving alone within {bound:.0f}s (and a load) of B's rpc-server failing")
     print(f"A solo and ready {time.monotonic() - failing:.1f}s after B's rpc-server first failed (bound {bound:.0f}s)")
     assert f"worker={b_id}" in a.log_path.read_text(errors="replace")  # left out by the rule, not by B leaving
