@@ -113,7 +113,18 @@ def rpc_server_argv(binary: Path, port: int, *, threads: int, cache: bool) -> li
 OPENMP_SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
 
 
+# Where the GPU libraries are found and which devices a backend uses: a host whose CUDA libraries
+# are found only through LD_LIBRARY_PATH cannot start llama-server without it.
+LIBRARY_PATHS = ("LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH")
+# Backend settings by prefix: CUDA_VISIBLE_DEVICES and CUDA_*, ROCm's HIP_*/ROCR_*, Metal's MTL_*,
+# Vulkan's VK_*, SYCL's ONEAPI_*/ZE_*, NVIDIA's container variables, and ggml's own GGML_*.
+BACKEND_PREFIXES = ("CUDA_", "NVIDIA_", "HIP_", "ROCR_", "HSA_", "MTL_", "VK_", "ONEAPI_", "ZE_", "GGML_")
+
+
 def child_environment(base: dict[str, str], extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The explicit environment a child gets: only what it needs, nothing of ours."""
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "CUDA_VISIBLE_DEVICES", "LLAMA_CACHE", *OPENMP_SETTINGS)
-    return {name: base[name] for name in keep if name in base} | (extra or {})
+    """The explicit environment a child gets: only what it needs, nothing of ours (MESH_*: keys,
+    tokens), but what finds and drives its GPU."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "LLAMA_CACHE", *OPENMP_SETTINGS, *LIBRARY_PATHS)
+    kept = {name: base[name] for name in keep if name in base}
+    backend = {name: value for name, value in base.items() if name.startswith(BACKEND_PREFIXES)}
+    return kept | backend | (extra or {})

@@ -28,6 +28,21 @@ def test_child_environment_keeps_only_what_children_need() -> None:
     assert child_environment({"GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": "active", "X": "y"}) == {"GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": "active"}
 
 
+def test_child_environment_keeps_what_finds_and_drives_the_gpu() -> None:
+    gpu = {
+        "LD_LIBRARY_PATH": "/usr/local/cuda/lib64",
+        "CUDA_VISIBLE_DEVICES": "1",
+        "CUDA_HOME": "/usr/local/cuda",
+        "GGML_CUDA_ENABLE_UNIFIED_MEMORY": "1",
+        "HIP_VISIBLE_DEVICES": "0",
+        "MTL_DEBUG_LAYER": "0",
+        "VK_ICD_FILENAMES": "/etc/vulkan/icd.d/nvidia_icd.json",
+    }
+    ours = {"MESH_GOSSIP_JOIN": "mesh1-token", "MESH_GATEWAY_API_KEY": "secret", "AWS_SECRET_ACCESS_KEY": "x", "PYTHONPATH": "/repo"}
+    assert child_environment(gpu | ours | {"PATH": "/bin"}) == gpu | {"PATH": "/bin"}
+    assert child_environment(gpu, {"GGML_RPC_HASH_THRESHOLD": "0"})["GGML_RPC_HASH_THRESHOLD"] == "0"  # ours win where we set one
+
+
 def test_split_offloads_worker_blocks_and_keeps_the_output_layer_on_the_host() -> None:
     argv = llama_server_argv(
         Path("s"), Path("m"), "m", 1, ctx_size=1, threads=1, device="", rpc_endpoints=("127.0.0.1:7001", "127.0.0.1:7002"), worker_layers=6, tensor_split=(4, 2)
