@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.records import Device
@@ -56,23 +55,3 @@ def memory_offered(devices: tuple[Device, ...], ram_bytes: int) -> int:
     """What a node offers the mesh: its accelerators' memory (llama.cpp spreads a model over every
     device it lists), else its RAM."""
     return sum(device.total_bytes for device in devices) or ram_bytes
-
-
-@dataclass(frozen=True)
-class CacheTier:
-    """The KV cache's types and the context for a model, by the size of its weights and the memory left."""
-
-    cache_type_k: str
-    cache_type_v: str
-    ctx_size: int
-
-
-def kv_types(weights_bytes: int) -> tuple[str, str]:
-    """The KV cache's (K, V) types by the model's weights: full precision for small models, where
-    the cache is cheap and quantizing it costs the most quality; q8_0 keys and q4_0 values from 5 GB;
-    q4_0 both above 50 GB, where the cache of a long context would otherwise crowd out the weights."""
-    if weights_bytes < 5 * GIB:
-        return "f16", "f16"
-    if weights_bytes <= 50 * GIB:
-        return "q8_0", "q4_0"
-    return "q4_0", "q4_0"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.devices import GIB, MIB, Device, chosen, kv_types, list_devices, memory_offered, parse_devices
+from services.common.devices import GIB, MIB, Device, chosen, list_devices, memory_offered, parse_devices
 
 H200 = """\
 ggml_cuda_init: found 1 CUDA devices:
@@ -96,11 +96,3 @@ def test_the_binary_is_asked_and_a_failing_one_lists_nothing(tmp_path: Path) -> 
     assert list_devices(tmp_path / "missing", {}) == ()
     hanging = fake_binary(tmp_path, "sleep 30\n")
     assert list_devices(hanging, {}, timeout=0.5) == ()
-
-
-@pytest.mark.parametrize(
-    ("weights_gib", "types"),
-    [(0.1, ("f16", "f16")), (4.9, ("f16", "f16")), (5, ("q8_0", "q4_0")), (40, ("q8_0", "q4_0")), (50, ("q8_0", "q4_0")), (51, ("q4_0", "q4_0"))],
-)
-def test_kv_cache_types_by_the_size_of_the_weights(weights_gib: float, types: tuple[str, str]) -> None:
-    assert kv_types(int(weights_gib * GIB)) == types
