@@ -15,7 +15,6 @@ from services.gateway.blackboard.service import BoardClient
 from services.gateway.console.router import router as console_router
 from services.gateway.errors import Conflict
 from services.gateway.mcp import http as mcp_http
-from services.gateway.mcp.tools import mesh_server
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.middleware import RequestContext
 from services.gateway.mirror import MeshMirror
@@ -72,8 +71,8 @@ def create_console_app(
     for its blackboard panel, /v1/blackboard/… when given `blackboard`, and with it the MCP server
     (streamable HTTP) at /mcp for agents on this machine."""
     hosts = sorted({"localhost", "127.0.0.1", settings.console_host})
-    mcp = mesh_server(blackboard, lambda: mirror.view) if blackboard is not None else None
-    # /mcp answers through the SDK's session manager, which runs while the app does.
+    mcp = mcp_http.LazyMcp(blackboard, lambda: mirror.view, hosts) if blackboard is not None else None
+    # /mcp answers through the SDK's session manager, started by its first request, stopped with the app.
     app = FastAPI(title="mesh-llm console", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lambda _: mcp_http.running(mcp))
     app.state.settings, app.state.mirror, app.state.fingerprint = settings, mirror, fingerprint
     app.state.relay, app.state.metrics, app.state.metrics_urls = relay, metrics, metrics_urls or {}
@@ -83,7 +82,7 @@ def create_console_app(
         app.state.blackboard = blackboard
         app.include_router(blackboard_router)
     if mcp is not None:
-        app.router.routes.extend(mcp_http.routes(mcp, hosts))
+        app.router.routes.extend(mcp_http.routes(mcp))
     if relay is not None and metrics is not None:
         for router in (chat_router, models_router):
             app.include_router(router)

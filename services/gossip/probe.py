@@ -32,6 +32,11 @@ class PeerUnreachable(Exception):
     """A peer did not answer in time, or refused us; the message says which."""
 
 
+class PeerRefused(PeerUnreachable):
+    """The peer answered, and refused to admit us (another mesh, a forged, old or revoked credential):
+    asking again gets the same answer."""
+
+
 class GatewayAway(PeerUnreachable):
     """Our own gateway, which carries every message, went away during the call: no word on the peer."""
 
@@ -61,13 +66,15 @@ class GossipProtocol:
         await self.our_gateway()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            seed = await self._first_answering(seeds)
+            seed, refused = await self._first_answering(seeds)
             if seed:
                 event(log, "joined mesh", seed=seed)
                 self.membership.join_error = ""
                 self.membership.join_state = JoinState.JOINED
                 await self.membership.changes.publish()
                 return
+            if refused:
+                break  # every seed answered no: waiting out the timeout would only delay the same answer
             await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         event(log, "join failed", logging.WARNING, seeds=",".join(seeds), reason=self.membership.join_error)
         self.membership.join_state = JoinState.FAILED
@@ -77,14 +84,16 @@ class GossipProtocol:
         """Returns once this node's gateway (every message's way out) is reachable."""
         await self.gateway_channel.channel_ready()
 
-    async def _first_answering(self, seeds: list[str]) -> str:
-        """The seed that answered first, or '' with every seed's reason in join_error.
+    async def _first_answering(self, seeds: list[str]) -> tuple[str, bool]:
+        """(the seed that answered first, False), or ('', whether every seed refused us) with every
+        seed's reason in join_error.
 
         All at once: a token carries every address of its issuer and some may be unreachable from
         here (another network's interface, a container bridge); one by one, each dead address
         would cost a whole probe timeout before the live one is tried."""
         pings = {asyncio.create_task(self.ping(seed, "")): seed for seed in dict.fromkeys(seeds)}
         reasons = dict.fromkeys(pings.values(), "no answer")
+        refused: set[str] = set()
         pending = set(pings)
         try:
             while pending:
@@ -92,12 +101,14 @@ class GossipProtocol:
                 for task in done:
                     failure = task.exception()
                     if failure is None:
-                        return pings[task]
+                        return pings[task], False
                     if not isinstance(failure, PeerUnreachable):
                         raise failure
                     reasons[pings[task]] = str(failure)
+                    if isinstance(failure, PeerRefused):
+                        refused.add(pings[task])
             self.membership.join_error = "; ".join(f"{seed}: {reason}" for seed, reason in reasons.items())
-            return ""
+            return "", refused == set(reasons)
         finally:
             # The others lost the race: their state would be the same mesh's, and one answer is enough.
             for task in pending:
@@ -126,6 +137,8 @@ class GossipProtocol:
         except grpc.aio.AioRpcError as failure:
             if self.gateway_channel.get_state() != grpc.ChannelConnectivity.READY:
                 raise GatewayAway(f"our gateway is away ({failure.code().name})") from None
+            if failure.code() == grpc.StatusCode.PERMISSION_DENIED:  # the gateway's word for an admission refused
+                raise PeerRefused(failure.details() or failure.code().name) from None
             raise PeerUnreachable(failure.details() or failure.code().name) from None
         if reply.peer_node_id and measure:
             await self.membership.heard_from(reply.peer_node_id, reply.rtt)

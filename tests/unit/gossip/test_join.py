@@ -14,10 +14,11 @@ import grpc
 from services.common.mesh_identity import MeshIdentity
 from services.common.records import NodeRecord
 from services.gossip.membership import Membership
-from services.gossip.probe import GossipProtocol, PeerUnreachable
+from services.gossip.probe import GossipProtocol, PeerRefused, PeerUnreachable
 from services.gossip.settings import TEST
 
 LIVE, DEAD, SILENT, REFUSING = "10.0.0.5:7000", "172.17.0.1:7000", "[fd00::5]:7000", "192.168.1.9:7000"
+FORGED = "192.168.1.10:7000"  # answers, and refuses our credential
 
 
 class FakeNetwork(GossipProtocol):
@@ -27,13 +28,17 @@ class FakeNetwork(GossipProtocol):
         self.answered: list[str] = []
         self.abandoned: list[str] = []
         self.gateway_after = 0.0  # seconds our gateway takes to come up
+        self.tries = 0
 
     async def our_gateway(self) -> None:
         await asyncio.sleep(self.gateway_after)
 
     async def ping(self, address: str, node_id: str, timeout: float | None = None) -> None:
+        self.tries += 1
         if address == REFUSING:
             raise PeerUnreachable("wrong mesh secret")
+        if address == FORGED:
+            raise PeerRefused("refused: credential not issued by this mesh")
         if address == SILENT:
             await asyncio.sleep(0.01)
             raise PeerUnreachable("no answer in 0.4s")
@@ -77,3 +82,13 @@ def test_the_join_clock_starts_once_our_own_gateway_answers(tmp_path: Path) -> N
     protocol = join(tmp_path, [LIVE], timeout=0.2, gateway_after=0.5)
     assert protocol.membership.join_state == "joined"
     assert protocol.answered == [LIVE]
+
+
+def test_a_join_every_seed_refuses_ends_at_once(tmp_path: Path) -> None:
+    # A forged, old or revoked credential gets the same answer every time: no waiting out the timeout.
+    protocol = join(tmp_path, [FORGED], timeout=30.0)
+    assert protocol.membership.join_state == "failed" and protocol.tries == 1
+    assert "not issued by this mesh" in protocol.membership.join_error
+    # One seed that only did not answer may still be the mesh: the join keeps trying it.
+    protocol = join(tmp_path, [FORGED, SILENT], timeout=1.2)
+    assert protocol.membership.join_state == "failed" and protocol.tries > 2
