@@ -114,9 +114,15 @@ def main() -> int:
 
         section("/api/status: memory offered vs RAM")
         offered = status["memory_offered_bytes"]
-        print(f"memory_offered_bytes: {offered} = {offered / GIB:.1f} GiB  (RAM {ram / GIB:.1f} GiB; GPU total per devices: "
-              f"{sum(d['total_bytes'] for d in status['devices']) / GIB:.1f} GiB)")
-        print("offered is the GPU's memory" if offered == sum(d["total_bytes"] for d in status["devices"]) and offered != ram else "offered is NOT the GPU's memory")
+        print(
+            f"memory_offered_bytes: {offered} = {offered / GIB:.1f} GiB  (RAM {ram / GIB:.1f} GiB; GPU total per devices: "
+            f"{sum(d['total_bytes'] for d in status['devices']) / GIB:.1f} GiB)"
+        )
+        print(
+            "offered is the GPU's memory"
+            if offered == sum(d["total_bytes"] for d in status["devices"]) and offered != ram
+            else "offered is NOT the GPU's memory"
+        )
         section("/api/status: devices")
         print(json.dumps(status["devices"], indent=1))
         section("/api/status: assignments and models")
@@ -138,8 +144,10 @@ def main() -> int:
             print(f"completion_tokens={tokens} wall={wall:.2f}s -> {tokens / wall:.1f} tok/s end to end (prompt included)")
             if "timings" in reply:
                 t = reply["timings"]
-                print(f"llama-server timings: prompt {t.get('prompt_n')} tok at {t.get('prompt_per_second', 0):.1f} tok/s, "
-                      f"decode {t.get('predicted_n')} tok at {t.get('predicted_per_second', 0):.1f} tok/s")
+                print(
+                    f"llama-server timings: prompt {t.get('prompt_n')} tok at {t.get('prompt_per_second', 0):.1f} tok/s, "
+                    f"decode {t.get('predicted_n')} tok at {t.get('predicted_per_second', 0):.1f} tok/s"
+                )
         print("text:", repr(reply["choices"][0]["message"].get("content", "")[:200]))
         print("usage:", reply.get("usage"))
 
