@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 
 from services.common.logs import event
+from services.gateway.peers.admission import AdmissionRefused
 from services.gateway.peers.endpoint import MeshConnection
 from services.gateway.peers.framing import StreamKind, encode_frame, read_frame
 from services.gateway.peers.links import PeerLinks
@@ -126,7 +127,9 @@ class RpcTunnels:
         assert splice.transport is not None
         try:
             connection = await self.links.connection_to(address, self.connect_timeout)
-        except (TimeoutError, ConnectionError, OSError) as failure:
+        except (TimeoutError, ConnectionError, OSError, AdmissionRefused) as failure:
+            # Refused too (a revoked credential, another mesh): the local end closes at once, so
+            # llama-server sees its RPC connection fail instead of waiting on it.
             event(log, "rpc tunnel failed", logging.WARNING, worker=address, reason=str(failure))
             splice.transport.close()
             return
