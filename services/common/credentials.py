@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
@@ -198,7 +198,7 @@ def signed(public_key: bytes, side: str, transcript: bytes, signature: bytes) ->
             key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
         else:
             return False
-    except (InvalidSignature, ValueError, TypeError):
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):  # UnsupportedAlgorithm: a key of a curve cryptography lacks
         return False
     return True
 
@@ -219,7 +219,7 @@ def decode(data: bytes) -> Credential:
             _hex(fields["authority"]),
             _hex(fields["signature"]),
         )
-    except (KeyError, TypeError, ValueError) as bad:
+    except (KeyError, TypeError, ValueError, OverflowError) as bad:  # OverflowError: JSON's 1e999 is an infinite float
         raise CredentialError(f"not a credential: {bad}") from None
 
 
@@ -234,7 +234,7 @@ def decode_revocation(data: bytes) -> Revocation:
             _hex(fields["authority"]),
             _hex(fields["signature"]),
         )
-    except (KeyError, TypeError, ValueError) as bad:
+    except (KeyError, TypeError, ValueError, OverflowError) as bad:
         raise CredentialError(f"not a revocation: {bad}") from None
 
 
@@ -296,7 +296,7 @@ def _object(data: bytes) -> dict[str, Any]:
         raise CredentialError(f"{len(data)} bytes is too large for a credential")
     try:
         fields = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as bad:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as bad:  # RecursionError: nested arrays fit in the bound
         raise CredentialError(f"not JSON: {bad}") from None
     if not isinstance(fields, dict):
         raise CredentialError("not a JSON object")

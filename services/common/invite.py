@@ -61,12 +61,19 @@ def decode(text: str) -> InviteToken:
         raise TokenError("invite token is truncated or altered (checksum mismatch): copy it again")
     try:
         fields = json.loads(body)
-        token = InviteToken(fields["m"], bytes.fromhex(fields["s"]), tuple(fields["b"]), fields["f"])
-    except (ValueError, KeyError, TypeError):
+        token = InviteToken(_text(fields["m"]), bytes.fromhex(fields["s"]), tuple(fields["b"]), _text(fields["f"]))
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: a body of deeply nested arrays
         raise TokenError("invite token is malformed") from None
     if len(token.secret) != SECRET_BYTES or not token.bootstrap or not all(_is_address(a) for a in token.bootstrap):
         raise TokenError("invite token is malformed (secret or addresses)")
     return token
+
+
+def _text(value: object) -> str:
+    """A field that must be text (the mesh id, the fingerprint): a checksum proves no type."""
+    if not isinstance(value, str):
+        raise TypeError("expected text")
+    return value
 
 
 def _unbase64(text: str) -> bytes:

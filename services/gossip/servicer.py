@@ -79,7 +79,11 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
             message = peer_pb2.GossipMessage.FromString(request.payload)
         except Exception:  # noqa: BLE001 - protobuf raises DecodeError or others for garbage
             raise InvalidArgument("malformed gossip message") from None
-        reply = self.board.handle(message) if message.WhichOneof("kind") in sync.KINDS else await self.protocol.handle(message)
+        try:
+            reply = self.board.handle(message) if message.WhichOneof("kind") in sync.KINDS else await self.protocol.handle(message)
+        except ValueError as unknown:
+            # A farewell of a member in a status, role or mode we do not know (wire.py): the message is bad, not this node.
+            raise InvalidArgument(f"malformed gossip message: {unknown}") from None
         payload = reply.SerializeToString()
         self.protocol.count_bytes(len(payload), len(request.payload))
         return gossip_pb2.PeerMessage(payload=payload)

@@ -38,7 +38,18 @@ def state_to_proto(state: GossipState) -> peer_pb2.GossipState:
 
 def state_from_proto(message: peer_pb2.GossipState, mesh_id: str) -> GossipState:
     mesh = MeshIdentity(mesh_id, message.secret.secret, message.secret.version)
-    members = tuple(member_from_proto(m) for m in message.members if m.status in KNOWN_STATUSES)
+    members = tuple(member for m in message.members if (member := _known_member(m)) is not None)
     demand = tuple(DemandEntry(e.model_id, e.origin, e.requests, e.recent, e.last_seen, e.updated_at) for e in message.demand if e.model_id and e.origin)
     pending = tuple(pairing_from_proto(p) for p in message.pairing)
     return GossipState(message.from_node_id, members, mesh, demand, pending, tuple(message.credentials), tuple(message.revocations))
+
+
+def _known_member(message: peer_pb2.Member) -> Member | None:
+    """The member, or None for one whose status, role, mode or state this node does not know (a
+    newer node's, or garbage): that member is dropped, the rest of the peer's state still counts."""
+    if message.status not in KNOWN_STATUSES:
+        return None
+    try:
+        return member_from_proto(message)
+    except ValueError:
+        return None

@@ -129,8 +129,8 @@ def header_length(data: bytes) -> int | None:
             at = _skip_string(data, at)
             (dimensions,) = struct.unpack_from("<I", data, at)
             at += 4 + 8 * dimensions + 4 + 8  # the dimensions, the type and the data offset
-    except struct.error:
-        return None  # a read past the end of `data`: the header goes on beyond it
+    except (struct.error, OverflowError):
+        return None  # a read past the end of `data` (OverflowError: far past): the header goes on beyond it
     return at if at <= len(data) else None
 
 

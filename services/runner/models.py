@@ -243,6 +243,16 @@ def tensor_sizes(path: Path) -> dict[str, int]:
 
 
 def _read_header(path: Path, wanted: Callable[[str], bool], tensors: bool) -> tuple[dict[str, object], dict[str, int]]:
+    """ModelError for a file that holds no whole GGUF header (empty, truncated, damaged)."""
+    try:
+        return _parse_header(path, wanted, tensors)
+    except (struct.error, OverflowError, ValueError, KeyError) as bad:
+        # struct.error: a read past the end; OverflowError: an offset past any file; ValueError: an
+        # empty file (mmap) or an unknown tensor type; KeyError: a type without a known size.
+        raise ModelError(f"{path}: truncated or damaged GGUF header ({type(bad).__name__}: {bad})") from None
+
+
+def _parse_header(path: Path, wanted: Callable[[str], bool], tensors: bool) -> tuple[dict[str, object], dict[str, int]]:
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
     found: dict[str, object] = {}

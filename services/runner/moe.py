@@ -23,7 +23,7 @@ import numpy as np
 from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
 from services.runner import binaries
-from services.runner.models import header_fields, layer_count, tensor_sizes
+from services.runner.models import ModelError, header_fields, layer_count, tensor_sizes
 
 # A short mixed text (prose, code, Q&A, several languages) to count which experts tokens reach.
 CALIBRATION = Path(__file__).parent / "data" / "calibration.txt"
@@ -53,7 +53,10 @@ def _count(value: object, absent: int) -> int:
     """A count from the header (gguf gives numpy integers), or `absent` where the key is missing or 0."""
     if value is None:
         return absent
-    return int(cast(SupportsInt, value)) or absent
+    try:
+        return int(cast(SupportsInt, value)) or absent
+    except (TypeError, ValueError, OverflowError):  # a damaged header's: text, NaN or infinity where a count belongs
+        raise ModelError(f"the GGUF header holds {value!r} where a count belongs") from None
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ def upstream_error(status: int, raw: bytes) -> bytes:
     Anthropic shape; one already in it is kept as it is."""
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: arrays nested past Python's limit
         body = None
     if isinstance(body, dict) and body.get("type") == "error":
         return raw

@@ -16,7 +16,7 @@ def parse_body(raw: bytes, schema: type[Schema]) -> Schema:
     """The validated request, or InvalidRequest naming the first problem."""
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as bad:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as bad:  # RecursionError: arrays nested past Python's limit
         raise InvalidRequest(f"request body is not valid JSON: {bad}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")

@@ -22,16 +22,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from services.common import credentials
 from services.common.credentials import Credential, CredentialError, Kind
 from services.common.records import MeshView
 from services.gateway.peers import proof
-from services.gateway.peers.framing import StreamKind, encode_frame, read_frame
+from services.gateway.peers.framing import FrameError, StreamKind, encode_frame, read_frame
 from services.proto.mesh.v1 import peer_pb2
+
+Answer = TypeVar("Answer", bound=Message)  # a message the server answers with
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ async def admit_to_server(
         mesh_id=local.mesh_id, nonce=nonce, fingerprint=fingerprints[0], node_id=local.node_id, address=local.address, credential=local.credential.encode()
     )
     writer.write(bytes([StreamKind.ADMISSION]) + encode_frame(hello.SerializeToString()))
-    challenge = peer_pb2.AdmissionChallenge.FromString(await _read_answer(reader, closed_reason))
+    challenge = await _read_answer(reader, closed_reason, peer_pb2.AdmissionChallenge)
     if challenge.refusal or not challenge.nonce:
         raise AdmissionRefused(challenge.refusal or "refused", by_us=False)
     server, reason = _checked(challenge.credential, local, challenge.node_id)
@@ -140,7 +143,7 @@ async def admit_to_server(
     if not credentials.signed(server.public_key, "server", transcript, challenge.signature):
         raise AdmissionRefused("peer failed to prove its credential is its own", by_us=True)
     _write(writer, peer_pb2.AdmissionProof(proof=credentials.sign(local.signing_key, "client", transcript)))
-    result = peer_pb2.AdmissionResult.FromString(await _read_answer(reader, closed_reason))
+    result = await _read_answer(reader, closed_reason, peer_pb2.AdmissionResult)
     if not result.admitted:
         raise AdmissionRefused(result.reason, by_us=False)
     return Admitted(challenge.node_id, "", server)
@@ -168,9 +171,12 @@ def _refusal(writer: asyncio.StreamWriter, answer: Message, reason: str, hello: 
     return AdmissionRefused(reason, by_us=True, peer=hello.node_id or "?", address=hello.address or "?")
 
 
-async def _read_answer(reader: asyncio.StreamReader, closed_reason: Callable[[], str]) -> bytes:
-    """The server's next frame; a server that closes instead refused us (its close says why)."""
+async def _read_answer(reader: asyncio.StreamReader, closed_reason: Callable[[], str], kind: type[Answer]) -> Answer:
+    """The server's next message; a server that closes instead refused us (its close says why), and
+    we refuse one that answers with anything but the message (the connection is closed)."""
     try:
-        return await read_frame(reader)
+        return kind.FromString(await read_frame(reader))
     except asyncio.IncompleteReadError:
         raise AdmissionRefused(closed_reason() or "connection closed during admission", by_us=False) from None
+    except (FrameError, DecodeError) as bad:
+        raise AdmissionRefused(f"malformed admission answer: {bad}", by_us=True) from None

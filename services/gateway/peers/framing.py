@@ -1,15 +1,16 @@
 """Stream framing on QUIC: a typed header opens each stream, then length-prefixed frames.
 
-Encoding and decoding, and reading one frame off a stream's reader (read_frame); opening
-streams and serving them are endpoint.py's. Every stream starts with one byte naming its kind,
-so one connection carries admission, gossip, HTTP tunnels and RPC tunnels.
+Encoding and decoding (a tunnel stream's JSON head too), and reading one frame off a stream's
+reader (read_frame); opening streams and serving them are endpoint.py's. Every stream starts with
+one byte naming its kind, so one connection carries admission, gossip, HTTP tunnels and RPC tunnels.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from asyncio import StreamReader
@@ -57,3 +58,14 @@ async def read_frame(reader: StreamReader) -> bytes:
     """One length-prefixed frame (FrameError when the peer announces one over the limit)."""
     length = frame_length(await reader.readexactly(HEADER_BYTES))
     return await reader.readexactly(length)
+
+
+def json_head(frame: bytes) -> dict[str, Any]:
+    """A tunnel stream's head, a JSON object (FrameError for anything else: the peer is broken)."""
+    try:
+        head = json.loads(frame)
+    except (ValueError, RecursionError) as bad:  # RecursionError: arrays nested past Python's limit fit in a frame
+        raise FrameError(f"stream head is not JSON: {bad}") from None
+    if not isinstance(head, dict):
+        raise FrameError("stream head is not a JSON object")
+    return head

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic.configuration import QuicConfiguration
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
 
@@ -114,7 +115,7 @@ def _bad_request(asked: peer_pb2.PairRequest) -> str:
         return "malformed pairing request"
     try:
         serialization.load_der_public_key(asked.public_key)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # UnsupportedAlgorithm: a well-formed key of a curve cryptography lacks
         return "malformed pairing request: not a public key"
     return ""
 

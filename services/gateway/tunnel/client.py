@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 
 from services.gateway.peers.admission import AdmissionRefused
 from services.gateway.peers.endpoint import MeshConnection
-from services.gateway.peers.framing import HEADER_BYTES, FrameError, StreamKind, encode_frame, frame_length, read_frame
+from services.gateway.peers.framing import HEADER_BYTES, FrameError, StreamKind, encode_frame, frame_length, json_head, read_frame
 from services.gateway.peers.links import ByteCounter, PeerLinks
 from services.gateway.tunnel.credit import CREDIT_STEP, Credits, encode_credit
 from services.gateway.upstream import ResponseCut, UpstreamResponse, UpstreamUnavailable
@@ -47,13 +47,17 @@ class TunnelUpstream:
         self.count("http", "sent", len(raw) + len(head) + 5)
         stream_id = writer.get_extra_info("stream_id")
         try:
-            reply = json.loads(await read_frame(reader))
-        except (asyncio.IncompleteReadError, FrameError, ValueError):
+            reply = json_head(await read_frame(reader))
+        except (asyncio.IncompleteReadError, FrameError):
             raise UpstreamUnavailable(f"peer {address} closed the tunnel before answering: {connection.closed_reason or 'no reason'}") from None
+        status, content_type = reply.get("status"), reply.get("content_type", "application/json")
+        if not isinstance(status, int) or not 100 <= status <= 599 or not isinstance(content_type, str):
+            connection.cancel_stream(stream_id, CANCELLED)
+            raise UpstreamUnavailable(f"peer {address} answered a malformed response head")
         finished = asyncio.Event()
         return UpstreamResponse(
-            int(reply["status"]),
-            reply.get("content_type", "application/json"),
+            status,
+            content_type,
             self._body(connection, reader, writer, finished),
             lambda: self._close(connection, writer, stream_id, finished),
         )

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from services.common.logs import event
 from services.gateway.peers.admission import AdmissionRefused
 from services.gateway.peers.endpoint import MeshConnection
-from services.gateway.peers.framing import StreamKind, encode_frame, read_frame
+from services.gateway.peers.framing import StreamKind, encode_frame, json_head, read_frame
 from services.gateway.peers.links import PeerLinks
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,9 @@ class RpcTunnelServer:
         self.rpc_ports = rpc_ports
 
     async def serve(self, connection: MeshConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        port = int(json.loads(await read_frame(reader))["port"])
+        port = json_head(await read_frame(reader)).get("port")
+        if not isinstance(port, int):
+            raise ValueError("malformed RPC tunnel head")  # endpoint.py drops the peer's connection
         if port not in self.rpc_ports():
             # Only our published rpc-servers: a peer must not reach any other local port. The peer
             # holds the mesh secret, so this is a stale port (our rpc-server restarted), not an

@@ -20,13 +20,19 @@ import logging
 
 from services.common.logs import event
 from services.gateway.peers.endpoint import MeshConnection
-from services.gateway.peers.framing import encode_frame, read_frame
+from services.gateway.peers.framing import encode_frame, json_head, read_frame
 from services.gateway.peers.links import ByteCounter
 from services.gateway.tunnel.credit import CHUNK_BYTES, CREDIT_FRAME_BYTES, CREDIT_WAIT_SECONDS, WINDOW_BYTES, Window, decode_credit
 from services.gateway.upstream import LocalUpstream, ResponseCut, UpstreamResponse, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 END = encode_frame(b"")
+
+
+def api_path(path: object) -> bool:
+    """Whether a peer may ask for `path` on our llama-server: the URL is built from it, so only an
+    API path (/v1/...) without dot segments passes: no other host, no other llama-server endpoint."""
+    return isinstance(path, str) and path.startswith("/v1/") and not {".", ".."} & set(path.split("?")[0].split("/"))
 
 
 class TunnelServer:
@@ -37,9 +43,11 @@ class TunnelServer:
         self.count = count
 
     async def serve(self, connection: MeshConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = json.loads(await read_frame(reader))
-        if not isinstance(head, dict) or not isinstance(head.get("body_bytes"), int) or not isinstance(head.get("model"), str):
+        head = json_head(await read_frame(reader))
+        if not isinstance(head.get("body_bytes"), int) or not isinstance(head.get("model"), str) or not isinstance(head.get("request_id", "-"), str):
             raise ValueError("malformed HTTP tunnel head")  # endpoint.py drops the peer's connection
+        if not api_path(head.get("path")):
+            raise ValueError(f"HTTP tunnel to {head.get('path')!r}: not an API path")
         raw = await reader.readexactly(head["body_bytes"])
         self.count("http", "received", len(raw))
         port, status, message = self.local_port_of(head["model"])

@@ -12,6 +12,7 @@ Pure: posts and `now` in, decisions out. Must not touch SQLite, gRPC or the cloc
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -42,7 +43,7 @@ FEED_LIMIT = 50  # posts of a feed when the caller names no limit
 class Refusal(StrEnum):
     """Why a post is refused (where it is made) or dropped (on receipt); the metric's label."""
 
-    MALFORMED = "malformed"  # an id that is not its content's, no text, bad tags or author
+    MALFORMED = "malformed"  # an id that is not its content's, no text, bad tags or author, a date that is no number
     TOO_LARGE = "too_large"
     EXPIRED = "expired"
     FUTURE = "future"  # dated too far ahead of our clock
@@ -87,6 +88,7 @@ def refusal(post: Post, now: float, limits: Limits = LIMITS) -> Refusal | None:
         or not _printable(post.author_name, limits.max_name_chars)
         or _tags_refusal(post.tags, limits)
         or post.post_id != post_id(post.author_id, post.created_at, post.text, post.tags)
+        or not math.isfinite(post.created_at)  # NaN is neither expired nor in the future, and no board keeps it
     ):
         return Refusal.MALFORMED
     if len(post.text.encode()) > limits.max_bytes:
