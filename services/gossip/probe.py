@@ -15,6 +15,7 @@ import random
 import time
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from services.common.logs import event
 from services.common.records import JoinState
@@ -140,10 +141,15 @@ class GossipProtocol:
             if failure.code() == grpc.StatusCode.PERMISSION_DENIED:  # the gateway's word for an admission refused
                 raise PeerRefused(failure.details() or failure.code().name) from None
             raise PeerUnreachable(failure.details() or failure.code().name) from None
+        self.count_bytes(len(request.payload), len(reply.payload))
+        try:
+            message = peer_pb2.GossipMessage.FromString(reply.payload)
+        except DecodeError:
+            # A peer that answers garbage is as good as silent: one such reply must not end the probe loop.
+            raise PeerUnreachable("peer answered with no gossip message") from None
         if reply.peer_node_id and measure:
             await self.membership.heard_from(reply.peer_node_id, reply.rtt)
-        self.count_bytes(len(request.payload), len(reply.payload))
-        return peer_pb2.GossipMessage.FromString(reply.payload)
+        return message
 
     def count_bytes(self, sent: int, received: int) -> None:
         if self.metrics is not None:

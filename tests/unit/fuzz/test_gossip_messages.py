@@ -14,7 +14,6 @@ from typing import TypeVar
 
 import grpc
 import pytest
-from google.protobuf.message import DecodeError
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -221,12 +220,6 @@ def test_a_probe_absorbs_any_ack_or_finds_the_peer_unreachable(state: peer_pb2.G
     on_node(probe, (peer_pb2.GossipMessage(ack=state).SerializeToString(),))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DecodeError,
-    reason="probe.py's _send parses a peer's reply with GossipMessage.FromString outside any except: garbage raises DecodeError, "
-    "which is not PeerUnreachable and ends the probe loop (probe.py is outside this change)",
-)
 def test_a_probe_finds_a_peer_answering_garbage_unreachable() -> None:
     async def probe(node: Node) -> None:
         try:
