@@ -57,7 +57,13 @@ class MeshBed:
                 return time.monotonic() - started
             time.sleep(0.05)
         views = {name: self.peers_seen_by(name) for name, node in self.nodes.items() if node.process and node.process.poll() is None}
-        raise AssertionError(f"not {what} after {timeout}s: {views}")
+        # A node that exited is no view: its exit code and last lines say why.
+        gone = [
+            f"{name} exited with {node.process.returncode}:\n{node.log_tail(15)}"
+            for name, node in self.nodes.items()
+            if node.process and node.process.poll() is not None
+        ]
+        raise AssertionError("\n".join([f"not {what} after {timeout}s: {views}", *gone]))
 
     def all_see_each_other(self, names: list[str]) -> bool:
         return all(set(self.peers_seen_by(name)) == set(names) - {name} and set(self.peers_seen_by(name).values()) <= {"alive"} for name in names)
