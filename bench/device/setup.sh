@@ -3,13 +3,14 @@
 # wheels -> /tmp/devbench/site, CPU-only llama.cpp (pin.json flags + our patches) -> /tmp/devbench/bin,
 # the ~1 GB random-weight model -> /tmp/devbench/models/Dense-1G.gguf. Run from the repo root.
 # GPU=1 (after GPU=1 prepare.sh): llama.cpp with CUDA (CUDA_ARCH, default 90: H100/H200) and an
-# 8B-shaped model (Llama-3-8B's blocks: hidden 4096, 32 layers, 32 heads / 8 KV heads, FFN 14336;
-# SmolLM2's vocabulary; Q8_0, ~7.6 GB) -> /tmp/devbench/models/Dense-8B.gguf, written while llama.cpp builds.
+# 8B-shaped model (Llama-3.1-8B's blocks: hidden 4096, 32 layers, 32 heads / 8 KV heads, FFN 14336,
+# 128K context; SmolLM2's vocabulary; Q8_0, ~7.6 GB) -> /tmp/devbench/models/Dense-8B.gguf and a small one
+# (Qwen2.5-0.5B's blocks, 32K context) -> Small.gguf, written while llama.cpp builds.
 set -euo pipefail
 REPO=$(pwd)
 D=/tmp/devbench
 GPU=${GPU:-0}
-MODEL=$([ "$GPU" = 1 ] && echo Dense-8B || echo Dense-1G)
+MODELS=$([ "$GPU" = 1 ] && echo "Small Dense-8B" || echo Dense-1G)
 KIND=$([ "$GPU" = 1 ] && echo cuda || echo cpu)
 mkdir -p $D
 echo "== machine"; nproc; lscpu | head -20
@@ -25,28 +26,37 @@ fi
 export PYTHONPATH=$D/site:$REPO
 
 write_model() {
-  echo "== writing the model $MODEL"; t0=$(date +%s)
+  echo "== writing the model $1"; t0=$(date +%s)
   mkdir -p $D/models
-  MODEL=$MODEL python3 - <<'PYEOF'
+  MODEL=$1 python3 - <<'PYEOF'
 import os
 from pathlib import Path
 from bench.split_pipeline import SHAPE
 from tests.synthetic import DenseShape, write_dense
 name = os.environ["MODEL"]
-shapes = {"Dense-1G": SHAPE, "Dense-8B": DenseShape(layers=32, hidden=4096, ffn=14336, heads=32, kv_heads=8, context=8192, quantization="q8_0")}
+shapes = {
+    "Dense-1G": SHAPE,
+    # Llama-3.1-8B's blocks and trained context (128K).
+    "Dense-8B": DenseShape(layers=32, hidden=4096, ffn=14336, heads=32, kv_heads=8, context=131072, quantization="q8_0"),
+    # Qwen2.5-0.5B's blocks and context (32K).
+    "Small": DenseShape(layers=24, hidden=896, ffn=4864, heads=14, kv_heads=2, context=32768, quantization="q8_0"),
+}
 tmp = Path(f"/tmp/devbench/models/tmp/{name}.gguf")
 tmp.parent.mkdir(parents=True, exist_ok=True)
 write_dense(tmp, shapes[name], Path(".devbench/tokenizer.gguf"))
 tmp.replace(f"/tmp/devbench/models/{name}.gguf")
 PYEOF
-  ls -la $D/models/$MODEL.gguf; echo "model in $(( $(date +%s) - t0 )) s"
+  ls -la $D/models/$1.gguf; echo "model in $(( $(date +%s) - t0 )) s"
 }
 
-# The model is written (one core) while llama.cpp builds (on the others).
+# The models are written (one core) while llama.cpp builds (on the others).
+write_models() {
+  for model in $MODELS; do
+    [ -f $D/models/$model.gguf ] || write_model $model || return 1
+  done
+}
 MODEL_PID=
-if [ ! -f $D/models/$MODEL.gguf ]; then
-  write_model > $D/model.log 2>&1 & MODEL_PID=$!
-fi
+write_models > $D/model.log 2>&1 & MODEL_PID=$!
 
 # A build of the other kind (CPU / CUDA) is rebuilt.
 if [ ! -x $D/bin/llama-server ] || [ ! -x $D/bin/ggml-rpc-server ] || [ "$(cat $D/bin/.kind 2>/dev/null || echo cpu)" != $KIND ]; then

@@ -78,6 +78,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="node name shown in the console (default: host name)")
     p.add_argument("--max-vram", type=float, help="memory this node offers, in GB (default: all)")
     p.add_argument("--device", default="", help="llama.cpp device for inference, e.g. CUDA0 (default: llama.cpp's choice)")
+    p.add_argument("--ctx-size", type=int, default=0, help="context in tokens, shared by the slots (default: 4K-64K from the memory the weights leave)")
+    p.add_argument("--parallel", type=int, default=0, help="requests a model serves at once (default: from the context, 4-16)")
+    p.add_argument(
+        "--cache-type",
+        default="",
+        choices=["", "f16", "bf16", "f32", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"],
+        help="KV-cache type (default by the weights' size: f16 under 5 GB, q8_0 keys/q4_0 values to 50 GB, q4_0 above)",
+    )
     p.add_argument("--listen-all", action="store_true", help="expose the API on all interfaces (needs --api-key)")
     p.add_argument("--api-key", default="", help="bearer key the API requires")
     p.add_argument("--home", type=Path, help="node state folder (default ~/.mesh-llm)")
@@ -205,6 +213,8 @@ def check(argv: list[str]) -> Options:
         raise UsageError(f"--host {args.host} exposes the API to other machines: it needs --api-key (the console stays on 127.0.0.1)")
     if args.max_vram is not None and args.max_vram <= 0:
         raise UsageError("--max-vram must be a positive number of GB")
+    if args.ctx_size < 0 or args.parallel < 0:
+        raise UsageError("--ctx-size and --parallel must be positive (0: sized from memory)")
     if args.port == args.console:
         raise UsageError("--port and --console must differ")
     for name, port in (("--port", args.port), ("--console", args.console)):

@@ -76,7 +76,15 @@ def settings_for(
         node_fields["name"] = args.name
     node = environment_for(NodeSettings(**node_fields))
     services = {
-        "runner": RunnerSettings(device=args.device, llama_bin=llama_bin, speculation=Speculation(args.spec)),
+        "runner": RunnerSettings(
+            device=args.device,
+            llama_bin=llama_bin,
+            speculation=Speculation(args.spec),
+            ctx_size=args.ctx_size,
+            parallel=args.parallel,
+            kv_type=args.cache_type,
+            max_memory_bytes=int(args.max_vram * GB) if args.max_vram else 0,
+        ),
         "gossip": GossipSettings(
             profile=args.profile,
             seeds=list(options.token.bootstrap) if options.token else list(seeds),

@@ -8,6 +8,8 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
+from services.runner.sizing import Sizing
+
 
 class Speculation(StrEnum):
     """Draft-free speculative decoding: llama.cpp's n-gram types (--spec-type), which guess the next
@@ -42,8 +44,10 @@ def llama_server_argv(
     tensor_split: tuple[float, ...] = (),
     draft: Path | None = None,
     speculation: Speculation = Speculation.NONE,
+    sizing: Sizing | None = None,
 ) -> list[str]:
-    """llama-server serving one model on 127.0.0.1:port under the name `model_id`; with RPC
+    """llama-server serving one model on 127.0.0.1:port under the name `model_id`, with `sizing`'s
+    context, KV types, slots and prompt cache (sizing.py; else `ctx_size` and llama.cpp's defaults); with RPC
     endpoints, the last `worker_layers` blocks run on the workers, `tensor_split` blocks each
     (in --rpc order), and the output layer on the host. A `draft` model and n-gram `speculation`
     propose tokens the model then checks in one batch (the output stays what it would be)."""
@@ -58,8 +62,7 @@ def llama_server_argv(
         "127.0.0.1",
         "--port",
         str(port),
-        "--ctx-size",
-        str(ctx_size),
+        *(sizing.flags() if sizing else ["--ctx-size", str(ctx_size)]),
         "--threads",
         str(threads),
         # /metrics and /slots let tests and the console see load and free slots.

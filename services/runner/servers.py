@@ -17,7 +17,7 @@ from services.common import cpus
 from services.common.changes import Changes
 from services.common.logs import event
 from services.common.records import ProcessKind, ServedModel
-from services.runner import binaries, layer_fetch, moe, priming
+from services.runner import binaries, layer_fetch, moe, priming, sizing
 from services.runner.command import llama_server_argv, rpc_server_argv
 from services.runner.downloads import DownloadError
 from services.runner.settings import RunnerSettings
@@ -79,9 +79,10 @@ class LlamaServers:
         self.fetched_bytes = 0  # of split layers fetched from the Hub, since start
         self.shards_dir = cache_dir.parent / "moe"  # MoE shards and expert rankings, reused across runs
 
-    def serve(self, model_id: str, path: Path, split: Split = Split(), draft: Path | None = None) -> ServedModel:
-        """Supervise llama-server for the model (with `draft` as its draft model); a model already
-        served the same way is left as is, one served with another split or draft is restarted."""
+    def serve(self, model_id: str, path: Path, split: Split = Split(), draft: Path | None = None, memory_bytes: int = 0) -> ServedModel:
+        """Supervise llama-server for the model (with `draft` as its draft model), sized for a node
+        offering `memory_bytes` (sizing.py); a model already served the same way is left as is, one
+        served with another split or draft is restarted."""
         current = self._served.get((model_id, LLAMA_SERVER))
         if current is not None and (current.split, current.path, current.draft) == (split, path, draft):
             return self.state_of(model_id)
@@ -90,6 +91,15 @@ class LlamaServers:
         binary = binaries.binary("llama-server", self.llama_bin)
         s = self.settings
         threads = self._threads()
+        sized = sizing.size(
+            sizing.shape_of(path),
+            memory_bytes,
+            split=bool(split.rpc_endpoints),
+            ctx_size=s.ctx_size,
+            kv_type=s.kv_type,
+            parallel=s.parallel,
+            cache_ram_mib=s.cache_ram_mib,
+        )
 
         def argv(port: int) -> list[str]:
             return llama_server_argv(
@@ -105,6 +115,7 @@ class LlamaServers:
                 tensor_split=split.tensor_split,
                 draft=draft,
                 speculation=s.speculation,
+                sizing=sized,
             )
 
         # Our patches of llama.cpp: weights of any size go by hash, so primed workers receive none
@@ -115,7 +126,9 @@ class LlamaServers:
         self._start(model_id, LLAMA_SERVER, path, supervisor, split, draft)
         return self.state_of(model_id)
 
-    async def serve_shard(self, model_id: str, path: Path, experts: tuple[tuple[int, ...], ...], draft: Path | None = None) -> ServedModel:
+    async def serve_shard(
+        self, model_id: str, path: Path, experts: tuple[tuple[int, ...], ...], draft: Path | None = None, memory_bytes: int = 0
+    ) -> ServedModel:
         """Serve this node's shard of a Mixture-of-Experts model: the experts kept per layer are
         written into a standalone GGUF once (cached under the node's home), then served as the model."""
         target = moe.shard_path(self.shards_dir, path, experts)
@@ -123,7 +136,7 @@ class LlamaServers:
             started = time.monotonic()
             await asyncio.to_thread(moe.write_shard, path, target, experts)
             event(log, "moe shard written", model=model_id, experts=len(experts[0]), bytes=target.stat().st_size, seconds=round(time.monotonic() - started, 2))
-        return self.serve(model_id, target, draft=draft)
+        return self.serve(model_id, target, draft=draft, memory_bytes=memory_bytes)
 
     async def inspect(self, path: Path) -> moe.ModelFacts:
         return await asyncio.to_thread(moe.model_facts, path, self.shards_dir, self.llama_bin, self._threads())

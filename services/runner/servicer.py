@@ -6,6 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psutil
+
+from services.common import devices as accelerators
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.grpc_server import Context
 from services.common.records import Device, ProcessKind
@@ -38,12 +41,21 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
         path = existing(request.path)
         split = Split(tuple(request.rpc_endpoints), request.worker_layers, tuple(request.tensor_split))
         draft = existing(request.draft_path) if request.draft_path else None
+        memory = await self.memory_offered()
         try:
             if request.shard:
-                return to_proto(await self.servers.serve_shard(request.model_id, path, experts_from_proto(request.shard), draft))
-            return to_proto(self.servers.serve(request.model_id, path, split, draft))
+                return to_proto(await self.servers.serve_shard(request.model_id, path, experts_from_proto(request.shard), draft, memory))
+            return to_proto(self.servers.serve(request.model_id, path, split, draft, memory))
         except BinaryMissing as missing:
             raise FailedPrecondition(str(missing)) from missing
+        except ModelError as bad:
+            raise InvalidArgument(str(bad)) from bad
+
+    async def memory_offered(self) -> int:
+        """What this node offers, as placement reckons it: --max-vram, else its devices' memory, else its RAM."""
+        if self.servers.settings.max_memory_bytes:
+            return self.servers.settings.max_memory_bytes
+        return accelerators.memory_offered(await asyncio.shield(self.devices), psutil.virtual_memory().total)
 
     async def ServeRpc(self, request: runner_pb2.ServeRpcRequest, context: Context) -> node_pb2.ServedModel:
         layers = tuple(request.layers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,8 +17,19 @@ class RunnerSettings(BaseSettings):
     # Folder with llama-server and ggml-rpc-server; empty: the pinned build under the node's cache
     # (where llama.cpp/build.py puts it: binaries.folder_of), named once when the runner starts.
     llama_bin: Path | None = Field(default=None, validation_alias=AliasChoices("MESH_LLAMA_BIN", "MESH_RUNNER_LLAMA_BIN", "llama_bin"))
-    # Context window in tokens shared by all slots; 4096 keeps the KV cache small on CPUs.
-    ctx_size: int = 4096
+    # Context window in tokens shared by all slots; 0 sizes it from the memory the weights leave
+    # (4K-64K, sizing.py).
+    ctx_size: int = Field(default=0, ge=0)
+    # KV-cache type of keys and values (llama.cpp's names: f16, q8_0, q4_0...); "" picks by the
+    # weights' size (sizing.py).
+    kv_type: Literal["", "f16", "bf16", "f32", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"] = ""
+    # Concurrent requests a llama-server serves (--parallel, one shared KV pool); 0: from the context.
+    parallel: int = Field(default=0, ge=0)
+    # llama-server's prompt cache in host RAM, MiB (--cache-ram; -1 no limit); off by default (sizing.py).
+    cache_ram_mib: int = Field(default=0, ge=-1)
+    # Memory this node offers in bytes (--max-vram), which sizing reads as placement does; 0: the
+    # devices' memory, else the RAM.
+    max_memory_bytes: int = Field(default=0, ge=0)
     # CPU threads for generation; by default llama.cpp's own choice over the cores the server may
     # run on (one per physical core, on Apple silicon per performance core; cpus.math_cores): every
     # core the node may use, for a model served alone and for a split.
