@@ -9,6 +9,6 @@ OUT=${OUT:-/tmp/gpu_table_out}; mkdir -p $OUT
   grep -E "^== |built in|model in|cmake flags" $OUT/setup.log
   echo "setup done ${SECONDS}s"
   export PYTHONPATH=/tmp/devbench/site:$PWD MESH_LLAMA_BIN=/tmp/devbench/bin
-  timeout ${GPU_TABLE_S:-500} python3 bench/device/gpu_table.py
+  timeout $(( ${GPU_TABLE_S:-590} - SECONDS )) python3 bench/device/gpu_table.py
   echo "done ${SECONDS}s"
 ) 2>&1 | tee $OUT/log
