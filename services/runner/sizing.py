@@ -5,7 +5,10 @@ llama-server flags out. Each choice can be overridden by a runner setting; 0 or 
 
 - KV-cache types by the weights' size (the seed's tiers): f16 under 5 GB, q8_0 keys and q4_0 values
   up to 50 GB, q4_0 both above; a big model's cache would otherwise take the memory its context needs.
-  A split keeps f16 (its cache sits on the workers' devices, sized by their memory, not this one's).
+  But f16 wherever it reaches the same context: a quantized cache is slower (an 8B model on an H100,
+  16 streams: q8_0/q4_0 at 0.89x the tokens/s of f16, bench/device/gpu_table.py), so it is worth
+  only the context it buys. A split keeps f16 (its cache sits on the workers' devices, sized by their
+  memory, not this one's).
 - Context: the largest of 4K..64K (never past what the model was trained for) whose cache fits in
   half the memory the weights leave (the other half: compute buffers, other models of the node).
 - Slots: one per 1K tokens of context, 4 to 16, sharing one KV pool (--kv-unified): any request may
@@ -118,6 +121,8 @@ def size(shape: Shape, memory_bytes: int, *, split: bool = False, ctx_size: int 
     """The flags for a llama-server of `shape` on a node offering `memory_bytes`; the keyword
     settings (0 or "": sized here) win over the choice made here."""
     key_type, value_type = (kv_type, kv_type) if kv_type else ("f16", "f16") if split else kv_types(shape.weights_bytes)
+    if not kv_type and not split and context(shape, memory_bytes, "f16", "f16") >= context(shape, memory_bytes, key_type, value_type):
+        key_type, value_type = "f16", "f16"  # the tier's cache would buy no more context
     if not ctx_size:
         ctx_size = SPLIT_CONTEXT if split else context(shape, memory_bytes, key_type, value_type)
     if not parallel:

@@ -41,24 +41,25 @@ def test_the_kv_bytes_per_token_count_keys_and_values_of_every_layer() -> None:
 
 
 @pytest.mark.parametrize(
-    ("memory", "context", "slots"),
+    ("memory", "context", "slots", "types"),
     [
-        # An 80 GB card: 64K would fit, the model was trained for 40K: the largest tier under it.
-        (80 * GIB, 32768, 16),
-        # A 12 GB card: (12 GiB - 8.7 GB x 1.1) / 2 = 1.65 GB for the cache at 58.5 KiB a token
-        # (q8_0 keys, q4_0 values): 27K tokens, so 16K.
-        (12 * GIB, 16384, 16),
+        # An 80 GB card: 64K would fit, the model was trained for 40K: the largest tier under it, and
+        # an f16 cache reaches it too (a quantized one is slower and would buy nothing).
+        (80 * GIB, 32768, 16, ("f16", "f16")),
+        # A 12 GB card: (12 GiB - 8.7 GB x 1.1) / 2 = 1.65 GB for the cache: at 58.5 KiB a token
+        # (q8_0 keys, q4_0 values) 27K tokens, so 16K; in f16 (144 KiB) only 8K: the tier's types.
+        (12 * GIB, 16384, 16, ("q8_0", "q4_0")),
         # An 11 GB card: 1.1 GB, 18K tokens: 16K still; 10.5 GB: 0.85 GB, 14K tokens: 8K.
-        (11 * GIB, 16384, 16),
-        (int(10.5 * GIB), 8192, 8),
-        # Less than the weights: the smallest tier (llama.cpp offloads what fits).
-        (4 * GIB, 4096, 4),
+        (11 * GIB, 16384, 16, ("q8_0", "q4_0")),
+        (int(10.5 * GIB), 8192, 8, ("q8_0", "q4_0")),
+        # Less than the weights: the smallest tier (llama.cpp offloads what fits), f16 as good as any.
+        (4 * GIB, 4096, 4, ("f16", "f16")),
     ],
 )
-def test_context_and_slots_from_the_memory_the_weights_leave(memory: int, context: int, slots: int) -> None:
+def test_context_slots_and_kv_types_from_the_memory_the_weights_leave(memory: int, context: int, slots: int, types: tuple[str, str]) -> None:
     sized = size(QWEN3_8B, memory)
     assert (sized.ctx_size, sized.parallel) == (context, slots)
-    assert (sized.cache_type_k, sized.cache_type_v) == ("q8_0", "q4_0")
+    assert (sized.cache_type_k, sized.cache_type_v) == types
     assert sized.cache_ram_mib == 0
 
 
