@@ -122,4 +122,5 @@ def test_losing_a_worker_makes_the_host_replan(mesh_bed) -> None:
 
     mesh_bed.wait_until(answers, 60, "the host serving again without the lost worker")
     print(f"serving again {time.monotonic() - killed:.1f}s after the worker was killed")
-    assert len(host.llama_servers()) == 1
+    # The split's llama-server may still be on its way out (seen in state T on a loaded CI machine): one is left in the end.
+    mesh_bed.wait_until(lambda: len(host.llama_servers()) == 1, 30, "one llama-server left on the host")
