@@ -58,6 +58,20 @@ class GatewayMetrics:
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
             registry=r,
         )
+        self.takeovers = Counter(
+            "mesh_gateway_takeovers",
+            "Answers whose server failed mid-answer, by model and outcome (resumed: a stream went on on another server; "
+            "retried: a whole answer was asked of another; failed: the client got an error)",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.takeover_seconds = Histogram(
+            "mesh_gateway_takeover_seconds",
+            "Seconds a taken-over stream went without text: from the failed server's last chunk to the next server's first",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.request_duration = Histogram(
             "mesh_gateway_request_duration_seconds", "Seconds from request to last response byte", ["model"], buckets=LATENCY_BUCKETS, registry=r
         )

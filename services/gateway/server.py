@@ -21,6 +21,7 @@ from services.gateway.errors import Conflict, NoServer
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.mirror import MeshMirror
 from services.gateway.openai.relay import Relay
+from services.gateway.openai.takeover import TakeoverPolicy
 from services.gateway.peers.admission import LocalNode, local_of
 from services.gateway.peers.datagrams import datagram_size
 from services.gateway.peers.endpoint import PeerEndpoint, StreamHandler, open_endpoint
@@ -90,7 +91,8 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
         links = PeerLinks(endpoint, metrics.count_peer_bytes)
         demand = DemandReporter(gossip)
         blackboard = BoardClient(gossip_stub)
-        relay = Relay(mirror, metrics, local_upstream, TunnelUpstream(links, metrics.count_peer_bytes, settings.connect_timeout), demand.count)
+        tunnel = TunnelUpstream(links, metrics.count_peer_bytes, settings.connect_timeout)
+        relay = Relay(mirror, metrics, local_upstream, tunnel, demand.count, TakeoverPolicy(settings.takeovers, settings.takeover_wait))
         rpc_tunnels = RpcTunnels(links, metrics.count_rpc_bytes, settings.connect_timeout)
         grpc = await grpc_server.start(node.gateway_grpc_port, lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(links, rpc_tunnels), s))
         # Health: SERVING once the QUIC endpoint (above) and the HTTP servers listen, while gossip's Watch can be followed.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.exposure import is_loopback
@@ -39,6 +39,14 @@ class GatewaySettings(BaseSettings):
     # Bytes per QUIC datagram; 0 takes the smallest MTU of the interfaces peer_host can send on
     # (1452 on Ethernet, 16384 on loopback): see peers/datagrams.py.
     peer_datagram_bytes: int = 0
+    # Times one answer may move to another server after its own failed mid-answer; past it the
+    # client gets the API's error event. Each takeover reads the prompt and text so far again: 2
+    # survives a second failure during the first continuation without holding a client forever.
+    takeovers: int = Field(default=2, ge=0)
+    # Seconds a cut streamed answer waits for another ready server of its model (a standby starting,
+    # a llama-server restarting) while the client gets keep-alive comments: a small model loads
+    # within it, and a client's read timeout (often 60 s or more) outlasts it.
+    takeover_wait: float = Field(default=30.0, ge=0)
     # Seconds an SSE client may sit without an event before a keepalive comment is sent.
     events_keepalive: float = 15.0
     # Announce this node on the LAN over mDNS (_mesh-llm._udp.local.: mesh id, models, QUIC port, never

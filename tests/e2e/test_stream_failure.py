@@ -1,10 +1,12 @@
-"""A streamed answer whose serving node dies mid-stream never looks finished to the client.
+"""A streamed answer whose serving node dies mid-stream, with no server left to take it over,
+never looks finished to the client.
 
 Tried as a user would: client node C, node A serving SmolLM2, a 200-token stream through C, and A
-killed with SIGKILL after 30 chunks (the whole node, or only its llama-server). The client's
-stream must end with an OpenAI error event and then `data: [DONE]`, and C must log and count the
-request as failed (before, the stream just ended: no error, no finish_reason, no [DONE], and C
-logged status=200).
+killed with SIGKILL after 30 chunks (the whole node, or only its llama-server). C waits for no
+other server (MESH_GATEWAY_TAKEOVER_WAIT=0: a restarted llama-server would take the answer over,
+test_takeover.py has those), so the client's stream must end with an OpenAI error event and then
+`data: [DONE]`, and C must log and count the request as failed (before, the stream just ended: no
+error, no finish_reason, no [DONE], and C logged status=200).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def _ready_from(node) -> bool:
 @pytest.mark.parametrize("victim", ["node", "llama-server"])
 def test_a_serving_node_killed_mid_stream_ends_the_stream_with_an_error_and_done(mesh_bed, victim: str) -> None:
     a = mesh_bed.start("A", "--model", SMOLLM2)
-    c = mesh_bed.start("C", "--client", join=a)
+    c = mesh_bed.start("C", "--client", join=a, env={"MESH_GATEWAY_TAKEOVER_WAIT": "0"})
     a.wait_ready(SMOLLM2)
     mesh_bed.wait_until(lambda: _ready_from(c), 60, "A's model ready as seen from C")
     a_id = a.status()["id"]

@@ -20,6 +20,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.mirror import MeshMirror
 from services.gateway.openai.relay import Relay
 from services.gateway.openai.sse import last_event_name
+from services.gateway.openai.takeover import TakeoverPolicy
 from services.gateway.openai.usage import usage_of_stream_tail
 from services.gateway.settings import GatewaySettings
 from services.gateway.upstream import LocalUpstream, ResponseCut, UpstreamResponse
@@ -63,7 +64,8 @@ def gateway(upstream: ScriptedUpstream | None = None, *served: ServedModel, api_
     mirror = MeshMirror()
     mirror.view = MeshView(own=NodeRecord(node_id="me", name="me", served=served or (ServedModel("alpha", "/a", "ready", 1),)))
     metrics = GatewayMetrics()
-    relay = Relay(mirror, metrics, upstream or LocalUpstream(1.0), None)  # a scripted stand-in for llama-server
+    # A scripted stand-in for llama-server; a cut answer waits for no other server (test_takeover.py has those).
+    relay = Relay(mirror, metrics, upstream or LocalUpstream(1.0), None, takeover=TakeoverPolicy(wait=0))
     return TestClient(create_api_app(GatewaySettings(api_key=api_key), mirror, relay, metrics))
 
 

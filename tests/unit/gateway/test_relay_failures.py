@@ -1,6 +1,8 @@
-"""A response that fails after its first byte (relay.py): a cut stream ends with an OpenAI error
-event and [DONE], a cut body is a 503 error, and the gateway logs and counts either as failed.
-The upstream is a script of chunks standing in for llama-server or a peer's tunnel."""
+"""A response that fails after its first byte (relay.py) where no other server can take it over
+(the only one failed, and the relay does not wait for another): a cut stream ends with an OpenAI
+error event and [DONE], a cut body is a 503 error, and the gateway logs and counts either as
+failed. The upstream is a script of chunks standing in for llama-server or a peer's tunnel;
+test_takeover.py has the answers that another server takes over."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from services.gateway.app import create_api_app
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.mirror import MeshMirror
 from services.gateway.openai.relay import Relay
+from services.gateway.openai.takeover import TakeoverPolicy
 from services.gateway.settings import GatewaySettings
 from services.gateway.upstream import ResponseCut, UpstreamResponse
 
@@ -49,7 +52,7 @@ def gateway(upstream: ScriptedUpstream) -> tuple[TestClient, GatewayMetrics]:
     mirror = MeshMirror()
     mirror.view = MeshView(own=NodeRecord(node_id="me", name="me", served=(ServedModel("alpha", "/a", "ready", 1),)))
     metrics = GatewayMetrics()
-    relay = Relay(mirror, metrics, upstream, None)
+    relay = Relay(mirror, metrics, upstream, None, takeover=TakeoverPolicy(wait=0))
     return TestClient(create_api_app(GatewaySettings(), mirror, relay, metrics)), metrics
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from services.gateway.openai.completions.dialect import COMPLETIONS
 from services.gateway.openai.completions.schemas import CompletionRequest
 from services.gateway.openai.protocol import parse_body
 
@@ -15,4 +16,4 @@ router = APIRouter()
 async def completions(request: Request) -> Response:
     raw = await request.body()
     body = parse_body(raw, CompletionRequest)
-    return await request.app.state.relay.forward("/v1/completions", body.model, body.stream, raw, body.affinity())
+    return await request.app.state.relay.forward("/v1/completions", body.model, body.stream, raw, body.affinity(), COMPLETIONS)
