@@ -78,6 +78,7 @@ class ServedModel:
     size_bytes: int = 0
     kind: ProcessKind = ProcessKind.LLAMA_SERVER
     fingerprint: str = ""  # of the model's file (an expert shard: of the file it was cut from)
+    slots: int = 0  # llama-server: requests it serves at once (--parallel); 0: an rpc-server, or not told
 
 
 class DownloadPolicy(StrEnum):

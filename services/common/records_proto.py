@@ -50,6 +50,7 @@ def served_from_proto(message: node_pb2.ServedModel) -> ServedModel:
         size_bytes=message.size_bytes,
         kind=ProcessKind(message.kind or ProcessKind.LLAMA_SERVER),
         fingerprint=message.fingerprint,
+        slots=message.slots,
     )
 
 
@@ -65,6 +66,7 @@ def served_to_proto(served: ServedModel) -> node_pb2.ServedModel:
         size_bytes=served.size_bytes,
         kind=served.kind,
         fingerprint=served.fingerprint,
+        slots=served.slots,
     )
 
 

@@ -32,6 +32,7 @@ class Target:
     node_id: str
     port: int  # the local llama-server's port (local targets)
     address: str = ""  # the peer's QUIC address (remote targets)
+    slots: int = 0  # requests its llama-server serves at once; 0: not told (an older node)
 
     @property
     def local(self) -> bool:
@@ -103,7 +104,7 @@ def route(
     loads = loads or {}
     least = min(loads.get(s.record.node_id, 0) for s in ready)
     ready.sort(key=lambda s: _preference(s, affinity, loads, sharded, least))
-    return [Target(name, s.record.node_id, s.served.port, s.address) for s in ready]
+    return [Target(name, s.record.node_id, s.served.port, s.address, s.served.slots) for s in ready]
 
 
 def _preference(server: _Server, affinity: str, loads: Mapping[str, int], sharded: bool = False, least: int = 0) -> tuple:

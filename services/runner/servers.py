@@ -55,6 +55,7 @@ class _Served:
     task: asyncio.Task[None]
     split: Split
     draft: Path | None = None
+    slots: int = 0  # llama-server's --parallel
 
 
 class LlamaServers:
@@ -123,7 +124,7 @@ class LlamaServers:
         # one hidden state instead of the add's two inputs (0003).
         environment = {"GGML_RPC_HASH_THRESHOLD": "0", "LLAMA_PIN_LAYER_OUT": "1"} | self._rpc_environment() if split.rpc_endpoints else {}
         supervisor = Supervisor(f"llama-server[{model_id}]", argv, "/health", s, self.changes.publish, environment)
-        self._start(model_id, LLAMA_SERVER, path, supervisor, split, draft)
+        self._start(model_id, LLAMA_SERVER, path, supervisor, split, draft, sized.parallel)
         return self.state_of(model_id)
 
     async def serve_shard(
@@ -195,9 +196,9 @@ class LlamaServers:
         # Our patch of llama.cpp (llama.cpp/patches/0002): one write per burst of RPC commands.
         return ({"GGML_RPC_COALESCE": "1"} if self.settings.rpc_coalesce else {}) | self.split_environment
 
-    def _start(self, model_id: str, kind: ProcessKind, path: Path, supervisor: Supervisor, split: Split, draft: Path | None = None) -> None:
+    def _start(self, model_id: str, kind: ProcessKind, path: Path, supervisor: Supervisor, split: Split, draft: Path | None = None, slots: int = 0) -> None:
         task = asyncio.create_task(supervisor.run(), name=f"{kind} {model_id}")
-        self._served[(model_id, kind)] = _Served(model_id, kind, path, supervisor, task, split, draft)
+        self._served[(model_id, kind)] = _Served(model_id, kind, path, supervisor, task, split, draft, slots)
 
     async def stop(self, model_id: str, kind: ProcessKind = LLAMA_SERVER) -> bool:
         served = self._served.pop((model_id, kind), None)
@@ -240,4 +241,5 @@ class LlamaServers:
             retry_at=status.retry_at,
             size_bytes=served.path.stat().st_size,
             kind=kind,
+            slots=served.slots,
         )

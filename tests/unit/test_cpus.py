@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 
 from services.common import cpus
+from services.runner import sizing
 from services.runner.servers import LlamaServers, Split
 from services.runner.settings import RunnerSettings
+
+
+@pytest.fixture(autouse=True)
+def no_model_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The models here are names only: their shape (for sizing) is made up."""
+    monkeypatch.setattr(sizing, "shape_of", lambda path: sizing.Shape(10**8, 30, 3, 64, 64, 8192))
 
 
 @pytest.fixture
