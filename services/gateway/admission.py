@@ -25,6 +25,21 @@ from services.gateway.routing import Target
 PER_SLOT = 2  # requests in flight per slot of a server: the busy ones and one waiting each
 
 
+class InFlight(Counter[str]):
+    """The relay's requests in flight per node id; every decrement calls `on_release`, so requests
+    waiting for room look again wherever a request lets go (the relay, a takeover, a stream's end)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_release: Callable[[], None] = lambda: None
+
+    def __setitem__(self, key: str, value: int) -> None:
+        released = value < self.get(key, 0)
+        super().__setitem__(key, value)
+        if released:
+            self.on_release()
+
+
 class Admission:
     def __init__(self, in_flight: Counter[str], *, queue: int, wait: float, per_slot: int = PER_SLOT) -> None:
         self.in_flight = in_flight  # the relay's counts, per node id
@@ -33,15 +48,20 @@ class Admission:
         self.per_slot = per_slot
         self.waiting = 0
         self._freed = asyncio.Event()  # set (and replaced) whenever a request lets go of a server
+        if isinstance(in_flight, InFlight):
+            in_flight.on_release = self.released
 
     def has_room(self, target: Target) -> bool:
         return not target.slots or self.in_flight[target.node_id] < target.slots * self.per_slot
 
-    async def choose(self, targets: Callable[[], list[Target]]) -> Target:
+    async def choose(self, targets: Callable[[], list[Target]]) -> Target | None:
         """The first of `targets()` (routing's order) with room, waiting for one if all are full;
-        NoServer (503, Retry-After) when the queue is full or the wait runs out. `targets()` is asked
-        again after each wait: servers come and go."""
-        found = self._first_with_room(targets())
+        None when there is no target at all; NoServer (503, Retry-After) when the queue is full or
+        the wait runs out. `targets()` is asked again after each wait: servers come and go."""
+        listed = targets()
+        if not listed:
+            return None
+        found = self._first_with_room(listed)
         if found is not None:
             return found
         if self.waiting >= self.queue:
@@ -51,7 +71,10 @@ class Admission:
             async with asyncio.timeout(self.wait):
                 while found is None:
                     await self._freed.wait()
-                    found = self._first_with_room(targets())
+                    listed = targets()
+                    if not listed:
+                        return None
+                    found = self._first_with_room(listed)
         except TimeoutError:
             raise NoServer(f"every server of the model stayed busy for {self.wait:g} s; retry shortly", self.retry_after) from None
         finally:

@@ -92,7 +92,16 @@ async def main(node: NodeSettings, settings: GatewaySettings) -> None:
         demand = DemandReporter(gossip)
         blackboard = BoardClient(gossip_stub)
         tunnel = TunnelUpstream(links, metrics.count_peer_bytes, settings.connect_timeout)
-        relay = Relay(mirror, metrics, local_upstream, tunnel, demand.count, TakeoverPolicy(settings.takeovers, settings.takeover_wait))
+        relay = Relay(
+            mirror,
+            metrics,
+            local_upstream,
+            tunnel,
+            demand.count,
+            TakeoverPolicy(settings.takeovers, settings.takeover_wait),
+            settings.queue,
+            settings.queue_wait,
+        )
         rpc_tunnels = RpcTunnels(links, metrics.count_rpc_bytes, settings.connect_timeout)
         grpc = await grpc_server.start(node.gateway_grpc_port, lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(links, rpc_tunnels), s))
         # Health: SERVING once the QUIC endpoint (above) and the HTTP servers listen, while gossip's Watch can be followed.

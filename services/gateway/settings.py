@@ -47,6 +47,12 @@ class GatewaySettings(BaseSettings):
     # a llama-server restarting) while the client gets keep-alive comments: a small model loads
     # within it, and a client's read timeout (often 60 s or more) outlasts it.
     takeover_wait: float = Field(default=30.0, ge=0)
+    # A gateway sends each server at most 2 x its slots requests at once (admission.py); requests
+    # finding every server of their model full wait for room, at most `queue` of them and each at
+    # most `queue_wait` seconds, then get 503 with Retry-After (a client's timeout would otherwise
+    # end them with no answer, and waiting bodies would pile up in memory).
+    queue: int = Field(default=64, ge=0)
+    queue_wait: float = Field(default=15.0, ge=0)
     # Seconds an SSE client may sit without an event before a keepalive comment is sent.
     events_keepalive: float = 15.0
     # Announce this node on the LAN over mDNS (_mesh-llm._udp.local.: mesh id, models, QUIC port, never

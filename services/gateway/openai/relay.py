@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Set
 from dataclasses import dataclass
 
@@ -34,6 +33,7 @@ from starlette.types import Receive, Scope, Send
 
 from services.common.logs import event, request_id
 from services.gateway import routing
+from services.gateway.admission import Admission, InFlight
 from services.gateway.errors import ModelNotFound, NoServer
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.mirror import MeshMirror
@@ -88,6 +88,8 @@ class Relay:
         tunnel: TunnelUpstream | None,
         demand: Callable[[str], None] = lambda model: None,
         takeover: TakeoverPolicy = DEFAULT_POLICY,
+        queue: int = 64,
+        queue_wait: float = 15.0,
     ) -> None:
         self.mirror = mirror
         self.demand = demand
@@ -95,7 +97,9 @@ class Relay:
         self.local = local
         self.tunnel = tunnel
         self.takeover = takeover
-        self.in_flight: Counter[str] = Counter()
+        self.in_flight = InFlight()
+        # At most 2 x slots requests per server from this gateway; the rest wait (bounded) or get 503 (admission.py).
+        self.admission = Admission(self.in_flight, queue=queue, wait=queue_wait)
 
     def targets(self, model: str, affinity: str, exclude: frozenset[str]) -> list[routing.Target]:
         decision = routing.route(self.mirror.view, model, time.time(), affinity, self.in_flight, exclude)
@@ -155,10 +159,12 @@ class Relay:
     async def _answering(self, asked: Asked, tried: set[str], dead: Set[tuple[str, int]]) -> tuple[routing.Target, UpstreamResponse]:
         """The first target that answers (it may answer with an error), trying ATTEMPTS of them."""
         for _ in range(ATTEMPTS):
-            candidates = [t for t in self.targets(asked.model, asked.affinity, frozenset(tried)) if (t.node_id, t.port) not in dead]
-            if not candidates:
+            chosen = await self.admission.choose(
+                lambda: [t for t in self.targets(asked.model, asked.affinity, frozenset(tried)) if (t.node_id, t.port) not in dead]
+            )
+            if chosen is None:
                 break
-            target = candidates[0]
+            target = chosen
             # Counted from the choice on (a non-streamed answer's headers come only at its end),
             # so that concurrent requests see each other's load.
             self.in_flight[target.node_id] += 1

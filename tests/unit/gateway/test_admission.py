@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from services.gateway.admission import Admission
+from services.gateway.admission import Admission, InFlight
 from services.gateway.errors import NoServer
 from services.gateway.routing import Target
 
@@ -94,3 +94,22 @@ def test_servers_are_asked_again_after_each_wait() -> None:
         return await waiting
 
     assert asyncio.run(run()) == B
+
+
+def test_no_target_at_all_is_none_not_a_wait() -> None:
+    admission = Admission(Counter(), queue=4, wait=5)
+    assert asyncio.run(admission.choose(list)) is None
+
+
+def test_a_decrement_anywhere_wakes_the_waiters() -> None:
+    loads = InFlight()
+    loads["a"] = 4
+    admission = Admission(loads, queue=4, wait=5)
+
+    async def run() -> Target | None:
+        waiting = asyncio.create_task(admission.choose(lambda: [A]))
+        await asyncio.sleep(0.05)
+        loads["a"] -= 1  # as the relay or a takeover lets go, with no call to admission
+        return await waiting
+
+    assert asyncio.run(run()) == A
