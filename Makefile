@@ -92,6 +92,7 @@ bench: setup
 	$(PY) bench/speculative.py
 	$(PY) bench/downloads.py
 	$(PY) bench/split_fetch.py
+	$(PY) bench/load.py
 
 clean:
 	rm -rf $(VENV) services/proto/mesh
