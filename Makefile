@@ -93,6 +93,7 @@ bench: setup
 	$(PY) bench/downloads.py
 	$(PY) bench/split_fetch.py
 	$(PY) bench/load.py
+	$(PY) bench/chaos.py
 
 clean:
 	rm -rf $(VENV) services/proto/mesh
