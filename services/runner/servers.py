@@ -20,6 +20,7 @@ from services.common.records import ProcessKind, ServedModel
 from services.runner import binaries, layer_fetch, moe, priming, sizing
 from services.runner.command import llama_server_argv, rpc_server_argv
 from services.runner.downloads import DownloadError
+from services.runner.models import ModelError
 from services.runner.settings import RunnerSettings
 from services.runner.supervisor import Supervisor
 
@@ -93,7 +94,7 @@ class LlamaServers:
         s = self.settings
         threads = self._threads()
         sized = sizing.size(
-            sizing.shape_of(path),
+            self._shape(path),
             memory_bytes,
             split=bool(split.rpc_endpoints),
             ctx_size=s.ctx_size,
@@ -126,6 +127,15 @@ class LlamaServers:
         supervisor = Supervisor(f"llama-server[{model_id}]", argv, "/health", s, self.changes.publish, environment)
         self._start(model_id, LLAMA_SERVER, path, supervisor, split, draft, sized.parallel)
         return self.state_of(model_id)
+
+    @staticmethod
+    def _shape(path: Path) -> sizing.Shape:
+        """The model's shape for sizing; a header we cannot read sizes like an unknown model (the
+        smallest context, f16), and llama-server, reading the file itself, says what is wrong with it."""
+        try:
+            return sizing.shape_of(path)
+        except ModelError:
+            return sizing.UNKNOWN
 
     async def serve_shard(
         self, model_id: str, path: Path, experts: tuple[tuple[int, ...], ...], draft: Path | None = None, memory_bytes: int = 0

@@ -57,6 +57,9 @@ class Shape:
         return self.layers * self.kv_heads * (self.key_length * TYPE_BYTES[key_type] + self.value_length * TYPE_BYTES[value_type])
 
 
+UNKNOWN = Shape(weights_bytes=0, layers=0, kv_heads=0, key_length=0, value_length=0, context_train=0)
+
+
 @dataclass(frozen=True)
 class Sizing:
     ctx_size: int

@@ -154,8 +154,11 @@ def test_tls_split_serves_and_nothing_without_the_key_runs_a_command(llama_bin_d
         tls_without_key(port, ssl.TLSVersion.TLSv1_3)
         wrong_key = list_rpc_devices(llama_bin_dir, port, TLS | {"GGML_RPC_TLS_PSK": os.urandom(32).hex()})
         wrong_identity = list_rpc_devices(llama_bin_dir, port, TLS | {"GGML_RPC_TLS_IDENTITY": "someone-else"})
+        # Refused: the client gives up (its own "handshake with" line is best effort: llama's logger is
+        # asynchronous and the abort can come first, seen on a loaded CI machine); the server's log
+        # below says it refused each handshake.
         for refused in (wrong_key, wrong_identity):
-            assert refused.returncode != 0 and "RPC TLS: handshake with" in refused.stderr, refused.stderr[-2000:]
+            assert refused.returncode != 0, refused.stderr[-2000:]
         time.sleep(0.5)  # the last refusal's line
         before = log.read_text()
         assert process.poll() is None, before

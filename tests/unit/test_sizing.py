@@ -11,7 +11,7 @@ from gguf import GGUFWriter
 from services.cli.flags import UsageError, check
 from services.runner.command import llama_server_argv
 from services.runner.models import ModelError, resolve
-from services.runner.sizing import GB, Shape, Sizing, kv_types, shape_of, size
+from services.runner.sizing import GB, UNKNOWN, Shape, Sizing, kv_types, shape_of, size
 from tests.conftest import SMOLLM2
 
 GIB = 1024**3
@@ -134,3 +134,8 @@ def test_a_negative_size_is_a_usage_error(flag: str) -> None:
 def test_an_unknown_cache_type_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="invalid choice: 'q3_k'"):
         check(["--model", "x", "--cache-type", "q3_k"])
+
+
+def test_an_unreadable_model_is_sized_as_an_unknown_one() -> None:
+    # The runner's fallback when a header cannot be read (llama-server then reports the file itself).
+    assert size(UNKNOWN, 64 * GIB) == Sizing(4096, "f16", "f16", 4, 0)
