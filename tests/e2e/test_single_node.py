@@ -59,10 +59,20 @@ def test_metrics_count_requests_and_tokens(node) -> None:
     streamed = list(client.chat.completions.create(model=SMOLLM2, messages=HELLO, stream=True, **GREEDY))
     completion_tokens += sum(1 for c in streamed if c.choices and c.choices[0].delta.content)
 
-    samples = {}
-    for family in text_string_to_metric_families(httpx.get(f"{node.api}/metrics").text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    def read() -> dict:
+        found = {}
+        for family in text_string_to_metric_families(httpx.get(f"{node.api}/metrics").text):
+            for sample in family.samples:
+                found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return found
+
+    # A streamed answer's tokens are counted when the gateway lets go of it, a moment after the
+    # client read its last event (CI once read the metrics in between: 72 of 96 tokens).
+    deadline = time.monotonic() + 10
+    samples = read()
+    while samples.get(("mesh_gateway_completion_tokens_total", (("model", SMOLLM2),))) != completion_tokens and time.monotonic() < deadline:
+        time.sleep(0.1)
+        samples = read()
     requests = sum(v for (name, labels), v in samples.items() if name == "mesh_gateway_requests_total" and ("model", SMOLLM2) in labels)
     assert requests == 4
     assert samples[("mesh_gateway_completion_tokens_total", (("model", SMOLLM2),))] == completion_tokens
