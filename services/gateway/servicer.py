@@ -30,6 +30,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             reply, peer, rtt = await self.links.request(request.address, StreamKind.GOSSIP, request.payload, request.timeout or 5.0)
         # The peer's failures, told in the words gossip records as the peer's reason (join_error).
         except AdmissionRefused as refused:
+            if refused.transient:  # the peer is still starting: worth another try
+                raise Unavailable(f"{request.address}: {refused}") from refused
             raise PermissionDenied(f"refused: {refused}") from refused
         except TimeoutError:
             raise DeadlineExceeded(f"no answer from {request.address} in {request.timeout:.1f}s") from None

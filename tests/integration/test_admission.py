@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.common.credentials import Kind
-from services.gateway.peers.admission import AdmissionRefused
+from services.gateway.peers.admission import NOT_READY, AdmissionRefused
 from services.gateway.peers.framing import StreamKind, encode_frame
 from tests.integration.test_rpc_tunnel import SECRET, endpoint, run
 
@@ -102,5 +102,20 @@ def test_a_revoked_credential_is_refused_and_its_connection_dropped(tmp_path: Pa
             await paired_links.request(member.local().address, StreamKind.GOSSIP, b"ping", 10.0)
         paired.close()
         member.close()
+
+    run(scenario)
+
+
+def test_a_node_that_does_not_know_its_mesh_yet_refuses_as_not_ready(tmp_path: Path) -> None:
+    """A node still starting (its gateway has no mesh from gossip yet) refuses with NOT_READY: a join
+    tries again instead of ending at once as it does when every seed truly refuses."""
+
+    async def scenario() -> None:
+        (starting, _), (joiner, joiner_links) = await endpoint(tmp_path, "starting", mesh=("", SECRET)), await endpoint(tmp_path, "joiner")
+        with pytest.raises(AdmissionRefused) as refused:
+            await joiner_links.request(starting.local().address, StreamKind.GOSSIP, b"ping", 10.0)
+        assert refused.value.transient and refused.value.reason.startswith(NOT_READY), refused.value.reason
+        starting.close()
+        joiner.close()
 
     run(scenario)

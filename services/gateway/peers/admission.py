@@ -79,6 +79,11 @@ class Admitted:
         return self.credential.kind == Kind.MEMBER
 
 
+# How a refusal by a node still starting begins (it has no mesh or credential yet): not a verdict
+# on the caller, who may try again (a join keeps trying; a refusal of every seed ends it).
+NOT_READY = "not ready yet: "
+
+
 class AdmissionRefused(Exception):
     """Admission failed; the message says why. `by_us`: this side refused the other (the connection
     is to be closed with the reason); otherwise the other side refused us or the connection closed."""
@@ -90,16 +95,22 @@ class AdmissionRefused(Exception):
         self.peer = peer  # the refused side's node id and address, as far as it told them
         self.address = address
 
+    @property
+    def transient(self) -> bool:
+        """The other side refused only because it is still starting (NOT_READY)."""
+        return self.reason.startswith(NOT_READY)
+
 
 async def admit_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, local: LocalNode, fingerprint: str) -> Admitted:
     """Server side, on the client's admission stream (its kind byte read); `fingerprint`: our
     certificate's. Raises AdmissionRefused (by us) once the refusal frame is written."""
     hello = peer_pb2.AdmissionHello.FromString(await read_frame(reader))
+    if not local.mesh_id or local.credential is None:
+        # Seen on a loaded machine: a node dialled before its gossip told its gateway the mesh.
+        reason = NOT_READY + "this node does not know its mesh and credential yet"
+        raise _refusal(writer, peer_pb2.AdmissionChallenge(refusal=reason), reason, hello)
     if hello.mesh_id != local.mesh_id:
         reason = f"unknown mesh {hello.mesh_id!r} (this is mesh {local.mesh_id!r})"
-        raise _refusal(writer, peer_pb2.AdmissionChallenge(refusal=reason), reason, hello)
-    if local.credential is None:
-        reason = "this node holds no credential of the mesh yet"
         raise _refusal(writer, peer_pb2.AdmissionChallenge(refusal=reason), reason, hello)
     client, reason = _checked(hello.credential, local, hello.node_id)
     if client is None:
