@@ -12,7 +12,11 @@ the variant, one to stock, back to back, alternating order) give its ratio to st
   threads free gets (SMT siblings, efficiency cores: services/common/cpus.py math_cores);
 - the same with libgomp's default spin (GOMP_SPINCOUNT=300000 set by the user wins over the
   split's short spin); libgomp's default spin with the services on the node's cores;
-- stock RPC with one core fewer (PER_NODE - 1 threads on PER_NODE - 1 cores): what a core is worth.
+- stock RPC with one core fewer (PER_NODE - 1 threads on PER_NODE - 1 cores): what a core is worth;
+- the mesh with TLS in RPC turned off, its RPC through the gateways' QUIC tunnels (as before 0004).
+
+As shipped, both nodes speak TLS 1.3 in RPC, so the host's llama-server reaches the worker's
+rpc-server directly (TLS, the split's key) and no Python relays a byte of it.
 
 Needs 2 x PER_NODE + 2 cores (Linux). Env: BENCH_PER_NODE (6), BENCH_PAIRS (8), BENCH_MODEL,
 BENCH_VARIANTS (indexes into VARIANTS, e.g. "0,6"; default all).
@@ -49,6 +53,9 @@ VARIANTS: list[tuple[str, dict[str, str], bool, bool]] = [
     ("libgomp's default spin, services on the node's cores", DEFAULT_SPIN, False, False),
     ("stock RPC on one core fewer", {}, False, False),
     ("mesh as shipped, again", {}, False, False),
+    # Before TLS in RPC (patch 0004): the host's llama-server reached the worker's rpc-server through
+    # both gateways' QUIC relay; the same path now when a node cannot speak TLS.
+    ("mesh through QUIC tunnels (no TLS in RPC)", {"MESH_RUNNER_RPC_TLS": "false"}, False, False),
 ]
 STOCK_FEWER = "stock RPC on one core fewer"
 
@@ -123,13 +130,14 @@ def main() -> int:
                             into.append(streamed_request(client_http, target, f"Fact {i} about the sea.", 32, MODEL)[1])
                 for name in urls:
                     print(f"  {name}: {statistics.median(rows[name][0]):.1f} vs stock {statistics.median(rows[name][1]):.1f} tok/s", flush=True)
-    print(f"\n| {PER_NODE} cores per node, blocks 5/4 | tok/s | stock RPC ({threads} threads) tok/s | ratio, median of pairs | min-max |")
-    print("|---|---|---|---|---|")
+    print(f"\n| {PER_NODE} cores per node, blocks 5/4 | tok/s | stock RPC ({threads} threads) tok/s | pairs | ratio, median of pairs | quartiles | min-max |")
+    print("|---|---|---|---|---|---|---|")
     for name, (mine, theirs) in rows.items():
         ratios = [m / s for m, s in zip(mine, theirs, strict=False)]
+        q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
         print(
-            f"| {name} | {statistics.median(mine):.1f} | {statistics.median(theirs):.1f} | {statistics.median(ratios):.3f} | "
-            f"{min(ratios):.3f}-{max(ratios):.3f} |"
+            f"| {name} | {statistics.median(mine):.1f} | {statistics.median(theirs):.1f} | {len(ratios)} | {statistics.median(ratios):.3f} | "
+            f"{q1:.3f}-{q3:.3f} | {min(ratios):.3f}-{max(ratios):.3f} |"
         )
     return 0
 

@@ -56,6 +56,14 @@ def lends_memory(options: Options) -> bool:
     return not args.client and bool(options.models or options.fetching or args.join or args.join_nearby or args.auto or args.standby)
 
 
+def rpc_host(quic_host: str) -> str:
+    """Where a split's TLS rpc-servers listen: where the QUIC endpoint does (an IPv4 address or
+    all interfaces: llama.cpp's RPC speaks IPv4 only); else loopback, reached through tunnels."""
+    if quic_host in ("", "::"):
+        return "0.0.0.0"
+    return quic_host if "." in quic_host else "127.0.0.1"
+
+
 def settings_for(
     options: Options, home: Path, quic_port: int, advertised: tuple[str, ...], llama_bin: Path | None = None, seeds: tuple[str, ...] = ()
 ) -> dict[str, dict[str, str]]:
@@ -84,6 +92,7 @@ def settings_for(
             parallel=args.parallel,
             kv_type=args.cache_type,
             max_memory_bytes=int(args.max_vram * GB) if args.max_vram else 0,
+            rpc_host=rpc_host(args.host or "0.0.0.0"),
         ),
         "gossip": GossipSettings(
             profile=args.profile,

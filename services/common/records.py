@@ -79,6 +79,7 @@ class ServedModel:
     kind: ProcessKind = ProcessKind.LLAMA_SERVER
     fingerprint: str = ""  # of the model's file (an expert shard: of the file it was cut from)
     slots: int = 0  # llama-server: requests it serves at once (--parallel); 0: an rpc-server, or not told
+    host: str = ""  # rpc-server with TLS: the address it listens on, which peers dial directly; "": 127.0.0.1
 
 
 class DownloadPolicy(StrEnum):
@@ -132,6 +133,9 @@ class Assignment:
     # split-host: where on the Hub the model's file is ("org/repo/path.gguf"; "" when it is not a Hub
     # file): a worker without the file fetches its layers from there.
     source: str = ""
+    # split: the pre-shared key (64 hex digits) of TLS between the host's llama-server and the
+    # workers' rpc-servers, which then listen where peers reach them; "": plain RPC, tunnels only.
+    rpc_key: str = field(default="", repr=False)
 
     def experts_of(self, node_id: str) -> tuple[tuple[int, ...], ...]:
         return next((layers for node, layers in self.shards if node == node_id), ())
@@ -180,6 +184,7 @@ class NodeRecord:
     download_policy: DownloadPolicy = DownloadPolicy.NEVER  # what the mesh may make it download (--download)
     publicity: Publicity = Publicity()  # the mesh's name and listing, as this member holds them
     devices: tuple[Device, ...] = ()  # its accelerators (none: it runs models from RAM)
+    rpc_tls: bool = False  # its llama.cpp speaks TLS 1.3 in RPC (patch 0004, a loadable libssl 3)
 
     def fingerprint_of(self, model_id: str) -> str:
         """The fingerprint of this node's file for the model; "" when it sent none."""
@@ -195,7 +200,19 @@ class SelfUpdate:
 
 
 UPDATABLE = frozenset(
-    {"role", "served", "assignments", "memory_offered_bytes", "models_on_disk", "model_files", "downloads", "download_policy", "publicity", "devices"}
+    {
+        "role",
+        "served",
+        "assignments",
+        "memory_offered_bytes",
+        "models_on_disk",
+        "model_files",
+        "downloads",
+        "download_policy",
+        "publicity",
+        "devices",
+        "rpc_tls",
+    }
 )
 
 

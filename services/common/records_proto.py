@@ -51,6 +51,7 @@ def served_from_proto(message: node_pb2.ServedModel) -> ServedModel:
         kind=ProcessKind(message.kind or ProcessKind.LLAMA_SERVER),
         fingerprint=message.fingerprint,
         slots=message.slots,
+        host=message.host,
     )
 
 
@@ -67,6 +68,7 @@ def served_to_proto(served: ServedModel) -> node_pb2.ServedModel:
         kind=served.kind,
         fingerprint=served.fingerprint,
         slots=served.slots,
+        host=served.host,
     )
 
 
@@ -118,6 +120,7 @@ def assignment_from_proto(message: node_pb2.Assignment) -> Assignment:
         promoted=message.promoted,
         shards=tuple((shard.node_id, experts_from_proto(shard.layers)) for shard in message.shards),
         source=message.source,
+        rpc_key=message.rpc_key,
     )
 
 
@@ -132,6 +135,7 @@ def assignment_to_proto(assignment: Assignment) -> node_pb2.Assignment:
         promoted=assignment.promoted,
         shards=[node_pb2.Shard(node_id=node, layers=experts_to_proto(layers)) for node, layers in assignment.shards],
         source=assignment.source,
+        rpc_key=assignment.rpc_key,
     )
 
 
@@ -159,6 +163,7 @@ def record_from_proto(message: node_pb2.NodeRecord) -> NodeRecord:
         download_policy=DownloadPolicy(message.download_policy or DownloadPolicy.NEVER),
         publicity=publicity_from_proto(message.publicity),
         devices=devices_from_proto(message.devices),
+        rpc_tls=message.rpc_tls,
     )
 
 
@@ -178,6 +183,7 @@ def record_to_proto(record: NodeRecord) -> node_pb2.NodeRecord:
         download_policy=record.download_policy,
         publicity=publicity_to_proto(record.publicity),
         devices=devices_to_proto(record.devices),
+        rpc_tls=record.rpc_tls,
     )
 
 
@@ -195,6 +201,7 @@ def update_to_proto(update: SelfUpdate) -> gossip_pb2.SelfUpdate:
         downloads=downloads_to_proto(cast("tuple[Download, ...]", values.get("downloads", ()))),
         download_policy=str(values.get("download_policy", "")),
         devices=devices_to_proto(cast("tuple[Device, ...]", values.get("devices", ()))),
+        rpc_tls=bool(values.get("rpc_tls", False)),
     )
 
 
@@ -209,6 +216,7 @@ def update_from_proto(message: gossip_pb2.SelfUpdate) -> SelfUpdate:
         "downloads": downloads_from_proto(message.downloads),
         "download_policy": DownloadPolicy(message.download_policy or DownloadPolicy.NEVER),
         "devices": devices_from_proto(message.devices),
+        "rpc_tls": message.rpc_tls,
     }
     fields = frozenset(message.fields)
     return SelfUpdate(fields=fields, values={name: values[name] for name in fields if name in values})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import uuid
 from pathlib import Path
@@ -86,6 +87,20 @@ def node_id(settings: NodeSettings) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(uuid.uuid4().hex[:16])
     return path.read_text().strip()
+
+
+def split_secret(settings: NodeSettings) -> bytes:
+    """This node's secret for the keys of the splits it hosts (placement/split_keys.py): 32 random
+    bytes made once under its home, readable by the node's user only, never sent anywhere."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    path = settings.home / "split-secret"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return bytes.fromhex(wait_for_text(path))
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    return bytes.fromhex(path.read_text().strip())
 
 
 def wait_for_text(path: Path) -> str:

@@ -138,9 +138,10 @@ def retry_after(matches: list[ServedModel], now: float) -> int:
     return max(1, math.ceil(min(due))) if due else 1
 
 
-def rpc_ports(view: MeshView) -> set[int]:
-    """Ports of this node's running rpc-servers: the only local ports an RPC tunnel may reach."""
-    return {served.port for served in view.own.served if served.kind == ProcessKind.RPC_SERVER and served.port}
+def rpc_ports(view: MeshView) -> dict[int, str]:
+    """Ports of this node's running rpc-servers, the only local ports an RPC tunnel may reach, each
+    with the address it listens on ("": 127.0.0.1; a TLS rpc-server: where peers reach it)."""
+    return {served.port: served.host for served in view.own.served if served.kind == ProcessKind.RPC_SERVER and served.port}
 
 
 def local_port_of(view: MeshView, model_id: str) -> tuple[int, int, str]:

@@ -19,7 +19,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.rpc_tunnels = rpc_tunnels
 
     async def OpenRpcTunnel(self, request: gateway_pb2.RpcTunnelRequest, context: Context) -> gateway_pb2.RpcTunnel:
-        return gateway_pb2.RpcTunnel(local_port=await self.rpc_tunnels.open(request.address, request.port))
+        endpoint, local_port = await self.rpc_tunnels.reach(request.address, request.port, request.direct_host)
+        return gateway_pb2.RpcTunnel(local_port=local_port, endpoint=endpoint)
 
     async def CloseRpcTunnel(self, request: gateway_pb2.RpcTunnel, context: Context) -> gateway_pb2.RpcTunnel:
         self.rpc_tunnels.close(request.local_port)

@@ -30,10 +30,12 @@ class Inspect:
 
 @dataclass(frozen=True)
 class OpenTunnel:
-    """Ask the gateway for a loopback port relayed to a worker's rpc-server."""
+    """Ask the gateway where llama-server reaches a worker's rpc-server: directly at `direct_host`
+    (a TLS rpc-server) if a connection gets through, else a loopback port relayed over QUIC."""
 
-    address: str
+    address: str  # the worker's QUIC address
     port: int
+    direct_host: str = ""  # "": a plain rpc-server, reached through a tunnel only
 
 
 @dataclass(frozen=True)

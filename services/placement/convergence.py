@@ -51,12 +51,13 @@ class Convergence:
         gossip: gossip_pb2_grpc.GossipAsyncStub,
         runner: runner_pb2_grpc.RunnerAsyncStub,
         gateway: gateway_pb2_grpc.GatewayAsyncStub,
+        split_secret: bytes = b"",
     ) -> None:
         self.settings = settings
         self.gossip = gossip
         self.runner = runner
         self.executor = Executor(runner, gossip, gateway)
-        self.facts = Facts(settings, memory_offered(settings))
+        self.facts = Facts(settings, memory_offered(settings), split_secret=split_secret)
         self.view: MeshView | None = None  # gossip's last word; None until it spoke
         self.metrics = PlacementMetrics(lambda: self.assignments)
         self._lock = asyncio.Lock()  # one round at a time: each starts from the last one's facts
@@ -92,7 +93,16 @@ class Convergence:
         asked = () if s.standby else tuple(model.model_id for model in named)
         found = drafts(on_disk, [model.model_id for model in named], chosen, s.catalog_drafts)
         devices = devices_from_proto(reply.devices)
-        return replace(self.facts, asked=asked, on_disk=on_disk, on_hub=on_hub, drafts=found, devices=devices, memory_offered=memory_offered(s, devices))
+        return replace(
+            self.facts,
+            asked=asked,
+            on_disk=on_disk,
+            on_hub=on_hub,
+            drafts=found,
+            devices=devices,
+            memory_offered=memory_offered(s, devices),
+            rpc_tls=reply.rpc_tls,
+        )
 
     async def fetch(self, specs: list[str]) -> None:
         """Ask the runner to download the models named by --model that are not on disk (it serves

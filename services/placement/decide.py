@@ -232,5 +232,14 @@ def _split_role(
         return Assignment(ask.model_id, Mode.UNSERVED, plan.reason)
     hosted = next((a for a in records[host].assignments if a.model_id == ask.model_id and a.mode == Mode.SPLIT_HOST), None) if host else None
     if hosted is not None and own.node_id in hosted.workers:
-        return Assignment(ask.model_id, Mode.SPLIT_WORKER, f"works for {host}'s split", hosted.host, hosted.workers, hosted.layers, source=hosted.source)
+        return Assignment(
+            ask.model_id,
+            Mode.SPLIT_WORKER,
+            f"works for {host}'s split",
+            hosted.host,
+            hosted.workers,
+            hosted.layers,
+            source=hosted.source,
+            rpc_key=hosted.rpc_key,
+        )
     return Assignment(ask.model_id, Mode.UNSERVED, f"too big for this node; {host or 'no node'} would host a split" if host else "no node holds it")

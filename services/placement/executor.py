@@ -50,10 +50,11 @@ class Executor:
             case Inspect(model_id, path):
                 read = await calls.call(lambda: self.runner.Inspect(runner_pb2.InspectRequest(path=path), wait_for_ready=True), "Inspect")
                 return replace(facts, inspections={**facts.inspections, model_id: inspection_from_proto(read)})
-            case OpenTunnel(address, port):
-                request = gateway_pb2.RpcTunnelRequest(address=address, port=port)
+            case OpenTunnel(address, port, direct_host):
+                request = gateway_pb2.RpcTunnelRequest(address=address, port=port, direct_host=direct_host)
                 tunnel = await calls.call(lambda: self.gateway.OpenRpcTunnel(request, wait_for_ready=True), "OpenRpcTunnel")
-                return replace(facts, tunnels={**facts.tunnels, (address, port): tunnel.local_port})
+                endpoint = tunnel.endpoint or f"127.0.0.1:{tunnel.local_port}"
+                return replace(facts, tunnels={**facts.tunnels, (address, port): endpoint})
             case Serve(request):
                 reply = await calls.call(lambda: self.runner.Serve(serve_to_proto(request), wait_for_ready=True), "Serve")
                 return served(facts, request, served_from_proto(reply))
@@ -90,6 +91,7 @@ def serve_to_proto(request: LlamaRequest) -> runner_pb2.ServeRequest:
         tensor_split=request.tensor_split,
         shard=experts_to_proto(request.shard),
         draft_path=request.draft,
+        rpc_key=request.rpc_key,
     )
 
 
@@ -102,6 +104,7 @@ def serve_rpc_to_proto(request: RpcRequest) -> runner_pb2.ServeRpcRequest:
         source=request.source,
         fingerprint=request.fingerprint,
         models_dir=request.models_dir,
+        rpc_key=request.rpc_key,
     )
 
 

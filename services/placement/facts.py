@@ -52,6 +52,7 @@ class LlamaRequest:
     tensor_split: tuple[float, ...] = ()
     shard: Experts = ()  # the experts this node's shard keeps, per layer
     draft: str = ""  # path of its draft model for speculative decoding (drafts.py); empty: none
+    rpc_key: str = field(default="", repr=False)  # a split's TLS key (split_keys.py); "": plain RPC
 
     @property
     def key(self) -> Key:
@@ -69,6 +70,7 @@ class RpcRequest:
     source: str = ""  # path empty: the model's file on the Hub, whose layers the runner fetches
     fingerprint: str = ""  # of the host's file, which the fetched one must match
     models_dir: str = ""  # where fetched layers are kept
+    rpc_key: str = field(default="", repr=False)  # the split's TLS key: the rpc-server speaks TLS where peers reach it; "": plain, on loopback
 
     @property
     def key(self) -> Key:
@@ -102,10 +104,14 @@ class Facts:
     running: tuple[ServedModel, ...] = ()  # the runner's report, by (model id, kind)
     downloads: tuple[Download, ...] = ()  # the runner's downloads from the Hub (a --model not on disk)
     sent: Mapping[Key, Request] = field(default_factory=dict[Key, Request])  # what the runner was last asked, per process
-    tunnels: Mapping[tuple[str, int], int] = field(default_factory=dict[tuple[str, int], int])  # (worker address, rpc port) -> local port
+    # (worker address, rpc port) -> where llama-server's --rpc reaches it: the worker's TLS
+    # rpc-server itself ("10.0.0.2:50052") or a QUIC tunnel's loopback port ("127.0.0.1:41234").
+    tunnels: Mapping[tuple[str, int], str] = field(default_factory=dict[tuple[str, int], str])
     memory: Memory = Memory()
     on_hub: Mapping[str, LocalModel] = field(default_factory=dict[str, LocalModel])  # catalog models not on disk (no path): fetched for demand
     devices: tuple[Device, ...] = ()  # this node's accelerators, as the runner listed them (none: RAM, or a client)
+    rpc_tls: bool = False  # the runner's llama.cpp speaks TLS in RPC (its Models reply)
+    split_secret: bytes = field(default=b"", repr=False)  # this node's own, for its splits' keys (split_keys.py)
 
     def running_by_key(self) -> dict[Key, ServedModel]:
         return {(served.model_id, served.kind): served for served in self.running}

@@ -21,6 +21,7 @@ from services.placement.facts import Facts, LocalModel, Memory
 from services.placement.memory import memory_needed
 from services.placement.processes import process_actions
 from services.placement.promotion import Rules, promotions
+from services.placement.split_keys import keyed
 from services.placement.workers import late_workers
 
 MAX_EXCLUSION_SECONDS = 6 * 3600.0  # a worker left out again and again is still tried a few times a day
@@ -52,7 +53,8 @@ def assign(view: MeshView, facts: Facts, memory: Memory) -> tuple[Assignment, ..
     empty after gossip restarted."""
     own = replace(view.own, **holdings(facts), assignments=memory.assignments or view.own.assignments)
     s = facts.settings
-    return decide(
+    records = {peer.record.node_id: peer.record for peer in view.members()}
+    decided = decide(
         replace(view, own=own),
         asks(facts, memory),
         facts.memory_offered,
@@ -63,6 +65,7 @@ def assign(view: MeshView, facts: Facts, memory: Memory) -> tuple[Assignment, ..
         held=frozenset() if s.client else frozenset(facts.on_disk),
         excluded=frozenset(memory.excluded),
     )
+    return keyed(decided, own, records, facts.split_secret, view.revoked)
 
 
 def publish(view: MeshView, facts: Facts, assignments: Sequence[Assignment]) -> list[Action]:
@@ -160,6 +163,7 @@ def holdings(facts: Facts) -> dict[str, Any]:
         "download_policy": DownloadPolicy.NEVER if client else facts.settings.download,
         "memory_offered_bytes": facts.memory_offered,
         "devices": facts.devices,
+        "rpc_tls": facts.rpc_tls and not client,
         "models_on_disk": () if client else tuple(sorted(facts.on_disk)),
         "model_files": () if client else tuple(ModelFile(m.model_id, m.fingerprint) for _, m in sorted(facts.on_disk.items())),
     }

@@ -56,7 +56,7 @@ def model_of(view: MeshView, facts: Facts, assignment: Assignment) -> LocalModel
     return LocalModel(assignment.model_id, "", 0, host.fingerprint_of(assignment.model_id) if host is not None else "", assignment.source)
 
 
-def wanted(view: MeshView, tunnels: Mapping[tuple[str, int], int], assignment: Assignment, model: LocalModel, draft: str = "", models_dir: str = "") -> Wanted:
+def wanted(view: MeshView, tunnels: Mapping[tuple[str, int], str], assignment: Assignment, model: LocalModel, draft: str = "", models_dir: str = "") -> Wanted:
     """`draft`: the path of the model's draft, which runs beside each llama-server (a split's host's
     too); `models_dir`: where a worker without the model keeps the layers it fetches."""
     own = view.own.node_id
@@ -66,36 +66,56 @@ def wanted(view: MeshView, tunnels: Mapping[tuple[str, int], int], assignment: A
         return Wanted(LlamaRequest(model.model_id, model.path, shard=assignment.experts_of(own), draft=draft))
     if assignment.mode == Mode.SPLIT_WORKER:
         index = assignment.workers.index(own) if own in assignment.workers else 0
+        key = assignment.rpc_key
         if model.path:
-            return Wanted(RpcRequest(model.model_id, model.path, assignment.layers, index))
-        return Wanted(RpcRequest(model.model_id, "", assignment.layers, index, model.source, model.fingerprint, models_dir))
+            return Wanted(RpcRequest(model.model_id, model.path, assignment.layers, index, rpc_key=key))
+        return Wanted(RpcRequest(model.model_id, "", assignment.layers, index, model.source, model.fingerprint, models_dir, rpc_key=key))
     if assignment.mode == Mode.SPLIT_HOST:
         return _host(view, tunnels, assignment, model, draft)
     return Wanted()  # unserved or dropped: nothing runs
 
 
-def _host(view: MeshView, tunnels: Mapping[tuple[str, int], int], assignment: Assignment, model: LocalModel, draft: str) -> Wanted:
-    """llama-server with --rpc once every worker's rpc-server is ready and reached by a tunnel."""
+def _host(view: MeshView, tunnels: Mapping[tuple[str, int], str], assignment: Assignment, model: LocalModel, draft: str) -> Wanted:
+    """llama-server with --rpc once every worker's rpc-server is ready (speaking TLS with the
+    split's key when it has one) and the gateway said where it is reached: directly, or through a
+    tunnel."""
     waiting = Wanted(kept=(model.model_id, ProcessKind.LLAMA_SERVER))
     records = {peer.record.node_id: (peer.record, peer.address) for peer in view.members()}
-    targets: list[tuple[str, int]] = []
+    targets: list[OpenTunnel] = []
     for worker in assignment.workers:
         record, address = records.get(worker, (None, ""))
-        port = ready_rpc_port(record, model.model_id) if record is not None else 0
-        if not port:
-            return waiting
-        targets.append((address, port))
-    missing = tuple(OpenTunnel(address, port) for address, port in targets if (address, port) not in tunnels)
+        rpc = ready_rpc_server(record, model.model_id) if record is not None else None
+        if rpc is None or bool(assignment.rpc_key) != bool(rpc.host):
+            return waiting  # not up yet, or still the rpc-server of the split before (TLS or not)
+        targets.append(OpenTunnel(address, rpc.port, direct_host(rpc.host, address)))
+    missing = tuple(target for target in targets if (target.address, target.port) not in tunnels)
     if missing:
         return Wanted(kept=waiting.kept, tunnels=missing)
-    endpoints = tuple(f"127.0.0.1:{tunnels[target]}" for target in targets)
+    endpoints = tuple(tunnels[(target.address, target.port)] for target in targets)
     workers_layers = assignment.layers[1:]
-    return Wanted(LlamaRequest(model.model_id, model.path, endpoints, sum(workers_layers), tuple(float(n) for n in workers_layers), draft=draft))
+    return Wanted(
+        LlamaRequest(
+            model.model_id, model.path, endpoints, sum(workers_layers), tuple(float(n) for n in workers_layers), draft=draft, rpc_key=assignment.rpc_key
+        )
+    )
 
 
-def ready_rpc_port(record: NodeRecord, model_id: str) -> int:
-    """The port of the node's ready rpc-server for the model (0: none ready)."""
-    return next((s.port for s in record.served if s.model_id == model_id and s.kind == ProcessKind.RPC_SERVER and s.state == ProcessState.READY), 0)
+def ready_rpc_server(record: NodeRecord, model_id: str) -> ServedModel | None:
+    """The node's ready rpc-server for the model (None: none ready)."""
+    return next((s for s in record.served if s.model_id == model_id and s.kind == ProcessKind.RPC_SERVER and s.state == ProcessState.READY and s.port), None)
+
+
+def direct_host(listening: str, address: str) -> str:
+    """Where a TLS rpc-server listening on `listening` is dialled by its peers: that address, or
+    for one on every interface the host of the worker's QUIC address; "" for a plain rpc-server."""
+    if not listening:
+        return ""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if listening in ("0.0.0.0", "::"):
+        return host
+    if listening.startswith("127.") and listening != host:
+        return ""  # the worker's loopback (its rpc_host): other machines reach it through the tunnel only
+    return listening
 
 
 def _alive(served: ServedModel | None) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from services.common import grpc_server, lifecycle, metrics_http
-from services.common.settings import NodeSettings
+from services.common.settings import NodeSettings, split_secret
 from services.placement.convergence import Convergence
 from services.placement.servicer import PlacementServicer
 from services.placement.settings import PlacementSettings
@@ -18,7 +18,8 @@ async def main(node: NodeSettings, settings: PlacementSettings) -> None:
         grpc_server.channel(node.address("runner")) as runner,
         grpc_server.channel(node.address("gateway")) as gateway,
     ):
-        convergence = Convergence(settings, gossip_pb2_grpc.GossipStub(gossip), runner_pb2_grpc.RunnerStub(runner), gateway_pb2_grpc.GatewayStub(gateway))
+        stubs = (gossip_pb2_grpc.GossipStub(gossip), runner_pb2_grpc.RunnerStub(runner), gateway_pb2_grpc.GatewayStub(gateway))
+        convergence = Convergence(settings, *stubs, split_secret=split_secret(node))
         metrics_http.serve(node.placement_metrics_port, convergence.metrics.registry)
         server = await grpc_server.start(
             node.placement_grpc_port,

@@ -27,7 +27,14 @@ def lent(own_id: str, records: Mapping[str, NodeRecord], held: frozenset[str], f
             usable = plan.model_id in held or (fetches and bool(plan.source))
             if plan.mode == Mode.SPLIT_HOST and own_id in plan.workers and usable and plan.model_id not in parts:
                 parts[plan.model_id] = Assignment(
-                    plan.model_id, Mode.SPLIT_WORKER, f"lends its memory to {node_id}'s split", node_id, plan.workers, plan.layers, source=plan.source
+                    plan.model_id,
+                    Mode.SPLIT_WORKER,
+                    f"lends its memory to {node_id}'s split",
+                    node_id,
+                    plan.workers,
+                    plan.layers,
+                    source=plan.source,
+                    rpc_key=plan.rpc_key,
                 )
     return parts
 

@@ -105,9 +105,10 @@ def speculation_flags(draft: Path | None, speculation: Speculation, device: str,
     return ["--spec-type", ",".join(types), *flags] if types else []
 
 
-def rpc_server_argv(binary: Path, port: int, *, threads: int, cache: bool) -> list[str]:
-    """ggml-rpc-server on 127.0.0.1:port; it defaults to one thread, so threads are always given."""
-    argv = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--threads", str(threads)]
+def rpc_server_argv(binary: Path, port: int, *, threads: int, cache: bool, host: str = "127.0.0.1") -> list[str]:
+    """ggml-rpc-server on host:port (127.0.0.1 unless it speaks TLS); it defaults to one thread, so
+    threads are always given."""
+    argv = [str(binary), "--host", host, "--port", str(port), "--threads", str(threads)]
     return argv + ["--cache"] if cache else argv
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common import cpus
 from services.common.changes import Changes
 from services.common.logs import event
 from services.common.records import ProcessKind, ServedModel
-from services.runner import binaries, layer_fetch, moe, priming, sizing
+from services.runner import binaries, layer_fetch, moe, priming, rpc_tls, sizing
 from services.runner.command import llama_server_argv, rpc_server_argv
 from services.runner.downloads import DownloadError
 from services.runner.models import ModelError
@@ -36,6 +36,7 @@ class Split:
     rpc_endpoints: tuple[str, ...] = ()
     worker_layers: int = 0
     tensor_split: tuple[float, ...] = ()
+    rpc_key: str = field(default="", repr=False)  # TLS with the workers' rpc-servers (rpc_tls.py); "": plain
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class LlamaServers:
         # Our patches of llama.cpp: weights of any size go by hash, so primed workers receive none
         # (0001); the last host block's residual add stays on the host, so a token sends the workers
         # one hidden state instead of the add's two inputs (0003).
-        environment = {"GGML_RPC_HASH_THRESHOLD": "0", "LLAMA_PIN_LAYER_OUT": "1"} | self._rpc_environment() if split.rpc_endpoints else {}
+        environment = {"GGML_RPC_HASH_THRESHOLD": "0", "LLAMA_PIN_LAYER_OUT": "1"} | self._rpc_environment(split.rpc_key) if split.rpc_endpoints else {}
         supervisor = Supervisor(f"llama-server[{model_id}]", argv, "/health", s, self.changes.publish, environment)
         self._start(model_id, LLAMA_SERVER, path, supervisor, split, draft, sized.parallel)
         return self.state_of(model_id)
@@ -152,10 +153,18 @@ class LlamaServers:
     async def inspect(self, path: Path) -> moe.ModelFacts:
         return await asyncio.to_thread(moe.model_facts, path, self.shards_dir, self.llama_bin, self._threads())
 
-    async def serve_rpc(self, model_id: str, path: Path, layers: tuple[int, ...] = (), worker_index: int = 0) -> ServedModel:
+    async def serve_rpc(self, model_id: str, path: Path, layers: tuple[int, ...] = (), worker_index: int = 0, rpc_key: str = "") -> ServedModel:
         """Supervise an rpc-server that works for a split of the model (tensor cache on), its cache
-        primed first with this worker's layers so the host sends hashes instead of weights."""
-        if (model_id, RPC_SERVER) not in self._served:
+        primed first with this worker's layers so the host sends hashes instead of weights. With
+        `rpc_key` it speaks TLS only, with that key, where peers reach it (settings.rpc_host);
+        without, plain RPC on 127.0.0.1. A new key restarts it (its primed cache stays)."""
+        current = self._served.get((model_id, RPC_SERVER))
+        if current is not None and current.split.rpc_key != rpc_key:
+            current.task.cancel()
+            await asyncio.gather(current.task, return_exceptions=True)
+            del self._served[(model_id, RPC_SERVER)]
+            current = None
+        if current is None:
             if self.settings.prime_rpc_cache and layers:
                 blocks = priming.worker_layers(layers, sum(layers), worker_index)
                 primed = await asyncio.to_thread(priming.prime, path, self.cache_dir, blocks, self._manifest(model_id), self.cache_root)
@@ -164,18 +173,20 @@ class LlamaServers:
             binary = binaries.binary("ggml-rpc-server", self.llama_bin)
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             threads = self._threads()
+            host = self.settings.rpc_host if rpc_key else "127.0.0.1"
             supervisor = Supervisor(
                 f"rpc-server[{model_id}]",
-                lambda port: rpc_server_argv(binary, port, threads=threads, cache=True),
+                lambda port: rpc_server_argv(binary, port, threads=threads, cache=True, host=host),
                 None,
                 self.settings,
                 self.changes.publish,
-                {"LLAMA_CACHE": str(self.cache_dir)} | self._rpc_environment(),
+                {"LLAMA_CACHE": str(self.cache_dir)} | self._rpc_environment(rpc_key),
+                host,
             )
-            self._start(model_id, RPC_SERVER, path, supervisor, Split())
+            self._start(model_id, RPC_SERVER, path, supervisor, Split(rpc_key=rpc_key))
         return self.state_of(model_id, RPC_SERVER)
 
-    async def serve_rpc_fetched(self, model_id: str, hub: HubLayers, layers: tuple[int, ...], worker_index: int) -> ServedModel:
+    async def serve_rpc_fetched(self, model_id: str, hub: HubLayers, layers: tuple[int, ...], worker_index: int, rpc_key: str = "") -> ServedModel:
         """serve_rpc for a worker without the model: its layers fetched from the Hub into a partial
         file first (resumed and reused across runs), which priming then reads as it reads a whole one."""
         if (model_id, RPC_SERVER) not in self._served:
@@ -196,15 +207,17 @@ class LlamaServers:
                 raise DownloadError(
                     f"{hub.source} on the Hub is not the host's file of {model_id} (fingerprint {fetched.fingerprint}, the host's {hub.fingerprint})"
                 )
-            return await self.serve_rpc(model_id, fetched.path, layers, worker_index)
-        return self.state_of(model_id, RPC_SERVER)
+            return await self.serve_rpc(model_id, fetched.path, layers, worker_index, rpc_key)
+        return await self.serve_rpc(model_id, self._served[(model_id, RPC_SERVER)].path, layers, worker_index, rpc_key)
 
     def _threads(self) -> int:
         return self.settings.threads or cpus.math_cores(self.cores)
 
-    def _rpc_environment(self) -> dict[str, str]:
-        # Our patch of llama.cpp (llama.cpp/patches/0002): one write per burst of RPC commands.
-        return ({"GGML_RPC_COALESCE": "1"} if self.settings.rpc_coalesce else {}) | self.split_environment
+    def _rpc_environment(self, rpc_key: str = "") -> dict[str, str]:
+        # Our patches of llama.cpp: one write per burst of RPC commands (0002); TLS with the split's
+        # key (0004).
+        coalesce = {"GGML_RPC_COALESCE": "1"} if self.settings.rpc_coalesce else {}
+        return coalesce | self.split_environment | rpc_tls.environment(rpc_key)
 
     def _start(self, model_id: str, kind: ProcessKind, path: Path, supervisor: Supervisor, split: Split, draft: Path | None = None, slots: int = 0) -> None:
         task = asyncio.create_task(supervisor.run(), name=f"{kind} {model_id}")
@@ -252,4 +265,5 @@ class LlamaServers:
             size_bytes=served.path.stat().st_size,
             kind=kind,
             slots=served.slots,
+            host=served.supervisor.host if served.split.rpc_key else "",
         )

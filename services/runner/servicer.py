@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from services.common.records import Device, ProcessKind
 from services.common.records_proto import devices_to_proto, downloads_to_proto, experts_from_proto, experts_to_proto
 from services.common.records_proto import served_to_proto as to_proto
 from services.proto.mesh.v1 import node_pb2, runner_pb2, runner_pb2_grpc
+from services.runner import rpc_tls
 from services.runner.binaries import BinaryMissing
 from services.runner.downloads import DownloadError
 from services.runner.fetching import Fetches, NotAHubModel
@@ -36,10 +38,11 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
         self.servers = servers
         self.fetches = fetches
         self.devices = devices  # listed once at start (server.accelerators); every Models reply carries them
+        self.rpc_tls = servers.settings.rpc_tls and rpc_tls.available(os.environ)  # TLS in RPC: Models replies say so
 
     async def Serve(self, request: runner_pb2.ServeRequest, context: Context) -> node_pb2.ServedModel:
         path = existing(request.path)
-        split = Split(tuple(request.rpc_endpoints), request.worker_layers, tuple(request.tensor_split))
+        split = Split(tuple(request.rpc_endpoints), request.worker_layers, tuple(request.tensor_split), self.rpc_key(request.rpc_key))
         draft = existing(request.draft_path) if request.draft_path else None
         memory = await self.memory_offered()
         try:
@@ -50,6 +53,17 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
             raise FailedPrecondition(str(missing)) from missing
         except ModelError as bad:
             raise InvalidArgument(str(bad)) from bad
+
+    def rpc_key(self, key: str) -> str:
+        """A split's TLS key as asked for: 64 hex digits, and only where this node speaks TLS (it
+        said so in its Models reply); "" for plain RPC."""
+        if not key:
+            return ""
+        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            raise InvalidArgument("rpc_key must be 64 lowercase hex digits (a 32-byte key)")
+        if not self.rpc_tls:
+            raise FailedPrecondition("this node's RPC cannot speak TLS (no libssl 3, or MESH_RUNNER_RPC_TLS=false): its splits use plain RPC")
+        return key
 
     async def memory_offered(self) -> int:
         """What this node offers, as placement reckons it: --max-vram, else its devices' memory, else its RAM."""
@@ -63,8 +77,8 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
             if not request.path and request.source:
                 # No copy of the model here: its layers come from the Hub (layer_fetch.py).
                 fetched = HubLayers(request.source, Path(request.models_dir), request.fingerprint)
-                return to_proto(await self.servers.serve_rpc_fetched(request.model_id, fetched, layers, request.worker_index))
-            return to_proto(await self.servers.serve_rpc(request.model_id, existing(request.path), layers, request.worker_index))
+                return to_proto(await self.servers.serve_rpc_fetched(request.model_id, fetched, layers, request.worker_index, self.rpc_key(request.rpc_key)))
+            return to_proto(await self.servers.serve_rpc(request.model_id, existing(request.path), layers, request.worker_index, self.rpc_key(request.rpc_key)))
         except BinaryMissing as missing:
             raise FailedPrecondition(str(missing)) from missing
         except DownloadError as failed:
@@ -108,6 +122,7 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
             on_hub=[ref_to_proto(ref) for ref in inventory.on_hub],
             # Shielded: a caller gone mid-wait must not cancel the one listing every reply shares.
             devices=devices_to_proto(await asyncio.shield(self.devices)),
+            rpc_tls=self.rpc_tls,
         )
 
     async def Fetch(self, request: runner_pb2.FetchRequest, context: Context) -> node_pb2.Download:

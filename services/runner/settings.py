@@ -52,6 +52,13 @@ class RunnerSettings(BaseSettings):
     # the QUIC tunnel relays one read per token instead of a dozen. False: llama.cpp's own sends
     # (the same bytes), a way back should the patch ever misbehave with a newer llama.cpp.
     rpc_coalesce: bool = True
+    # TLS 1.3 in RPC (our patch 0004, rpc_tls.py): a split whose nodes all can speak it connects
+    # the host's llama-server to the workers' rpc-servers directly, with no Python in between.
+    # False: this node's splits use plain RPC through QUIC tunnels, as before.
+    rpc_tls: bool = True
+    # Where a TLS rpc-server listens: the address the node's QUIC endpoint binds (peers reach it
+    # there); the CLI sets it. A plain rpc-server always listens on 127.0.0.1.
+    rpc_host: str = "127.0.0.1"
     # Draft-free speculative decoding for every llama-server of this node (--spec): llama.cpp's n-gram
     # types guess tokens from the context. Off by default: it pays where answers repeat their prompt
     # (code edits) and costs a little where they do not (bench/README.md).

@@ -22,6 +22,7 @@ from services.common.logs import event
 from services.common.ports import reserve_tcp_port
 from services.common.records import ProcessState
 from services.runner.command import child_environment
+from services.runner.rpc_tls import dial_host
 from services.runner.settings import RunnerSettings
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,10 @@ class Supervisor:
         settings: RunnerSettings,
         on_change: Callable[[], Awaitable[None]],
         environment: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.name = name
+        self.host = host  # where the child listens (its argv says so); probed where this machine dials it
         self.environment = environment or {}
         self.build_argv = build_argv
         self.health_path = health_path
@@ -86,7 +89,7 @@ class Supervisor:
             await self._set(state=STOPPED, pid=0)
 
     async def _run_once(self) -> None:
-        port = reserve_tcp_port()
+        port = reserve_tcp_port(dial_host(self.host))
         await self._set(state=STARTING, port=port, retry_at=0.0)
         process = await asyncio.create_subprocess_exec(
             *die_with_parent(self.build_argv(port)),
@@ -125,7 +128,7 @@ class Supervisor:
     async def _probe(self, client: httpx.AsyncClient, port: int) -> bool:
         try:
             if self.health_path is None:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                _, writer = await asyncio.open_connection(dial_host(self.host), port)
                 writer.close()
                 return True
             response = await client.get(f"http://127.0.0.1:{port}{self.health_path}")

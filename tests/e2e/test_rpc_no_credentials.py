@@ -1,20 +1,30 @@
 """A split's rpc-servers execute commands for the mesh only. Two machines on one LAN (network
 namespaces joined by a veth pair, tests/netns.py): A and B in the first run SmolLM2 split over them
-(A hosts, B's rpc-server holds its layers); a process in the second, with no mesh credentials, tries
-every way in: a TCP connection to each port of the nodes' LAN address (rpc-server and llama-server
-listen on loopback only), and the mesh's own QUIC endpoint with a credential it made itself for the
-same mesh id, asking for a tunnel to B's rpc-server. Not one connection reaches the rpc-server: B's
-rpc-server counts its accepted connections on stdout ("Accepted client connection", read from B's
-log at DEBUG), and the count after the attack is the count before (the host's own connection: a
-positive control that the count is read)."""
+(A hosts; B's rpc-server holds its layers and, since both speak TLS in RPC, listens on B's LAN
+address for TLS 1.3 with the split's key only, so A's llama-server reaches it directly). A process in
+the second, with no mesh credentials, tries every way in:
+- a TCP connection to every port of the nodes' LAN address: only the APIs (--host with an API key)
+  and B's TLS rpc-server answer; llama-server, consoles, gRPC and plain rpc-servers stay on loopback;
+- B's rpc-server directly: a clear-text RPC HELLO, and a TLS 1.3 handshake without the key. The
+  rpc-server serves one client at a time, so both wait behind A's connection until A's llama-server
+  is killed; then B's rpc-server takes each, refuses its handshake (logged with the stranger's
+  address) and serves A's restarted llama-server, which holds the key;
+- the mesh's own QUIC endpoint with a credential it made itself for the same mesh id, asking for a
+  tunnel to B's rpc-server: refused at admission.
+B's rpc-server prints "Accepted client connection" only after a handshake that proved the key and
+logs each refused one with the peer's address: every connection from the stranger's address is
+in the log as refused (3: the scan's, the HELLO's, the keyless handshake's), so not one reached the
+point where a command is read."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import SMOLLM2
@@ -24,7 +34,8 @@ from tests.netns import Namespace, linked_namespaces
 pytestmark = pytest.mark.e2e
 
 A_PORTS, B_PORTS = (19537, 19538), (19547, 19548)
-ACCEPTED = "Accepted client connection"
+ACCEPTED = "Accepted client connection"  # with TLS: printed once a handshake proved the key
+REFUSED = "RPC TLS: handshake from {address}:"  # patch 0004's line for a connection that did not
 REPO = Path(__file__).resolve().parents[2]
 
 # Run inside the second namespace: every TCP port of the target address, each connect refused or not.
@@ -39,6 +50,41 @@ for port in range(1, 65536):
         open_ports.append(port)
     s.close()
 print(json.dumps(open_ports))
+"""
+
+# Run inside the second namespace: straight to B's rpc-server, a clear-text HELLO and a TLS 1.3
+# handshake without the key, side by side; each waits (up to 240 s) for the server to take it.
+DIRECT = """
+import json, socket, ssl, sys, threading
+host, port = sys.argv[1], int(sys.argv[2])
+HELLO = bytes([14]) + (0).to_bytes(8, "little")  # RPC_CMD_HELLO, no payload
+result = {}
+
+def plain():
+    with socket.create_connection((host, port), timeout=240) as s:
+        s.sendall(HELLO)
+        try:
+            result["plain"] = s.recv(64).hex()
+        except OSError as failure:
+            result["plain"] = type(failure).__name__
+
+def tls():
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    with socket.create_connection((host, port), timeout=240) as raw:
+        try:
+            with context.wrap_socket(raw) as s:
+                s.sendall(HELLO)
+                result["tls"] = "handshake done: " + s.recv(64).hex()
+        except (ssl.SSLError, OSError) as failure:
+            result["tls"] = type(failure).__name__
+
+threads = [threading.Thread(target=plain), threading.Thread(target=tls)]
+for t in threads: t.start()
+print("connected", flush=True)
+for t in threads: t.join()
+print(json.dumps(result))
 """
 
 # Run inside the second namespace: our own peer endpoint code, holding a credential it issued
@@ -115,16 +161,43 @@ def test_a_process_without_mesh_credentials_gets_no_rpc_command_executed(tmp_pat
                     return modes == ["split-host"] and ready
 
                 wait_for("the split over A and B serving", split_ready, 240)
+                a_status = status_of(one, A_PORTS[1], a, a_dir / "node.log")
+                assert [plan["rpc_tls"] for plan in a_status["assignments"]] == [True], "the split has no TLS key: both nodes should speak TLS here"
                 b_status = status_of(one, B_PORTS[1], b, b_dir / "node.log")
                 (rpc,) = [m for m in b_status["models"] if m["kind"] == "rpc-server"]
+                assert rpc["host"] == one.address, rpc  # TLS: on B's LAN address, where A dials it
+                a_log, b_log = a_dir / "node.log", b_dir / "node.log"
+                assert f"endpoint={one.address}:{rpc['port']}" in a_log.read_text(errors="replace"), "A's llama-server does not reach B directly"
                 b_address = b_status["address"]  # B's QUIC endpoint, as peers dial it
-                before = accepted(b_dir / "node.log")
+                before = accepted(b_log)
                 assert before >= 1, "the host's own connection to B's rpc-server is not in B's log: the count cannot be read"
 
                 open_ports = set(json.loads(in_namespace(two, SCAN, one.address)))
-                print(f"TCP ports open on {one.address}: {sorted(open_ports)}; rpc-server on 127.0.0.1:{rpc['port']}")
-                # Only the APIs (--host with an API key): not the rpc-server, llama-server, consoles or gRPC.
-                assert open_ports == {A_PORTS[0], B_PORTS[0]}
+                print(f"TCP ports open on {one.address}: {sorted(open_ports)}; B's TLS rpc-server on {rpc['port']}")
+                # The APIs (--host with an API key) and B's TLS rpc-server: not llama-server, consoles or gRPC.
+                assert open_ports == {A_PORTS[0], B_PORTS[0], rpc["port"]}
+
+                # Straight to B's rpc-server: both attempts wait behind A's connection, until A's
+                # llama-server (the only process with --rpc <B's address>) is killed.
+                direct = subprocess.Popen(two.argv(sys.executable, "-c", DIRECT, one.address, str(rpc["port"])), cwd=REPO, stdout=subprocess.PIPE, text=True)
+                try:
+                    assert direct.stdout is not None and direct.stdout.readline().strip() == "connected"
+                    time.sleep(2.0)  # both connections in B's backlog, ahead of A's next one
+                    (llama,) = [p for p in psutil.process_iter(["cmdline"]) if f"{one.address}:{rpc['port']}" in " ".join(p.info["cmdline"] or ())]
+                    llama.kill()
+                    out, _ = direct.communicate(timeout=240)
+                finally:
+                    direct.kill()
+                answer = json.loads(out.strip().splitlines()[-1])
+                print(f"the stranger straight to B's rpc-server: {answer}")
+                assert answer["plain"] == "", answer  # closed with nothing said: no HELLO answered
+                assert not answer["tls"].startswith("handshake done"), answer
+                refused = REFUSED.format(address=two.address)
+                # The scan's connection, the HELLO's and the handshake's: each refused, none accepted.
+                wait_for("B's refusals of the stranger's 3 connections", lambda: b_log.read_text(errors="replace").count(refused) == 3, 30)
+                wait_for("the split serving again", split_ready, 240)
+                after_kill = accepted(b_log)
+                assert after_kill > before, "A's restarted llama-server did not reconnect: the refusals prove nothing"
 
                 answer = json.loads(in_namespace(two, ATTACK, two.address, mesh_id, b_address, str(rpc["port"]), str(tmp_path / "stranger")))
                 print(f"the stranger's tunnel to B's rpc-server: {answer}")
@@ -132,5 +205,6 @@ def test_a_process_without_mesh_credentials_gets_no_rpc_command_executed(tmp_pat
                 assert answer == {"answer": ""} or "failure" in answer and answer["failure"] != "TimeoutError", answer
 
                 # B refused the stranger at admission (its log line may land a moment after the reset).
-                wait_for("B's refusal in its log", lambda: "not issued by this mesh" in (b_dir / "node.log").read_text(errors="replace"), 10)
-                assert accepted(b_dir / "node.log") == before, "a connection reached B's rpc-server"
+                wait_for("B's refusal in its log", lambda: "not issued by this mesh" in b_log.read_text(errors="replace"), 10)
+                assert accepted(b_log) == after_kill, "a connection reached B's rpc-server"
+                assert b_log.read_text(errors="replace").count(refused) == 3

@@ -34,8 +34,11 @@ def split_load(bed, model: str, prime: bool) -> tuple[float, int, float, float, 
     reads the host's tunnel relayed per generated token, bytes it sent per generated token, the
     worker's rpc-server cache folder).
     Without priming the mesh runs llama.cpp's own RPC: no cache priming and no write coalescing
-    (our patch 0002)."""
-    env = {} if prime else {"MESH_RUNNER_PRIME_RPC_CACHE": "false", "MESH_RUNNER_RPC_COALESCE": "false"}
+    (our patch 0002). The bytes are counted by the host's RPC tunnel, so both runs turn TLS in RPC
+    off (with it the host's llama-server reaches the worker directly, through no counter of ours);
+    priming works the same on either transport: the host sends hashes either way."""
+    env = {"MESH_RUNNER_RPC_TLS": "false"}
+    env |= {} if prime else {"MESH_RUNNER_PRIME_RPC_CACHE": "false", "MESH_RUNNER_RPC_COALESCE": "false"}
     a = bed.start("A", "--model", model, "--split", env=env)
     b = bed.start("B", "--model", model, "--split", join=a, env=env)
     b_id = None

@@ -74,7 +74,7 @@ async def tunnel(
 
     (host, host_links), (worker, _) = (
         await endpoint(tmp_path, "host"),
-        await endpoint(tmp_path, "worker", {StreamKind.RPC: RpcTunnelServer(lambda: {server_port} if publish else set()).serve}),
+        await endpoint(tmp_path, "worker", {StreamKind.RPC: RpcTunnelServer(lambda: {server_port: ""} if publish else {}).serve}),
     )
     tunnels = RpcTunnels(host_links, count, connect_timeout=10.0)
     port = await tunnels.open(worker.local().address, server_port)
@@ -161,7 +161,7 @@ async def counted_tunnel(
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
     server_port = server.sockets[0].getsockname()[1]
     host, host_links = await endpoint(tmp_path, "host", datagram_bytes=datagram_bytes)
-    worker, _ = await endpoint(tmp_path, "worker", {StreamKind.RPC: RpcTunnelServer(lambda: {server_port}).serve}, datagram_bytes)
+    worker, _ = await endpoint(tmp_path, "worker", {StreamKind.RPC: RpcTunnelServer(lambda: {server_port: ""}).serve}, datagram_bytes)
     sent = {"host": 0, "worker": 0}  # counted where the other side reads them
     for name, reader in (("host", worker), ("worker", host)):
         read = reader.datagrams_received

@@ -35,3 +35,16 @@ def test_devices_survive_protobuf_in_the_record_and_in_an_update() -> None:
     update = SelfUpdate(frozenset({"devices", "memory_offered_bytes"}), {"devices": record.devices, "memory_offered_bytes": card.total_bytes})
     assert update_from_proto(update_to_proto(update)) == update
     assert apply_update(RECORD, update, now=1.0).devices == record.devices
+
+
+def test_a_splits_tls_survives_protobuf_in_the_record_and_in_an_update() -> None:
+    from services.common.records import Assignment, Mode, ProcessKind
+
+    plan = Assignment("m", Mode.SPLIT_HOST, "split", "n1", ("n2",), (10, 10), rpc_key="ab" * 32)
+    rpc = ServedModel("m", "/m.gguf", "ready", 5000, kind=ProcessKind.RPC_SERVER, host="10.0.0.2")
+    record = NodeRecord(node_id="n1", name="box", assignments=(plan,), served=(rpc,), rpc_tls=True)
+    assert record_from_proto(record_to_proto(record)) == record
+    update = SelfUpdate(frozenset({"rpc_tls", "assignments", "served"}), {"rpc_tls": True, "assignments": (plan,), "served": (rpc,)})
+    assert update_from_proto(update_to_proto(update)) == update
+    assert apply_update(RECORD, update, now=1.0).rpc_tls is True
+    assert "ab" * 32 not in repr(plan)  # logs that print an assignment never print its key

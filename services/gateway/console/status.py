@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 from services.common.invite import InviteToken
-from services.common.records import Device, DownloadState, MeshView, NodeRecord, Peer, ProcessKind, ProcessState, Role
+from services.common.records import Assignment, Device, DownloadState, MeshView, NodeRecord, Peer, ProcessKind, ProcessState, Role
 
 
 def shown_role(record: NodeRecord) -> str:
@@ -16,6 +17,13 @@ def shown_role(record: NodeRecord) -> str:
     if record.role == Role.STANDBY and any(d.state != DownloadState.DONE for d in record.downloads):
         return Role.DOWNLOADING
     return record.role
+
+
+def assignment_status(assignment: Assignment) -> dict[str, Any]:
+    """An assignment as the console shows it: a split's TLS key never, only whether it has one."""
+    shown = asdict(assignment)
+    shown["rpc_tls"] = bool(shown.pop("rpc_key"))
+    return shown
 
 
 def device_status(device: Device) -> dict:
@@ -33,7 +41,7 @@ def node_status(record: NodeRecord) -> dict:
         "models_on_disk": list(record.models_on_disk),
         "model_files": [asdict(file) for file in record.model_files],  # each model's file fingerprint
         "models": [asdict(served) for served in record.served],
-        "assignments": [asdict(assignment) for assignment in record.assignments],
+        "assignments": [assignment_status(assignment) for assignment in record.assignments],
         "downloads": [asdict(download) for download in record.downloads],  # from the Hub: progress in bytes
         "download_policy": record.download_policy,
         "version": record.version,

@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from services.common.logs import event
 from services.gateway.peers.admission import AdmissionRefused
 from services.gateway.peers.endpoint import MeshConnection
 from services.gateway.peers.framing import StreamKind, encode_frame, json_head, read_frame
 from services.gateway.peers.links import PeerLinks
+from services.runner.rpc_tls import dial_host
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,25 @@ class RpcTunnels:
         self.servers: dict[int, asyncio.Server] = {}
         self._joining: set[asyncio.Task[None]] = set()
 
+    async def reach(self, address: str, remote_port: int, direct_host: str = "") -> tuple[str, int]:
+        """(endpoint, local port) where llama-server's --rpc reaches rpc-server `remote_port` of the
+        peer at `address`: `direct_host` itself (a TLS rpc-server, which admits only the split's
+        key) when a TCP connection to it gets through in time, local port 0; else a tunnel's."""
+        if direct_host and await self._connects(direct_host, remote_port):
+            event(log, "rpc direct", worker=address, endpoint=endpoint(direct_host, remote_port))
+            return endpoint(direct_host, remote_port), 0
+        local_port = await self.open(address, remote_port)
+        return f"127.0.0.1:{local_port}", local_port
+
+    async def _connects(self, host: str, port: int) -> bool:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), self.connect_timeout)
+        except (OSError, TimeoutError) as failure:
+            event(log, "rpc direct unreachable", logging.INFO, endpoint=f"{host}:{port}", reason=str(failure) or type(failure).__name__)
+            return False
+        writer.close()
+        return True
+
     async def open(self, address: str, remote_port: int) -> int:
         """A loopback port that reaches rpc-server port `remote_port` of the peer at `address`."""
 
@@ -149,17 +169,23 @@ class RpcTunnels:
             self.close(port)
 
 
+def endpoint(host: str, port: int) -> str:
+    """host:port as llama.cpp's --rpc reads it (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class RpcTunnelServer:
     """The worker side: connects a peer's RPC stream to one of this node's rpc-servers."""
 
-    def __init__(self, rpc_ports: Callable[[], set[int]]) -> None:
-        self.rpc_ports = rpc_ports
+    def __init__(self, rpc_ports: Callable[[], Mapping[int, str]]) -> None:
+        self.rpc_ports = rpc_ports  # port -> the address the rpc-server listens on ("": 127.0.0.1)
 
     async def serve(self, connection: MeshConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         port = json_head(await read_frame(reader)).get("port")
         if not isinstance(port, int):
             raise ValueError("malformed RPC tunnel head")  # endpoint.py drops the peer's connection
-        if port not in self.rpc_ports():
+        listening = self.rpc_ports()
+        if port not in listening:
             # Only our published rpc-servers: a peer must not reach any other local port. The peer
             # holds the mesh secret, so this is a stale port (our rpc-server restarted), not an
             # attack: drop the stream, not the connection its gossip and requests share.
@@ -167,7 +193,7 @@ class RpcTunnelServer:
             connection.cancel_stream(writer.get_extra_info("stream_id"), STALE_PORT)
             return
         try:
-            transport, splice = await asyncio.get_running_loop().create_connection(Splice, "127.0.0.1", port)
+            transport, splice = await asyncio.get_running_loop().create_connection(Splice, dial_host(listening[port]), port)
         except OSError as failure:
             event(log, "rpc-server unreachable", logging.WARNING, port=port, reason=str(failure))
             return

@@ -276,7 +276,7 @@ class StreamsOf:
 @example(frames(deeply_nested()))
 def test_an_rpc_head_names_a_port_or_drops_the_peer(data: bytes) -> None:
     connection = StreamsOf()
-    server = RpcTunnelServer(lambda: set())  # no rpc-server here: any port named is refused
+    server = RpcTunnelServer(lambda: {})  # no rpc-server here: any port named is refused
     try:
         run(lambda: server.serve(connection, reader_of(data), Writer()))
     except MALFORMED:

@@ -81,8 +81,9 @@ def perform(current: MeshView, state: Facts, actions: tuple[Action, ...]) -> tup
             case Stop(model_id, kind):
                 sent.pop((model_id, kind), None)
                 running.pop((model_id, kind), None)
-            case OpenTunnel(address, port):
-                tunnels[(address, port)] = 4000 + len(tunnels)
+            case OpenTunnel(address, port, direct_host):
+                # The gateway reaches a TLS rpc-server directly, a plain one through a tunnel.
+                tunnels[(address, port)] = f"{direct_host}:{port}" if direct_host else f"127.0.0.1:{4000 + len(tunnels)}"
             case Inspect(model_id, _):
                 state = replace(state, inspections={**state.inspections, model_id: Inspection(30)})
     state = replace(state, sent=sent, tunnels=tunnels, running=tuple(running[key] for key in sorted(running)))
@@ -113,8 +114,8 @@ def described(result: Plan) -> list[str]:
                 words.append(f"ServeRpc({request.model_id} worker {request.worker_index})")
             case Stop(model_id, kind):
                 words.append(f"Stop({model_id} {kind})")
-            case OpenTunnel(address, port):
-                words.append(f"OpenTunnel({address} {port})")
+            case OpenTunnel(address, port, direct_host):
+                words.append(f"OpenTunnel({address} {port}{' direct ' + direct_host if direct_host else ''})")
             case Inspect(model_id, _):
                 words.append(f"Inspect({model_id})")
     return words
@@ -218,6 +219,49 @@ def test_a_split_host_waits_for_its_workers_rpc_server_then_opens_a_tunnel_then_
     assert described(second) == ["OpenTunnel(b:1 5000)"]
     current, state = perform(current, replace(state, memory=second.memory), second.actions)
     assert described(plan(current, state, 0.0)) == ["Serve(m rpc=127.0.0.1:4000)"]
+
+
+def tls_worker(host_key: str, listening: str = "0.0.0.0", node_id: str = "b") -> Peer:
+    """Worker b of a's split that speaks TLS: its rpc-server, with the split's key, listens on `listening`."""
+    part = Assignment("m", Mode.SPLIT_WORKER, "works for a's split", "a", (node_id,), (15, 15), rpc_key=host_key)
+    served = replace(rpc_ready("m"), host=listening) if host_key else rpc_ready("m")
+    rec = record(node_id, 0.8, role=Role.SERVING, assignments=(part,), served=(served,), rpc_tls=True)
+    return Peer(rec, "10.0.0.2:7447", "alive", 0.002)
+
+
+def test_a_split_whose_nodes_all_speak_tls_has_a_key_and_its_host_dials_the_workers_directly() -> None:
+    state = facts(0.8, rpc_tls=True, split_secret=b"s" * 32)
+    first = plan(view(tls_worker("", node_id="b")), state, 0.0)
+    (host_plan,) = first.memory.assignments
+    assert host_plan.mode == Mode.SPLIT_HOST and len(host_plan.rpc_key) == 64
+    assert "rpc_tls" in first.actions[0].values and first.actions[0].values["rpc_tls"] is True  # a says it speaks TLS
+    current, state = perform(view(tls_worker("", node_id="b")), replace(state, memory=first.memory), first.actions)
+    # b still runs a plain rpc-server (the split before, or not yet restarted with the key): a waits.
+    assert described(plan(current, state, 0.0)) == []
+    current = replace(current, peers=(tls_worker(host_plan.rpc_key),))
+    opened = plan(current, state, 0.0)
+    assert described(opened) == ["OpenTunnel(10.0.0.2:7447 5000 direct 10.0.0.2)"]
+    current, state = perform(current, replace(state, memory=opened.memory), opened.actions)
+    (serve,) = plan(current, state, 0.0).actions
+    assert isinstance(serve, Serve) and serve.request.rpc_endpoints == ("10.0.0.2:5000",) and serve.request.rpc_key == host_plan.rpc_key
+
+
+def test_a_worker_runs_its_rpc_server_with_the_key_of_its_hosts_split() -> None:
+    plan_of_a = Assignment("m", Mode.SPLIT_HOST, "split", "a", ("b",), (15, 15), rpc_key="k" * 64)
+    host = Peer(record("a", 0.8, role=Role.SERVING, assignments=(plan_of_a,), rpc_tls=True), "a:1", "alive", 0.002)
+    own = MeshView(own=record("b", 0.0, on_disk=()), peers=(host,))
+    result = plan(replace(own, own=replace(own.own, node_id="b", name="b")), replace(facts(0.8, asked=()), memory=Memory()), 0.0)
+    (serve_rpc,) = [action for action in result.actions if isinstance(action, ServeRpc)]
+    assert serve_rpc.request.rpc_key == "k" * 64
+
+
+def test_a_split_with_a_node_that_cannot_speak_tls_has_no_key_and_uses_tunnels() -> None:
+    state = facts(0.8, rpc_tls=True, split_secret=b"s" * 32)
+    plain = worker()  # its record does not say rpc_tls
+    current, state = converge(view(plain), state)
+    (host_plan,) = state.memory.assignments
+    assert host_plan.mode == Mode.SPLIT_HOST and host_plan.rpc_key == ""
+    assert state.tunnels == {("b:1", 5000): "127.0.0.1:4000"}
 
 
 def test_a_split_host_keeps_its_solo_server_while_the_split_waits() -> None:
