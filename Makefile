@@ -94,6 +94,7 @@ bench: setup
 	$(PY) bench/split_fetch.py
 	$(PY) bench/load.py
 	$(PY) bench/chaos.py
+	$(PY) bench/fuzz.py
 
 clean:
 	rm -rf $(VENV) services/proto/mesh
