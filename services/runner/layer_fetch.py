@@ -131,6 +131,8 @@ def header_length(data: bytes) -> int | None:
             at += 4 + 8 * dimensions + 4 + 8  # the dimensions, the type and the data offset
     except (struct.error, OverflowError):
         return None  # a read past the end of `data` (OverflowError: far past): the header goes on beyond it
+    except RecursionError:  # arrays of arrays nested past Python's limit (12 bytes a level)
+        raise DownloadError("the file's GGUF header nests arrays too deep") from None
     return at if at <= len(data) else None
 
 

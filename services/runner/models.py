@@ -246,9 +246,10 @@ def _read_header(path: Path, wanted: Callable[[str], bool], tensors: bool) -> tu
     """ModelError for a file that holds no whole GGUF header (empty, truncated, damaged)."""
     try:
         return _parse_header(path, wanted, tensors)
-    except (struct.error, OverflowError, ValueError, KeyError) as bad:
+    except (struct.error, OverflowError, ValueError, KeyError, RecursionError) as bad:
         # struct.error: a read past the end; OverflowError: an offset past any file; ValueError: an
-        # empty file (mmap) or an unknown tensor type; KeyError: a type without a known size.
+        # empty file (mmap) or an unknown tensor type; KeyError: a type without a known size;
+        # RecursionError: arrays of arrays nested past Python's limit (12 bytes a level).
         raise ModelError(f"{path}: truncated or damaged GGUF header ({type(bad).__name__}: {bad})") from None
 
 

@@ -115,6 +115,11 @@ def array_of(count: int, item: int = 8, keys: int = 2) -> bytes:
     return b"GGUF" + struct.pack("<IQQ", 3, 0, keys) + struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, item, count)
 
 
+def nested_arrays(depth: int) -> bytes:
+    """A header of one key: an array of an array of ... `depth` deep (each level 12 bytes)."""
+    return array_of(1, item=9, keys=1) + struct.pack("<IQ", 9, 1) * depth + struct.pack("<IQ", 0, 0)
+
+
 @fuzz(200)
 @given(mutated(small_gguf(), edits=6))
 @example(b"")  # mmap refuses an empty file
@@ -124,6 +129,7 @@ def array_of(count: int, item: int = 8, keys: int = 2) -> bytes:
 @example(small_gguf()[:40])
 @example(small_gguf(expert_count="many"))
 @example(small_gguf(expert_count=float("nan")))
+@example(nested_arrays(100_000))  # past any recursion limit: RecursionError
 def test_a_damaged_header_is_a_model_error_or_a_header(folder: Path, data: bytes) -> None:
     read_all(on_disk(folder, data))
 
@@ -154,5 +160,6 @@ def measured(data: bytes) -> None:
 @given(mutated(small_gguf(), edits=6) | mutated(smollm2_head()[:4096]) | st.binary(max_size=64))
 @example(array_of(2**64 - 1, item=10) + bytes(64))  # an offset past what struct can address
 @example(array_of(2**62, item=8, keys=1) + struct.pack("<Q", 2**63 + 5))
+@example(nested_arrays(100_000))
 def test_the_first_bytes_of_a_download_give_a_header_length_or_more_to_fetch(data: bytes) -> None:
     measured(data)
