@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from services.common.children import die_with_parent
 
 SERVICES = ("gossip", "runner", "placement", "gateway")
-PASSED_THROUGH = ("MESH_LLM_CACHE",)  # where the runner keeps its compiled tensor hashing library
+# Where the runner keeps its compiled tensor hashing library; a chaos test's clock offset (common/clock.py).
+PASSED_THROUGH = ("MESH_LLM_CACHE", "MESH_NODE_CLOCK_OFFSET_FILE")
 
 RESTART_FIRST = 0.5  # seconds before the first restart: a crash is usually a one-off
 RESTART_CAP = 10.0  # seconds between restarts at most, while a service keeps dying

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
-from services.common import cpus, logs
+from services.common import clock, cpus, logs
 from services.common.settings import NodeSettings
 
 Settings = TypeVar("Settings", bound=BaseSettings)
@@ -38,6 +39,8 @@ def run_service(service: str, main: Callable[[NodeSettings, Settings], Coroutine
     node = load(NodeSettings, service)
     settings = load(settings_class, service)
     logs.configure(service, node.name, node.log_level)
+    if clock.hooked():  # a chaos test's node whose clock jumps (clock.py)
+        logs.event(logging.getLogger(service), "wall clock offset by a test hook", logging.WARNING, file=os.environ[clock.VARIABLE])
     if service in cpus.SERVICES and node.services_idle:
         if cpus.run_at_idle_priority():
             logs.event(logging.getLogger(service), "idle priority")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from functools import partial
 
 import grpc
 
-from services.common import credentials, grpc_server, http_server, lifecycle, node_identity
+from services.common import clock, credentials, grpc_server, http_server, lifecycle, node_identity
 from services.common.logs import event
 from services.common.settings import NodeSettings
 from services.gateway.app import Approver, create_api_app, create_console_app
@@ -68,7 +67,7 @@ def peer_handlers(
 
 def local_node(mirror: MeshMirror, node_key: credentials.PrivateKey) -> LocalNode:
     """This node as admission tells peers about it, from the mesh view gossip keeps current."""
-    return local_of(mirror.view, node_key, time.time())
+    return local_of(mirror.view, node_key, clock.now())
 
 
 async def main(node: NodeSettings, settings: GatewaySettings) -> None:

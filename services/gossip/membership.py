@@ -5,11 +5,10 @@ Owns this state and its change counter; merge rules are swim.py's, the network i
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from services.common import mesh_identity
+from services.common import clock, mesh_identity
 from services.common.changes import Changes
 from services.common.credentials import Credential, Revocation
 from services.common.mesh_identity import MeshIdentity
@@ -56,7 +55,7 @@ class Membership:
         self.mesh = mesh
         self.home = home
         # Time-based, so a restarted node's claims outrank what the mesh remembers of its last life.
-        self.incarnation = int(time.time() * 1000)
+        self.incarnation = int(clock.now() * 1000)
         self.members: dict[str, Member] = {}
         self.rtt: dict[str, float] = {}
         self.rtt_told: dict[str, float] = {}  # the RTTs watchers last heard (rtt_is_news)
@@ -65,7 +64,7 @@ class Membership:
         self.changes = Changes()
         self.demand_ttl = demand_ttl
         self.demand: dict[demand.Key, DemandEntry] = {}
-        self.counter = OwnCounter(own.node_id, started=time.time())
+        self.counter = OwnCounter(own.node_id, started=clock.now())
         self.access = Access()
 
     def own_member(self) -> Member:
@@ -79,7 +78,7 @@ class Membership:
         )
 
     async def update_self(self, update: SelfUpdate) -> NodeRecord:
-        updated = apply_update(self.own, update, time.time())
+        updated = apply_update(self.own, update, clock.now())
         if updated is not self.own:
             self.own = updated
             await self.changes.publish()
@@ -88,7 +87,7 @@ class Membership:
     async def absorb(self, state: GossipState, now: float) -> None:
         """Merge what a peer told us; refute any suspicion of ourselves; adopt a newer secret."""
         before = (self.members, self.incarnation, self.mesh, self.demand, self.access)
-        self.access = access.merge(self.access, state.pending, state.issued, state.revocations, self.mesh, time.time())  # `now` is monotonic
+        self.access = access.merge(self.access, state.pending, state.issued, state.revocations, self.mesh, clock.now())  # `now` is monotonic
         # A revoked node leaves every member's list, and nobody's gossip brings it back.
         revoked = self.access.revoked_nodes
         incoming = tuple(m for m in state.members if m.node_id not in revoked)
@@ -96,10 +95,10 @@ class Membership:
         self.incarnation = swim.refute(self.incarnation, state.members, self.own.node_id)
         # Our own entries are ours to write: an echo of an older one must not replace them.
         theirs = [e for e in state.demand if e.origin != self.own.node_id]
-        self.demand = demand.expire(demand.merge(self.demand, theirs), time.time(), self.demand_ttl)
+        self.demand = demand.expire(demand.merge(self.demand, theirs), clock.now(), self.demand_ttl)
         # Echoes of what our previous life counted (gossip restarted): the mesh gives the counts back.
         if any([self.counter.take_back(e) for e in state.demand if e.origin == self.own.node_id]):
-            self.demand = self._with_own_demand(time.time())
+            self.demand = self._with_own_demand(clock.now())
         # Only members are sent the secret (the gateway withholds it from others), and only members adopt one.
         if self.mesh.member and state.mesh.secret and state.mesh.mesh_id == self.mesh.mesh_id and state.mesh.secret_version > self.mesh.secret_version:
             self.mesh = replace(self.mesh, secret=state.mesh.secret, secret_version=state.mesh.secret_version)
@@ -108,19 +107,19 @@ class Membership:
             await self.changes.publish()
 
     async def request_pairing(self, asked: PairingRequest) -> None:
-        self.access = access.request(self.access, asked, time.time())
+        self.access = access.request(self.access, asked, clock.now())
         await self.changes.publish()
 
     async def approve(self, code: str) -> Credential:
         """Issue the credential of the pairing request showing `code` (AccessError: why not)."""
-        self.access, credential = access.approve(self.access, code, self.mesh, time.time())
+        self.access, credential = access.approve(self.access, code, self.mesh, clock.now())
         await self.changes.publish()
         return credential
 
     async def revoke(self, node: str) -> list[Revocation]:
         """Revoke a paired node (id, id prefix or name) or "public"; the node leaves our list at once."""
         names = {m.node_id: m.record.name for m in self.members.values()}
-        self.access, made = access.revoke(self.access, node, self.mesh, names, time.time())
+        self.access, made = access.revoke(self.access, node, self.mesh, names, clock.now())
         self.members = {node_id: m for node_id, m in self.members.items() if node_id not in self.access.revoked_nodes}
         await self.changes.publish()
         return made
@@ -146,13 +145,13 @@ class Membership:
 
     async def count_demand(self, requests: dict[str, int]) -> None:
         """Requests this node's gateway received, per model (served or not)."""
-        now = time.time()
+        now = clock.now()
         if any([self.counter.count(model_id, n, now) for model_id, n in requests.items() if n > 0]):
             await self.refresh_demand()
 
     async def refresh_demand(self) -> None:
         """Rewrite our own entries (their hour counts age), forget everything past the TTL."""
-        now = time.time()
+        now = clock.now()
         self.counter.forget(now, self.demand_ttl)
         updated = self._with_own_demand(now)
         if updated != self.demand:
@@ -175,7 +174,7 @@ class Membership:
         """The mesh's demand per model, with models pinned by live nodes (their --model)."""
         records = [self.own, *(m.record for m in self.live_peers())]
         pinned = {a.model_id for r in records for a in r.assignments if a.mode != Mode.DROPPED and not a.promoted}
-        return demand.summarize(self.demand.values(), pinned, time.time())
+        return demand.summarize(self.demand.values(), pinned, clock.now())
 
     def live_peers(self) -> list[Member]:
         return swim.live(self.members)

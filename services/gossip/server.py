@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
-from services.common import grpc_server, lifecycle, mesh_identity, metrics_http, publicity
+from services.common import clock, grpc_server, lifecycle, mesh_identity, metrics_http, publicity
 from services.common.records import NodeRecord
 from services.common.settings import NodeSettings, node_id
 from services.gossip import adoption
@@ -25,7 +24,7 @@ async def main(node: NodeSettings, settings: GossipSettings) -> None:
     # Versions start from the clock so a restarted node's record outranks its previous life's.
     me = node_id(node)
     flagged = publicity.from_flags(me, settings.mesh_name, settings.region, settings.max_clients, settings.publish)
-    own = NodeRecord(node_id=me, name=node.name, version=int(time.time() * 1000), updated_at=time.time(), publicity=flagged)
+    own = NodeRecord(node_id=me, name=node.name, version=int(clock.now() * 1000), updated_at=clock.now(), publicity=flagged)
     mesh = mesh_identity.mesh_of(node.home, settings.token())
     membership = Membership(own, settings.address, mesh, node.home, settings.demand_ttl)
     async with grpc_server.channel(node.address("gateway")) as gateway:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
+from services.common import clock
 from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from services.common.grpc_server import Context
 from services.common.invite import new_secret
@@ -130,7 +130,7 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
 
     async def Post(self, request: gossip_pb2.PostRequest, context: Context) -> peer_pb2.BoardPost:
         try:
-            post = self.board.board.post(request.text, request.tags, time.time())
+            post = self.board.board.post(request.text, request.tags, clock.now())
         except BoardOff as off:
             raise FailedPrecondition(str(off)) from None
         except BoardRefused as refused:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from huggingface_hub import constants
 
+from services.common import clock
 from services.common.logs import event
 from services.common.model_names import CatalogSource, HubSource, ModelNameError, parse_model
 from services.common.records import Download, DownloadState
@@ -73,7 +74,7 @@ class Fetches:
             try:
                 path = await self._attempt(spec, source, models_dir)
             except DownloadError as failure:
-                failed = replace(self._states[spec], state=DownloadState.FAILED, error=str(failure), retry_at=time.time() + delay)
+                failed = replace(self._states[spec], state=DownloadState.FAILED, error=str(failure), retry_at=clock.now() + delay)
                 self._states[spec] = failed
                 event(log, "download failed", logging.WARNING, model=failed.model_id, error=str(failure), retry_seconds=delay)
                 await self.publish()

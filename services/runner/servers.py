@@ -215,9 +215,13 @@ class LlamaServers:
 
     def _rpc_environment(self, rpc_key: str = "") -> dict[str, str]:
         # Our patches of llama.cpp: one write per burst of RPC commands (0002); TLS with the split's
-        # key (0004).
+        # key (0004). A TLS split's RPC goes host to worker directly, with no gateway to make room
+        # for: its llama threads keep libgomp's own spin, as stock RPC's do (measured on separate
+        # 6-core nodes: 0.98x stock with it, 0.88-0.89x with the short spin; bench/split_cores.py).
+        # A plain split's RPC crosses both gateways: the short spin (cpus.split_environment).
         coalesce = {"GGML_RPC_COALESCE": "1"} if self.settings.rpc_coalesce else {}
-        return coalesce | self.split_environment | rpc_tls.environment(rpc_key)
+        spin = {} if rpc_key else self.split_environment
+        return coalesce | spin | rpc_tls.environment(rpc_key)
 
     def _start(self, model_id: str, kind: ProcessKind, path: Path, supervisor: Supervisor, split: Split, draft: Path | None = None, slots: int = 0) -> None:
         task = asyncio.create_task(supervisor.run(), name=f"{kind} {model_id}")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from services.common import clock
 from services.common.children import die_with_parent
 from services.common.logs import event
 from services.common.ports import reserve_tcp_port
@@ -149,7 +150,7 @@ class Supervisor:
         tail = " | ".join(list(self.status.stderr_tail)[-3:])
         event(log, "child failed", logging.WARNING, child=self.name, reason=reason, restart_in=f"{delay:.1f}s", tail=tail)
         await self._set(
-            state=FAILED, pid=0, restarts=self.status.restarts + 1, last_error=f"{reason}: {tail}" if tail else reason, retry_at=time.time() + delay
+            state=FAILED, pid=0, restarts=self.status.restarts + 1, last_error=f"{reason}: {tail}" if tail else reason, retry_at=clock.now() + delay
         )
         await asyncio.sleep(delay)
 

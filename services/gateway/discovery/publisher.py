@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from services.common import credentials, publicity
+from services.common import clock, credentials, publicity
 from services.common.logs import event
 from services.common.records import MeshView, ProcessKind, ProcessState, Role
 from services.gateway.discovery import nostr
@@ -125,7 +124,7 @@ class Publisher:
         try:
             while True:
                 seen = self.mirror.changes.version
-                wait = await self._step(self.mirror.view, time.time())
+                wait = await self._step(self.mirror.view, clock.now())
                 await self.mirror.changes.wait_newer(seen, None if math.isinf(wait) else wait)
         finally:
             if self._publication is not None:

@@ -11,7 +11,6 @@ rules (gossip's), the scrubbing (services/common/scrubber.py) or the transports.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
@@ -20,7 +19,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from services.common import scrubber
+from services.common import clock, scrubber
 from services.common.records import MeshView
 from services.gateway.blackboard.schemas import post_json
 from services.gateway.blackboard.service import BoardClient
@@ -72,7 +71,7 @@ def mesh_server(board: BoardClient, view: Callable[[], MeshView]) -> MCPServer:
         limit: Annotated[int, Field(ge=1, le=MAX_POSTS)] = 50,
     ) -> dict[str, Any]:
         """The blackboard's posts, newest first."""
-        after = max(since, time.time() - minutes * 60 if minutes else 0.0)
+        after = max(since, clock.now() - minutes * 60 if minutes else 0.0)
         return {"posts": [shown(post) for post in await _read(board.feed(after, author, limit))]}
 
     @server.tool()

@@ -31,6 +31,7 @@ import anyio
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from services.common import clock
 from services.common.logs import event, request_id
 from services.gateway import routing
 from services.gateway.admission import Admission, InFlight
@@ -102,7 +103,7 @@ class Relay:
         self.admission = Admission(self.in_flight, queue=queue, wait=queue_wait)
 
     def targets(self, model: str, affinity: str, exclude: frozenset[str]) -> list[routing.Target]:
-        decision = routing.route(self.mirror.view, model, time.time(), affinity, self.in_flight, exclude)
+        decision = routing.route(self.mirror.view, model, clock.now(), affinity, self.in_flight, exclude)
         if isinstance(decision, routing.UnknownModel):
             served = ", ".join(decision.served) or "none"
             known = routing.resolve_name(model, routing.known_models(self.mirror.view))
@@ -121,7 +122,7 @@ class Relay:
     def ready_targets(self, model: str, affinity: str, dead: Set[tuple[str, int]]) -> list[routing.Target]:
         """Ready servers of the model, best first, but for those that failed this answer ((node, port):
         a llama-server restarted on the same node is another server); [] while there are none."""
-        decision = routing.route(self.mirror.view, model, time.time(), affinity, self.in_flight)
+        decision = routing.route(self.mirror.view, model, clock.now(), affinity, self.in_flight)
         return [target for target in decision if (target.node_id, target.port) not in dead] if isinstance(decision, list) else []
 
     async def forward(self, endpoint: str, model: str, stream: bool, raw: bytes, affinity: str = "", dialect: Dialect = OPENAI) -> Response:

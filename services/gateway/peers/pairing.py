@@ -28,7 +28,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
 
-from services.common import addresses, credentials
+from services.common import addresses, clock, credentials
 from services.common.credentials import Credential, CredentialError
 from services.common.logs import event
 from services.common.node_identity import NodeIdentity, fingerprint_of, private_key
@@ -80,7 +80,7 @@ class PairingServer:
             _write(writer, peer_pb2.PairOutcome(refusal="the revealed nonce does not match its commitment"))
             return
         shown = code(self.fingerprint, asked.public_key, revealed, nonce)
-        request = PairingRequest(shown, asked.node_id, asked.name[:MAX_NAME], asked.public_key, view.own.node_id, time.time())
+        request = PairingRequest(shown, asked.node_id, asked.name[:MAX_NAME], asked.public_key, view.own.node_id, clock.now())
         await self.gossip.RequestPairing(pairing_to_proto(request), timeout=5.0)
         event(log, "pairing requested", node=asked.node_id, name=asked.name[:MAX_NAME], code=shown)
         _write(writer, peer_pb2.PairOutcome(code=shown))

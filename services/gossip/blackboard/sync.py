@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable
 
+from services.common import clock
 from services.common.logs import event
 from services.gossip.blackboard.board import Board
 from services.gossip.blackboard.posts import Floor, Post
@@ -74,7 +74,7 @@ class BoardSync:
                 # The interval passed with no local post: an ordinary round.
                 pass
             self.nudged.clear()
-            self.board.expire(time.time())
+            self.board.expire(clock.now())
             address = self._next_peer()
             if address and self.board.on():
                 await self.round(address)
@@ -88,7 +88,7 @@ class BoardSync:
             if not reply.HasField("board_sync"):
                 return  # its board is off (a public mesh without --blackboard there)
             answer = reply.board_sync
-            self.board.absorb((post_from_proto(p) for p in answer.posts), time.time())
+            self.board.absorb((post_from_proto(p) for p in answer.posts), clock.now())
             pushed = self.board.named(answer.wanted, _floor_of(answer), ANSWER_BYTES)
             if pushed:
                 await self.send(address, peer_pb2.GossipMessage(board_posts=peer_pb2.BoardPosts(posts=[post_to_proto(p) for p in pushed])), self.timeout)
@@ -107,7 +107,7 @@ class BoardSync:
             answer = peer_pb2.BoardSync(posts=[post_to_proto(p) for p in posts], wanted=self.board.lacking(digest.ids), floor_at=floor_at, floor_id=floor_id)
             return peer_pb2.GossipMessage(board_sync=answer)
         if kind == "board_posts":
-            self.board.absorb((post_from_proto(p) for p in message.board_posts.posts), time.time())
+            self.board.absorb((post_from_proto(p) for p in message.board_posts.posts), clock.now())
         return peer_pb2.GossipMessage()
 
     def _next_peer(self) -> str:
