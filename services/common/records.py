@@ -161,7 +161,7 @@ class Device:
     name: str  # llama.cpp's device name: CUDA0, MTL0, Vulkan0...
     description: str  # the card: "NVIDIA H200", "Apple M2 Pro"
     total_bytes: int
-    free_bytes: int  # when the runner started
+    free_bytes: int  # when the runner started; an NVIDIA card's: as nvidia-smi said last (services/runner/server.py)
 
     @property
     def used_bytes(self) -> int:

@@ -124,6 +124,8 @@ class Convergence:
         async for states in calls.follow(lambda: self.runner.Watch(runner_pb2.ListRequest(), wait_for_ready=True), "runner Watch"):
             running = tuple(served_from_proto(model) for model in states.models)
             downloads = downloads_from_proto(states.downloads)
+            # The devices' memory in use, read again while the node runs (a client offers none).
+            devices = devices_from_proto(states.devices) if states.devices and not self.settings.client else self.facts.devices
             arrived = {d.model_id for d in downloads if d.state == DownloadState.DONE} - {
                 d.model_id for d in self.facts.downloads if d.state == DownloadState.DONE
             }
@@ -131,7 +133,14 @@ class Convergence:
             held = await self.held_models() if arrived else self.facts
             async with self._lock:
                 self.facts = replace(
-                    self.facts, running=running, downloads=downloads, asked=held.asked, on_disk=held.on_disk, on_hub=held.on_hub, drafts=held.drafts
+                    self.facts,
+                    running=running,
+                    downloads=downloads,
+                    asked=held.asked,
+                    on_disk=held.on_disk,
+                    on_hub=held.on_hub,
+                    drafts=held.drafts,
+                    devices=devices,
                 )
                 await self._converge()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from services.common import cpus, devices, grpc_server, lifecycle, metrics_http
@@ -22,6 +23,9 @@ from services.runner.settings import RunnerSettings
 
 log = logging.getLogger(__name__)
 
+DEVICE_REFRESH_S = 30.0
+DEVICE_CHANGE_BYTES = 256 * devices.MIB  # less than this is noise, not a model loaded or gone
+
 
 async def main(node: NodeSettings, settings: RunnerSettings) -> None:
     # The CLI names the folder; started alone (honcho, compose), the runner names it here, once.
@@ -36,9 +40,11 @@ async def main(node: NodeSettings, settings: RunnerSettings) -> None:
     metrics_http.serve(node.runner_metrics_port, registry_for(servers))
     # Listed once, beside the start: a CUDA build takes seconds to look; Models waits for the list.
     listed = asyncio.create_task(accelerators(llama_bin, settings.device))
+    in_use = DevicesInUse(listed)
+    watching = asyncio.create_task(in_use.follow(servers.changes.publish))
     server = await grpc_server.start(
         node.runner_grpc_port,
-        lambda s: runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(servers, Fetches(servers.changes.publish), listed), s),
+        lambda s: runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(servers, Fetches(servers.changes.publish), listed, in_use), s),
     )
     # Ready once it can start models; without llama.cpp's binaries it still answers, but cannot serve.
     missing = missing_binaries(llama_bin)
@@ -47,9 +53,31 @@ async def main(node: NodeSettings, settings: RunnerSettings) -> None:
         await asyncio.Event().wait()
     finally:
         listed.cancel()  # still looking when stopped early: nobody will ask
+        watching.cancel()
         # Children first: no llama-server may outlive the runner.
         await servers.stop_all()
         await server.stop(grace=1.0)
+
+
+class DevicesInUse:
+    """The devices as listed at start, their free memory read again every DEVICE_REFRESH_S where
+    nvidia-smi can tell (devices.refreshed); a change of at least DEVICE_CHANGE_BYTES is published
+    (the Watch stream carries the devices, placement puts them in the node's record)."""
+
+    def __init__(self, listed: asyncio.Task[tuple[Device, ...]]) -> None:
+        self.listed = listed
+        self.current: tuple[Device, ...] = ()
+
+    async def follow(self, publish: Callable[[], Awaitable[None]]) -> None:
+        self.current = await asyncio.shield(self.listed)
+        if not any(d.name.upper().startswith("CUDA") for d in self.current):
+            return  # nothing nvidia-smi could read again
+        while True:
+            await asyncio.sleep(DEVICE_REFRESH_S)
+            now = devices.refreshed(self.current, await asyncio.to_thread(devices.nvidia_cards))
+            if any(abs(a.free_bytes - b.free_bytes) >= DEVICE_CHANGE_BYTES for a, b in zip(now, self.current, strict=True)):
+                self.current = now
+                await publish()
 
 
 async def accelerators(llama_bin: Path, device: str) -> tuple[Device, ...]:

@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -24,6 +25,9 @@ from services.runner.inventory import take_inventory
 from services.runner.models import ModelError, ModelRef
 from services.runner.servers import LLAMA_SERVER, HubLayers, LlamaServers, Split
 
+if TYPE_CHECKING:
+    from services.runner.server import DevicesInUse
+
 
 def existing(path: str) -> Path:
     """The model file a request names; NOT_FOUND to the caller if it is not there."""
@@ -34,10 +38,11 @@ def existing(path: str) -> Path:
 
 
 class RunnerServicer(runner_pb2_grpc.RunnerServicer):
-    def __init__(self, servers: LlamaServers, fetches: Fetches, devices: asyncio.Future[tuple[Device, ...]]) -> None:
+    def __init__(self, servers: LlamaServers, fetches: Fetches, devices: asyncio.Future[tuple[Device, ...]], in_use: DevicesInUse | None = None) -> None:
         self.servers = servers
         self.fetches = fetches
         self.devices = devices  # listed once at start (server.accelerators); every Models reply carries them
+        self.in_use = in_use  # their memory in use since (server.DevicesInUse): every Watch snapshot carries it
         self.rpc_tls = servers.settings.rpc_tls and rpc_tls.available(os.environ)  # TLS in RPC: Models replies say so
 
     async def Serve(self, request: runner_pb2.ServeRequest, context: Context) -> node_pb2.ServedModel:
@@ -98,7 +103,11 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
             yield self._snapshot()
 
     def _snapshot(self) -> runner_pb2.ModelStates:
-        return runner_pb2.ModelStates(models=[to_proto(state) for state in self.servers.states()], downloads=downloads_to_proto(self.fetches.states()))
+        return runner_pb2.ModelStates(
+            models=[to_proto(state) for state in self.servers.states()],
+            downloads=downloads_to_proto(self.fetches.states()),
+            devices=devices_to_proto(self.in_use.current if self.in_use is not None else ()),
+        )
 
     async def Inspect(self, request: runner_pb2.InspectRequest, context: Context) -> runner_pb2.ModelFacts:
         facts = await self.servers.inspect(existing(request.path))

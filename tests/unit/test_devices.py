@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.devices import GIB, MIB, Device, chosen, list_devices, memory_offered, parse_devices
+from services.common.devices import GIB, MIB, Device, chosen, list_devices, memory_offered, nvidia_cards, parse_devices, parse_nvidia_smi, refreshed
 
 H200 = """\
 ggml_cuda_init: found 1 CUDA devices:
@@ -96,3 +96,59 @@ def test_the_binary_is_asked_and_a_failing_one_lists_nothing(tmp_path: Path) -> 
     assert list_devices(tmp_path / "missing", {}) == ()
     hanging = fake_binary(tmp_path, "sleep 30\n")
     assert list_devices(hanging, {}, timeout=0.5) == ()
+
+
+# nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader,nounits, two cards
+NVIDIA_SMI = "NVIDIA H200, 143771, 9187\nNVIDIA H200, 143771, 1\n"
+TWO_H200 = (Device("CUDA0", "NVIDIA H200", 143771 * MIB, 143000 * MIB), Device("CUDA1", "NVIDIA H200", 143771 * MIB, 143000 * MIB))
+
+
+def test_nvidia_smi_answers_are_read_and_garbage_is_left_out() -> None:
+    assert parse_nvidia_smi(NVIDIA_SMI) == (("NVIDIA H200", 143771 * MIB, 9187 * MIB), ("NVIDIA H200", 143771 * MIB, 1 * MIB))
+    assert parse_nvidia_smi("NVIDIA H200, [N/A], [N/A]\nFailed to initialize NVML: Driver/library version mismatch\n") == ()
+    assert parse_nvidia_smi("A card, with a comma, 81559, 500\n") == (("A card, with a comma", 81559 * MIB, 500 * MIB),)
+
+
+def test_free_memory_is_refreshed_only_where_the_cards_match_the_devices() -> None:
+    now = refreshed(TWO_H200, parse_nvidia_smi(NVIDIA_SMI))
+    assert [d.free_bytes for d in now] == [(143771 - 9187) * MIB, (143771 - 1) * MIB]
+    assert [d.total_bytes for d in now] == [d.total_bytes for d in TWO_H200]
+    assert refreshed(TWO_H200[:1], parse_nvidia_smi(NVIDIA_SMI)) == TWO_H200[:1]  # a visible subset: no guessing
+    assert refreshed(TWO_H200, (("NVIDIA H100 80GB HBM3", 81559 * MIB, 0), ("NVIDIA H200", 143771 * MIB, 0))) == TWO_H200  # another card
+    metal = (Device("MTL0", "Apple M2 Pro", 21 * GIB, 21 * GIB),)
+    assert refreshed(metal, parse_nvidia_smi(NVIDIA_SMI)) == metal
+    assert refreshed(TWO_H200, ()) == TWO_H200  # no nvidia-smi
+
+
+def test_nvidia_smi_is_asked_when_it_is_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_binary(tmp_path, f"[ \"$1\" = --query-gpu=name,memory.total,memory.used ] && printf '%s' '{NVIDIA_SMI}'\n").rename(tmp_path / "nvidia-smi")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert [name for name, _, _ in nvidia_cards()] == ["NVIDIA H200", "NVIDIA H200"]
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert nvidia_cards() == ()
+
+
+def test_the_runner_publishes_a_cards_memory_in_use_once_it_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from services.runner import server
+
+    answers = iter([parse_nvidia_smi("NVIDIA H200, 143771, 1000\nNVIDIA H200, 143771, 1000\n"), parse_nvidia_smi(NVIDIA_SMI)])
+    monkeypatch.setattr(server.devices, "nvidia_cards", lambda: next(answers, parse_nvidia_smi(NVIDIA_SMI)))
+    monkeypatch.setattr(server, "DEVICE_REFRESH_S", 0.01)
+
+    async def scenario() -> list[tuple[int, ...]]:
+        listed = asyncio.get_running_loop().create_future()
+        listed.set_result(TWO_H200)
+        in_use, seen = server.DevicesInUse(listed), list[tuple[int, ...]]()
+
+        async def publish() -> None:
+            seen.append(tuple(d.free_bytes for d in in_use.current))
+
+        following = asyncio.create_task(in_use.follow(publish))
+        await asyncio.sleep(0.3)
+        following.cancel()
+        return seen
+
+    # 143000 MiB free at start; 142771 next (less than 256 MiB moved: not published); then CUDA0's 9 GB model.
+    assert asyncio.run(scenario()) == [((143771 - 9187) * MIB, (143771 - 1) * MIB)]
