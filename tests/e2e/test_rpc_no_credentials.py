@@ -6,9 +6,10 @@ the second, with no mesh credentials, tries every way in:
 - a TCP connection to every port of the nodes' LAN address: only the APIs (--host with an API key)
   and B's TLS rpc-server answer; llama-server, consoles, gRPC and plain rpc-servers stay on loopback;
 - B's rpc-server directly: a clear-text RPC HELLO, and a TLS 1.3 handshake without the key. The
-  rpc-server serves one client at a time, so both wait behind A's connection until A's llama-server
-  is killed; then B's rpc-server takes each, refuses its handshake (logged with the stranger's
-  address) and serves A's restarted llama-server, which holds the key;
+  rpc-server serves one client at a time, so A's llama-server is killed first (its runner paused
+  meanwhile, so that it does not reconnect at once); B's rpc-server takes each of the stranger's
+  connections, refuses its handshake (logged with the stranger's address), and then serves A's
+  restarted llama-server, which holds the key;
 - the mesh's own QUIC endpoint with a credential it made itself for the same mesh id, asking for a
   tunnel to B's rpc-server: refused at admission.
 B's rpc-server prints "Accepted client connection" only after a handshake that proved the key and
@@ -21,7 +22,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -53,15 +53,20 @@ print(json.dumps(open_ports))
 """
 
 # Run inside the second namespace: straight to B's rpc-server, a clear-text HELLO and a TLS 1.3
-# handshake without the key, side by side; each waits (up to 240 s) for the server to take it.
+# handshake without the key, side by side; each waits (up to 120 s) for the server to take it.
 DIRECT = """
 import json, socket, ssl, sys, threading
 host, port = sys.argv[1], int(sys.argv[2])
 HELLO = bytes([14]) + (0).to_bytes(8, "little")  # RPC_CMD_HELLO, no payload
 result = {}
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+context.minimum_version = ssl.TLSVersion.TLSv1_3
+plain_socket = socket.create_connection((host, port), timeout=120)
+tls_socket = socket.create_connection((host, port), timeout=120)
 
 def plain():
-    with socket.create_connection((host, port), timeout=240) as s:
+    with plain_socket as s:
         s.sendall(HELLO)
         try:
             result["plain"] = s.recv(64).hex()
@@ -69,10 +74,7 @@ def plain():
             result["plain"] = type(failure).__name__
 
 def tls():
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    with socket.create_connection((host, port), timeout=240) as raw:
+    with tls_socket as raw:
         try:
             with context.wrap_socket(raw) as s:
                 s.sendall(HELLO)
@@ -177,18 +179,23 @@ def test_a_process_without_mesh_credentials_gets_no_rpc_command_executed(tmp_pat
                 # The APIs (--host with an API key) and B's TLS rpc-server: not llama-server, consoles or gRPC.
                 assert open_ports == {A_PORTS[0], B_PORTS[0], rpc["port"]}
 
-                # Straight to B's rpc-server: both attempts wait behind A's connection, until A's
-                # llama-server (the only process with --rpc <B's address>) is killed.
-                direct = subprocess.Popen(two.argv(sys.executable, "-c", DIRECT, one.address, str(rpc["port"])), cwd=REPO, stdout=subprocess.PIPE, text=True)
+                # Straight to B's rpc-server. It serves one client at a time (A's llama-server) and
+                # queues one or two more (the scan's waits there now): A's runner is paused and A's
+                # llama-server (the only process with --rpc <B's address>) killed, so that B's
+                # rpc-server is free for the stranger; A's runner then resumes and starts it again.
+                (llama,) = [p for p in psutil.process_iter(["cmdline"]) if f"{one.address}:{rpc['port']}" in " ".join(p.info["cmdline"] or ())]
+                runner = llama.parent()
+                assert runner is not None and "services.runner" in " ".join(runner.cmdline())
+                runner.suspend()
                 try:
-                    assert direct.stdout is not None and direct.stdout.readline().strip() == "connected"
-                    time.sleep(2.0)  # both connections in B's backlog, ahead of A's next one
-                    (llama,) = [p for p in psutil.process_iter(["cmdline"]) if f"{one.address}:{rpc['port']}" in " ".join(p.info["cmdline"] or ())]
                     llama.kill()
-                    out, _ = direct.communicate(timeout=240)
+                    direct = subprocess.run(
+                        two.argv(sys.executable, "-c", DIRECT, one.address, str(rpc["port"])), cwd=REPO, capture_output=True, text=True, timeout=180
+                    )
                 finally:
-                    direct.kill()
-                answer = json.loads(out.strip().splitlines()[-1])
+                    runner.resume()
+                assert direct.returncode == 0, direct.stdout + direct.stderr
+                answer = json.loads(direct.stdout.strip().splitlines()[-1])
                 print(f"the stranger straight to B's rpc-server: {answer}")
                 assert answer["plain"] == "", answer  # closed with nothing said: no HELLO answered
                 assert not answer["tls"].startswith("handshake done"), answer
