@@ -42,7 +42,7 @@ from services.common import cpus
 from services.runner import binaries
 from services.runner.command import llama_server_argv, rpc_server_argv
 from services.runner.settings import RunnerSettings
-from tests.meshbed import MeshBed
+from tests.meshbed import MeshBed, ready_split_host
 from tests.nodes import NodeProcess, free_port
 from tests.synthetic import DenseShape, write_dense
 
@@ -129,21 +129,12 @@ def running_split(
             with on_cores(cores[1] if cores else None):
                 b = bed.start("B", "--model", str(path), "--split", "--profile", "lan", join=a, env=env)
 
-            def host():
-                for node in (a, b):
-                    try:
-                        (assignment,) = node.status()["assignments"]
-                        state = node.model_state(MODEL)
-                    except (httpx.HTTPError, ValueError):
-                        continue
-                    if assignment["mode"] == "split-host" and state and state["state"] == "ready":
-                        return node, tuple(assignment["layers"])
-                return None
-
-            bed.wait_until(lambda: host() is not None, 900, "split ready")
+            bed.wait_until(lambda: ready_split_host((a, b), MODEL) is not None, 900, "split ready")
             took = time.monotonic() - started
-            node, layers = host()
-            yield took, node, layers
+            found = ready_split_host((a, b), MODEL)
+            assert found is not None
+            node, assignment = found
+            yield took, node, tuple(assignment["layers"])
         finally:
             bed.close()
 

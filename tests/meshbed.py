@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
@@ -72,3 +73,17 @@ class MeshBed:
         for node in self.nodes.values():
             node.stop()
         self.relay.close()
+
+
+def ready_split_host(nodes: Iterable[NodeProcess], model_id: str) -> tuple[NodeProcess, dict] | None:
+    """(the node, its assignment) of the split host among `nodes` whose llama-server for the model
+    is ready; None while there is none (a node that does not answer yet is passed over)."""
+    for node in nodes:
+        try:
+            (assignment,) = node.status()["assignments"]
+            state = node.model_state(model_id)
+        except (httpx.HTTPError, ValueError):
+            continue
+        if assignment["mode"] == "split-host" and state and state["state"] == "ready":
+            return node, assignment
+    return None

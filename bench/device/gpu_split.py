@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.common import llama_bin, streamed_request, wait_healthy
 from bench.split_pipeline import running_stock
 from services.runner import binaries
-from tests.meshbed import MeshBed
+from tests.meshbed import MeshBed, ready_split_host
 from tests.nodes import free_port
 
 MODEL_PATH = Path(os.environ.get("GPU_SPLIT_MODEL", "/tmp/devbench/models/Dense-8B.gguf"))
@@ -71,19 +71,10 @@ def main() -> int:
             a = bed.start("A", "--model", str(MODEL_PATH), "--split", "--profile", "lan", env={"MESH_NODE_SERVICES_IDLE": "true"})
             b = bed.start("B", "--model", str(MODEL_PATH), "--split", "--profile", "lan", join=a, env={"MESH_NODE_SERVICES_IDLE": "true"})
 
-            def host():
-                for node in (a, b):
-                    try:
-                        (assignment,) = node.status()["assignments"]
-                        state = node.model_state(MODEL)
-                    except (httpx.HTTPError, ValueError):
-                        continue
-                    if assignment["mode"] == "split-host" and state and state["state"] == "ready":
-                        return node, assignment
-                return None
-
-            bed.wait_until(lambda: host() is not None, 900, "split ready")
-            node, assignment = host()
+            bed.wait_until(lambda: ready_split_host((a, b), MODEL) is not None, 900, "split ready")
+            found = ready_split_host((a, b), MODEL)
+            assert found is not None
+            node, assignment = found
             worker = b if node is a else a
             layers = tuple(assignment["layers"])
             host_log, worker_log = node.log_path.read_text(errors="replace"), worker.log_path.read_text(errors="replace")

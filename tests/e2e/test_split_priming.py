@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.runner.models import resolve
 from services.runner.priming import tensors_of, worker_layers
+from tests.meshbed import ready_split_host
 from tests.synthetic import DenseShape, write_dense
 
 pytestmark = pytest.mark.e2e
@@ -43,19 +44,10 @@ def split_load(bed, model: str, prime: bool) -> tuple[float, int, float, float, 
     b = bed.start("B", "--model", model, "--split", join=a, env=env)
     b_id = None
 
-    def ready_host():
-        for node in (a, b):
-            try:
-                (assignment,) = node.status()["assignments"]
-                state = node.model_state("Dense-330M")
-            except (httpx.HTTPError, ValueError):
-                continue
-            if assignment["mode"] == "split-host" and state and state["state"] == "ready":
-                return node, assignment
-        return None
-
-    bed.wait_until(lambda: ready_host() is not None, 240, "split loaded")
-    host, assignment = ready_host()
+    bed.wait_until(lambda: ready_split_host((a, b), "Dense-330M") is not None, 240, "split loaded")
+    found = ready_split_host((a, b), "Dense-330M")
+    assert found is not None
+    host, assignment = found
     (b_id,) = assignment["workers"]
     blocks = worker_layers(tuple(assignment["layers"]), SHAPE.layers, 0)
     share = sum(size for _, _, size in tensors_of(Path(model), blocks))
