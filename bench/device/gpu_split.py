@@ -43,7 +43,8 @@ MODEL = MODEL_PATH.stem
 PAIRS = int(os.environ.get("GPU_SPLIT_PAIRS", "12"))
 TOKENS = int(os.environ.get("GPU_SPLIT_TOKENS", "128"))
 READY = re.compile(r"child ready child=llama-server\[[^\]]+\] port=\d+ seconds=([0-9.]+)")
-PRIMED = re.compile(r"rpc cache primed .*bytes=(\d+)")
+PRIMED = re.compile(r"rpc cache primed .*bytes=(\d+) seconds=([0-9.]+)")
+HASHED = re.compile(r"rpc hashes listed .*seconds=([0-9.]+)")
 
 
 def solo_load() -> float:
@@ -79,15 +80,23 @@ def main() -> int:
             layers = tuple(assignment["layers"])
             host_log, worker_log = node.log_path.read_text(errors="replace"), worker.log_path.read_text(errors="replace")
             mesh_load = float(READY.findall(host_log)[-1])
-            primed = sum(int(n) for n in PRIMED.findall(worker_log))
+            primed = sum(int(n) for n, _ in PRIMED.findall(worker_log))
+            priming_s = sum(float(t) for _, t in PRIMED.findall(worker_log))
+            hashed_s = sum(float(t) for t in HASHED.findall(host_log))
             direct = "rpc direct" in host_log
             print(
                 f"  mesh split ready {time.monotonic() - started:.1f} s after the nodes' start; blocks {layers}; host load {mesh_load:.1f} s; "
                 f"worker primed {primed / 1e9:.2f} GB; TLS direct: {direct}; rpc_tls {assignment.get('rpc_tls')}",
                 flush=True,
             )
-            with running_stock(MODEL_PATH, layers) as (stock_load, stock), httpx.Client(timeout=600) as client:
+            host_gpu = bool(node.status()["devices"])  # a GPU host runs its blocks there, after the worker's (processes.host_last)
+            print(f"  host's blocks on its GPU, after the worker's: {host_gpu}", flush=True)
+            with running_stock(MODEL_PATH, layers, host_gpu=host_gpu) as (stock_load, stock), httpx.Client(timeout=600) as client:
                 print(f"  stock RPC: ready in {stock_load:.1f} s (weights sent over TCP)", flush=True)
+                gpu_use = subprocess.run(
+                    ["nvidia-smi", "--query-compute-apps=pid,process_name,used_memory", "--format=csv"], capture_output=True, text=True, check=False
+                )
+                print("  GPU memory by process (both splits up):\n    " + gpu_use.stdout.strip().replace("\n", "\n    "), flush=True)
                 streamed_request(client, stock, "Warm up.", 8, MODEL)
                 streamed_request(client, node.api, "Warm up.", 8, MODEL)
                 mine, theirs = [], []
@@ -108,7 +117,8 @@ def main() -> int:
     print(
         f"| load s (llama-server start to ready; alone: {solo:.1f} s) | {mesh_load:.1f} | {stock_load:.1f} | {mesh_load / solo:.2f}x / {stock_load / solo:.2f}x alone |"
     )
-    print(f"| worker's share primed from its own file (not sent) | {primed / 1e9:.2f} GB | 0 | |")
+    print(f"| worker's share primed from its own file (not sent) | {primed / 1e9:.2f} GB in {priming_s:.1f} s | 0 | |")
+    print(f"| host: hashes of the worker's tensors listed (first load of the file; reused after) | {hashed_s:.1f} s | | |")
     return 0
 
 

@@ -92,6 +92,7 @@ def serve_to_proto(request: LlamaRequest) -> runner_pb2.ServeRequest:
         shard=experts_to_proto(request.shard),
         draft_path=request.draft,
         rpc_key=request.rpc_key,
+        host_last=request.host_last,
     )
 
 
@@ -105,6 +106,7 @@ def serve_rpc_to_proto(request: RpcRequest) -> runner_pb2.ServeRpcRequest:
         fingerprint=request.fingerprint,
         models_dir=request.models_dir,
         rpc_key=request.rpc_key,
+        host_last=request.host_last,
     )
 
 

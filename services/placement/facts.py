@@ -53,6 +53,7 @@ class LlamaRequest:
     shard: Experts = ()  # the experts this node's shard keeps, per layer
     draft: str = ""  # path of its draft model for speculative decoding (drafts.py); empty: none
     rpc_key: str = field(default="", repr=False)  # a split's TLS key (split_keys.py); "": plain RPC
+    host_last: bool = False  # a split's host with a GPU: its blocks run there, after the workers' (processes.host_last)
 
     @property
     def key(self) -> Key:
@@ -71,6 +72,7 @@ class RpcRequest:
     fingerprint: str = ""  # of the host's file, which the fetched one must match
     models_dir: str = ""  # where fetched layers are kept
     rpc_key: str = field(default="", repr=False)  # the split's TLS key: the rpc-server speaks TLS where peers reach it; "": plain, on loopback
+    host_last: bool = False  # the split's host runs on a GPU, after the workers: this worker holds earlier blocks
 
     @property
     def key(self) -> Key:

@@ -67,9 +67,10 @@ def wanted(view: MeshView, tunnels: Mapping[tuple[str, int], str], assignment: A
     if assignment.mode == Mode.SPLIT_WORKER:
         index = assignment.workers.index(own) if own in assignment.workers else 0
         key = assignment.rpc_key
+        last = host_last(next((peer.record for peer in view.members() if peer.record.node_id == assignment.host), None))
         if model.path:
-            return Wanted(RpcRequest(model.model_id, model.path, assignment.layers, index, rpc_key=key))
-        return Wanted(RpcRequest(model.model_id, "", assignment.layers, index, model.source, model.fingerprint, models_dir, rpc_key=key))
+            return Wanted(RpcRequest(model.model_id, model.path, assignment.layers, index, rpc_key=key, host_last=last))
+        return Wanted(RpcRequest(model.model_id, "", assignment.layers, index, model.source, model.fingerprint, models_dir, rpc_key=key, host_last=last))
     if assignment.mode == Mode.SPLIT_HOST:
         return _host(view, tunnels, assignment, model, draft)
     return Wanted()  # unserved or dropped: nothing runs
@@ -95,9 +96,23 @@ def _host(view: MeshView, tunnels: Mapping[tuple[str, int], str], assignment: As
     workers_layers = assignment.layers[1:]
     return Wanted(
         LlamaRequest(
-            model.model_id, model.path, endpoints, sum(workers_layers), tuple(float(n) for n in workers_layers), draft=draft, rpc_key=assignment.rpc_key
+            model.model_id,
+            model.path,
+            endpoints,
+            sum(workers_layers),
+            tuple(float(n) for n in workers_layers),
+            draft=draft,
+            rpc_key=assignment.rpc_key,
+            host_last=host_last(view.own),
         )
     )
+
+
+def host_last(host: NodeRecord | None) -> bool:
+    """Whether a split's host runs its blocks on a GPU, after the workers' (llama.cpp's own RPC
+    order, command.llama_server_argv): its record lists the devices its llama-server uses. A CPU
+    host (none listed) runs the first blocks, the workers the last ones."""
+    return host is not None and bool(host.devices)
 
 
 def ready_rpc_server(record: NodeRecord, model_id: str) -> ServedModel | None:

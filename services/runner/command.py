@@ -42,6 +42,7 @@ def llama_server_argv(
     rpc_endpoints: tuple[str, ...] = (),
     worker_layers: int = 0,
     tensor_split: tuple[float, ...] = (),
+    host_layers: int = 0,
     draft: Path | None = None,
     speculation: Speculation = Speculation.NONE,
     sizing: Sizing | None = None,
@@ -49,8 +50,10 @@ def llama_server_argv(
     """llama-server serving one model on 127.0.0.1:port under the name `model_id`, with `sizing`'s
     context, KV types, slots and prompt cache (sizing.py; else `ctx_size` and llama.cpp's defaults); with RPC
     endpoints, the last `worker_layers` blocks run on the workers, `tensor_split` blocks each
-    (in --rpc order), and the output layer on the host. A `draft` model and n-gram `speculation`
-    propose tokens the model then checks in one batch (the output stays what it would be)."""
+    (in --rpc order), and the output layer on the host; with `host_layers` too (a host with a GPU),
+    the workers run the first blocks and the host's GPU its `host_layers` last ones and the output
+    layer. A `draft` model and n-gram `speculation` propose tokens the model then checks in one
+    batch (the output stays what it would be)."""
     argv = [
         str(binary),
         "--model",
@@ -72,7 +75,15 @@ def llama_server_argv(
     ]
     if device:
         argv += ["--device", device]
-    if rpc_endpoints:
+    if rpc_endpoints and host_layers:
+        # A host with a GPU runs its blocks there, in llama.cpp's own RPC order: it lists the RPC
+        # devices before its GPU, so with every layer offloaded the workers take the first blocks
+        # (tensor_split each) and the GPU the last ones with the output layer (llama.cpp counts it
+        # as one more layer, in the last share). A token still crosses as hidden states only: from
+        # the embedding (on the host's CPU) to the first worker, from the last worker back.
+        shares = [*tensor_split, host_layers + 1]
+        argv += ["--rpc", ",".join(rpc_endpoints), "--n-gpu-layers", "999", "--tensor-split", ",".join(f"{share:g}" for share in shares), "--poll", "0"]
+    elif rpc_endpoints:
         # llama.cpp counts the output layer as one more offloadable layer and always offloads it
         # with the last blocks: n-gpu-layers = blocks + 1, and the last worker's share counts it.
         # The override keeps its tensors on the host all the same, so each token brings back the

@@ -71,8 +71,11 @@ def layers_path(models_dir: Path, repo: str, file: str) -> Path:
     return models_dir / repo / ".cache" / "mesh-llm" / f"{file}.layers"
 
 
-def fetch_layers(repo: str, file: str, models_dir: Path, layers: tuple[int, ...], worker_index: int, on_progress: Progress | None = None) -> LayerFile:
-    """Fetch what worker `worker_index` of the split `layers` (host first, as priming.worker_layers)
+def fetch_layers(
+    repo: str, file: str, models_dir: Path, layers: tuple[int, ...], worker_index: int, on_progress: Progress | None = None, host_last: bool = False
+) -> LayerFile:
+    """Fetch what worker `worker_index` of the split `layers` (host first, as priming.worker_layers;
+    `host_last`: the host runs after the workers)
     lacks of `file` in `repo`: the header, the fingerprint's samples and its blocks' tensors.
     on_progress(done, total) counts this call's bytes; total grows once the header says which
     tensors are needed. DownloadError says in one line why it could not."""
@@ -86,7 +89,7 @@ def fetch_layers(repo: str, file: str, models_dir: Path, layers: tuple[int, ...]
         fetcher = _Fetcher(remote, partial, on_progress)
         try:
             _fetch_header(fetcher, partial, remote.size_bytes)
-            blocks = _blocks(path, file, layers, worker_index)
+            blocks = _blocks(path, file, layers, worker_index, host_last)
             fetcher.fetch(tuple((offset, offset + size) for _, offset, size in tensors_of(path, blocks)))
         except (httpx2.TransportError, HfHubHTTPError, OSError) as failure:
             # What arrived and was recorded stays: the next call fetches only the rest.
@@ -95,11 +98,11 @@ def fetch_layers(repo: str, file: str, models_dir: Path, layers: tuple[int, ...]
     return LayerFile(path, blocks, fetcher.done, held, remote.size_bytes, fingerprint.fingerprint_file(path))
 
 
-def _blocks(path: Path, file: str, layers: tuple[int, ...], worker_index: int) -> range:
+def _blocks(path: Path, file: str, layers: tuple[int, ...], worker_index: int, host_last: bool) -> range:
     count = layer_count(path)
     if count == 0:
         raise DownloadError(f"{file}'s GGUF header does not say its block count: no layers to fetch")
-    return worker_layers(layers, count, worker_index)
+    return worker_layers(layers, count, worker_index, host_last)
 
 
 def _fetch_header(fetcher: _Fetcher, partial: _Partial, size: int) -> None:

@@ -239,10 +239,15 @@ def header_fields(path: Path, wanted: Callable[[str], bool]) -> dict[str, object
 
 def tensor_sizes(path: Path) -> dict[str, int]:
     """Bytes of every tensor, from the header's tensor table (no tensor data is read)."""
-    return _read_header(path, lambda key: False, tensors=True)[1]
+    return {name: size for name, _, size in tensor_table(path)}
 
 
-def _read_header(path: Path, wanted: Callable[[str], bool], tensors: bool) -> tuple[dict[str, object], dict[str, int]]:
+def tensor_table(path: Path) -> list[tuple[str, int, int]]:
+    """(name, offset in the file, bytes) of every tensor, in the header's order (no tensor data is read)."""
+    return _read_header(path, lambda key: key == "general.alignment", tensors=True)[1]
+
+
+def _read_header(path: Path, wanted: Callable[[str], bool], tensors: bool) -> tuple[dict[str, object], list[tuple[str, int, int]]]:
     """ModelError for a file that holds no whole GGUF header (empty, truncated, damaged)."""
     try:
         return _parse_header(path, wanted, tensors)
@@ -253,11 +258,12 @@ def _read_header(path: Path, wanted: Callable[[str], bool], tensors: bool) -> tu
         raise ModelError(f"{path}: truncated or damaged GGUF header ({type(bad).__name__}: {bad})") from None
 
 
-def _parse_header(path: Path, wanted: Callable[[str], bool], tensors: bool) -> tuple[dict[str, object], dict[str, int]]:
+def _parse_header(path: Path, wanted: Callable[[str], bool], tensors: bool) -> tuple[dict[str, object], list[tuple[str, int, int]]]:
+    """The wanted fields, and with `tensors` the tensor table: (name, offset in the file, bytes)."""
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
     found: dict[str, object] = {}
-    sizes: dict[str, int] = {}
+    table: list[tuple[str, int, int]] = []
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         if data[:4] != GGUF_MAGIC:
             raise ModelError(f"{path} is not a GGUF file")
@@ -296,14 +302,19 @@ def _parse_header(path: Path, wanted: Callable[[str], bool], tensors: bool) -> t
             name, offset = string(offset)
             (n_dims,) = struct.unpack_from("<I", data, offset)
             dims = struct.unpack_from(f"<{n_dims}Q", data, offset + 4)
-            (ggml_type,) = struct.unpack_from("<I", data, offset + 4 + 8 * n_dims)
+            ggml_type, relative = struct.unpack_from("<IQ", data, offset + 4 + 8 * n_dims)
             offset += 4 + 8 * n_dims + 4 + 8
             block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
             elements = 1
             for dim in dims:
                 elements *= dim
-            sizes[name] = elements // block * type_size
-    return found, sizes
+            table.append((name, relative, elements // block * type_size))
+        # Tensor data starts at the header's end, aligned (general.alignment, else 32 bytes).
+        alignment = found.get("general.alignment", 32) if tensors else 32
+        if not isinstance(alignment, int) or alignment <= 0:
+            raise ValueError(f"general.alignment is {alignment!r}")
+        start = -(-offset // alignment) * alignment
+    return found, [(name, start + relative, size) for name, relative, size in table]
 
 
 def is_gguf(path: Path) -> bool:

@@ -37,6 +37,8 @@ class Split:
     worker_layers: int = 0
     tensor_split: tuple[float, ...] = ()
     rpc_key: str = field(default="", repr=False)  # TLS with the workers' rpc-servers (rpc_tls.py); "": plain
+    host_last: bool = False  # the host runs the last blocks on its GPU, the workers the first (priming.worker_layers)
+    hashes: str = ""  # the workers' tensors' hashes (priming.hash_list), which llama-server then need not compute
 
 
 @dataclass(frozen=True)
@@ -94,8 +96,9 @@ class LlamaServers:
         binary = binaries.binary("llama-server", self.llama_bin)
         s = self.settings
         threads = self._threads()
+        shape = self._shape(path)
         sized = sizing.size(
-            self._shape(path),
+            shape,
             memory_bytes,
             split=bool(split.rpc_endpoints),
             ctx_size=s.ctx_size,
@@ -116,6 +119,7 @@ class LlamaServers:
                 rpc_endpoints=split.rpc_endpoints,
                 worker_layers=split.worker_layers,
                 tensor_split=split.tensor_split,
+                host_layers=max(1, shape.layers - split.worker_layers) if split.host_last else 0,
                 draft=draft,
                 speculation=s.speculation,
                 sizing=sized,
@@ -123,11 +127,31 @@ class LlamaServers:
 
         # Our patches of llama.cpp: weights of any size go by hash, so primed workers receive none
         # (0001); the last host block's residual add stays on the host, so a token sends the workers
-        # one hidden state instead of the add's two inputs (0003).
+        # one hidden state instead of the add's two inputs (0003); the workers' tensors' hashes come
+        # from a list written once, not from hashing gigabytes on each load (0005).
         environment = {"GGML_RPC_HASH_THRESHOLD": "0", "LLAMA_PIN_LAYER_OUT": "1"} | self._rpc_environment(split.rpc_key) if split.rpc_endpoints else {}
+        if split.rpc_endpoints and split.hashes:
+            environment["GGML_RPC_HASHES"] = split.hashes
         supervisor = Supervisor(f"llama-server[{model_id}]", argv, "/health", s, self.changes.publish, environment)
         self._start(model_id, LLAMA_SERVER, path, supervisor, split, draft, sized.parallel)
         return self.state_of(model_id)
+
+    def hash_list(self, path: Path, split: Split) -> str:
+        """The hashes of the tensors a split's workers hold (priming.hash_list, written on the first
+        load of the file and reused), for its host's llama-server; "" when the model's block count
+        cannot be read (llama-server then hashes them itself)."""
+        layers = self._shape(path).layers
+        if not split.rpc_endpoints or not self.settings.prime_rpc_cache or layers == 0:
+            return ""
+        blocks = range(split.worker_layers) if split.host_last else range(layers - split.worker_layers, layers)
+        started = time.monotonic()
+        try:
+            listed = priming.hash_list(path, blocks, self.cache_dir / "hashes", self.cache_root, self._threads())
+        except OSError as failed:
+            event(log, "rpc hashes not listed", logging.WARNING, reason=str(failed))
+            return ""
+        event(log, "rpc hashes listed", blocks=f"{blocks.start}-{blocks.stop - 1}", file=listed.name, seconds=round(time.monotonic() - started, 2))
+        return str(listed)
 
     @staticmethod
     def _shape(path: Path) -> sizing.Shape:
@@ -153,23 +177,35 @@ class LlamaServers:
     async def inspect(self, path: Path) -> moe.ModelFacts:
         return await asyncio.to_thread(moe.model_facts, path, self.shards_dir, self.llama_bin, self._threads())
 
-    async def serve_rpc(self, model_id: str, path: Path, layers: tuple[int, ...] = (), worker_index: int = 0, rpc_key: str = "") -> ServedModel:
+    async def serve_rpc(
+        self, model_id: str, path: Path, layers: tuple[int, ...] = (), worker_index: int = 0, rpc_key: str = "", host_last: bool = False
+    ) -> ServedModel:
         """Supervise an rpc-server that works for a split of the model (tensor cache on), its cache
         primed first with this worker's layers so the host sends hashes instead of weights. With
         `rpc_key` it speaks TLS only, with that key, where peers reach it (settings.rpc_host);
-        without, plain RPC on 127.0.0.1. A new key restarts it (its primed cache stays)."""
+        without, plain RPC on 127.0.0.1. `host_last`: the split's host runs on a GPU, after the
+        workers (priming.worker_layers). A new key or order restarts it (its primed cache stays)."""
         current = self._served.get((model_id, RPC_SERVER))
-        if current is not None and current.split.rpc_key != rpc_key:
+        if current is not None and (current.split.rpc_key, current.split.host_last) != (rpc_key, host_last):
             current.task.cancel()
             await asyncio.gather(current.task, return_exceptions=True)
             del self._served[(model_id, RPC_SERVER)]
             current = None
         if current is None:
             if self.settings.prime_rpc_cache and layers:
-                blocks = priming.worker_layers(layers, sum(layers), worker_index)
-                primed = await asyncio.to_thread(priming.prime, path, self.cache_dir, blocks, self._manifest(model_id), self.cache_root)
+                blocks = priming.worker_layers(layers, sum(layers), worker_index, host_last)
+                started = time.monotonic()
+                primed = await asyncio.to_thread(priming.prime, path, self.cache_dir, blocks, self._manifest(model_id), self.cache_root, self._threads())
                 self.primed_bytes += primed.bytes
-                event(log, "rpc cache primed", model=model_id, blocks=f"{blocks.start}-{blocks.stop - 1}", files_written=primed.files, bytes=primed.bytes)
+                event(
+                    log,
+                    "rpc cache primed",
+                    model=model_id,
+                    blocks=f"{blocks.start}-{blocks.stop - 1}",
+                    files_written=primed.files,
+                    bytes=primed.bytes,
+                    seconds=round(time.monotonic() - started, 2),
+                )
             binary = binaries.binary("ggml-rpc-server", self.llama_bin)
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             threads = self._threads()
@@ -183,15 +219,18 @@ class LlamaServers:
                 {"LLAMA_CACHE": str(self.cache_dir)} | self._rpc_environment(rpc_key),
                 host,
             )
-            self._start(model_id, RPC_SERVER, path, supervisor, Split(rpc_key=rpc_key))
+            self._start(model_id, RPC_SERVER, path, supervisor, Split(rpc_key=rpc_key, host_last=host_last))
         return self.state_of(model_id, RPC_SERVER)
 
-    async def serve_rpc_fetched(self, model_id: str, hub: HubLayers, layers: tuple[int, ...], worker_index: int, rpc_key: str = "") -> ServedModel:
+    async def serve_rpc_fetched(
+        self, model_id: str, hub: HubLayers, layers: tuple[int, ...], worker_index: int, rpc_key: str = "", host_last: bool = False
+    ) -> ServedModel:
         """serve_rpc for a worker without the model: its layers fetched from the Hub into a partial
         file first (resumed and reused across runs), which priming then reads as it reads a whole one."""
-        if (model_id, RPC_SERVER) not in self._served:
+        current = self._served.get((model_id, RPC_SERVER))
+        if current is None or current.split.host_last != host_last:
             repo, file = "/".join(hub.source.split("/")[:2]), "/".join(hub.source.split("/")[2:])
-            fetched = await asyncio.to_thread(layer_fetch.fetch_layers, repo, file, hub.models_dir, layers, worker_index)
+            fetched = await asyncio.to_thread(layer_fetch.fetch_layers, repo, file, hub.models_dir, layers, worker_index, host_last=host_last)
             self.fetched_bytes += fetched.fetched_bytes
             event(
                 log,
@@ -207,8 +246,8 @@ class LlamaServers:
                 raise DownloadError(
                     f"{hub.source} on the Hub is not the host's file of {model_id} (fingerprint {fetched.fingerprint}, the host's {hub.fingerprint})"
                 )
-            return await self.serve_rpc(model_id, fetched.path, layers, worker_index, rpc_key)
-        return await self.serve_rpc(model_id, self._served[(model_id, RPC_SERVER)].path, layers, worker_index, rpc_key)
+            return await self.serve_rpc(model_id, fetched.path, layers, worker_index, rpc_key, host_last)
+        return await self.serve_rpc(model_id, current.path, layers, worker_index, rpc_key, host_last)
 
     def _threads(self) -> int:
         return self.settings.threads or cpus.math_cores(self.cores)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,10 +48,12 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
 
     async def Serve(self, request: runner_pb2.ServeRequest, context: Context) -> node_pb2.ServedModel:
         path = existing(request.path)
-        split = Split(tuple(request.rpc_endpoints), request.worker_layers, tuple(request.tensor_split), self.rpc_key(request.rpc_key))
+        split = Split(tuple(request.rpc_endpoints), request.worker_layers, tuple(request.tensor_split), self.rpc_key(request.rpc_key), request.host_last)
         draft = existing(request.draft_path) if request.draft_path else None
         memory = await self.memory_offered()
         try:
+            if split.rpc_endpoints:
+                split = replace(split, hashes=await asyncio.to_thread(self.servers.hash_list, path, split))
             if request.shard:
                 return to_proto(await self.servers.serve_shard(request.model_id, path, experts_from_proto(request.shard), draft, memory))
             return to_proto(self.servers.serve(request.model_id, path, split, draft, memory))
@@ -82,8 +85,16 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
             if not request.path and request.source:
                 # No copy of the model here: its layers come from the Hub (layer_fetch.py).
                 fetched = HubLayers(request.source, Path(request.models_dir), request.fingerprint)
-                return to_proto(await self.servers.serve_rpc_fetched(request.model_id, fetched, layers, request.worker_index, self.rpc_key(request.rpc_key)))
-            return to_proto(await self.servers.serve_rpc(request.model_id, existing(request.path), layers, request.worker_index, self.rpc_key(request.rpc_key)))
+                return to_proto(
+                    await self.servers.serve_rpc_fetched(
+                        request.model_id, fetched, layers, request.worker_index, self.rpc_key(request.rpc_key), request.host_last
+                    )
+                )
+            return to_proto(
+                await self.servers.serve_rpc(
+                    request.model_id, existing(request.path), layers, request.worker_index, self.rpc_key(request.rpc_key), request.host_last
+                )
+            )
         except BinaryMissing as missing:
             raise FailedPrecondition(str(missing)) from missing
         except DownloadError as failed:

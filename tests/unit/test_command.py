@@ -58,6 +58,36 @@ def test_split_offloads_worker_blocks_and_keeps_the_output_layer_on_the_host() -
     assert [name for name in names if re.search(pattern, name)] == names[:3]
 
 
+def test_a_gpu_host_offloads_every_block_with_the_workers_first_and_its_own_last() -> None:
+    argv = llama_server_argv(
+        Path("s"),
+        Path("m"),
+        "m",
+        1,
+        ctx_size=1,
+        threads=1,
+        device="",
+        rpc_endpoints=("127.0.0.1:7001", "127.0.0.1:7002"),
+        worker_layers=6,
+        tensor_split=(4, 2),
+        host_layers=10,
+    )
+    pairs = {flag: argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag.startswith("--")}
+    assert pairs["--rpc"] == "127.0.0.1:7001,127.0.0.1:7002"
+    assert pairs["--n-gpu-layers"] == "999"
+    # llama.cpp lists RPC devices before the GPU: the workers' shares first, the host's last with the output layer.
+    assert pairs["--tensor-split"] == "4,2,11"
+    assert "--override-tensor" not in pairs  # the output layer stays with the host's last blocks, on its GPU
+    assert pairs["--poll"] == "0"
+
+
+def test_a_single_worker_gpu_split_still_names_both_shares() -> None:
+    argv = llama_server_argv(
+        Path("s"), Path("m"), "m", 1, ctx_size=1, threads=1, device="", rpc_endpoints=("127.0.0.1:7001",), worker_layers=13, tensor_split=(13,), host_layers=19
+    )
+    assert argv[argv.index("--tensor-split") + 1] == "13,20"
+
+
 DRAFT = Path("/m/draft.gguf")
 WORKERS = ("127.0.0.1:7001",)
 
