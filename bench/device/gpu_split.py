@@ -6,11 +6,14 @@ Two mesh nodes on this machine (127.0.0.2 and .3, `--split`, as shipped: both sp
 the host's llama-server reaches the worker's rpc-server directly), both using the one GPU, and a
 stock llama.cpp RPC split with the same blocks (llama-server --rpc to a plain ggml-rpc-server, no
 mesh, no priming: the host sends the worker its weights on load). Rows:
-- decode: PAIRS pairs of streamed requests (MAX_TOKENS tokens), mesh and stock back to back in
-  alternating order; the ratio is the median of the pairs' ratios, with quartiles;
+- decode: PAIRS rounds of one streamed request (MAX_TOKENS tokens) per path, each path first in
+  turn: the mesh split through its API and its host's llama-server direct, stock RPC with the mesh
+  host's llama-server flags (its argv, read from /proc, with --rpc and --port replaced) and stock
+  RPC with llama.cpp's defaults (ctx 4096); ratios: the median of the rounds' ratios to stock RPC
+  with the same flags, with quartiles;
 - load: seconds from llama-server's start to ready (the runner's "child ready" line for the mesh's
-  host, its worker's cache primed from its own file first, which the row also gives; the same span
-  for stock RPC, weights sent over TCP; and for the model alone on the GPU, llama-server with
+  host, its worker's cache primed from its own file first, which the output also gives; the same
+  span for stock RPC, weights sent over TCP; and for the model alone on the GPU, llama-server with
   --n-gpu-layers 99).
 
 Run on the device machine after setup (bench/device/gpu_split.sh). Env: GPU_SPLIT_MODEL
@@ -21,14 +24,19 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -61,6 +69,55 @@ def solo_load() -> float:
         process.wait(30)
 
 
+def host_argv(model_id: str) -> list[str]:
+    """The argv of the mesh's split host's llama-server (the one with --rpc serving `model_id`)."""
+    for process in psutil.process_iter(["cmdline"]):
+        argv = process.info["cmdline"] or []
+        if argv and "--rpc" in argv and "--alias" in argv and argv[argv.index("--alias") + 1] == model_id:
+            return argv
+    raise RuntimeError(f"no llama-server with --rpc serving {model_id}")
+
+
+@contextmanager
+def stock_like(argv: list[str]) -> Iterator[tuple[float, str]]:
+    """(seconds to ready, base URL) of stock llama.cpp RPC run with the mesh host's llama-server
+    flags: a plain ggml-rpc-server (no cache, no TLS) and llama-server with `argv`, its --rpc and
+    --port replaced, without the variables of our patches."""
+    rpc_port, api_port = free_port(), free_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("GGML_RPC_", "LLAMA_PIN_"))}
+    worker = subprocess.Popen(
+        [str(binaries.binary("ggml-rpc-server", llama_bin())), "--host", "127.0.0.1", "--port", str(rpc_port), "--threads", "4"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    host = None
+    try:
+        wait_listening(rpc_port)
+        argv = list(argv)
+        argv[argv.index("--rpc") + 1] = f"127.0.0.1:{rpc_port}"
+        argv[argv.index("--port") + 1] = str(api_port)
+        started = time.monotonic()
+        host = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        base = f"http://127.0.0.1:{api_port}"
+        wait_healthy(base, host)
+        yield time.monotonic() - started, base
+    finally:
+        for process in (host, worker):
+            if process is not None:
+                process.terminate()
+                process.wait(30)
+
+
+def wait_listening(port: int) -> None:
+    for _ in range(300):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
 def main() -> int:
     print(f"{MODEL_PATH.name}: {MODEL_PATH.stat().st_size / 1e9:.2f} GB; {PAIRS} pairs of {TOKENS}-token answers", flush=True)
     alone = [solo_load() for _ in range(3)]
@@ -91,34 +148,52 @@ def main() -> int:
             )
             host_gpu = bool(node.status()["devices"])  # a GPU host runs its blocks there, after the worker's (processes.host_last)
             print(f"  host's blocks on its GPU, after the worker's: {host_gpu}", flush=True)
-            with running_stock(MODEL_PATH, layers, host_gpu=host_gpu) as (stock_load, stock), httpx.Client(timeout=600) as client:
-                print(f"  stock RPC: ready in {stock_load:.1f} s (weights sent over TCP)", flush=True)
-                gpu_use = subprocess.run(
-                    ["nvidia-smi", "--query-compute-apps=pid,process_name,used_memory", "--format=csv"], capture_output=True, text=True, check=False
-                )
-                print("  GPU memory by process (both splits up):\n    " + gpu_use.stdout.strip().replace("\n", "\n    "), flush=True)
-                streamed_request(client, stock, "Warm up.", 8, MODEL)
-                streamed_request(client, node.api, "Warm up.", 8, MODEL)
-                mine, theirs = [], []
+            flags = host_argv(MODEL)
+            print(f"  mesh host's llama-server: {' '.join(flags[1:])}", flush=True)
+            with (
+                running_stock(MODEL_PATH, layers, host_gpu=host_gpu) as (stock_load, stock),
+                stock_like(flags) as (same_load, same),
+                httpx.Client(timeout=600) as client,
+            ):
+                print(f"  stock RPC: ready in {stock_load:.1f} s, with the mesh's flags {same_load:.1f} s (weights sent over TCP)", flush=True)
+                query = ["nvidia-smi", "--query-compute-apps=pid,process_name,used_memory", "--format=csv"]
+                gpu_use = subprocess.run(query, capture_output=True, text=True, check=False) if shutil.which("nvidia-smi") else None
+                if gpu_use is not None:
+                    print("  GPU memory by process (all splits up):\n    " + gpu_use.stdout.strip().replace("\n", "\n    "), flush=True)
+                port = node.model_state(MODEL)["port"]
+                paths = {
+                    "mesh split, through its API": node.api,
+                    "mesh split, its llama-server direct": f"http://127.0.0.1:{port}",
+                    "stock RPC, the mesh's llama-server flags": same,
+                    "stock RPC, llama.cpp's defaults (ctx 4096)": stock,
+                }
+                rates: dict[str, list[float]] = {name: [] for name in paths}
+                for url in paths.values():
+                    streamed_request(client, url, "Warm up.", 8, MODEL)
+                names = list(paths)
                 for i in range(PAIRS):
-                    order = [(node.api, mine), (stock, theirs)]
-                    for url, into in order if i % 2 == 0 else order[::-1]:
-                        into.append(streamed_request(client, url, f"Fact {i} about the sea.", TOKENS, MODEL)[1])
+                    for name in names[i % len(names) :] + names[: i % len(names)]:  # each path first in turn
+                        rates[name].append(streamed_request(client, paths[name], f"Fact {i} about the sea.", TOKENS, MODEL)[1])
         finally:
             bed.close()
-    ratios = [m / s for m, s in zip(mine, theirs, strict=True)]
-    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    reference = rates["stock RPC, the mesh's llama-server flags"]
     solo = min(alone)  # the file in the page cache, as for the splits' loads after it
-    print(f"\n| {MODEL} on one GPU, blocks {'/'.join(map(str, layers))} | mesh split | stock RPC | ratio |")
-    print("|---|---|---|---|")
     print(
-        f"| decode tok/s (median; ratio: median of {PAIRS} pairs, quartiles {q1:.3f}-{q3:.3f}) | {statistics.median(mine):.1f} | {statistics.median(theirs):.1f} | {statistics.median(ratios):.3f} |"
+        f"\n| {MODEL} on one GPU, blocks {'/'.join(map(str, layers))} | decode tok/s (median of {PAIRS}) | x stock RPC with the same flags (median of rounds; quartiles) |"
     )
+    print("|---|---|---|")
+    for name, measured in rates.items():
+        ratios = [m / r for m, r in zip(measured, reference, strict=True)]
+        q1, _, q3 = statistics.quantiles(ratios, n=4)
+        print(f"| {name} | {statistics.median(measured):.1f} | {statistics.median(ratios):.3f} ({q1:.3f}-{q3:.3f}) |")
+    print(f"\n| load (llama-server start to ready) | seconds | x alone ({solo:.1f} s) |")
+    print("|---|---|---|")
+    print(f"| mesh split, worker primed | {mesh_load:.1f} | {mesh_load / solo:.2f} |")
+    print(f"| stock RPC, the mesh's flags (weights sent) | {same_load:.1f} | {same_load / solo:.2f} |")
+    print(f"| stock RPC, llama.cpp's defaults (weights sent) | {stock_load:.1f} | {stock_load / solo:.2f} |")
     print(
-        f"| load s (llama-server start to ready; alone: {solo:.1f} s) | {mesh_load:.1f} | {stock_load:.1f} | {mesh_load / solo:.2f}x / {stock_load / solo:.2f}x alone |"
+        f"\nWorker's share primed from its own file (not sent): {primed / 1e9:.2f} GB in {priming_s:.1f} s; host: the hashes of the worker's tensors listed in {hashed_s:.1f} s (first load of the file; reused after)."
     )
-    print(f"| worker's share primed from its own file (not sent) | {primed / 1e9:.2f} GB in {priming_s:.1f} s | 0 | |")
-    print(f"| host: hashes of the worker's tensors listed (first load of the file; reused after) | {hashed_s:.1f} s | | |")
     return 0
 
 
