@@ -103,7 +103,11 @@ def main() -> int:
     (wrapped / "llama-server").write_text(f'#!/bin/sh\nexec {BIN / "llama-server"} -lv 4 "$@"\n')
     (wrapped / "llama-server").chmod(0o755)
     (wrapped / "ggml-rpc-server").symlink_to(BIN / "ggml-rpc-server")
-    node = NodeProcess(WORK, "--host", "127.0.0.1", "--model", str(MODEL), "--download", "never", "--no-announce", "--log-level", "DEBUG", "--name", "gpu-node")
+    # GPU_NODE_ARGS: more flags, e.g. "--max-vram 200" (above the RAM: the node must not cap itself by RAM).
+    extra = os.environ.get("GPU_NODE_ARGS", "").split()
+    node = NodeProcess(
+        WORK, "--host", "127.0.0.1", "--model", str(MODEL), "--download", "never", "--no-announce", "--log-level", "DEBUG", "--name", "gpu-node", *extra
+    )
     section(f"node: {' '.join(node.argv)}")
     t0 = time.monotonic()
     node.start({"MESH_LLAMA_BIN": str(wrapped)})
@@ -118,11 +122,11 @@ def main() -> int:
             f"memory_offered_bytes: {offered} = {offered / GIB:.1f} GiB  (RAM {ram / GIB:.1f} GiB; GPU total per devices: "
             f"{sum(d['total_bytes'] for d in status['devices']) / GIB:.1f} GiB)"
         )
-        print(
-            "offered is the GPU's memory"
-            if offered == sum(d["total_bytes"] for d in status["devices"]) and offered != ram
-            else "offered is NOT the GPU's memory"
-        )
+        gpu_total = sum(d["total_bytes"] for d in status["devices"])
+        if "--max-vram" in extra:
+            print(f"offered is --max-vram's {offered / GIB:.1f} GiB: {'above' if offered > ram else 'not above'} the RAM ({ram / GIB:.1f} GiB)")
+        else:
+            print("offered is the GPU's memory" if offered == gpu_total and offered != ram else "offered is NOT the GPU's memory")
         section("/api/status: devices")
         print(json.dumps(status["devices"], indent=1))
         section("/api/status: assignments and models")
