@@ -178,9 +178,11 @@ def running_stock(
     threads: int | None = None,
     cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
     host_gpu: bool = False,
+    like: list[str] | None = None,
 ) -> Iterator[tuple[float, str]]:
     """(seconds to ready, llama-server's base URL) of stock_rpc's split while it runs (`host_gpu`:
-    the host's blocks on its GPU, after the worker's, as a GPU host of the mesh runs them)."""
+    the host's blocks on its GPU, after the worker's, as a GPU host of the mesh runs them; `like`:
+    a mesh host's llama-server argv, run with its --rpc and --port replaced instead)."""
     rpc_port, api_port = free_port(), free_port()
     threads = threads or RunnerSettings().threads or cpus.math_cores(cores[0] if cores else cpus.node_cpus())  # as the runner picks
     ours = {"GGML_RPC_COALESCE": "1", "LLAMA_PIN_LAYER_OUT": "1"}  # our patches 0002 and 0003, off unless asked for
@@ -214,6 +216,10 @@ def running_stock(
             tensor_split=layers[1:],
             host_layers=layers[0] if host_gpu else 0,
         )
+        if like:
+            argv = list(like)
+            argv[argv.index("--rpc") + 1] = f"127.0.0.1:{rpc_port}"
+            argv[argv.index("--port") + 1] = str(api_port)
         if llama_defaults:
             at = argv.index("--poll")
             del argv[at : at + 2]

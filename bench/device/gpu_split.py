@@ -25,14 +25,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -78,46 +75,6 @@ def host_argv(model_id: str) -> list[str]:
     raise RuntimeError(f"no llama-server with --rpc serving {model_id}")
 
 
-@contextmanager
-def stock_like(argv: list[str]) -> Iterator[tuple[float, str]]:
-    """(seconds to ready, base URL) of stock llama.cpp RPC run with the mesh host's llama-server
-    flags: a plain ggml-rpc-server (no cache, no TLS) and llama-server with `argv`, its --rpc and
-    --port replaced, without the variables of our patches."""
-    rpc_port, api_port = free_port(), free_port()
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("GGML_RPC_", "LLAMA_PIN_"))}
-    worker = subprocess.Popen(
-        [str(binaries.binary("ggml-rpc-server", llama_bin())), "--host", "127.0.0.1", "--port", str(rpc_port), "--threads", "4"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    host = None
-    try:
-        wait_listening(rpc_port)
-        argv = list(argv)
-        argv[argv.index("--rpc") + 1] = f"127.0.0.1:{rpc_port}"
-        argv[argv.index("--port") + 1] = str(api_port)
-        started = time.monotonic()
-        host = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        base = f"http://127.0.0.1:{api_port}"
-        wait_healthy(base, host)
-        yield time.monotonic() - started, base
-    finally:
-        for process in (host, worker):
-            if process is not None:
-                process.terminate()
-                process.wait(30)
-
-
-def wait_listening(port: int) -> None:
-    for _ in range(300):
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
-
-
 def main() -> int:
     print(f"{MODEL_PATH.name}: {MODEL_PATH.stat().st_size / 1e9:.2f} GB; {PAIRS} pairs of {TOKENS}-token answers", flush=True)
     alone = [solo_load() for _ in range(3)]
@@ -152,7 +109,7 @@ def main() -> int:
             print(f"  mesh host's llama-server: {' '.join(flags[1:])}", flush=True)
             with (
                 running_stock(MODEL_PATH, layers, host_gpu=host_gpu) as (stock_load, stock),
-                stock_like(flags) as (same_load, same),
+                running_stock(MODEL_PATH, layers, like=flags) as (same_load, same),
                 httpx.Client(timeout=600) as client,
             ):
                 print(f"  stock RPC: ready in {stock_load:.1f} s, with the mesh's flags {same_load:.1f} s (weights sent over TCP)", flush=True)
