@@ -117,7 +117,9 @@ def main() -> int:
                 gpu_use = subprocess.run(query, capture_output=True, text=True, check=False) if shutil.which("nvidia-smi") else None
                 if gpu_use is not None:
                     print("  GPU memory by process (all splits up):\n    " + gpu_use.stdout.strip().replace("\n", "\n    "), flush=True)
-                port = node.model_state(MODEL)["port"]
+                state = node.model_state(MODEL)
+                assert state is not None, "the split's host serves the model"
+                port = state["port"]
                 paths = {
                     "mesh split, through its API": node.api,
                     "mesh split, its llama-server direct": f"http://127.0.0.1:{port}",
