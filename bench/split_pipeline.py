@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import cached_model, llama_bin, streamed_request, wait_healthy
 from services.common import cpus
-from services.runner import binaries
+from services.runner import binaries, rpc_tls
 from services.runner.command import llama_server_argv, rpc_server_argv
 from services.runner.settings import RunnerSettings
 from tests.meshbed import MeshBed, ready_split_host
@@ -179,14 +179,16 @@ def running_stock(
     cores: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
     host_gpu: bool = False,
     like: list[str] | None = None,
+    tls_key: str = "",
 ) -> Iterator[tuple[float, str]]:
     """(seconds to ready, llama-server's base URL) of stock_rpc's split while it runs (`host_gpu`:
     the host's blocks on its GPU, after the worker's, as a GPU host of the mesh runs them; `like`:
-    a mesh host's llama-server argv, run with its --rpc and --port replaced instead)."""
+    a mesh host's llama-server argv, run with its --rpc and --port replaced instead; `tls_key`:
+    both speak TLS 1.3 with that key, our patch 0004, as a mesh split's do)."""
     rpc_port, api_port = free_port(), free_port()
     threads = threads or RunnerSettings().threads or cpus.math_cores(cores[0] if cores else cpus.node_cpus())  # as the runner picks
     ours = {"GGML_RPC_COALESCE": "1", "LLAMA_PIN_LAYER_OUT": "1"}  # our patches 0002 and 0003, off unless asked for
-    env = {name: value for name, value in os.environ.items() if name not in ours} | (ours if patched else {})
+    env = {name: value for name, value in os.environ.items() if name not in ours} | (ours if patched else {}) | rpc_tls.environment(tls_key)
     folder = llama_bin()  # MESH_LLAMA_BIN, else the pinned build in the cache
     with on_cores(cores[1] if cores else None):
         worker = subprocess.Popen(

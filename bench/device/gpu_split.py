@@ -8,8 +8,10 @@ stock llama.cpp RPC split with the same blocks (llama-server --rpc to a plain gg
 mesh, no priming: the host sends the worker its weights on load). Rows:
 - decode: PAIRS rounds of one streamed request (MAX_TOKENS tokens) per path, each path first in
   turn: the mesh split through its API and its host's llama-server direct, stock RPC with the mesh
-  host's llama-server flags (its argv, read from /proc, with --rpc and --port replaced) and stock
-  RPC with llama.cpp's defaults (ctx 4096); ratios: the median of the rounds' ratios to stock RPC
+  host's llama-server flags (its argv, read from /proc, with --rpc and --port replaced), the same
+  with our patches 0002 (coalesced writes) and 0003 (layer output pinned) on, and with TLS 1.3 (0004)
+  too: what the mesh's split adds, one step at a time; and stock RPC with llama.cpp's defaults
+  (ctx 4096); ratios: the median of the rounds' ratios to stock RPC
   with the same flags, with quartiles;
 - load: seconds from llama-server's start to ready (the runner's "child ready" line for the mesh's
   host, its worker's cache primed from its own file first, which the output also gives; the same
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -110,6 +113,8 @@ def main() -> int:
             with (
                 running_stock(MODEL_PATH, layers, host_gpu=host_gpu) as (stock_load, stock),
                 running_stock(MODEL_PATH, layers, like=flags) as (same_load, same),
+                running_stock(MODEL_PATH, layers, like=flags, patched=True) as (_, patched),
+                running_stock(MODEL_PATH, layers, like=flags, patched=True, tls_key=secrets.token_hex(32)) as (_, tls),
                 httpx.Client(timeout=600) as client,
             ):
                 print(f"  stock RPC: ready in {stock_load:.1f} s, with the mesh's flags {same_load:.1f} s (weights sent over TCP)", flush=True)
@@ -124,6 +129,8 @@ def main() -> int:
                     "mesh split, through its API": node.api,
                     "mesh split, its llama-server direct": f"http://127.0.0.1:{port}",
                     "stock RPC, the mesh's llama-server flags": same,
+                    "the same, our patches 0002 and 0003 on": patched,
+                    "the same, and TLS 1.3 with a key (0004)": tls,
                     "stock RPC, llama.cpp's defaults (ctx 4096)": stock,
                 }
                 rates: dict[str, list[float]] = {name: [] for name in paths}
