@@ -73,7 +73,7 @@ def llama_server_argv(
         "--slots",
         "--no-webui",
     ]
-    if device:
+    if device and not rpc_endpoints:
         argv += ["--device", device]
     if rpc_endpoints and host_layers:
         # A host with a GPU runs its blocks there, in llama.cpp's own RPC order: it lists the RPC
@@ -82,13 +82,15 @@ def llama_server_argv(
         # as one more layer, in the last share). A token still crosses as hidden states only: from
         # the embedding (on the host's CPU) to the first worker, from the last worker back.
         shares = [*tensor_split, host_layers + 1]
-        argv += ["--rpc", ",".join(rpc_endpoints), "--n-gpu-layers", "999", "--tensor-split", ",".join(f"{share:g}" for share in shares), "--poll", "0"]
+        argv += ["--rpc", ",".join(rpc_endpoints), *split_devices(device, len(rpc_endpoints))]
+        argv += ["--n-gpu-layers", "999", "--tensor-split", ",".join(f"{share:g}" for share in shares), "--poll", "0"]
     elif rpc_endpoints:
         # llama.cpp counts the output layer as one more offloadable layer and always offloads it
         # with the last blocks: n-gpu-layers = blocks + 1, and the last worker's share counts it.
         # The override keeps its tensors on the host all the same, so each token brings back the
         # hidden state (hidden x 4 bytes) instead of the logits (vocab x 4 bytes: 24x more here).
-        argv += ["--rpc", ",".join(rpc_endpoints), "--n-gpu-layers", str(worker_layers + 1), "--override-tensor", f"{HOST_TENSORS}=CPU"]
+        argv += ["--rpc", ",".join(rpc_endpoints), *split_devices(device, len(rpc_endpoints))]
+        argv += ["--n-gpu-layers", str(worker_layers + 1), "--override-tensor", f"{HOST_TENSORS}=CPU"]
         # No busy-waiting: a split host's threads mostly wait on its workers, and spinning ones
         # take the CPU the node's gateway needs to relay the RPC traffic. Read only by ggml's own
         # thread pool, in builds without OpenMP (macOS: Apple's clang has none); an OpenMP build
@@ -98,6 +100,17 @@ def llama_server_argv(
             shares = [*tensor_split[:-1], tensor_split[-1] + 1]
             argv += ["--tensor-split", ",".join(f"{share:g}" for share in shares)]
     return argv + speculation_flags(draft, speculation, device, split=bool(rpc_endpoints))
+
+
+def split_devices(device: str, workers: int) -> list[str]:
+    """A split host's --device when the runner names devices (settings.device): the workers' RPC
+    devices (RPC0, RPC1...: one per rpc-server, in --rpc order, as llama.cpp names them) and then the
+    named ones ("none": none, the host's blocks on its CPU). It follows --rpc, which registers the
+    RPC devices: a --device before it (or without them) would leave the workers out of the split."""
+    if not device:
+        return []
+    local = [] if device.strip().lower() == "none" else [name.strip() for name in device.split(",") if name.strip()]
+    return ["--device", ",".join([f"RPC{index}" for index in range(workers)] + local)]
 
 
 def speculation_flags(draft: Path | None, speculation: Speculation, device: str, *, split: bool) -> list[str]:

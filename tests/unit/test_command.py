@@ -21,6 +21,31 @@ def test_device_is_passed_when_given() -> None:
     assert argv[argv.index("--device") + 1] == "CUDA0"
 
 
+@pytest.mark.parametrize(
+    ("device", "host_layers", "expected"),
+    [("CUDA1", 10, "RPC0,RPC1,CUDA1"), ("none", 0, "RPC0,RPC1"), ("", 0, None)],
+)
+def test_a_split_host_given_a_device_keeps_its_workers_rpc_devices(device: str, host_layers: int, expected: str | None) -> None:
+    argv = llama_server_argv(
+        Path("s"),
+        Path("m"),
+        "m",
+        1,
+        ctx_size=1,
+        threads=1,
+        device=device,
+        rpc_endpoints=("127.0.0.1:7001", "127.0.0.1:7002"),
+        worker_layers=6,
+        tensor_split=(4, 2),
+        host_layers=host_layers,
+    )
+    if expected is None:
+        assert "--device" not in argv
+    else:
+        # After --rpc, which registers the RPC devices llama.cpp would otherwise not know by name.
+        assert argv.index("--device") > argv.index("--rpc") and argv[argv.index("--device") + 1] == expected
+
+
 def test_child_environment_keeps_only_what_children_need() -> None:
     env = child_environment({"PATH": "/bin", "MESH_GATEWAY_API_KEY": "secret", "HOME": "/root"})
     assert env == {"PATH": "/bin", "HOME": "/root"}
