@@ -67,7 +67,12 @@ def wanted(view: MeshView, tunnels: Mapping[tuple[str, int], str], assignment: A
     if assignment.mode == Mode.SPLIT_WORKER:
         index = assignment.workers.index(own) if own in assignment.workers else 0
         key = assignment.rpc_key
-        last = host_last(next((peer.record for peer in view.members() if peer.record.node_id == assignment.host), None))
+        host = next((peer.record for peer in view.members() if peer.record.node_id == assignment.host), None)
+        if host is None:
+            # Its host out of sight (a gossip gap): which blocks it would hold is not known, and a
+            # guess could restart the rpc-server on other blocks; it stays as it is.
+            return Wanted(kept=(model.model_id, ProcessKind.RPC_SERVER))
+        last = host_last(host)
         if model.path:
             return Wanted(RpcRequest(model.model_id, model.path, assignment.layers, index, rpc_key=key, host_last=last))
         return Wanted(RpcRequest(model.model_id, "", assignment.layers, index, model.source, model.fingerprint, models_dir, rpc_key=key, host_last=last))

@@ -10,6 +10,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -22,8 +23,16 @@ class NativeBuildError(Exception):
     """No C compiler to build the hashing function with; the message says what to install."""
 
 
-@cache
+_BUILDING = threading.Lock()  # priming hashes on several threads: one of them builds the library
+
+
 def _library(cache_root: Path) -> ctypes.CDLL:
+    with _BUILDING:
+        return _built(cache_root)
+
+
+@cache
+def _built(cache_root: Path) -> ctypes.CDLL:
     digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
     target = cache_root / "native" / f"libmeshfnv-{digest}.so"
     if not target.exists():
@@ -31,7 +40,7 @@ def _library(cache_root: Path) -> ctypes.CDLL:
         if compiler is None:
             raise NativeBuildError("no C compiler found to build the tensor hashing function: install gcc")
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(f".{os.getpid()}.tmp")
+        partial = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         subprocess.run([compiler, "-O3", "-shared", "-fPIC", "-o", str(partial), str(SOURCE)], check=True)
         partial.replace(target)
     library = ctypes.CDLL(str(target))

@@ -96,7 +96,9 @@ def hash_list(path: Path, blocks: range, folder: Path, cache_root: Path, threads
     blocks' tensors. Written once per model file (path, size, modification time) and blocks, kept
     in `folder` and reused while the file is unchanged: a wrong hash would load another tensor."""
     stat = path.stat()
-    identity = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{blocks.start}-{blocks.stop}"
+    # The inode and change time too: a copy that keeps size and modification time (cp -p, rsync -a)
+    # is another list.
+    identity = f"{path.resolve()}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|{blocks.start}-{blocks.stop}"
     target = folder / f"{hashlib.sha256(identity.encode()).hexdigest()[:24]}.txt"
     if target.exists():
         return target

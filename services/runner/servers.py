@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from services.common.records import ProcessKind, ServedModel
 from services.runner import binaries, layer_fetch, moe, priming, rpc_tls, sizing
 from services.runner.command import llama_server_argv, rpc_server_argv
 from services.runner.downloads import DownloadError
+from services.runner.hashing import NativeBuildError
 from services.runner.models import ModelError
 from services.runner.settings import RunnerSettings
 from services.runner.supervisor import Supervisor
@@ -147,7 +149,8 @@ class LlamaServers:
         started = time.monotonic()
         try:
             listed = priming.hash_list(path, blocks, self.cache_dir / "hashes", self.cache_root, self._threads())
-        except OSError as failed:
+        except (OSError, ModelError, NativeBuildError, subprocess.CalledProcessError) as failed:
+            # No list (a full disk, no C compiler for the hashing function...): llama-server hashes them itself.
             event(log, "rpc hashes not listed", logging.WARNING, reason=str(failed))
             return ""
         event(log, "rpc hashes listed", blocks=f"{blocks.start}-{blocks.stop - 1}", file=listed.name, seconds=round(time.monotonic() - started, 2))
@@ -190,6 +193,9 @@ class LlamaServers:
             current.task.cancel()
             await asyncio.gather(current.task, return_exceptions=True)
             del self._served[(model_id, RPC_SERVER)]
+            if current.split.host_last != host_last:
+                # Other blocks now: the cache files of the old ones would be a stray copy of their weights.
+                priming.unprime(self.cache_dir, self._manifest(model_id))
             current = None
         if current is None:
             if self.settings.prime_rpc_cache and layers:

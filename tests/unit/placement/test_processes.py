@@ -39,6 +39,6 @@ def test_the_host_runs_after_its_workers_on_its_own_gpu(devices, host_last) -> N
     assert (request.rpc_endpoints, request.worker_layers, request.tensor_split, request.host_last) == (("127.0.0.1:40001",), 12, (12.0,), host_last)
 
 
-def test_a_worker_that_does_not_see_the_host_yet_assumes_a_cpu_host() -> None:
-    request = wanted(MeshView(own=record("w")), {}, split(Mode.SPLIT_WORKER), MODEL).request
-    assert isinstance(request, RpcRequest) and not request.host_last
+def test_a_worker_that_does_not_see_its_host_keeps_its_rpc_server_as_it_is() -> None:
+    needs = wanted(MeshView(own=record("w")), {}, split(Mode.SPLIT_WORKER), MODEL)
+    assert needs.request is None and needs.kept == ("M", ProcessKind.RPC_SERVER)
