@@ -44,6 +44,7 @@ def llama_server_argv(
     tensor_split: tuple[float, ...] = (),
     host_layers: int = 0,
     draft: Path | None = None,
+    draft_device: str = "",
     speculation: Speculation = Speculation.NONE,
     sizing: Sizing | None = None,
 ) -> list[str]:
@@ -53,7 +54,8 @@ def llama_server_argv(
     (in --rpc order), and the output layer on the host; with `host_layers` too (a host with a GPU),
     the workers run the first blocks and the host's GPU its `host_layers` last ones and the output
     layer. A `draft` model and n-gram `speculation` propose tokens the model then checks in one
-    batch (the output stays what it would be)."""
+    batch (the output stays what it would be); on a split host it runs on `device`, else on
+    `draft_device` (a GPU host's own devices), else on the CPU."""
     argv = [
         str(binary),
         "--model",
@@ -99,7 +101,7 @@ def llama_server_argv(
         if len(rpc_endpoints) > 1:
             shares = [*tensor_split[:-1], tensor_split[-1] + 1]
             argv += ["--tensor-split", ",".join(f"{share:g}" for share in shares)]
-    return argv + speculation_flags(draft, speculation, device, split=bool(rpc_endpoints))
+    return argv + speculation_flags(draft, speculation, device or draft_device, split=bool(rpc_endpoints))
 
 
 def split_devices(device: str, workers: int) -> list[str]:

@@ -41,6 +41,7 @@ class Split:
     rpc_key: str = field(default="", repr=False)  # TLS with the workers' rpc-servers (rpc_tls.py); "": plain
     host_last: bool = False  # the host runs the last blocks on its GPU, the workers the first (priming.worker_layers)
     hashes: str = ""  # the workers' tensors' hashes (priming.hash_list), which llama-server then need not compute
+    draft_device: str = ""  # a GPU host's own devices, where its draft model runs (not on the workers')
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ class LlamaServers:
                 tensor_split=split.tensor_split,
                 host_layers=max(1, shape.layers - split.worker_layers) if split.host_last else 0,
                 draft=draft,
+                draft_device=split.draft_device,
                 speculation=s.speculation,
                 sizing=sized,
             )

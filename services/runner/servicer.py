@@ -54,6 +54,9 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
         try:
             if split.rpc_endpoints:
                 split = replace(split, hashes=await asyncio.to_thread(self.servers.hash_list, path, split))
+            if split.host_last and draft is not None:
+                # A GPU host's draft runs on its own GPU, as its blocks do.
+                split = replace(split, draft_device=",".join(device.name for device in await asyncio.shield(self.devices)))
             if request.shard:
                 return to_proto(await self.servers.serve_shard(request.model_id, path, experts_from_proto(request.shard), draft, memory))
             return to_proto(self.servers.serve(request.model_id, path, split, draft, memory))

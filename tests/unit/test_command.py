@@ -46,6 +46,25 @@ def test_a_split_host_given_a_device_keeps_its_workers_rpc_devices(device: str, 
         assert argv.index("--device") > argv.index("--rpc") and argv[argv.index("--device") + 1] == expected
 
 
+def test_a_gpu_split_hosts_draft_runs_on_its_own_gpu_not_on_the_workers() -> None:
+    argv = llama_server_argv(
+        Path("s"),
+        Path("m"),
+        "m",
+        1,
+        ctx_size=1,
+        threads=1,
+        device="",
+        rpc_endpoints=("127.0.0.1:7001",),
+        worker_layers=6,
+        tensor_split=(6,),
+        host_layers=10,
+        draft=Path("/m/draft.gguf"),
+        draft_device="CUDA0",
+    )
+    assert argv[argv.index("--spec-draft-device") + 1] == "CUDA0"
+
+
 def test_child_environment_keeps_only_what_children_need() -> None:
     env = child_environment({"PATH": "/bin", "MESH_GATEWAY_API_KEY": "secret", "HOME": "/root"})
     assert env == {"PATH": "/bin", "HOME": "/root"}
