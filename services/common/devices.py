@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -94,6 +95,20 @@ def chosen(devices: tuple[Device, ...], device: str) -> tuple[Device, ...]:
         return devices
     wanted = {name.strip().lower() for name in device.split(",")}
     return tuple(d for d in devices if d.name.lower() in wanted)
+
+
+def shares(blocks: int, weights: Sequence[int]) -> list[int]:
+    """`blocks` dealt over devices in proportion to `weights` (their memory), whole blocks each
+    (largest remainders first, ties to the earlier device): llama.cpp's --tensor-split entries for
+    one node's devices, which add up to exactly that node's blocks."""
+    total = sum(weights)
+    if total <= 0:
+        return [blocks] + [0] * (len(weights) - 1) if weights else []
+    exact = [blocks * weight / total for weight in weights]
+    dealt = [int(share) for share in exact]
+    for index in sorted(range(len(weights)), key=lambda i: (dealt[i] - exact[i], i))[: blocks - sum(dealt)]:
+        dealt[index] += 1
+    return dealt
 
 
 def memory_offered(devices: tuple[Device, ...], ram_bytes: int) -> int:

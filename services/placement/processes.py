@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from services.common import devices as accelerators
 from services.common.records import Assignment, MeshView, Mode, NodeRecord, ProcessKind, ProcessState, ServedModel
 from services.placement.actions import Action, OpenTunnel, Serve, ServeRpc, Stop
 from services.placement.facts import Facts, Key, LlamaRequest, LocalModel, Request, RpcRequest
@@ -99,13 +100,21 @@ def _host(view: MeshView, tunnels: Mapping[tuple[str, int], str], assignment: As
         return Wanted(kept=waiting.kept, tunnels=missing)
     endpoints = tuple(tunnels[(target.address, target.port)] for target in targets)
     workers_layers = assignment.layers[1:]
+    # Each worker's blocks dealt over its rpc-server's devices (those its record lists, else its CPU),
+    # by their memory: llama.cpp numbers the RPC devices across the workers, one --tensor-split entry
+    # each. A device listing no memory (an accelerator such as BLAS) is none an rpc-server serves.
+    per_device = [
+        share
+        for worker, blocks in zip(assignment.workers, workers_layers, strict=True)
+        for share in accelerators.shares(blocks, [d.total_bytes for d in records[worker][0].devices if d.total_bytes > 0] or [1])
+    ]
     return Wanted(
         LlamaRequest(
             model.model_id,
             model.path,
             endpoints,
             sum(workers_layers),
-            tuple(float(n) for n in workers_layers),
+            tuple(float(n) for n in per_device),
             draft=draft,
             rpc_key=assignment.rpc_key,
             host_last=host_last(view.own),
@@ -117,7 +126,7 @@ def host_last(host: NodeRecord | None) -> bool:
     """Whether a split's host runs its blocks on a GPU, after the workers' (llama.cpp's own RPC
     order, command.llama_server_argv): its record lists the devices its llama-server uses. A CPU
     host (none listed) runs the first blocks, the workers the last ones."""
-    return host is not None and bool(host.devices)
+    return host is not None and any(device.total_bytes > 0 for device in host.devices)
 
 
 def ready_rpc_server(record: NodeRecord, model_id: str) -> ServedModel | None:

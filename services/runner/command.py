@@ -8,6 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
+from services.common import devices as accelerators
 from services.runner.sizing import Sizing
 
 
@@ -43,6 +44,7 @@ def llama_server_argv(
     worker_layers: int = 0,
     tensor_split: tuple[float, ...] = (),
     host_layers: int = 0,
+    host_weights: tuple[int, ...] = (),
     draft: Path | None = None,
     draft_device: str = "",
     speculation: Speculation = Speculation.NONE,
@@ -50,9 +52,10 @@ def llama_server_argv(
 ) -> list[str]:
     """llama-server serving one model on 127.0.0.1:port under the name `model_id`, with `sizing`'s
     context, KV types, slots and prompt cache (sizing.py; else `ctx_size` and llama.cpp's defaults); with RPC
-    endpoints, the last `worker_layers` blocks run on the workers, `tensor_split` blocks each
-    (in --rpc order), and the output layer on the host; with `host_layers` too (a host with a GPU),
-    the workers run the first blocks and the host's GPU its `host_layers` last ones and the output
+    endpoints, the last `worker_layers` blocks run on the workers, `tensor_split` blocks on each
+    of their RPC devices (in --rpc order, a worker's devices in its own order), and the output layer
+    on the host; with `host_layers` too (a host with a GPU), the workers run the first blocks and the
+    host's GPUs its `host_layers` last ones (dealt by `host_weights`, their memory) and the output
     layer. A `draft` model and n-gram `speculation` propose tokens the model then checks in one
     batch (the output stays what it would be); on a split host it runs on `device`, else on
     `draft_device` (a GPU host's own devices), else on the CPU."""
@@ -83,36 +86,37 @@ def llama_server_argv(
         # (tensor_split each) and the GPU the last ones with the output layer (llama.cpp counts it
         # as one more layer, in the last share). A token still crosses as hidden states only: from
         # the embedding (on the host's CPU) to the first worker, from the last worker back.
-        shares = [*tensor_split, host_layers + 1]
-        argv += ["--rpc", ",".join(rpc_endpoints), *split_devices(device, len(rpc_endpoints))]
+        host = accelerators.shares(host_layers, host_weights or (1,))
+        shares = [*tensor_split, *host[:-1], host[-1] + 1]
+        argv += ["--rpc", ",".join(rpc_endpoints), *split_devices(device, len(tensor_split) or len(rpc_endpoints))]
         argv += ["--n-gpu-layers", "999", "--tensor-split", ",".join(f"{share:g}" for share in shares), "--poll", "0"]
     elif rpc_endpoints:
         # llama.cpp counts the output layer as one more offloadable layer and always offloads it
         # with the last blocks: n-gpu-layers = blocks + 1, and the last worker's share counts it.
         # The override keeps its tensors on the host all the same, so each token brings back the
         # hidden state (hidden x 4 bytes) instead of the logits (vocab x 4 bytes: 24x more here).
-        argv += ["--rpc", ",".join(rpc_endpoints), *split_devices(device, len(rpc_endpoints))]
+        argv += ["--rpc", ",".join(rpc_endpoints), *split_devices(device, len(tensor_split) or len(rpc_endpoints))]
         argv += ["--n-gpu-layers", str(worker_layers + 1), "--override-tensor", f"{HOST_TENSORS}=CPU"]
         # No busy-waiting: a split host's threads mostly wait on its workers, and spinning ones
         # take the CPU the node's gateway needs to relay the RPC traffic. Read only by ggml's own
         # thread pool, in builds without OpenMP (macOS: Apple's clang has none); an OpenMP build
         # (Linux) never reads it, and there the split's GOMP_SPINCOUNT does this (cpus.split_environment).
         argv += ["--poll", "0"]
-        if len(rpc_endpoints) > 1:
+        if len(tensor_split) > 1:
             shares = [*tensor_split[:-1], tensor_split[-1] + 1]
             argv += ["--tensor-split", ",".join(f"{share:g}" for share in shares)]
     return argv + speculation_flags(draft, speculation, device or draft_device, split=bool(rpc_endpoints))
 
 
-def split_devices(device: str, workers: int) -> list[str]:
+def split_devices(device: str, rpc_devices: int) -> list[str]:
     """A split host's --device when the runner names devices (settings.device): the workers' RPC
-    devices (RPC0, RPC1...: one per rpc-server, in --rpc order, as llama.cpp names them) and then the
-    named ones ("none": none, the host's blocks on its CPU). It follows --rpc, which registers the
-    RPC devices: a --device before it (or without them) would leave the workers out of the split."""
+    devices (RPC0, RPC1...: numbered across the rpc-servers in --rpc order, as llama.cpp names them)
+    and then the named ones ("none": none, the host's blocks on its CPU). It follows --rpc, which
+    registers the RPC devices: a --device before it would leave the workers out of the split."""
     if not device:
         return []
     local = [] if device.strip().lower() == "none" else [name.strip() for name in device.split(",") if name.strip()]
-    return ["--device", ",".join([f"RPC{index}" for index in range(workers)] + local)]
+    return ["--device", ",".join([f"RPC{index}" for index in range(rpc_devices)] + local)]
 
 
 def speculation_flags(draft: Path | None, speculation: Speculation, device: str, *, split: bool) -> list[str]:
@@ -131,10 +135,13 @@ def speculation_flags(draft: Path | None, speculation: Speculation, device: str,
     return ["--spec-type", ",".join(types), *flags] if types else []
 
 
-def rpc_server_argv(binary: Path, port: int, *, threads: int, cache: bool, host: str = "127.0.0.1") -> list[str]:
+def rpc_server_argv(binary: Path, port: int, *, threads: int, cache: bool, host: str = "127.0.0.1", device: str = "") -> list[str]:
     """ggml-rpc-server on host:port (127.0.0.1 unless it speaks TLS); it defaults to one thread, so
-    threads are always given."""
+    threads are always given. It serves every GPU it finds unless `device` (settings.device) names
+    some ("none": its CPU): the devices its node's record lists, on which the host deals the blocks."""
     argv = [str(binary), "--host", host, "--port", str(port), "--threads", str(threads)]
+    if device:
+        argv += ["--device", "CPU" if device.strip().lower() == "none" else device]
     return argv + ["--cache"] if cache else argv
 
 

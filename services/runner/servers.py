@@ -42,6 +42,7 @@ class Split:
     host_last: bool = False  # the host runs the last blocks on its GPU, the workers the first (priming.worker_layers)
     hashes: str = ""  # the workers' tensors' hashes (priming.hash_list), which llama-server then need not compute
     draft_device: str = ""  # a GPU host's own devices, where its draft model runs (not on the workers')
+    host_weights: tuple[int, ...] = ()  # a GPU host's devices' memory, over which its blocks are dealt
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ class LlamaServers:
                 worker_layers=split.worker_layers,
                 tensor_split=split.tensor_split,
                 host_layers=max(1, shape.layers - split.worker_layers) if split.host_last else 0,
+                host_weights=split.host_weights,
                 draft=draft,
                 draft_device=split.draft_device,
                 speculation=s.speculation,
@@ -220,7 +222,7 @@ class LlamaServers:
             host = self.settings.rpc_host if rpc_key else "127.0.0.1"
             supervisor = Supervisor(
                 f"rpc-server[{model_id}]",
-                lambda port: rpc_server_argv(binary, port, threads=threads, cache=True, host=host),
+                lambda port: rpc_server_argv(binary, port, threads=threads, cache=True, host=host, device=self.settings.device),
                 None,
                 self.settings,
                 self.changes.publish,

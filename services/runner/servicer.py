@@ -54,9 +54,11 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
         try:
             if split.rpc_endpoints:
                 split = replace(split, hashes=await asyncio.to_thread(self.servers.hash_list, path, split))
-            if split.host_last and draft is not None:
-                # A GPU host's draft runs on its own GPU, as its blocks do.
-                split = replace(split, draft_device=",".join(device.name for device in await asyncio.shield(self.devices)))
+            if split.host_last:
+                # A GPU host deals its blocks over its GPUs by their memory; its draft runs there too.
+                local = [device for device in await asyncio.shield(self.devices) if device.total_bytes > 0]  # llama.cpp's GPUs, not BLAS
+                names = ",".join(device.name for device in local) if draft is not None else ""
+                split = replace(split, host_weights=tuple(device.total_bytes for device in local), draft_device=names)
             if request.shard:
                 return to_proto(await self.servers.serve_shard(request.model_id, path, experts_from_proto(request.shard), draft, memory))
             return to_proto(self.servers.serve(request.model_id, path, split, draft, memory))

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from services.runner.command import Speculation, child_environment, llama_server_argv
+from services.runner.command import Speculation, child_environment, llama_server_argv, rpc_server_argv
 
 
 def test_llama_server_binds_loopback_and_names_the_model() -> None:
@@ -44,6 +44,32 @@ def test_a_split_host_given_a_device_keeps_its_workers_rpc_devices(device: str, 
     else:
         # After --rpc, which registers the RPC devices llama.cpp would otherwise not know by name.
         assert argv.index("--device") > argv.index("--rpc") and argv[argv.index("--device") + 1] == expected
+
+
+def test_a_gpu_host_with_two_gpus_and_a_worker_with_two_deal_blocks_per_device() -> None:
+    # The worker's 12 blocks over its two RPC devices (placement dealt them), the host's 20 over its
+    # two GPUs by memory (24 and 48 GB: 7 and 13), the output layer with the last.
+    argv = llama_server_argv(
+        Path("s"),
+        Path("m"),
+        "m",
+        1,
+        ctx_size=1,
+        threads=1,
+        device="",
+        rpc_endpoints=("127.0.0.1:7001",),
+        worker_layers=12,
+        tensor_split=(6, 6),
+        host_layers=20,
+        host_weights=(24, 48),
+    )
+    assert argv[argv.index("--tensor-split") + 1] == "6,6,7,14"
+
+
+def test_an_rpc_server_serves_the_devices_its_node_names() -> None:
+    assert "--device" not in rpc_server_argv(Path("r"), 1, threads=1, cache=True)
+    assert rpc_server_argv(Path("r"), 1, threads=1, cache=True, device="CUDA1")[-3:] == ["--device", "CUDA1", "--cache"]
+    assert rpc_server_argv(Path("r"), 1, threads=1, cache=False, device="none")[-2:] == ["--device", "CPU"]
 
 
 def test_a_gpu_split_hosts_draft_runs_on_its_own_gpu_not_on_the_workers() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.devices import GIB, MIB, Device, chosen, list_devices, memory_offered, nvidia_cards, parse_devices, parse_nvidia_smi, refreshed
+from services.common.devices import GIB, MIB, Device, chosen, list_devices, memory_offered, nvidia_cards, parse_devices, parse_nvidia_smi, refreshed, shares
 
 H200 = """\
 ggml_cuda_init: found 1 CUDA devices:
@@ -152,3 +152,19 @@ def test_the_runner_publishes_a_cards_memory_in_use_once_it_changes(monkeypatch:
 
     # 143000 MiB free at start; 142771 next (less than 256 MiB moved: not published); then CUDA0's 9 GB model.
     assert asyncio.run(scenario()) == [((143771 - 9187) * MIB, (143771 - 1) * MIB)]
+
+
+@pytest.mark.parametrize(
+    ("blocks", "weights", "expected"),
+    [
+        (16, [80, 80], [8, 8]),
+        (15, [80, 80], [8, 7]),  # the remainder to the earlier device
+        (10, [24, 48], [3, 7]),
+        (13, [1], [13]),
+        (5, [80, 0], [5, 0]),
+        (0, [80, 80], [0, 0]),
+    ],
+)
+def test_blocks_are_dealt_over_devices_by_memory_in_whole_blocks(blocks: int, weights: list[int], expected: list[int]) -> None:
+    dealt = shares(blocks, weights)
+    assert dealt == expected and sum(dealt) == blocks

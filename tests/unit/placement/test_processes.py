@@ -42,3 +42,19 @@ def test_the_host_runs_after_its_workers_on_its_own_gpu(devices, host_last) -> N
 def test_a_worker_that_does_not_see_its_host_keeps_its_rpc_server_as_it_is() -> None:
     needs = wanted(MeshView(own=record("w")), {}, split(Mode.SPLIT_WORKER), MODEL)
     assert needs.request is None and needs.kept == ("M", ProcessKind.RPC_SERVER)
+
+
+def test_a_workers_blocks_are_dealt_over_each_of_its_gpus() -> None:
+    rpc = ServedModel("M", "/models/m.gguf", ProcessState.READY, port=50052, kind=ProcessKind.RPC_SERVER)
+    two = (Device("CUDA0", "card", 24 * GIB, 24 * GIB), Device("CUDA1", "card", 48 * GIB, 48 * GIB))
+    view = MeshView(own=record("h", GPU), peers=(Peer(record("w", two, served=(rpc,)), "10.0.0.2:7000", "alive"),))
+    request = wanted(view, {("10.0.0.2:7000", 50052): "127.0.0.1:40001"}, split(Mode.SPLIT_HOST), MODEL).request
+    assert isinstance(request, LlamaRequest)
+    assert (request.worker_layers, request.tensor_split) == (12, (4.0, 8.0))
+
+
+def test_a_device_without_memory_is_no_gpu() -> None:
+    blas = (Device("BLAS", "Accelerate", 0, 0),)
+    view = MeshView(own=record("w"), peers=(Peer(record("h", blas), "10.0.0.1:7000", "alive"),))
+    request = wanted(view, {}, split(Mode.SPLIT_WORKER), MODEL).request
+    assert isinstance(request, RpcRequest) and not request.host_last
