@@ -1,5 +1,6 @@
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,19 @@ def test_llama_server_binds_loopback_and_names_the_model() -> None:
     assert "--device" not in argv
 
 
+def split_host_argv(**overrides: Any) -> list[str]:
+    """A split host's argv: two workers of 4 and 2 blocks unless overridden."""
+    given: dict[str, Any] = {
+        "ctx_size": 1,
+        "threads": 1,
+        "device": "",
+        "rpc_endpoints": ("127.0.0.1:7001", "127.0.0.1:7002"),
+        "worker_layers": 6,
+        "tensor_split": (4, 2),
+    }
+    return llama_server_argv(Path("s"), Path("m"), "m", 1, **(given | overrides))
+
+
 def test_device_is_passed_when_given() -> None:
     argv = llama_server_argv(Path("s"), Path("m"), "m", 1, ctx_size=1, threads=1, device="CUDA0")
     assert argv[argv.index("--device") + 1] == "CUDA0"
@@ -26,19 +40,7 @@ def test_device_is_passed_when_given() -> None:
     [("CUDA1", 10, "RPC0,RPC1,CUDA1"), ("none", 0, "RPC0,RPC1"), ("", 0, None)],
 )
 def test_a_split_host_given_a_device_keeps_its_workers_rpc_devices(device: str, host_layers: int, expected: str | None) -> None:
-    argv = llama_server_argv(
-        Path("s"),
-        Path("m"),
-        "m",
-        1,
-        ctx_size=1,
-        threads=1,
-        device=device,
-        rpc_endpoints=("127.0.0.1:7001", "127.0.0.1:7002"),
-        worker_layers=6,
-        tensor_split=(4, 2),
-        host_layers=host_layers,
-    )
+    argv = split_host_argv(device=device, host_layers=host_layers)
     if expected is None:
         assert "--device" not in argv
     else:
@@ -49,20 +51,7 @@ def test_a_split_host_given_a_device_keeps_its_workers_rpc_devices(device: str, 
 def test_a_gpu_host_with_two_gpus_and_a_worker_with_two_deal_blocks_per_device() -> None:
     # The worker's 12 blocks over its two RPC devices (placement dealt them), the host's 20 over its
     # two GPUs by memory (24 and 48 GB: 7 and 13), the output layer with the last.
-    argv = llama_server_argv(
-        Path("s"),
-        Path("m"),
-        "m",
-        1,
-        ctx_size=1,
-        threads=1,
-        device="",
-        rpc_endpoints=("127.0.0.1:7001",),
-        worker_layers=12,
-        tensor_split=(6, 6),
-        host_layers=20,
-        host_weights=(24, 48),
-    )
+    argv = split_host_argv(rpc_endpoints=("127.0.0.1:7001",), worker_layers=12, tensor_split=(6, 6), host_layers=20, host_weights=(24, 48))
     assert argv[argv.index("--tensor-split") + 1] == "6,6,7,14"
 
 
@@ -73,21 +62,7 @@ def test_an_rpc_server_serves_the_devices_its_node_names() -> None:
 
 
 def test_a_gpu_split_hosts_draft_runs_on_its_own_gpu_not_on_the_workers() -> None:
-    argv = llama_server_argv(
-        Path("s"),
-        Path("m"),
-        "m",
-        1,
-        ctx_size=1,
-        threads=1,
-        device="",
-        rpc_endpoints=("127.0.0.1:7001",),
-        worker_layers=6,
-        tensor_split=(6,),
-        host_layers=10,
-        draft=Path("/m/draft.gguf"),
-        draft_device="CUDA0",
-    )
+    argv = split_host_argv(rpc_endpoints=("127.0.0.1:7001",), tensor_split=(6,), host_layers=10, draft=Path("/m/draft.gguf"), draft_device="CUDA0")
     assert argv[argv.index("--spec-draft-device") + 1] == "CUDA0"
 
 
@@ -129,19 +104,7 @@ def test_split_offloads_worker_blocks_and_keeps_the_output_layer_on_the_host() -
 
 
 def test_a_gpu_host_offloads_every_block_with_the_workers_first_and_its_own_last() -> None:
-    argv = llama_server_argv(
-        Path("s"),
-        Path("m"),
-        "m",
-        1,
-        ctx_size=1,
-        threads=1,
-        device="",
-        rpc_endpoints=("127.0.0.1:7001", "127.0.0.1:7002"),
-        worker_layers=6,
-        tensor_split=(4, 2),
-        host_layers=10,
-    )
+    argv = split_host_argv(host_layers=10)
     pairs = {flag: argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag.startswith("--")}
     assert pairs["--rpc"] == "127.0.0.1:7001,127.0.0.1:7002"
     assert pairs["--n-gpu-layers"] == "999"
@@ -152,9 +115,7 @@ def test_a_gpu_host_offloads_every_block_with_the_workers_first_and_its_own_last
 
 
 def test_a_single_worker_gpu_split_still_names_both_shares() -> None:
-    argv = llama_server_argv(
-        Path("s"), Path("m"), "m", 1, ctx_size=1, threads=1, device="", rpc_endpoints=("127.0.0.1:7001",), worker_layers=13, tensor_split=(13,), host_layers=19
-    )
+    argv = split_host_argv(rpc_endpoints=("127.0.0.1:7001",), worker_layers=13, tensor_split=(13,), host_layers=19)
     assert argv[argv.index("--tensor-split") + 1] == "13,20"
 
 
