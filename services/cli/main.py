@@ -30,6 +30,7 @@ from services.runner.command import Speculation
 from services.runner.settings import RunnerSettings
 
 GB = 10**9
+NODE_START_S = 60.0  # seconds a started node may take before its console answers (a loaded machine starts four Python services)
 
 
 def advertised_addresses(args: argparse.Namespace, quic_host: str, quic_port: int) -> tuple[str, ...]:
@@ -154,12 +155,18 @@ def banner(options: Options, token: str) -> str:
     return "\n".join(lines)
 
 
-def wait_for_join(console: str, stop_requested: list[int], timeout: float) -> str:
-    """'' once the node has joined, else why it could not (the gossip service gives up on its own)."""
-    deadline = time.monotonic() + timeout + 10
+def wait_for_join(console: str, stop_requested: list[int], timeout: float, start_s: float = NODE_START_S) -> str:
+    """'' once the node has joined, else why it could not. The gossip service gives up on its own,
+    `timeout` after this node's gateway answers: the wait here is a backstop that counts from the
+    console's first answer too (a loaded machine may take many seconds to start the services)."""
+    deadline = time.monotonic() + start_s + timeout + 10
+    answered = False
     while not stop_requested and time.monotonic() < deadline:
         try:
-            status = httpx.get(f"{console}/api/status", timeout=2).json()
+            status = httpx.get(f"{console}/api/status", timeout=5).json()
+            if not answered:
+                answered = True
+                deadline = time.monotonic() + timeout + 10
             if status["join_state"] == JoinState.JOINED:
                 return ""
             if status["join_state"] == JoinState.FAILED:
@@ -168,7 +175,9 @@ def wait_for_join(console: str, stop_requested: list[int], timeout: float) -> st
             # The console is not up yet: keep waiting until the deadline.
             pass
         time.sleep(0.2)
-    return "" if stop_requested else "no answer from the mesh"
+    if stop_requested:
+        return ""
+    return "no answer from the mesh" if answered else f"the node's console did not answer within {start_s:.0f} s"
 
 
 def run() -> None:
