@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -19,12 +21,22 @@ pytestmark = pytest.mark.e2e
 GOOD_TOKEN = InviteToken("0123456789abcdef", new_secret(), ("127.0.0.9:9",), "f" * 64).encode()
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(MESH_LLM), *args], capture_output=True, text=True, timeout=30)
+def run_cli(*args: str, mark: str = "") -> subprocess.CompletedProcess[str]:
+    """The CLI's result; `mark` tags it and every process it starts (MESH_TEST_MARK in their environment)."""
+    env = os.environ | ({"MESH_TEST_MARK": mark} if mark else {})
+    return subprocess.run([str(MESH_LLM), *args], capture_output=True, text=True, timeout=30, env=env)
 
 
-def mesh_processes() -> set[int]:
-    return {p.pid for p in psutil.process_iter(["cmdline"]) if any("services." in part for part in (p.info["cmdline"] or []))}
+def processes_marked(mark: str) -> list[psutil.Process]:
+    """Live processes started by a run_cli(mark=...), whatever else this machine runs (tests run in parallel)."""
+    marked = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("MESH_TEST_MARK") == mark:
+                marked.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return marked
 
 
 @pytest.mark.parametrize(
@@ -80,13 +92,13 @@ def mesh_processes() -> set[int]:
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], fragment: str) -> None:
-    before = mesh_processes()
-    result = run_cli(*args)
+    mark = uuid.uuid4().hex
+    result = run_cli(*args, mark=mark)
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr
-    assert mesh_processes() - before == set()
+    assert processes_marked(mark) == []
 
 
 def test_a_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:

@@ -119,3 +119,25 @@ def test_a_node_that_does_not_know_its_mesh_yet_refuses_as_not_ready(tmp_path: P
         joiner.close()
 
     run(scenario)
+
+
+def test_a_joiner_whose_gateway_has_no_credential_yet_is_not_ready_and_tries_again(tmp_path: Path) -> None:
+    """A node whose gossip asks for a join before it has told its gateway the credential (seen on a
+    loaded machine) fails that try as NOT_READY, which a join tries again, not as a refusal, which
+    ends it; once the credential is there it is admitted."""
+
+    async def scenario() -> None:
+        async def answer(connection: object, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(encode_frame(b"ok"))
+
+        (member, _), (early, early_links) = await endpoint(tmp_path, "member", {StreamKind.GOSSIP: answer}), await endpoint(tmp_path, "early", credential=False)
+        with pytest.raises(AdmissionRefused) as refused:
+            await early_links.request(member.local().address, StreamKind.GOSSIP, b"ping", 10.0)
+        assert refused.value.transient and refused.value.reason.startswith(NOT_READY), refused.value.reason
+        (told, told_links) = await endpoint(tmp_path, "early")  # the same node once gossip told its gateway
+        reply, peer, _ = await told_links.request(member.local().address, StreamKind.GOSSIP, b"ping", 10.0)
+        assert (reply, peer) == (b"ok", "member")
+        for opened in (member, early, told):
+            opened.close()
+
+    run(scenario)

@@ -43,10 +43,12 @@ async def endpoint(
     mesh: tuple[str, bytes] = ("mesh-test", SECRET),
     kind: Kind = Kind.MEMBER,
     revoked: Collection[str] = (),
+    credential: bool = True,
 ) -> tuple[PeerEndpoint, PeerLinks]:
     """A node's endpoint on a free loopback port serving `handlers`, and its links to peers; `mesh`:
     its mesh id and the secret its credential is issued from; `kind`: member (it holds the secret) or
-    paired (a member issued its credential; `revoked`: the credential ids it refuses)."""
+    paired (a member issued its credential; `revoked`: the credential ids it refuses); `credential`:
+    False for a node whose gateway has not been told its credential yet."""
     me = node_identity.load_or_create(home / name)
     key = node_identity.private_key(me)
     authority = credentials.authority_key(*mesh)
@@ -54,7 +56,7 @@ async def endpoint(
 
     def local() -> LocalNode:
         port = opened._transport.get_extra_info("sockname")[1]  # bound once opened, before any peer asks
-        return LocalNode(mesh[0], name, f"127.0.0.1:{port}", own, key, credentials.raw_public(authority), revoked)
+        return LocalNode(mesh[0], name, f"127.0.0.1:{port}", own if credential else None, key, credentials.raw_public(authority), revoked)
 
     opened = await open_endpoint("127.0.0.1", 0, identity=me, local=local, handlers=handlers or {}, idle_timeout=30.0, datagram_bytes=datagram_bytes)
     return opened, PeerLinks(opened, lambda *_: None)

@@ -138,7 +138,8 @@ async def admit_to_server(
     `fingerprints`: (ours, the server's); `closed_reason`: why the connection closed, should it
     close mid-way. The server as admitted, or AdmissionRefused."""
     if local.credential is None:
-        raise AdmissionRefused("this node holds no credential of the mesh yet", by_us=True)
+        # Seen on a loaded machine: gossip sent its join before it told this gateway the credential.
+        raise AdmissionRefused(NOT_READY + "this node holds no credential of the mesh yet", by_us=True)
     nonce = proof.new_nonce()
     hello = peer_pb2.AdmissionHello(
         mesh_id=local.mesh_id, nonce=nonce, fingerprint=fingerprints[0], node_id=local.node_id, address=local.address, credential=local.credential.encode()

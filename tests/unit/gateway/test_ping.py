@@ -35,6 +35,14 @@ def negotiation(to: bytes) -> bytes:
         (b"\x40" + OURS, False),  # a short header
         (b"", False),
     ],
+    ids=[
+        "ours",
+        "someone else's",
+        "cut short",
+        "a probe",
+        "short header",
+        "empty",
+    ],  # the packets hold random bytes: named, so every worker collects the same tests
 )
 def test_only_a_version_negotiation_to_our_id_answers(packet: bytes, expected: bool) -> None:
     assert answers(packet, OURS) is expected
