@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from services.cli import admin, auto, blackboard, discover, model_files, moe_check, nearby
-from services.cli.agents import launcher
+from services.cli import admin
 from services.cli.flags import AGENTS, Options, UsageError, api_host, check, console_host, draft_of, fail, port_free, relays_of
 from services.cli.node import Node
 from services.common import addresses, node_identity
@@ -183,15 +182,27 @@ def wait_for_join(console: str, stop_requested: list[int], timeout: float, start
 def run() -> None:
     try:
         options = check(sys.argv[1:])
+        # Each command's module is imported when it is run: a node's start (and every CLI call)
+        # pays ~1.5 s of CPU for imports on a small machine, and most of it is other commands'.
         if options.args.command and options.args.command[0] == "moe":
+            from services.cli import moe_check
+
             sys.exit(moe_check.run(options.args))
         if options.args.command and options.args.command[0] in ("download", "models"):
+            from services.cli import model_files
+
             sys.exit(model_files.run(options.args))
         if options.args.command and options.args.command[0] == "discover":
+            from services.cli import discover
+
             sys.exit(discover.run(options.args))
         if options.args.command and options.args.command[0] in AGENTS:
+            from services.cli.agents import launcher
+
             sys.exit(launcher.run(options))
         if options.args.command and options.args.command[0] == "blackboard":
+            from services.cli import blackboard
+
             sys.exit(blackboard.run(options.args))
         if options.args.command:
             admin.run(options.args)
@@ -208,8 +219,15 @@ def run() -> None:
         fail(str(bad))
     home = args.home or NodeSettings().home
     try:
-        seeds = nearby.pair(home, args.join_nearby, args.name) if args.join_nearby else ()
+        if args.join_nearby:
+            from services.cli import nearby
+
+            seeds = nearby.pair(home, args.join_nearby, args.name)
+        else:
+            seeds = ()
         if args.auto:
+            from services.cli import auto
+
             found = auto.decide(options, home)
             if isinstance(found, auto.Joining):
                 seeds = found.seeds
