@@ -51,6 +51,8 @@ class GossipProtocol:
         self.gateway = gateway_pb2_grpc.GatewayStub(gateway)
         self.rounds = 0
         self._order: list[str] = []
+        self._reached = asyncio.Event()  # a member pinged us while we were joining
+        self._reached_by = ""
 
     async def run(self, seeds: list[str], join_timeout: float) -> None:
         if seeds:
@@ -62,37 +64,58 @@ class GossipProtocol:
     async def join(self, seeds: list[str], timeout: float) -> None:
         """Exchange state with a seed; keep trying all seeds until `timeout`, then record why not.
         The clock starts once our own gateway answers: a slow start of this node (a loaded machine)
-        is no seed's silence."""
+        is no seed's silence. A member of the mesh pinging us meanwhile is a join made too: a seed
+        took our state and passed it on, and only its answer to us was lost."""
         self.membership.join_state = JoinState.JOINING
         await self.our_gateway()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            seed, refused = await self._first_answering(seeds)
-            if seed:
-                event(log, "joined mesh", seed=seed)
-                self.membership.join_error = ""
-                self.membership.join_state = JoinState.JOINED
-                await self.membership.changes.publish()
-                return
-            if refused:
-                break  # every seed answered no: waiting out the timeout would only delay the same answer
-            await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        reached = asyncio.create_task(self._reached.wait())
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                attempt = asyncio.create_task(self._first_answering(seeds, min(left, self.first_contact_timeout())))
+                await asyncio.wait({attempt, reached}, return_when=asyncio.FIRST_COMPLETED)
+                if reached.done():
+                    attempt.cancel()
+                    await asyncio.gather(attempt, return_exceptions=True)
+                    break
+                seed, refused = attempt.result()
+                if seed:
+                    return await self._joined(seed=seed)
+                if refused:
+                    break  # every seed answered no: waiting out the timeout would only delay the same answer
+                await asyncio.wait({reached}, timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+            if reached.done():
+                return await self._joined(reached_by=self._reached_by)
+        finally:
+            reached.cancel()
         event(log, "join failed", logging.WARNING, seeds=",".join(seeds), reason=self.membership.join_error)
         self.membership.join_state = JoinState.FAILED
+        await self.membership.changes.publish()
+
+    def first_contact_timeout(self) -> float:
+        """Seconds one join ping may take. More than a probe's: a first contact is a QUIC handshake
+        and an admission before the ping, and on a lossy link a lost handshake packet is sent again
+        only after ~0.3 s and more (QUIC's probe timeout, doubling); a probe's 0.4 s allows none."""
+        return max(4 * self.timings.probe_timeout, 2.0)
+
+    async def _joined(self, **how: object) -> None:
+        event(log, "joined mesh", logging.INFO, **how)
+        self.membership.join_error = ""
+        self.membership.join_state = JoinState.JOINED
         await self.membership.changes.publish()
 
     async def our_gateway(self) -> None:
         """Returns once this node's gateway (every message's way out) is reachable."""
         await self.gateway_channel.channel_ready()
 
-    async def _first_answering(self, seeds: list[str]) -> tuple[str, bool]:
+    async def _first_answering(self, seeds: list[str], timeout: float) -> tuple[str, bool]:
         """(the seed that answered first, False), or ('', whether every seed refused us) with every
         seed's reason in join_error.
 
         All at once: a token carries every address of its issuer and some may be unreachable from
         here (another network's interface, a container bridge); one by one, each dead address
         would cost a whole probe timeout before the live one is tried."""
-        pings = {asyncio.create_task(self.ping(seed, "")): seed for seed in dict.fromkeys(seeds)}
+        pings = {asyncio.create_task(self.ping(seed, "", timeout)): seed for seed in dict.fromkeys(seeds)}
         reasons = dict.fromkeys(pings.values(), "no answer")
         refused: set[str] = set()
         pending = set(pings)
@@ -230,8 +253,13 @@ class GossipProtocol:
         """Answer a message a peer sent us."""
         kind = message.WhichOneof("kind")
         if kind == "ping":
-            await self.membership.absorb(state_from_proto(message.ping, self.membership.mesh.mesh_id), time.monotonic())
+            state = state_from_proto(message.ping, self.membership.mesh.mesh_id)
+            await self.membership.absorb(state, time.monotonic())
             self.rounds += 1
+            if self.membership.join_state == JoinState.JOINING and not self._reached.is_set():
+                # Our gateway admitted the sender: it holds the mesh's credentials, so the mesh knows us.
+                self._reached_by = state.from_node_id
+                self._reached.set()
             return peer_pb2.GossipMessage(ack=state_to_proto(self.membership.state()))
         if kind == "ping_request":
             try:
