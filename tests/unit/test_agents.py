@@ -87,6 +87,19 @@ def test_pi_gets_our_provider_added_to_its_models_file_beside_the_users() -> Non
     assert (ours["baseUrl"], ours["api"], ours["apiKey"], ours["models"]) == ("http://127.0.0.1:9337/v1", "openai-completions", "sekrit", [{"id": "Qwen3-8B"}])
 
 
+def test_pi_keeps_what_the_user_set_for_our_model_and_drops_our_old_entries() -> None:
+    models = WHERE.pi_dir / "models.json"
+    ours = {"baseUrl": "http://10.0.0.2:9337/v1", "models": [{"id": "Qwen3-8B", "contextWindow": 8192, "maxTokens": 512}, {"id": "gone"}]}
+    plan = configs.launch(Agent.PI, ENDPOINT, WHERE, {models: json.dumps({"providers": {"mesh-llm": ours}})})
+    written = json.loads(plan.files[models])["providers"]["mesh-llm"]
+    assert written["baseUrl"] == "http://127.0.0.1:9337/v1"
+    assert written["models"] == [{"id": "Qwen3-8B", "contextWindow": 8192, "maxTokens": 512}]
+    # Something else under our name (not an object, no models list) is simply replaced.
+    for odd in ("text", {"models": "x"}, {"models": ["x", 3]}):
+        plan = configs.launch(Agent.PI, ENDPOINT, WHERE, {models: json.dumps({"providers": {"mesh-llm": odd}})})
+        assert json.loads(plan.files[models])["providers"]["mesh-llm"]["models"] == [{"id": "Qwen3-8B"}]
+
+
 @pytest.mark.parametrize(
     ("agent", "files", "exports"),
     [

@@ -177,18 +177,24 @@ def opencode_update(endpoint: Endpoint) -> Callable[[dict], None]:
 
 
 def pi_models_update(endpoint: Endpoint) -> Callable[[dict], None]:
-    """pi's models.json: our provider (OpenAI chat completions) replaced, the user's others kept."""
+    """pi's models.json: our provider (OpenAI chat completions) replaced, the user's others kept, and
+    what the user set for our model there (pi's contextWindow, maxTokens, ...) kept too: pi's defaults
+    (a 128k window, 16k tokens out) may be far from what the mesh serves, and a launch must not undo
+    the user's fix."""
     provider = {
         "baseUrl": f"{endpoint.base_url}/v1",
         "api": "openai-completions",
         "apiKey": endpoint.key,
         # llama-server's chat templates know system, not developer; it takes no reasoning_effort.
         "compat": {"supportsDeveloperRole": False, "supportsReasoningEffort": False},
-        "models": [{"id": endpoint.model}],
     }
 
     def update(models: dict) -> None:
-        models.setdefault("providers", {})[PROVIDER] = provider
+        providers = models.setdefault("providers", {})
+        before = providers.get(PROVIDER)
+        entries = before.get("models") if isinstance(before, dict) else None
+        users = next((m for m in entries or [] if isinstance(m, dict) and m.get("id") == endpoint.model), {})
+        providers[PROVIDER] = provider | {"models": [users | {"id": endpoint.model}]}
 
     return update
 
