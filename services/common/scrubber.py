@@ -21,33 +21,14 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cache
+from typing import TYPE_CHECKING
 
-from detect_secrets.plugins.artifactory import ArtifactoryDetector
-from detect_secrets.plugins.aws import AWSKeyDetector
-from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
-from detect_secrets.plugins.base import RegexBasedDetector
-from detect_secrets.plugins.basic_auth import BasicAuthDetector
-from detect_secrets.plugins.cloudant import CloudantDetector
-from detect_secrets.plugins.discord import DiscordBotTokenDetector
-from detect_secrets.plugins.github_token import GitHubTokenDetector
-from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
-from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString, HexHighEntropyString
-from detect_secrets.plugins.ibm_cloud_iam import IbmCloudIamDetector
-from detect_secrets.plugins.ibm_cos_hmac import IbmCosHmacDetector
-from detect_secrets.plugins.jwt import JwtTokenDetector
-from detect_secrets.plugins.keyword import CONFIG_DENYLIST_REGEX_TO_GROUP, QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP, KeywordDetector
-from detect_secrets.plugins.mailchimp import MailchimpDetector
-from detect_secrets.plugins.npm import NpmDetector
-from detect_secrets.plugins.openai import OpenAIDetector
-from detect_secrets.plugins.private_key import PrivateKeyDetector
-from detect_secrets.plugins.pypi_token import PypiTokenDetector
-from detect_secrets.plugins.sendgrid import SendGridDetector
-from detect_secrets.plugins.slack import SlackDetector
-from detect_secrets.plugins.softlayer import SoftlayerDetector
-from detect_secrets.plugins.square_oauth import SquareOAuthDetector
-from detect_secrets.plugins.stripe import StripeDetector
-from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
-from detect_secrets.plugins.twilio import TwilioKeyDetector
+if TYPE_CHECKING:
+    from detect_secrets.plugins.base import RegexBasedDetector
+    from detect_secrets.plugins.high_entropy_strings import HighEntropyStringsPlugin
+    from detect_secrets.plugins.keyword import KeywordDetector
+    from detect_secrets.plugins.private_key import PrivateKeyDetector
 
 
 class Kind(StrEnum):
@@ -81,35 +62,80 @@ NAMES = {
 }
 REWRITTEN = frozenset({Kind.HOME_PATH})  # found and rewritten harmlessly: not flagged
 
-# detect-secrets' plugins that name a provider's key or token by its shape (their regular expressions).
-SECRET_DETECTORS: tuple[RegexBasedDetector, ...] = (
-    ArtifactoryDetector(),
-    AWSKeyDetector(),
-    AzureStorageKeyDetector(),
-    BasicAuthDetector(),
-    CloudantDetector(),
-    DiscordBotTokenDetector(),
-    GitHubTokenDetector(),
-    GitLabTokenDetector(),
-    IbmCloudIamDetector(),
-    IbmCosHmacDetector(),
-    JwtTokenDetector(),
-    MailchimpDetector(),
-    NpmDetector(),
-    OpenAIDetector(),
-    PypiTokenDetector(),
-    SendGridDetector(),
-    SlackDetector(),
-    SoftlayerDetector(),
-    SquareOAuthDetector(),
-    StripeDetector(),
-    TelegramBotTokenDetector(),
-    TwilioKeyDetector(),
-)
-KEYWORD = KeywordDetector()
-PRIVATE_KEY = PrivateKeyDetector()
-BASE64 = Base64HighEntropyString()  # its default limit, 4.5 bits a character
-HEX = HexHighEntropyString()  # 3.0 bits a character
+
+@dataclass(frozen=True)
+class Detectors:
+    """detect-secrets' plugins: made on the first scrub, so that a process that never scrubs (most of
+    a node's starts) does not import the package (~0.15 s of CPU: it pulls in `requests`)."""
+
+    secrets: tuple[RegexBasedDetector, ...]  # those that name a provider's key or token by its shape (their regular expressions)
+    keyword: KeywordDetector
+    denylists: tuple[dict[re.Pattern[str], int], ...]  # the keyword plugin's patterns: quoted values, then config lines
+    private_key: PrivateKeyDetector
+    base64: HighEntropyStringsPlugin  # its default limit, 4.5 bits a character
+    hex: HighEntropyStringsPlugin  # 3.0 bits a character
+
+
+@cache
+def detectors() -> Detectors:
+    from detect_secrets.plugins.artifactory import ArtifactoryDetector
+    from detect_secrets.plugins.aws import AWSKeyDetector
+    from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
+    from detect_secrets.plugins.basic_auth import BasicAuthDetector
+    from detect_secrets.plugins.cloudant import CloudantDetector
+    from detect_secrets.plugins.discord import DiscordBotTokenDetector
+    from detect_secrets.plugins.github_token import GitHubTokenDetector
+    from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
+    from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString, HexHighEntropyString
+    from detect_secrets.plugins.ibm_cloud_iam import IbmCloudIamDetector
+    from detect_secrets.plugins.ibm_cos_hmac import IbmCosHmacDetector
+    from detect_secrets.plugins.jwt import JwtTokenDetector
+    from detect_secrets.plugins.keyword import CONFIG_DENYLIST_REGEX_TO_GROUP, QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP, KeywordDetector
+    from detect_secrets.plugins.mailchimp import MailchimpDetector
+    from detect_secrets.plugins.npm import NpmDetector
+    from detect_secrets.plugins.openai import OpenAIDetector
+    from detect_secrets.plugins.private_key import PrivateKeyDetector
+    from detect_secrets.plugins.pypi_token import PypiTokenDetector
+    from detect_secrets.plugins.sendgrid import SendGridDetector
+    from detect_secrets.plugins.slack import SlackDetector
+    from detect_secrets.plugins.softlayer import SoftlayerDetector
+    from detect_secrets.plugins.square_oauth import SquareOAuthDetector
+    from detect_secrets.plugins.stripe import StripeDetector
+    from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
+    from detect_secrets.plugins.twilio import TwilioKeyDetector
+
+    return Detectors(
+        secrets=(
+            ArtifactoryDetector(),
+            AWSKeyDetector(),
+            AzureStorageKeyDetector(),
+            BasicAuthDetector(),
+            CloudantDetector(),
+            DiscordBotTokenDetector(),
+            GitHubTokenDetector(),
+            GitLabTokenDetector(),
+            IbmCloudIamDetector(),
+            IbmCosHmacDetector(),
+            JwtTokenDetector(),
+            MailchimpDetector(),
+            NpmDetector(),
+            OpenAIDetector(),
+            PypiTokenDetector(),
+            SendGridDetector(),
+            SlackDetector(),
+            SoftlayerDetector(),
+            SquareOAuthDetector(),
+            StripeDetector(),
+            TelegramBotTokenDetector(),
+            TwilioKeyDetector(),
+        ),
+        keyword=KeywordDetector(),
+        denylists=(QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP, CONFIG_DENYLIST_REGEX_TO_GROUP),
+        private_key=PrivateKeyDetector(),
+        base64=Base64HighEntropyString(),
+        hex=HexHighEntropyString(),
+    )
+
 
 # A keyword's value (`password: VALUE`) is a secret when it could be one: no spaces, no code
 # (a call, an index, a template), not a placeholder word. detect-secrets' config rule alone takes
@@ -199,20 +225,22 @@ def _find(text: str) -> Iterator[Finding]:
 
 
 def _private_keys(text: str) -> Iterator[Finding]:
-    if any(True for _ in PRIVATE_KEY.analyze_string(text)):
-        yield from _matches(PEM_BLOCK, text, Kind.PRIVATE_KEY, str(PRIVATE_KEY.secret_type))
+    plugin = detectors().private_key
+    if any(True for _ in plugin.analyze_string(text)):
+        yield from _matches(PEM_BLOCK, text, Kind.PRIVATE_KEY, str(plugin.secret_type))
         # A header without the PEM armour (PuTTY's): the whole text is the key file.
         if not PEM_BLOCK.search(text):
-            yield Finding(Kind.PRIVATE_KEY, str(PRIVATE_KEY.secret_type), 0, len(text))
+            yield Finding(Kind.PRIVATE_KEY, str(plugin.secret_type), 0, len(text))
 
 
 def _secrets(text: str) -> Iterator[Finding]:
-    for detector in SECRET_DETECTORS:
+    plugins = detectors()
+    for detector in plugins.secrets:
         for value in detector.analyze_string(text):
             yield from _occurrences(text, value, Kind.SECRET, str(detector.secret_type))
-    for denylist in (QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP, CONFIG_DENYLIST_REGEX_TO_GROUP):
+    for denylist in plugins.denylists:
         # detect-secrets types the denylist as Dict[Pattern, int], a bare Pattern strict mode cannot see through.
-        for value in KEYWORD.analyze_string(text, denylist):  # pyright: ignore[reportUnknownMemberType]
+        for value in plugins.keyword.analyze_string(text, denylist):  # pyright: ignore[reportUnknownMemberType]
             value = value.strip("'\"")
             if len(value) >= MIN_KEYWORD_VALUE and value.lower() not in NOT_A_VALUE and not CODE_MARKS.search(value):
                 yield from _occurrences(text, value, Kind.SECRET, "password or key")
@@ -237,7 +265,7 @@ def _random_strings(text: str) -> Iterator[Finding]:
     for match in TOKEN.finditer(text):
         token = match.group(0).strip("=-_")
         is_hex = all(c in "0123456789abcdefABCDEF" for c in token)
-        plugin = HEX if is_hex else BASE64
+        plugin = detectors().hex if is_hex else detectors().base64
         # A key mixes letters with digits; a word, however long, rarely does.
         random_looking = max(len(piece) for piece in PIECES.split(token)) >= MIN_RANDOM_PIECE and any(c.isdigit() for c in token)
         if len(token) >= MIN_RANDOM and random_looking and plugin.calculate_shannon_entropy(token) > plugin.entropy_limit:
