@@ -10,6 +10,7 @@ and generates from them; what it says is gibberish.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -113,28 +114,45 @@ class MoEShape:
         return names
 
 
+@dataclass(frozen=True)
+class Tokenizer:
+    """The tokenizer keys of a GGUF, decoded: (key, type, value) in TOKENIZER_KEYS' order."""
+
+    fields: tuple[tuple[str, GGUFValueType, object], ...]
+    vocab: int
+
+
+@cache
+def tokenizer_of(source: Path, modified_ns: int) -> Tokenizer:
+    """Read once per file and process: GGUFReader takes ~5 s of CPU over SmolLM2's 49k tokens and
+    merges, and the suite writes dozens of models with that tokenizer."""
+    reader = GGUFReader(source)
+    fields = tuple((key, field.types[0], _value(field)) for key in TOKENIZER_KEYS if (field := reader.fields.get(key)) is not None)
+    return Tokenizer(fields, len(reader.fields["tokenizer.ggml.tokens"].data))
+
+
 def write_dense(path: Path, shape: DenseShape, tokenizer_from: Path, seed: int = 0) -> Path:
     """Write a llama-architecture GGUF with random weights and the tokenizer of `tokenizer_from`."""
-    reader = GGUFReader(tokenizer_from)
+    tokenizer = tokenizer_of(tokenizer_from, tokenizer_from.stat().st_mtime_ns)
     writer = GGUFWriter(path, "llama")
-    _common_keys(writer, reader, path, shape.context, shape.hidden, shape.layers, shape.heads, shape.kv_heads)
+    _common_keys(writer, tokenizer, path, shape.context, shape.hidden, shape.layers, shape.heads, shape.kv_heads)
     writer.add_feed_forward_length(shape.ffn)
-    return _write_tensors(writer, shape.tensors(len(reader.fields["tokenizer.ggml.tokens"].data)), shape.quantization, seed, path)
+    return _write_tensors(writer, shape.tensors(tokenizer.vocab), shape.quantization, seed, path)
 
 
 def write_moe(path: Path, shape: MoEShape, tokenizer_from: Path, seed: int = 0) -> Path:
     """Write a qwen3moe GGUF with random weights (router included) and the real tokenizer."""
-    reader = GGUFReader(tokenizer_from)
+    tokenizer = tokenizer_of(tokenizer_from, tokenizer_from.stat().st_mtime_ns)
     writer = GGUFWriter(path, shape.arch)
-    _common_keys(writer, reader, path, shape.context, shape.hidden, shape.layers, shape.heads, shape.kv_heads)
+    _common_keys(writer, tokenizer, path, shape.context, shape.hidden, shape.layers, shape.heads, shape.kv_heads)
     writer.add_feed_forward_length(shape.expert_ffn)
     writer.add_expert_feed_forward_length(shape.expert_ffn)
     writer.add_expert_count(shape.experts)
     writer.add_expert_used_count(shape.experts_used)
-    return _write_tensors(writer, shape.tensors(len(reader.fields["tokenizer.ggml.tokens"].data)), shape.quantization, seed, path)
+    return _write_tensors(writer, shape.tensors(tokenizer.vocab), shape.quantization, seed, path)
 
 
-def _common_keys(writer: GGUFWriter, reader: GGUFReader, path: Path, context: int, hidden: int, layers: int, heads: int, kv_heads: int) -> None:
+def _common_keys(writer: GGUFWriter, tokenizer: Tokenizer, path: Path, context: int, hidden: int, layers: int, heads: int, kv_heads: int) -> None:
     writer.add_name(path.stem)
     writer.add_context_length(context)
     writer.add_embedding_length(hidden)
@@ -143,8 +161,9 @@ def _common_keys(writer: GGUFWriter, reader: GGUFReader, path: Path, context: in
     writer.add_head_count_kv(kv_heads)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_rope_freq_base(10000.0)
-    writer.add_vocab_size(len(reader.fields["tokenizer.ggml.tokens"].data))
-    _copy_tokenizer(reader, writer)
+    writer.add_vocab_size(tokenizer.vocab)
+    for key, kind, value in tokenizer.fields:
+        _add(writer, key, kind, value)
 
 
 def _write_tensors(writer: GGUFWriter, layout: list[tuple[str, tuple[int, ...], str]], quantization: str, seed: int, path: Path) -> Path:
@@ -176,23 +195,28 @@ def _values(rng: np.random.Generator, dims: tuple[int, ...], kind: str, quantize
     return quantize(values, GGMLQuantizationType.Q8_0) if quantized else values.astype(np.float16)
 
 
-def _copy_tokenizer(reader: GGUFReader, writer: GGUFWriter) -> None:
-    for key in TOKENIZER_KEYS:
-        field = reader.fields.get(key)
-        if field is not None:
-            _copy_field(writer, key, field)
-
-
-def _copy_field(writer: GGUFWriter, key: str, field) -> None:
+def _value(field) -> object:
+    """A GGUF field's value as the writer takes it: a list for an array, a str, or a number."""
     kind = field.types[0]
     if kind == GGUFValueType.ARRAY:
         item = field.types[1]
-        values = [bytes(field.parts[i]).decode() if item == GGUFValueType.STRING else field.parts[i].tolist()[0] for i in field.data]
-        writer.add_array(key, values)
+        return [bytes(field.parts[i]).decode() if item == GGUFValueType.STRING else field.parts[i].tolist()[0] for i in field.data]
+    if kind == GGUFValueType.STRING:
+        return bytes(field.parts[field.data[0]]).decode()
+    return field.parts[field.data[0]].tolist()[0]
+
+
+def _add(writer: GGUFWriter, key: str, kind: GGUFValueType, value) -> None:
+    if kind == GGUFValueType.ARRAY:
+        writer.add_array(key, value)
     elif kind == GGUFValueType.STRING:
-        writer.add_string(key, bytes(field.parts[field.data[0]]).decode())
+        writer.add_string(key, value)
     else:
-        writer.add_key_value(key, field.parts[field.data[0]].tolist()[0], kind)
+        writer.add_key_value(key, value, kind)
+
+
+def _copy_field(writer: GGUFWriter, key: str, field) -> None:
+    _add(writer, key, field.types[0], _value(field))
 
 
 def with_chat_template(source: Path, out: Path, template: str) -> Path:
