@@ -5,7 +5,7 @@ import pytest
 
 from services.common import llama_pin
 from services.common.settings import NodeSettings
-from tests.nodes import NodeProcess
+from tests.nodes import NodeProcess, stop_all
 
 SMOLLM2 = "SmolLM2-135M-Instruct"
 
@@ -32,8 +32,7 @@ def start_node(tmp_path: Path, llama_bin_dir: Path) -> Iterator:
         return node
 
     yield start
-    for node in started:
-        node.stop()
+    stop_all(started)
 
 
 @pytest.fixture

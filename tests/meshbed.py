@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.nodes import NodeProcess, free_port
+from tests.nodes import NodeProcess, free_port, stop_all
 from tests.relay import Relay
 
 
@@ -70,8 +70,7 @@ class MeshBed:
         return all(set(self.peers_seen_by(name)) == set(names) - {name} and set(self.peers_seen_by(name).values()) <= {"alive"} for name in names)
 
     def close(self) -> None:
-        for node in self.nodes.values():
-            node.stop()
+        stop_all(self.nodes.values())
         self.relay.close()
 
 

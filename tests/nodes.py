@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
@@ -154,14 +155,20 @@ class NodeProcess:
 
     def stop(self) -> None:
         """Stop whatever is left, in any state (test teardown)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        leftovers = self.descendants()
-        self.process.send_signal(signal.SIGTERM)
+        stop_all([self])
+
+
+def stop_all(nodes: Iterable[NodeProcess]) -> None:
+    """Stop every node at once (test teardown): each takes a second or more to stop its services
+    and llama.cpp processes, mostly waiting, so one after another would cost their sum."""
+    running = [(node.process, node.descendants()) for node in nodes if node.process is not None and node.process.poll() is None]
+    for process, _ in running:
+        process.send_signal(signal.SIGTERM)
+    for process, leftovers in running:
         try:
-            self.process.wait(30)
+            process.wait(30)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            process.kill()
         for child in leftovers:
             if child.is_running():
                 child.kill()
