@@ -29,7 +29,8 @@ from huggingface_hub import constants
 from services.cli.flags import DRAFT, UsageError
 from services.common.catalog import CatalogEntry
 from services.common.model_names import CatalogSource, HubSource, ModelNameError, match_name, parse_model
-from services.runner.downloads import DownloadError, download, download_source, downloaded_models
+from services.runner.downloads import download, download_source
+from services.runner.hub_files import DownloadError, downloaded_models
 from services.runner.layer_fetch import layers_path
 from services.runner.models import catalog_of, is_gguf, model_id_of
 

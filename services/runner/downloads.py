@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
 
@@ -45,7 +45,8 @@ from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import WeakFileLock, build_hf_headers, get_session, hf_raise_for_status
 
 from services.common.catalog import CatalogEntry
-from services.common.model_names import HubSource, ModelNameError, part_names, pick_quant_file
+from services.common.model_names import HubSource, ModelNameError, pick_quant_file
+from services.runner.hub_files import DownloadError, parts_of
 
 REVISION = "main"  # the catalog names files, not commits: the branch the publishers update
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -58,10 +59,6 @@ _PROGRESS_BYTES = 8 * 1024 * 1024
 ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total) over every part of one model
 
 
-class DownloadError(Exception):
-    """A download that cannot start or finish; the message is one line for the user."""
-
-
 @dataclass(frozen=True)
 class RemoteFile:
     """One file of a model as the Hub describes it (the HEAD of its /resolve URL)."""
@@ -71,42 +68,6 @@ class RemoteFile:
     etag: str  # the Hub's etag: an LFS file's sha256, else the git blob id
     commit: str  # the commit the branch pointed at
     size_bytes: int
-
-
-def part_files(entry: CatalogEntry) -> tuple[str, ...]:
-    """Every file of the model: a split GGUF's parts (-00001-of-0000N …), else its one file."""
-    return _parts_of(entry.file)
-
-
-def _parts_of(file: str) -> tuple[str, ...]:
-    """Every part's path in the repository of the model `file` (any of its parts) belongs to, first first."""
-    folder = PurePosixPath(file).parent
-    return tuple(str(folder / name) for name in part_names(file))
-
-
-def folder_of(entry: CatalogEntry, models_dir: Path) -> Path:
-    """Where a Hub entry's files go: the repository's own folder under models_dir."""
-    return models_dir / entry.repo
-
-
-def downloaded_paths(entry: CatalogEntry, models_dir: Path) -> tuple[Path, ...]:
-    """Every part of a Hub entry when all of them are downloaded, else (). A part exists only once
-    complete and checked (it is renamed from its partial file)."""
-    if not entry.repo:
-        return ()
-    paths = tuple(folder_of(entry, models_dir) / file for file in part_files(entry))
-    return paths if all(path.is_file() for path in paths) else ()
-
-
-def downloaded_path(entry: CatalogEntry, models_dir: Path) -> Path | None:
-    """The file llama.cpp opens (a split GGUF's first part) of a downloaded Hub entry, or None."""
-    paths = downloaded_paths(entry, models_dir)
-    return paths[0] if paths else None
-
-
-def downloaded_models(models_dir: Path, catalog: dict[str, CatalogEntry]) -> dict[str, tuple[Path, ...]]:
-    """Catalog name -> every part, of the catalog's models downloaded into models_dir."""
-    return {name: paths for name, entry in catalog.items() if (paths := downloaded_paths(entry, models_dir))}
 
 
 def download(entry: CatalogEntry, models_dir: Path, progress: bool = True, on_progress: ProgressCallback | None = None) -> Path:
@@ -125,7 +86,7 @@ def download_source(source: HubSource, models_dir: Path, progress: bool = True, 
     draws a bar on stderr; `on_progress(done, total)` hears the bytes arriving over all parts (total:
     what was missing at the start), at most every 0.25 s and once at the end."""
     folder = models_dir / source.repo
-    remotes = _remote_files(source, _parts_of(source.file or quant_file(source)))
+    remotes = _remote_files(source, parts_of(source.file or quant_file(source)))
     transfer = _Transfer(missing_bytes(folder, remotes), on_progress)
     check_space(folder, transfer.total)
     for remote in remotes:

@@ -26,7 +26,8 @@ from services.common import clock
 from services.common.logs import event
 from services.common.model_names import CatalogSource, HubSource, ModelNameError, parse_model
 from services.common.records import Download, DownloadState
-from services.runner.downloads import DownloadError, download, download_source
+from services.runner.downloads import download, download_source
+from services.runner.hub_files import DownloadError
 from services.runner.models import catalog_of, model_id_of
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,8 @@ from huggingface_hub.utils import WeakFileLock, hf_raise_for_status, http_stream
 
 from services.common.model_names import split_parts
 from services.runner import fingerprint
-from services.runner.downloads import DownloadError, RemoteFile, _headers, _one_line, check_space, remote_file
+from services.runner.downloads import RemoteFile, _headers, _one_line, check_space, remote_file
+from services.runner.hub_files import DownloadError
 from services.runner.models import layer_count
 from services.runner.priming import tensors_of, worker_layers
 

@@ -32,8 +32,8 @@ from services.common.model_names import (
     split_parts,
 )
 from services.common.records import ModelFile
-from services.runner.downloads import downloaded_models
 from services.runner.fingerprint import fingerprint_file
+from services.runner.hub_files import downloaded_models
 
 GGUF_MAGIC = b"GGUF"
 

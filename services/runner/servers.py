@@ -20,8 +20,8 @@ from services.common.logs import event
 from services.common.records import ProcessKind, ServedModel
 from services.runner import binaries, layer_fetch, moe, priming, rpc_tls, sizing
 from services.runner.command import llama_server_argv, rpc_server_argv
-from services.runner.downloads import DownloadError
 from services.runner.hashing import NativeBuildError
+from services.runner.hub_files import DownloadError
 from services.runner.models import ModelError
 from services.runner.settings import RunnerSettings
 from services.runner.supervisor import Supervisor

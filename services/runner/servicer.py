@@ -20,8 +20,8 @@ from services.common.records_proto import served_to_proto as to_proto
 from services.proto.mesh.v1 import node_pb2, runner_pb2, runner_pb2_grpc
 from services.runner import rpc_tls
 from services.runner.binaries import BinaryMissing
-from services.runner.downloads import DownloadError
 from services.runner.fetching import Fetches, NotAHubModel
+from services.runner.hub_files import DownloadError
 from services.runner.inventory import take_inventory
 from services.runner.models import ModelError, ModelRef
 from services.runner.servers import LLAMA_SERVER, HubLayers, LlamaServers, Split

@@ -15,8 +15,8 @@ from huggingface_hub import constants
 
 from services.common.settings import NodeSettings
 from services.runner import layer_fetch
-from services.runner.downloads import DownloadError
 from services.runner.fingerprint import fingerprint_file
+from services.runner.hub_files import DownloadError
 from services.runner.layer_fetch import LayerFile, fetch_layers, layers_path
 from services.runner.models import resolve
 from services.runner.priming import prime, tensors_of

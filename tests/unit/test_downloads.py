@@ -15,7 +15,8 @@ from services.cli.flags import UsageError
 from services.cli.model_files import entry_named
 from services.common.catalog import CATALOG, CatalogEntry, load
 from services.runner import downloads
-from services.runner.downloads import DownloadError, RemoteFile, check_space, downloaded_path, missing_bytes, part_files, partial_path
+from services.runner.downloads import RemoteFile, check_space, missing_bytes, partial_path
+from services.runner.hub_files import DownloadError, downloaded_path, part_files
 
 GB = 10**9
 

@@ -9,7 +9,7 @@ from gguf import GGUFReader, GGUFWriter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.runner.downloads import DownloadError
+from services.runner.hub_files import DownloadError
 from services.runner.layer_fetch import GAP_BYTES, coalesce, header_length, missing
 
 GAP = GAP_BYTES

@@ -18,7 +18,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from services.runner import models
-from services.runner.downloads import DownloadError
+from services.runner.hub_files import DownloadError
 from services.runner.layer_fetch import header_length
 from services.runner.models import ModelError
 from services.runner.moe import MoEInfo, moe_info
