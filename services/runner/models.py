@@ -228,6 +228,7 @@ def layer_count(path: Path) -> int:
 
 
 # GGUF value types: struct format of each scalar (8 is a string, 9 an array).
+_LENGTH = struct.Struct("<Q")  # a string's length, before its bytes
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 
 
@@ -278,12 +279,18 @@ def _parse_header(path: Path, wanted: Callable[[str], bool], tensors: bool) -> t
             if kind in _SCALARS:
                 return at + struct.calcsize(_SCALARS[kind])
             if kind == 8:
-                return string(at)[1]
+                return at + 8 + _LENGTH.unpack_from(data, at)[0]  # skipped, not decoded
             if kind == 9:
                 item, count = struct.unpack_from("<IQ", data, at)
                 at += 12
                 if item in _SCALARS:
                     return at + count * struct.calcsize(_SCALARS[item])
+                if item == 8:
+                    # A tokenizer's ~50k tokens and merges: the hot loop of a node's start.
+                    length = _LENGTH.unpack_from
+                    for _ in range(count):
+                        at += 8 + length(data, at)[0]
+                    return at
                 for _ in range(count):
                     at = skip(item, at)
                 return at
