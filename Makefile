@@ -89,6 +89,7 @@ bench: setup
 	$(PY) bench/split_cores.py
 	$(PY) bench/moe_shards.py
 	$(PY) bench/services_under_load.py
+	$(PY) bench/node_start.py
 	$(PY) bench/speculative.py
 	$(PY) bench/downloads.py
 	$(PY) bench/split_fetch.py
